@@ -1,0 +1,9 @@
+//! Safetensors checkpoints on disk: validated, memory-mapped reading and
+//! streaming, atomically renamed writing.
+
+pub mod header;
+mod reader;
+mod writer;
+
+pub use reader::{Checkpoint, Layout, Shard, TensorInfo, INDEX_FILE};
+pub use writer::{plan_shards, CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};

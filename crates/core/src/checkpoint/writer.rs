@@ -1,0 +1,421 @@
+//! Streaming checkpoint writer.
+//!
+//! Every header is computed from the list of output tensors before any data
+//! exists, so tensor data can be written as it is produced, one tensor (or
+//! one piece of a tensor) at a time, never holding the checkpoint in memory.
+//! All files go into a hidden temporary folder beside the destination, which
+//! is renamed into place only by [`CheckpointWriter::finish`]; dropping an
+//! unfinished writer removes the temporary folder.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::header;
+use super::reader::INDEX_FILE;
+use crate::tensor::checked_numel;
+use crate::{DType, Error, Result};
+
+/// Name, dtype and shape of one tensor to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl OutputTensor {
+    /// Bytes this tensor takes on disk.
+    pub fn nbytes(&self) -> Result<usize> {
+        checked_numel(&self.shape)
+            .and_then(|n| self.dtype.byte_len(n))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "tensor '{}': {} {:?} is not a valid size",
+                    self.name, self.dtype, self.shape
+                ))
+            })
+    }
+}
+
+/// One output file and the tensors it holds, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardSpec {
+    pub file_name: String,
+    pub tensors: Vec<OutputTensor>,
+}
+
+/// Options of a writer.
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    /// `__metadata__` written into every shard's header.
+    pub metadata: BTreeMap<String, String>,
+    /// Replace the destination when it exists.
+    pub force: bool,
+    /// Paths that must never be replaced or written into (the inputs).
+    pub protected: Vec<PathBuf>,
+}
+
+/// Groups tensors, in order, into shards of at most `max_shard_bytes` each
+/// (a tensor larger than that gets a shard of its own; 0 means one shard),
+/// named as Hugging Face names them.
+pub fn plan_shards(tensors: Vec<OutputTensor>, max_shard_bytes: u64) -> Result<Vec<ShardSpec>> {
+    let mut groups: Vec<Vec<OutputTensor>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for t in tensors {
+        let n = t.nbytes()? as u64;
+        let current = groups.last_mut().expect("one group");
+        if max_shard_bytes > 0 && !current.is_empty() && size + n > max_shard_bytes {
+            groups.push(vec![t]);
+            size = n;
+        } else {
+            current.push(t);
+            size += n;
+        }
+    }
+    let count = groups.len();
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, tensors)| ShardSpec {
+            file_name: if count == 1 {
+                "model.safetensors".to_string()
+            } else {
+                format!("model-{:05}-of-{:05}.safetensors", i + 1, count)
+            },
+            tensors,
+        })
+        .collect())
+}
+
+struct PlannedShard {
+    file_name: String,
+    header: Vec<u8>,
+    /// Byte sizes of its tensors, in order.
+    sizes: Vec<usize>,
+    names: Vec<String>,
+}
+
+/// Writes a checkpoint folder tensor by tensor; see the module docs.
+pub struct CheckpointWriter {
+    dest: PathBuf,
+    tmp: PathBuf,
+    force: bool,
+    shards: Vec<PlannedShard>,
+    /// Position: shard, tensor inside it, bytes of it already written.
+    shard: usize,
+    tensor: usize,
+    written: usize,
+    file: Option<BufWriter<File>>,
+    finished: bool,
+}
+
+impl CheckpointWriter {
+    /// Prepares to write `shards` into the folder `dest`. Fails at once when
+    /// `dest` exists (unless `force`) or is one of the protected inputs.
+    pub fn create(
+        dest: impl AsRef<Path>,
+        shards: Vec<ShardSpec>,
+        opts: WriterOptions,
+    ) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        check_destination(&dest, &opts)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut planned = Vec::with_capacity(shards.len());
+        for spec in shards {
+            let mut entries = Vec::with_capacity(spec.tensors.len());
+            let mut offset = 0usize;
+            let mut sizes = Vec::new();
+            for t in &spec.tensors {
+                if !seen.insert(t.name.clone()) {
+                    return Err(Error::Invalid(format!(
+                        "tensor '{}' is written twice",
+                        t.name
+                    )));
+                }
+                let n = t.nbytes()?;
+                entries.push((t.name.clone(), t.dtype, t.shape.clone(), offset..offset + n));
+                sizes.push(n);
+                offset += n;
+            }
+            planned.push(PlannedShard {
+                file_name: spec.file_name,
+                header: header::encode(&entries, &opts.metadata),
+                sizes,
+                names: spec.tensors.into_iter().map(|t| t.name).collect(),
+            });
+        }
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = parent.join(format!(".{base}.shears-partial-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = CheckpointWriter {
+            dest,
+            tmp,
+            force: opts.force,
+            shards: planned,
+            shard: 0,
+            tensor: 0,
+            written: 0,
+            file: None,
+            finished: false,
+        };
+        if !w.shards.is_empty() {
+            w.open_shard()?;
+        }
+        w.settle()?;
+        Ok(w)
+    }
+
+    /// Name of the tensor that the next bytes belong to, if any is left.
+    pub fn next_tensor(&self) -> Option<&str> {
+        self.shards
+            .get(self.shard)
+            .and_then(|s| s.names.get(self.tensor))
+            .map(String::as_str)
+    }
+
+    /// Appends bytes to the output, in the planned order. A call may cover
+    /// part of a tensor or run across several.
+    pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            self.skip_empty()?;
+            let Some(shard) = self.shards.get(self.shard) else {
+                return Err(Error::Invalid(format!(
+                    "{}: {} bytes written past the last tensor",
+                    self.dest.display(),
+                    bytes.len()
+                )));
+            };
+            let size = shard.sizes[self.tensor];
+            let take = bytes.len().min(size - self.written);
+            let path = self.tmp.join(&shard.file_name);
+            self.file
+                .as_mut()
+                .expect("shard open")
+                .write_all(&bytes[..take])
+                .map_err(|e| Error::io(&path, e))?;
+            self.written += take;
+            bytes = &bytes[take..];
+            if self.written == size {
+                self.step()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one whole tensor, which must be the next one planned.
+    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        if self.next_tensor() != Some(name) || self.written != 0 {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}' written out of order (next is {:?})",
+                self.next_tensor()
+            )));
+        }
+        let size = self.shards[self.shard].sizes[self.tensor];
+        if bytes.len() != size {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}': {} bytes written, {size} planned",
+                bytes.len()
+            )));
+        }
+        if size == 0 {
+            self.step()
+        } else {
+            self.write(bytes)
+        }
+    }
+
+    /// Adds a non-weight file (for example config.json) to the output.
+    pub fn add_file(&mut self, name: &str, contents: &[u8]) -> Result<()> {
+        let path = self.tmp.join(name);
+        std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Copies a file of the input folder into the output under its own name.
+    pub fn copy_file(&mut self, src: &Path) -> Result<()> {
+        let name = src
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} has no file name", src.display())))?;
+        let to = self.tmp.join(name);
+        std::fs::copy(src, &to).map_err(|e| Error::io(src, e))?;
+        Ok(())
+    }
+
+    /// Completes the output: checks every planned byte was written, writes
+    /// the index when there are several shards, and renames the folder into
+    /// place. Returns the destination.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.skip_empty()?;
+        if let Some(name) = self.next_tensor() {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{name}' was never written",
+                self.dest.display()
+            )));
+        }
+        if self.shards.len() > 1 {
+            let mut weight_map = serde_json::Map::new();
+            let mut total = 0usize;
+            for s in &self.shards {
+                total += s.sizes.iter().sum::<usize>();
+                for n in &s.names {
+                    weight_map.insert(n.clone(), s.file_name.clone().into());
+                }
+            }
+            let index = serde_json::json!({
+                "metadata": { "total_size": total },
+                "weight_map": weight_map,
+            });
+            let text = serde_json::to_vec_pretty(&index).expect("index serialises");
+            self.add_file(INDEX_FILE, &text)?;
+        }
+        if self.dest.exists() {
+            if !self.force {
+                return Err(Error::format(
+                    &self.dest,
+                    "exists (use --force to replace it)",
+                ));
+            }
+            let old = self.tmp.with_extension("old");
+            std::fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
+            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+            let removed = if old.is_dir() {
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::remove_file(&old)
+            };
+            removed.map_err(|e| Error::io(&old, e))?;
+        } else {
+            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        }
+        self.finished = true;
+        Ok(self.dest.clone())
+    }
+
+    /// Moves to the next planned tensor, closing finished shards and
+    /// opening the next file.
+    fn step(&mut self) -> Result<()> {
+        self.tensor += 1;
+        self.written = 0;
+        self.settle()
+    }
+
+    /// Closes shards whose tensors are all written and opens the next file.
+    fn settle(&mut self) -> Result<()> {
+        while self.shard < self.shards.len() && self.tensor >= self.shards[self.shard].sizes.len() {
+            self.close_shard()?;
+            self.shard += 1;
+            self.tensor = 0;
+            self.written = 0;
+            if self.shard < self.shards.len() {
+                self.open_shard()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps over zero-sized tensors at the current position.
+    fn skip_empty(&mut self) -> Result<()> {
+        while self.written == 0 && self.current_size() == Some(0) {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    fn current_size(&self) -> Option<usize> {
+        self.shards
+            .get(self.shard)
+            .and_then(|s| s.sizes.get(self.tensor))
+            .copied()
+    }
+
+    fn open_shard(&mut self) -> Result<()> {
+        let shard = &self.shards[self.shard];
+        let path = self.tmp.join(&shard.file_name);
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        w.write_all(&shard.header)
+            .map_err(|e| Error::io(&path, e))?;
+        self.file = Some(w);
+        Ok(())
+    }
+
+    fn close_shard(&mut self) -> Result<()> {
+        if let Some(w) = self.file.take() {
+            let path = self.tmp.join(&self.shards[self.shard].file_name);
+            let file = w
+                .into_inner()
+                .map_err(|e| Error::io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.file = None;
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn check_destination(dest: &Path, opts: &WriterOptions) -> Result<()> {
+    let canon_dest = canonical_lenient(dest);
+    for p in &opts.protected {
+        let canon = canonical_lenient(p);
+        if canon_dest == canon || canon.starts_with(&canon_dest) || canon_dest.starts_with(&canon) {
+            return Err(Error::format(
+                dest,
+                format!(
+                    "output would overwrite or sit inside the input {}",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    if dest.exists() && !opts.force {
+        return Err(Error::format(dest, "exists (use --force to replace it)"));
+    }
+    Ok(())
+}
+
+/// Canonical form of a path that may not exist yet: its nearest existing
+/// ancestor canonicalised, the rest appended.
+fn canonical_lenient(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut tail = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            let mut out = c;
+            for t in tail.iter().rev() {
+                out.push(t);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                tail.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Fast CPU paths: multi-threaded versions of the references that agree with
+//! them bit for bit. This is what `--backend cpu` runs.
+
+pub mod importance;

@@ -1,0 +1,4 @@
+//! CPU references: the specification of every kernel family, plain and
+//! single-threaded. The GPU and the fast CPU path must agree with them.
+
+pub mod importance;

@@ -1,0 +1,309 @@
+//! Tensor buffers: a borrowed view over (usually memory-mapped) bytes and an
+//! owned buffer, both carrying dtype and shape, plus bulk conversion between
+//! f32 and the 16-bit float types.
+
+use std::ops::Range;
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+use crate::{DType, Error, Result};
+
+/// A tensor whose bytes are borrowed, typically straight from a checkpoint's
+/// memory map. Nothing is copied until a kernel asks for the data.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    dtype: DType,
+    shape: &'a [usize],
+    data: &'a [u8],
+    /// The read-only file mapping `data` lives in, with the offset of `data`
+    /// inside it, when the view came from a checkpoint. Used only to give
+    /// pages back to the OS once they are consumed.
+    mapping: Option<(&'a memmap2::Mmap, usize)>,
+}
+
+impl<'a> TensorView<'a> {
+    /// A view over `data`; fails when the byte length does not match
+    /// dtype × shape.
+    pub fn new(dtype: DType, shape: &'a [usize], data: &'a [u8]) -> Result<Self> {
+        let numel = checked_numel(shape)
+            .ok_or_else(|| Error::Invalid(format!("shape {shape:?} overflows")))?;
+        let want = dtype.byte_len(numel).ok_or_else(|| {
+            Error::Invalid(format!("{numel} elements of {dtype} are not whole bytes"))
+        })?;
+        if want != data.len() {
+            return Err(Error::Invalid(format!(
+                "{dtype} {shape:?} needs {want} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(TensorView {
+            dtype,
+            shape,
+            data,
+            mapping: None,
+        })
+    }
+
+    /// A view whose bytes lie at `offset` inside a read-only file mapping.
+    /// The caller has checked that dtype × shape matches the byte length.
+    pub(crate) fn mapped(
+        dtype: DType,
+        shape: &'a [usize],
+        map: &'a memmap2::Mmap,
+        range: Range<usize>,
+    ) -> Self {
+        TensorView {
+            dtype,
+            shape,
+            data: &map[range.clone()],
+            mapping: Some((map, range.start)),
+        }
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Dimensions, outermost first.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// Raw little-endian bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The tensor seen as a matrix: (rows, cols) where cols is the last
+    /// dimension and rows the product of the others (a scalar is 1×1).
+    pub fn matrix_dims(&self) -> (usize, usize) {
+        match self.shape.split_last() {
+            None => (1, 1),
+            Some((&cols, rest)) => (rest.iter().product(), cols),
+        }
+    }
+
+    /// Tells the OS that the pages holding `bytes` (a range of this view's
+    /// bytes) will not be read again soon, so they leave this process's
+    /// resident memory. Reading them again faults them back in from the file,
+    /// so this is only an optimisation; a view not backed by a file mapping
+    /// ignores it.
+    pub fn release(&self, bytes: Range<usize>) {
+        #[cfg(unix)]
+        if let Some((map, base)) = self.mapping {
+            let len = bytes.end.saturating_sub(bytes.start);
+            if len == 0 {
+                return;
+            }
+            // SAFETY: the mapping is a read-only shared file mapping; dropping
+            // its pages only means later reads fault them in again from the
+            // file, so no data visible through `&[u8]` changes.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    base + bytes.start,
+                    len,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
+    /// Decodes elements `range` into `out` as f32 (F32, F16 and BF16 only).
+    pub fn decode_into(&self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        let size = self.float_size()?;
+        decode_f32(
+            self.dtype,
+            &self.data[range.start * size..range.end * size],
+            out,
+        );
+        Ok(())
+    }
+
+    /// All elements as f32 (F32, F16 and BF16 only). Allocates the whole
+    /// tensor: meant for tests and small tensors, not for streaming.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; self.numel()];
+        self.decode_into(0..out.len(), &mut out)?;
+        Ok(out)
+    }
+
+    /// Bytes per element for the float dtypes kernels compute on.
+    pub fn float_size(&self) -> Result<usize> {
+        if self.dtype.is_float_computable() {
+            Ok(self.dtype.bits() / 8)
+        } else {
+            Err(Error::Invalid(format!(
+                "dtype {} is not a float type shears computes on (F32, F16, BF16)",
+                self.dtype
+            )))
+        }
+    }
+}
+
+/// A tensor that owns its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorBuf {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl TensorBuf {
+    /// Encodes f32 values into a new buffer of `dtype` (F32, F16 or BF16),
+    /// rounding to nearest even.
+    pub fn from_f32(dtype: DType, shape: Vec<usize>, values: &[f32]) -> Result<Self> {
+        if checked_numel(&shape) != Some(values.len()) {
+            return Err(Error::Invalid(format!(
+                "shape {shape:?} does not hold {} values",
+                values.len()
+            )));
+        }
+        let size = match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => dtype.bits() / 8,
+            other => return Err(Error::Invalid(format!("cannot encode f32 as {other}"))),
+        };
+        let mut data = vec![0u8; values.len() * size];
+        encode_f32(dtype, values, &mut data);
+        Ok(TensorBuf { dtype, shape, data })
+    }
+
+    /// A borrowed view of this buffer.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView {
+            dtype: self.dtype,
+            shape: &self.shape,
+            data: &self.data,
+            mapping: None,
+        }
+    }
+}
+
+/// Product of the dimensions, `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Decodes little-endian `bytes` of `dtype` (F32, F16 or BF16) into `out`,
+/// which must hold exactly as many elements. Aligned input takes half's
+/// vectorised slice conversion; unaligned input falls back to a scalar loop.
+pub fn decode_f32(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            assert_eq!(bytes.len(), out.len() * 4);
+            match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                Ok(src) => out.copy_from_slice(src),
+                Err(_) => {
+                    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    }
+                }
+            }
+        }
+        DType::F16 => {
+            assert_eq!(bytes.len(), out.len() * 2);
+            match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+                Ok(src) => src.convert_to_f32_slice(out),
+                Err(_) => {
+                    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                    }
+                }
+            }
+        }
+        DType::BF16 => {
+            assert_eq!(bytes.len(), out.len() * 2);
+            match bytemuck::try_cast_slice::<u8, bf16>(bytes) {
+                Ok(src) => src.convert_to_f32_slice(out),
+                Err(_) => {
+                    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                    }
+                }
+            }
+        }
+        other => panic!("decode_f32 called on {other}"),
+    }
+}
+
+/// Encodes `values` into little-endian `out` of `dtype` (F32, F16 or BF16),
+/// rounding to nearest even.
+pub fn encode_f32(dtype: DType, values: &[f32], out: &mut [u8]) {
+    match dtype {
+        DType::F32 => {
+            for (c, v) in out.chunks_exact_mut(4).zip(values) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::F16 => match bytemuck::try_cast_slice_mut::<u8, f16>(out) {
+            Ok(dst) => dst.convert_from_f32_slice(values),
+            Err(_) => {
+                for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                    c.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+                }
+            }
+        },
+        DType::BF16 => match bytemuck::try_cast_slice_mut::<u8, bf16>(out) {
+            Ok(dst) => dst.convert_from_f32_slice(values),
+            Err(_) => {
+                for (c, v) in out.chunks_exact_mut(2).zip(values) {
+                    c.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
+                }
+            }
+        },
+        other => panic!("encode_f32 called on {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_checks_length() {
+        let shape = [2, 3];
+        assert!(TensorView::new(DType::F32, &shape, &[0u8; 24]).is_ok());
+        assert!(TensorView::new(DType::F32, &shape, &[0u8; 20]).is_err());
+        assert!(TensorView::new(DType::BF16, &shape, &[0u8; 12]).is_ok());
+    }
+
+    #[test]
+    fn round_trip_through_each_float_dtype() {
+        let values = [0.0f32, -1.5, 2.0, 65504.0, 1.0e-3, -7.25];
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let buf = TensorBuf::from_f32(dtype, vec![2, 3], &values).unwrap();
+            let back = buf.view().to_f32().unwrap();
+            for (a, b) in values.iter().zip(&back) {
+                let tol = match dtype {
+                    DType::F32 => 0.0,
+                    DType::F16 => a.abs() * 1e-3,
+                    _ => a.abs() * 8e-3,
+                };
+                assert!((a - b).abs() <= tol, "{dtype}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn unaligned_decode_matches_aligned() {
+        let values: Vec<f32> = (0..33).map(|i| i as f32 * 0.37 - 5.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let buf = TensorBuf::from_f32(dtype, vec![33], &values).unwrap();
+            let mut shifted = vec![0u8; buf.data.len() + 1];
+            shifted[1..].copy_from_slice(&buf.data);
+            let mut a = vec![0.0; 33];
+            let mut b = vec![0.0; 33];
+            decode_f32(dtype, &buf.data, &mut a);
+            decode_f32(dtype, &shifted[1..], &mut b);
+            assert_eq!(a, b);
+        }
+    }
+}

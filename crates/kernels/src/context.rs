@@ -1,0 +1,490 @@
+//! The GPU runtime: adapter choice, device creation with the adapter's own
+//! limits, the pipeline cache, chunk sizing and the one readback helper.
+//! Device setup is kept apart from the work so tests can pass their own
+//! context (see `GpuContext::from_adapter`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::{Error, Result};
+
+/// Bytes one upload window may hold unless `SHEARS_CHUNK_MIB` says
+/// otherwise; the chunk is the smaller of this and the device's binding and
+/// buffer limits. It bounds host memory on unified-memory and software
+/// adapters, where device buffers live in RAM.
+pub const DEFAULT_WINDOW_BYTES: u64 = 64 << 20;
+
+/// What `shears devices` shows for one adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// Whether the adapter runs compute shaders (shears needs them).
+    pub compute: bool,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub min_storage_buffer_offset_alignment: u32,
+    /// Optional features shears can use, when present.
+    pub features: Vec<String>,
+}
+
+/// Optional features shears looks for.
+const USEFUL_FEATURES: &[(wgpu::Features, &str)] = &[
+    (wgpu::Features::SHADER_F16, "shader-f16"),
+    (wgpu::Features::SUBGROUP, "subgroup"),
+    (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+    (wgpu::Features::SHADER_INT64, "shader-int64"),
+];
+
+fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    AdapterSummary {
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        compute: adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS),
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
+        features: USEFUL_FEATURES
+            .iter()
+            .filter(|(f, _)| features.contains(*f))
+            .map(|(_, n)| n.to_string())
+            .collect(),
+    }
+}
+
+/// Backends named by `SHEARS_BACKEND` (vulkan, metal, dx12, gl; several
+/// may be given with commas), or every backend.
+pub fn backends_from_env() -> Result<wgpu::Backends> {
+    let Ok(v) = std::env::var("SHEARS_BACKEND") else {
+        return Ok(wgpu::Backends::all());
+    };
+    let mut out = wgpu::Backends::empty();
+    for part in v.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+        out |= match part.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "" => continue,
+            other => {
+                return Err(Error::NoAdapter(format!(
+                    "SHEARS_BACKEND={other} is not one of vulkan, metal, dx12, gl"
+                )))
+            }
+        };
+    }
+    Ok(out)
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    desc.flags = wgpu::InstanceFlags::empty().with_env();
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the selected backends expose, with what shears uses of it.
+pub fn list_adapters() -> Result<Vec<AdapterSummary>> {
+    let inst = instance(backends_from_env()?);
+    let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    Ok(adapters.iter().map(summarize).collect())
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// The adapter shears would use: compute-capable, matching
+/// `SHEARS_ADAPTER` (a case-insensitive name substring) when set, high
+/// performance first (discrete, integrated, virtual, software).
+pub fn pick_adapter() -> Result<wgpu::Adapter> {
+    let backends = backends_from_env()?;
+    let inst = instance(backends);
+    let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(inst.enumerate_adapters(backends))
+        .into_iter()
+        .filter(|a| {
+            a.get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        })
+        .collect();
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter(
+            "no compute-capable adapter found (install a Vulkan, Metal or DX12 driver; \
+             on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)"
+                .into(),
+        ));
+    }
+    if let Ok(want) = std::env::var("SHEARS_ADAPTER") {
+        let want_l = want.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want_l));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "SHEARS_ADAPTER={want} matches none of: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    adapters.sort_by_key(|a| type_rank(a.get_info().device_type));
+    Ok(adapters.remove(0))
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: &'static str,
+    entry: &'static str,
+    /// Override constants as (name, f64 bits).
+    constants: Vec<(&'static str, u64)>,
+}
+
+/// One opened device, shared by every kernel. Created once per process.
+pub struct GpuContext {
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was granted (the adapter's own).
+    pub limits: wgpu::Limits,
+    /// The features the adapter offers.
+    pub features: wgpu::Features,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    chunk_bytes: u64,
+    first_error: Arc<Mutex<Option<String>>>,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    layouts: Mutex<HashMap<&'static str, Arc<wgpu::BindGroupLayout>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens the adapter [`pick_adapter`] chooses.
+    pub fn new() -> Result<Self> {
+        Self::from_adapter(pick_adapter()?)
+    }
+
+    /// Opens a device on `adapter`, asking for its own limits.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("shears device"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::MemoryUsage,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = first_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::error!("wgpu: {e}");
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let window = std::env::var("SHEARS_CHUNK_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|m| m << 20)
+            .unwrap_or(DEFAULT_WINDOW_BYTES);
+        let chunk_bytes = window
+            .min(limits.max_storage_buffer_binding_size)
+            .min(limits.max_buffer_size);
+        let ctx = GpuContext {
+            info,
+            limits,
+            features,
+            device,
+            queue,
+            chunk_bytes: 0,
+            first_error,
+            modules: Mutex::default(),
+            layouts: Mutex::default(),
+            pipelines: Mutex::default(),
+        };
+        Ok(ctx.with_chunk_bytes(chunk_bytes))
+    }
+
+    /// Caps the bytes of one chunk (tests force small chunks with this).
+    /// Rounded down to the storage offset alignment, never above the
+    /// device's binding limit.
+    pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
+        let align = self.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let cap = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        // Shader indices are u32: keep every chunk well below 2^31 bytes.
+        let cap = cap.min(1 << 31);
+        self.chunk_bytes = (bytes.min(cap) / align * align).max(align);
+        self
+    }
+
+    /// Largest number of bytes one dispatch binds.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
+    }
+
+    /// "name (backend, device type)", for logs and reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Most workgroups one dispatch dimension may have.
+    pub fn max_groups(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension.max(1)
+    }
+
+    /// Returns the first uncaptured wgpu error since the device opened.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let slot = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(message) => Err(Error::Runtime {
+                what: what.to_string(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A bind group layout, created once per name.
+    pub fn layout(
+        &self,
+        name: &'static str,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> Arc<wgpu::BindGroupLayout> {
+        let mut map = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name)
+            .or_insert_with(|| {
+                Arc::new(
+                    self.device
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(name),
+                            entries,
+                        }),
+                )
+            })
+            .clone()
+    }
+
+    fn module(
+        &self,
+        shader: &'static str,
+        source: &'static str,
+    ) -> Result<Arc<wgpu::ShaderModule>> {
+        let mut map = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = map.get(shader) {
+            return Ok(m.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: format!("shaders/{shader}.wgsl"),
+                message: e.to_string(),
+            });
+        }
+        let module = Arc::new(module);
+        map.insert(shader, module.clone());
+        Ok(module)
+    }
+
+    /// The compute pipeline for `entry` of `shader` with these override
+    /// constants, built once and cached.
+    pub fn pipeline(
+        &self,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        layout: &wgpu::BindGroupLayout,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = PipelineKey {
+            shader,
+            entry,
+            constants: constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        };
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader, source)?;
+        let label = format!("{shader}::{entry}");
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: format!("shaders/{shader}.wgsl, entry point {entry}"),
+                message: e.to_string(),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// A buffer with a label.
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Waits until `submission` (or all work, when `None`) has finished.
+    pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission,
+                timeout: None,
+            })
+            .map_err(|e| Error::Runtime {
+                what: "wait".into(),
+                message: e.to_string(),
+            })?;
+        self.check("execution")
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` (which needs COPY_SRC)
+    /// back to the host. The only place in shears that maps a buffer.
+    pub fn read_back(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let padded = size.next_multiple_of(4);
+        let staging = self.buffer(
+            "readback staging",
+            padded,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        let idx = self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait(Some(idx))?;
+        rx.recv()
+            .map_err(|_| Error::Runtime {
+                what: "readback".into(),
+                message: "map callback never ran".into(),
+            })?
+            .map_err(|e| Error::Runtime {
+                what: "readback".into(),
+                message: e.to_string(),
+            })?;
+        let out = {
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Runtime {
+                what: "readback".into(),
+                message: e.to_string(),
+            })?;
+            view[..size as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Writes `bytes` at `offset` of `buffer`, padding a ragged tail with
+    /// zeros to the 4-byte copy alignment.
+    pub fn upload(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(buffer, offset, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue
+                .write_buffer(buffer, offset + whole as u64, &tail);
+        }
+    }
+}

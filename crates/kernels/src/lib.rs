@@ -1,0 +1,16 @@
+//! shears-kernels: the GPU side of shears. A [`GpuContext`] owns the device;
+//! each kernel family has one module here and one WGSL file in `shaders/`,
+//! and implements the same trait as its CPU reference in shears-core.
+
+pub mod chunk;
+mod context;
+mod error;
+pub mod importance;
+pub mod source;
+
+pub use context::{
+    backends_from_env, list_adapters, pick_adapter, AdapterSummary, GpuContext,
+    DEFAULT_WINDOW_BYTES,
+};
+pub use error::{Error, Result};
+pub use importance::GpuImportance;

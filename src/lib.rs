@@ -1,0 +1,57 @@
+//! The root package of the shears workspace: it owns the integration tests
+//! (`tests/`) and the criterion benches (`benches/`), and offers them the
+//! helpers below. The tool itself is `shears-cli`; the libraries are
+//! `shears-core` and `shears-kernels`.
+
+pub use shears_core as core;
+pub use shears_kernels as kernels;
+
+/// Helpers shared by tests and benches.
+pub mod testing {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::StandardNormal;
+    use shears_kernels::GpuContext;
+
+    /// Whether `SHEARS_REQUIRE_GPU=1` asks that a missing adapter fail the
+    /// GPU tests instead of skipping them.
+    pub fn gpu_required() -> bool {
+        std::env::var("SHEARS_REQUIRE_GPU").is_ok_and(|v| v == "1")
+    }
+
+    /// The GPU the tests run on: `Ok(Some)` when an adapter opened,
+    /// `Ok(None)` when there is none and skipping is allowed, `Err` with
+    /// the reason when there is none and `SHEARS_REQUIRE_GPU=1`.
+    pub fn test_gpu() -> Result<Option<GpuContext>, String> {
+        match GpuContext::new() {
+            Ok(ctx) => Ok(Some(ctx)),
+            Err(e) if gpu_required() => Err(format!("SHEARS_REQUIRE_GPU=1 but {e}")),
+            Err(e) => {
+                eprintln!("GPU tests skipped: {e} (set SHEARS_REQUIRE_GPU=1 to fail instead)");
+                Ok(None)
+            }
+        }
+    }
+
+    /// `n` seeded test values: Gaussian-like, with zeros, negative zeros,
+    /// large values, values below the square floor and, when `specials`,
+    /// NaN and infinities mixed in.
+    pub fn test_values(n: usize, seed: u64, specials: bool) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let r: u32 = rng.random_range(0..97);
+                match r {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => 1.0e-12,
+                    3 => -3.0e4,
+                    4 if specials => f32::NAN,
+                    5 if specials => f32::INFINITY,
+                    6 if specials => f32::NEG_INFINITY,
+                    _ => rng.sample::<f32, _>(StandardNormal) * 0.5,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,170 @@
+//! GPU against CPU reference, kernel by kernel, dtype by dtype, over the
+//! sizes that break kernels (1, 2, 3, 5, 7, a workgroup ± 1, a tile ± 1) and
+//! over chunk boundaries with the chunk size forced small.
+//!
+//! Runs under libtest-mimic so that, without an adapter, every GPU case is
+//! reported as ignored (skipped), never as passed; `SHEARS_REQUIRE_GPU=1`
+//! turns a missing adapter into failures.
+
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::reference::importance::{Importance, Reference, TILE};
+use shears::core::{DType, TensorBuf};
+use shears::kernels::{GpuContext, GpuImportance};
+use shears::testing::{test_gpu, test_values};
+
+/// Bytes of one chunk in the small-chunk cases: a few hundred elements.
+const SMALL_CHUNK_BYTES: u64 = 1024;
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Abs,
+    Square,
+    RowSumsq,
+    ColSumsq,
+    Stats,
+}
+
+const OPS: [Op; 5] = [Op::Abs, Op::Square, Op::RowSumsq, Op::ColSumsq, Op::Stats];
+
+/// Compares one op on one tensor: integer-exact (bit patterns) for every
+/// output, since the GPU follows the reference's order of operations.
+fn check(ctx: &GpuContext, op: Op, dtype: DType, shape: &[usize], seed: u64) -> Result<(), Failed> {
+    let n: usize = shape.iter().product();
+    let values = test_values(n, seed, true);
+    let buf = TensorBuf::from_f32(dtype, shape.to_vec(), &values).map_err(|e| e.to_string())?;
+    let w = buf.view();
+    let gpu = GpuImportance::new(ctx);
+    let cpu = Reference;
+    let cmp = |name: &str, want: Vec<f32>, got: Vec<f32>| -> Result<(), Failed> {
+        if want.len() != got.len() {
+            return Err(format!(
+                "{name}: {} values expected, {} returned",
+                want.len(),
+                got.len()
+            )
+            .into());
+        }
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            if a.to_bits() != b.to_bits() {
+                return Err(format!(
+                    "{name}: index {i}: expected {a:e} ({:#010x}), got {b:e} ({:#010x}); tolerance: bit-exact",
+                    a.to_bits(),
+                    b.to_bits()
+                )
+                .into());
+            }
+        }
+        Ok(())
+    };
+    let e = |e: shears::core::Error| Failed::from(e.to_string());
+    let row_bytes = shape.last().copied().unwrap_or(1) * dtype.bits() / 8;
+    if matches!(op, Op::RowSumsq | Op::ColSumsq) && row_bytes + 4 > ctx.chunk_bytes() as usize {
+        // A row that cannot fit one binding must be refused clearly.
+        let got = match op {
+            Op::RowSumsq => gpu.row_sumsq(&w),
+            _ => gpu.col_sumsq(&w),
+        };
+        return match got {
+            Err(err) if err.to_string().contains("larger than one GPU binding") => Ok(()),
+            other => {
+                Err(format!("expected a 'larger than one GPU binding' error, got {other:?}").into())
+            }
+        };
+    }
+    match op {
+        Op::Abs => cmp("abs", cpu.abs(&w).map_err(e)?, gpu.abs(&w).map_err(e)?),
+        Op::Square => cmp(
+            "square",
+            cpu.square(&w).map_err(e)?,
+            gpu.square(&w).map_err(e)?,
+        ),
+        Op::RowSumsq => cmp(
+            "row_sumsq",
+            cpu.row_sumsq(&w).map_err(e)?,
+            gpu.row_sumsq(&w).map_err(e)?,
+        ),
+        Op::ColSumsq => cmp(
+            "col_sumsq",
+            cpu.col_sumsq(&w).map_err(e)?,
+            gpu.col_sumsq(&w).map_err(e)?,
+        ),
+        Op::Stats => {
+            let (a, b) = (cpu.stats(&w).map_err(e)?, gpu.stats(&w).map_err(e)?);
+            if a != b {
+                return Err(format!("stats: expected {a:?}, got {b:?}; tolerance: exact").into());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn shapes() -> Vec<(&'static str, Vec<usize>)> {
+    let mut out = Vec::new();
+    for n in [1usize, 2, 3, 5, 7, 255, 256, 257] {
+        out.push(("vec", vec![n]));
+        out.push(("tall", vec![n, 3]));
+        out.push(("wide", vec![3, n]));
+    }
+    out.push(("tile+1", vec![TILE + 1]));
+    out.push(("2tiles+1", vec![2 * TILE + 1]));
+    out.push(("matrix", vec![300, 33]));
+    out
+}
+
+/// Shapes for the forced-small-chunk context: one chunk + 1 element, rows
+/// that make chunks start mid-word for 16-bit types, many lane wraps.
+fn chunk_shapes() -> Vec<(&'static str, Vec<usize>)> {
+    vec![
+        ("255", vec![255]),
+        ("256", vec![256]),
+        ("257", vec![257]),
+        ("511", vec![511]),
+        ("513", vec![513]),
+        ("tile+1", vec![TILE + 1]),
+        ("1000x3", vec![1000, 3]),
+        ("200x13", vec![200, 13]),
+        ("37x100", vec![37, 100]),
+    ]
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().and_then(|c| {
+        Ok(c.map(|ctx| {
+            let small = GpuContext::new()
+                .expect("second context on the same adapter")
+                .with_chunk_bytes(SMALL_CHUNK_BYTES);
+            Arc::new((ctx, small))
+        }))
+    });
+    let mut trials = Vec::new();
+    let mut seed = 1u64;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (small, list) in [(false, shapes()), (true, chunk_shapes())] {
+            for (label, shape) in list {
+                for op in OPS {
+                    seed += 1;
+                    let name = format!(
+                        "importance::{op:?}::{dtype}::{}{label}{shape:?}",
+                        if small { "small_chunk::" } else { "" }
+                    );
+                    let skip = matches!(gpu, Ok(None));
+                    let gpu = gpu.clone();
+                    let shape2 = shape.clone();
+                    let trial = Trial::test(name, move || match &gpu {
+                        Err(reason) => Err(reason.clone().into()),
+                        Ok(None) => Ok(()),
+                        Ok(Some(pair)) => {
+                            let ctx = if small { &pair.1 } else { &pair.0 };
+                            check(ctx, op, dtype, &shape2, seed)
+                        }
+                    });
+                    trials.push(trial.with_ignored_flag(skip));
+                }
+            }
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
