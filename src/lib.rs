@@ -55,3 +55,40 @@ pub mod testing {
             .collect()
     }
 }
+
+/// Running the `shears` binary from integration tests.
+pub mod cli {
+    use std::path::PathBuf;
+    use std::process::{Command, Output};
+
+    /// Path of the `shears` binary that `cargo test --workspace` built next
+    /// to the test executables (target/<profile>/shears).
+    pub fn shears_bin() -> PathBuf {
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>/deps");
+        let bin = dir.join(format!("shears{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests with `cargo test --workspace` so the CLI is built",
+            bin.display()
+        );
+        bin
+    }
+
+    /// Runs `shears args…` and returns its output.
+    pub fn run(args: &[&str]) -> Output {
+        Command::new(shears_bin())
+            .args(args)
+            .env("SHEARS_LOG", "warn")
+            .output()
+            .expect("shears runs")
+    }
+
+    /// Root of the repository (for `assets/`).
+    pub fn repo_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+}

@@ -1,1 +1,79 @@
-fn main() {}
+//! The `shears` binary: parses arguments, sets up logging, runs one command
+//! and maps the outcome to an exit code: 0 done, 1 a check failed, 2 bad
+//! input or usage, 3 the compute backend failed.
+
+mod args;
+mod backend;
+mod commands;
+mod output;
+mod progress;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// Exit code for a check that found a difference (`--verify`, `--validate`).
+#[allow(dead_code)]
+pub const EXIT_CHECK_FAILED: i32 = 1;
+/// Exit code for bad input or usage.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for a failure of the GPU or another backend.
+pub const EXIT_BACKEND: i32 = 3;
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our crates at the chosen level; wgpu and friends only when they warn.
+    let default = format!(
+        "warn,shears={level},shears_core={level},shears_kernels={level},shears_cli={level}"
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHEARS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(verbose > 0)
+        .init();
+}
+
+fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<shears_kernels::Error>() {
+            return match e {
+                shears_kernels::Error::NoAdapter(_) | shears_kernels::Error::Unsupported(_) => {
+                    EXIT_BAD_INPUT
+                }
+                shears_kernels::Error::Core(_) => EXIT_BAD_INPUT,
+                _ => EXIT_BACKEND,
+            };
+        }
+        if let Some(shears_core::Error::Backend { .. }) = cause.downcast_ref::<shears_core::Error>()
+        {
+            return EXIT_BACKEND;
+        }
+    }
+    EXIT_BAD_INPUT
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let mut out = output::Out::new();
+    let quiet = cli.global.quiet;
+    let result = match &cli.command {
+        Command::Devices(a) => commands::devices::run(a, &mut out),
+        Command::Inspect(a) => commands::inspect::run(a, cli.global.backend, quiet, &mut out),
+        Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
+    };
+    out.flush();
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(exit_code(&err));
+    }
+}

@@ -118,20 +118,36 @@ fn type_rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
-/// The adapter shears would use: compute-capable, matching
+/// The adapter shears would use: compute-capable, on Vulkan, Metal or DX12
+/// (OpenGL when none of those has one) unless `SHEARS_BACKEND` says
+/// otherwise, matching
 /// `SHEARS_ADAPTER` (a case-insensitive name substring) when set, high
 /// performance first (discrete, integrated, virtual, software).
 pub fn pick_adapter() -> Result<wgpu::Adapter> {
-    let backends = backends_from_env()?;
-    let inst = instance(backends);
-    let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(inst.enumerate_adapters(backends))
-        .into_iter()
-        .filter(|a| {
-            a.get_downlevel_capabilities()
-                .flags
-                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
-        })
-        .collect();
+    let compute = |backends: wgpu::Backends| -> Vec<wgpu::Adapter> {
+        let inst = instance(backends);
+        pollster::block_on(inst.enumerate_adapters(backends))
+            .into_iter()
+            .filter(|a| {
+                a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+            })
+            .collect()
+    };
+    let mut adapters = match std::env::var_os("SHEARS_BACKEND") {
+        Some(_) => compute(backends_from_env()?),
+        // Vulkan, Metal and DX12 first; OpenGL only when none of them has
+        // an adapter (GL drivers are slower and noisier to probe).
+        None => {
+            let primary = compute(wgpu::Backends::PRIMARY);
+            if primary.is_empty() {
+                compute(wgpu::Backends::GL)
+            } else {
+                primary
+            }
+        }
+    };
     if adapters.is_empty() {
         return Err(Error::NoAdapter(
             "no compute-capable adapter found (install a Vulkan, Metal or DX12 driver; \

@@ -14,3 +14,4 @@ pub use context::{
 };
 pub use error::{Error, Result};
 pub use importance::GpuImportance;
+pub use wgpu::DeviceType;
