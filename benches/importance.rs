@@ -1,1 +1,67 @@
-fn main() {}
+//! Row-norm throughput of the importance family: CPU reference, fast CPU
+//! path and GPU (when an adapter exists), beside this machine's memcpy
+//! bandwidth measured in the same run. Throughput counts bytes of input read
+//! per second (criterion prints binary units, GiB/s); memcpy counts bytes
+//! copied.
+//!
+//! `cargo bench --bench importance`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shears::core::fast::importance::FastCpu;
+use shears::core::reference::importance::{Importance, Reference};
+use shears::core::{DType, TensorBuf};
+use shears::kernels::{GpuContext, GpuImportance};
+use shears::testing::test_values;
+
+const ROWS: usize = 4096;
+const COLS: usize = 4096;
+
+fn bench(c: &mut Criterion) {
+    let values = test_values(ROWS * COLS, 7, false);
+    let gpu = match GpuContext::new() {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            eprintln!("GPU benches skipped: {e}");
+            None
+        }
+    };
+
+    // memcpy of the same number of bytes as the bf16 tensor, as the yardstick.
+    let mut g = c.benchmark_group("memcpy");
+    for bytes in [ROWS * COLS * 2, ROWS * COLS * 4] {
+        let src = vec![1u8; bytes];
+        let mut dst = vec![0u8; bytes];
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(BenchmarkId::from_parameter(bytes), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&dst);
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("row_norms");
+    g.sample_size(10);
+    for dtype in [DType::BF16, DType::F32] {
+        let buf = TensorBuf::from_f32(dtype, vec![ROWS, COLS], &values).unwrap();
+        let w = buf.view();
+        g.throughput(Throughput::Bytes(buf.data.len() as u64));
+        let name = |backend: &str| BenchmarkId::new(backend, format!("{dtype} {ROWS}x{COLS}"));
+        g.bench_function(name("cpu-reference"), |b| {
+            b.iter(|| Reference.row_norms(&w).unwrap())
+        });
+        g.bench_function(name("cpu-fast"), |b| {
+            b.iter(|| FastCpu.row_norms(&w).unwrap())
+        });
+        if let Some(ctx) = &gpu {
+            let k = GpuImportance::new(ctx);
+            let label = format!("gpu {}", ctx.info.name);
+            g.bench_function(name(&label), |b| b.iter(|| k.row_norms(&w).unwrap()));
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -100,6 +100,44 @@ fn check(ctx: &GpuContext, op: Op, dtype: DType, shape: &[usize], seed: u64) -> 
     }
 }
 
+/// `shears inspect --stats --json` prints the same statistics on both
+/// backends (the GPU one being whatever adapter the test machine has).
+fn inspect_gpu_equals_cpu() -> Result<(), Failed> {
+    let asset = shears::cli::repo_root().join("assets/tiny-llama");
+    let stats = |backend: &str| -> Result<Vec<serde_json::Value>, Failed> {
+        let out = shears::cli::run(&[
+            "inspect",
+            asset.to_str().unwrap(),
+            "--stats",
+            "--json",
+            "--backend",
+            backend,
+        ]);
+        if out.status.code() != Some(0) {
+            return Err(format!(
+                "--backend {backend}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok(doc["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["stats"].clone())
+            .collect())
+    };
+    let (cpu, gpu) = (stats("cpu")?, stats("gpu")?);
+    for (i, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
+        if a != b {
+            return Err(format!("tensor {i}: cpu {a} != gpu {b}").into());
+        }
+    }
+    Ok(())
+}
+
 fn shapes() -> Vec<(&'static str, Vec<usize>)> {
     let mut out = Vec::new();
     for n in [1usize, 2, 3, 5, 7, 255, 256, 257] {
@@ -131,13 +169,13 @@ fn chunk_shapes() -> Vec<(&'static str, Vec<usize>)> {
 
 fn main() {
     let args = Arguments::from_args();
-    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().and_then(|c| {
-        Ok(c.map(|ctx| {
+    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().map(|c| {
+        c.map(|ctx| {
             let small = GpuContext::new()
                 .expect("second context on the same adapter")
                 .with_chunk_bytes(SMALL_CHUNK_BYTES);
             Arc::new((ctx, small))
-        }))
+        })
     });
     let mut trials = Vec::new();
     let mut seed = 1u64;
@@ -166,5 +204,15 @@ fn main() {
             }
         }
     }
+    let skip = matches!(gpu, Ok(None));
+    let gpu2 = gpu.clone();
+    trials.push(
+        Trial::test("cli::inspect_stats_gpu_equals_cpu", move || match &gpu2 {
+            Err(reason) => Err(reason.clone().into()),
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => inspect_gpu_equals_cpu(),
+        })
+        .with_ignored_flag(skip),
+    );
     libtest_mimic::run(&args, trials).exit();
 }

@@ -69,7 +69,7 @@ impl LlamaSpec {
         if self.hidden == 0 || self.intermediate == 0 || self.vocab == 0 || self.head_dim == 0 {
             return Err(Error::Invalid("dimensions must be positive".into()));
         }
-        if self.hidden % self.head_dim != 0 {
+        if !self.hidden.is_multiple_of(self.head_dim) {
             return Err(Error::Invalid(format!(
                 "hidden size {} is not a multiple of the head size {}",
                 self.hidden, self.head_dim

@@ -32,6 +32,10 @@ struct Step {
     groups: (u32, u32),
 }
 
+/// Called after a step's work has finished, before the next step reuses
+/// the output buffer (to read results back).
+type AfterStep<'f> = &'f mut dyn FnMut(&Step) -> Result<()>;
+
 /// The importance family on a GPU.
 #[derive(Debug, Clone, Copy)]
 pub struct GpuImportance<'a> {
@@ -88,7 +92,7 @@ impl<'a> GpuImportance<'a> {
         w: &TensorView,
         dst: &wgpu::Buffer,
         steps: Vec<Step>,
-        mut after: Option<&mut dyn FnMut(&Step) -> Result<()>>,
+        mut after: Option<AfterStep<'_>>,
     ) -> Result<()> {
         let esize = w.float_size()?;
         let dtype_code = match w.dtype() {

@@ -213,7 +213,7 @@ pub fn encode(
         );
     }
     let mut json = serde_json::to_vec(&Value::Object(map)).expect("header serialises");
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());

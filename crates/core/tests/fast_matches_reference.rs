@@ -1,0 +1,87 @@
+//! The fast CPU path (threads, vectorised loops) against the reference: bit
+//! for bit on every output, for random shapes, dtypes and values.
+
+use proptest::prelude::*;
+use shears_core::fast::importance::FastCpu;
+use shears_core::reference::importance::{Importance, Reference, TILE};
+use shears_core::{DType, TensorBuf};
+
+fn dtype() -> impl Strategy<Value = DType> {
+    prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::BF16)]
+}
+
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        8 => -100.0f32..100.0,
+        1 => Just(0.0f32),
+        1 => Just(-0.0f32),
+        1 => Just(1.0e-12f32),
+        1 => Just(f32::NAN),
+        1 => Just(f32::INFINITY),
+    ]
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        prop_assert_eq!(x.to_bits(), y.to_bits(), "index {}: {} vs {}", i, x, y);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn fast_equals_reference(
+        dtype in dtype(),
+        rows in 1usize..600,
+        cols in 1usize..300,
+        seed in prop::collection::vec(value(), 64),
+    ) {
+        let n = rows * cols;
+        let values: Vec<f32> = (0..n).map(|i| seed[i % 64] * (1.0 + (i % 7) as f32 * 0.01)).collect();
+        let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &values).unwrap();
+        let w = buf.view();
+        let (r, f) = (Reference, FastCpu);
+        same_bits(&r.abs(&w).unwrap(), &f.abs(&w).unwrap())?;
+        same_bits(&r.square(&w).unwrap(), &f.square(&w).unwrap())?;
+        same_bits(&r.row_sumsq(&w).unwrap(), &f.row_sumsq(&w).unwrap())?;
+        same_bits(&r.col_sumsq(&w).unwrap(), &f.col_sumsq(&w).unwrap())?;
+        prop_assert_eq!(r.stats(&w).unwrap(), f.stats(&w).unwrap());
+    }
+}
+
+#[test]
+fn multi_tile_stats_and_tall_columns() {
+    // Several tiles and more than 256 rows, so lanes wrap and tiles combine.
+    let rows = 3 * TILE / 100 + 7;
+    let values: Vec<f32> = (0..rows * 100)
+        .map(|i| ((i * 7919) % 2003) as f32 - 1001.5)
+        .collect();
+    let buf = TensorBuf::from_f32(DType::F32, vec![rows, 100], &values).unwrap();
+    let w = buf.view();
+    assert_eq!(Reference.stats(&w).unwrap(), FastCpu.stats(&w).unwrap());
+    assert_eq!(
+        Reference.col_sumsq(&w).unwrap(),
+        FastCpu.col_sumsq(&w).unwrap()
+    );
+    let s = Reference.stats(&w).unwrap();
+    let exact: f64 = values.iter().map(|&v| v as f64).sum();
+    assert!(
+        (s.sum - exact).abs() <= 1e-6 * exact.abs().max(1.0) * 100.0,
+        "{} vs {exact}",
+        s.sum
+    );
+}
+
+#[test]
+fn non_float_dtypes_are_refused() {
+    let buf = TensorBuf {
+        dtype: DType::I8,
+        shape: vec![4],
+        data: vec![1, 2, 3, 4],
+    };
+    let err = FastCpu.stats(&buf.view()).unwrap_err().to_string();
+    assert!(err.contains("I8"), "{err}");
+}

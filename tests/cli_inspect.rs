@@ -1,0 +1,78 @@
+//! `shears inspect` end to end on the assets checkpoint.
+
+use shears::cli::{repo_root, run};
+
+fn asset() -> String {
+    repo_root().join("assets/tiny-llama").display().to_string()
+}
+
+#[test]
+fn table_lists_every_tensor_with_totals() {
+    let out = run(&["inspect", &asset()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("21 tensors in 2 files (sharded, with index)"),
+        "{text}"
+    );
+    assert!(text.contains("model.layers.1.mlp.down_proj.weight"));
+    assert!(text.contains("[256, 688]"));
+    assert!(text.contains("totals by dtype:"));
+    assert!(text
+        .lines()
+        .any(|l| l.trim_start().starts_with("BF16") && l.contains("21 tensors")));
+}
+
+#[test]
+fn json_with_stats_on_the_cpu() {
+    let out = run(&["inspect", &asset(), "--stats", "--json", "--backend", "cpu"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tensors = doc["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 21);
+    assert_eq!(doc["totals"]["tensors"], 21);
+    let params: u64 = tensors.iter().map(|t| t["params"].as_u64().unwrap()).sum();
+    assert_eq!(doc["totals"]["params"].as_u64().unwrap(), params);
+    for t in tensors {
+        let s = &t["stats"];
+        let (absmax, std) = (s["absmax"].as_f64().unwrap(), s["std"].as_f64().unwrap());
+        assert!(absmax > 0.0 && std > 0.0, "{t}");
+        if t["name"].as_str().unwrap().ends_with("layernorm.weight") {
+            assert!((s["mean"].as_f64().unwrap() - 1.0).abs() < 0.02, "{t}");
+        }
+    }
+    assert!(doc["backend"].as_str().unwrap().starts_with("cpu"));
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(shears::cli::shears_bin())
+        .args(["inspect", &asset()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(&["inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["inspect", &asset(), "--backend", "tpu"]);
+    assert_eq!(out.status.code(), Some(2));
+}
