@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::fast::importance::FastCpu;
 use shears::core::reference::importance::{Importance, Reference, TILE};
-use shears::core::{DType, TensorBuf};
+use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::{GpuContext, GpuImportance};
 use shears::testing::{test_gpu, test_values};
 
@@ -100,42 +101,39 @@ fn check(ctx: &GpuContext, op: Op, dtype: DType, shape: &[usize], seed: u64) -> 
     }
 }
 
-/// `shears inspect --stats --json` prints the same statistics on both
-/// backends (the GPU one being whatever adapter the test machine has).
-fn inspect_gpu_equals_cpu() -> Result<(), Failed> {
-    let asset = shears::cli::repo_root().join("assets/tiny-llama");
-    let stats = |backend: &str| -> Result<Vec<serde_json::Value>, Failed> {
-        let out = shears::cli::run(&[
-            "inspect",
-            asset.to_str().unwrap(),
-            "--stats",
-            "--json",
-            "--backend",
-            backend,
-        ]);
-        if out.status.code() != Some(0) {
-            return Err(format!(
-                "--backend {backend}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        let doc: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        Ok(doc["tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["stats"].clone())
-            .collect())
-    };
-    let (cpu, gpu) = (stats("cpu")?, stats("gpu")?);
-    for (i, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
+/// The statistics `shears inspect --stats` prints, on the assets
+/// checkpoint read through its memory map: the fast CPU path and the GPU
+/// give the same figures for every tensor.
+fn assets_stats_gpu_equals_cpu(ctx: &GpuContext) -> Result<(), Failed> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-llama");
+    let ckpt = Checkpoint::open(&dir).map_err(|e| e.to_string())?;
+    let gpu = GpuImportance::new(ctx);
+    for info in &ckpt.tensors {
+        let view = ckpt.view(info);
+        let a = FastCpu.stats(&view).map_err(|e| e.to_string())?;
+        let b = gpu.stats(&view).map_err(|e| e.to_string())?;
         if a != b {
-            return Err(format!("tensor {i}: cpu {a} != gpu {b}").into());
+            return Err(format!("{}: cpu {a:?} != gpu {b:?}", info.name).into());
         }
     }
     Ok(())
+}
+
+/// A shader that does not compile is reported as an error naming it, not a
+/// panic or an uncaptured device error.
+fn broken_shader_is_named(ctx: &GpuContext) -> Result<(), Failed> {
+    let layout = ctx.layout("test: empty", &[]);
+    match ctx.pipeline(
+        "broken_family",
+        "@compute @workgroup_size(1) fn main( {",
+        "main",
+        &layout,
+        &[],
+    ) {
+        Err(e) if e.to_string().contains("shaders/broken_family.wgsl") => Ok(()),
+        Err(e) => Err(format!("error does not name the shader: {e}").into()),
+        Ok(_) => Err("a broken shader built a pipeline".into()),
+    }
 }
 
 fn shapes() -> Vec<(&'static str, Vec<usize>)> {
@@ -207,10 +205,22 @@ fn main() {
     let skip = matches!(gpu, Ok(None));
     let gpu2 = gpu.clone();
     trials.push(
-        Trial::test("cli::inspect_stats_gpu_equals_cpu", move || match &gpu2 {
+        Trial::test(
+            "checkpoint::assets_stats_gpu_equals_cpu",
+            move || match &gpu2 {
+                Err(reason) => Err(reason.clone().into()),
+                Ok(None) => Ok(()),
+                Ok(Some(pair)) => assets_stats_gpu_equals_cpu(&pair.0),
+            },
+        )
+        .with_ignored_flag(skip),
+    );
+    let gpu3 = gpu.clone();
+    trials.push(
+        Trial::test("runtime::broken_shader_is_named", move || match &gpu3 {
             Err(reason) => Err(reason.clone().into()),
             Ok(None) => Ok(()),
-            Ok(Some(_)) => inspect_gpu_equals_cpu(),
+            Ok(Some(pair)) => broken_shader_is_named(&pair.0),
         })
         .with_ignored_flag(skip),
     );

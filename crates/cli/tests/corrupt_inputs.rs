@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use shears::cli::run;
+mod common;
+
+use common::run;
 
 /// A safetensors file from raw header JSON and a data section.
 fn raw_file(dir: &Path, name: &str, header: &str, data: &[u8]) -> PathBuf {

@@ -1,6 +1,8 @@
 //! `shears inspect` end to end on the assets checkpoint.
 
-use shears::cli::{repo_root, run};
+mod common;
+
+use common::{repo_root, run};
 
 fn asset() -> String {
     repo_root().join("assets/tiny-llama").display().to_string()
@@ -57,7 +59,7 @@ fn json_with_stats_on_the_cpu() {
 #[test]
 fn a_closed_pipe_is_not_an_error() {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(shears::cli::shears_bin())
+    let mut child = Command::new(common::shears_bin())
         .args(["inspect", &asset()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

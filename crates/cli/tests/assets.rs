@@ -1,7 +1,9 @@
 //! The committed assets are exactly what their documented command makes.
 
-use shears::cli::{repo_root, run};
-use shears::core::Checkpoint;
+mod common;
+
+use common::{repo_root, run};
+use shears_core::Checkpoint;
 
 #[test]
 fn assets_match_their_generator() {
