@@ -2,3 +2,6 @@
 //! single-threaded. The GPU and the fast CPU path must agree with them.
 
 pub mod importance;
+pub mod mask;
+pub mod scores;
+pub mod select;

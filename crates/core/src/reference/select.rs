@@ -1,0 +1,421 @@
+//! CPU reference of the `select` family: which weights a scope prunes.
+//!
+//! # Specification
+//!
+//! In a scope (a row, a tensor, or every selected tensor of a checkpoint in
+//! file order) of `n` elements with keys (see [`super::scores`]), exactly
+//! `k = round(s·n)` elements are pruned: the `k` smallest in the total order
+//! (key, flat index). Equal keys are broken by index, lower index pruned
+//! first. The answer is a [`Cut`]: every key below `cut.key` is pruned, and
+//! of the elements whose key equals `cut.key`, the first `cut.ties` in index
+//! order.
+//!
+//! The reference finds the cut by sorting. The fast path and the GPU find
+//! the same cut with one counting pass ([`census`]) over a bracket of keys
+//! estimated from a sample, falling back to exact radix histograms (16-bit
+//! digits) when the bracket misses; all of them resolve the counts with the
+//! same host code ([`resolve`]), so every backend gives the same cut.
+
+use crate::{Result, TensorView};
+
+use super::scores::Scorer;
+
+/// Number of elements pruned out of `n` at sparsity `s`: round(s·n), halves
+/// away from zero.
+pub fn prune_count(sparsity: f64, n: u64) -> u64 {
+    ((sparsity * n as f64).round() as u64).min(n)
+}
+
+/// Where a scope is cut; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Cut {
+    /// Keys below this are pruned.
+    pub key: u32,
+    /// Elements with exactly this key pruned, in index order.
+    pub ties: u64,
+}
+
+impl Cut {
+    /// Prunes nothing.
+    pub const NONE: Cut = Cut { key: 0, ties: 0 };
+}
+
+/// The cut pruning the `k` smallest of `keys` (reference: a sort).
+pub fn select_cut(keys: &[u32], k: u64) -> Cut {
+    if k == 0 {
+        return Cut::NONE;
+    }
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable();
+    let t = sorted[(k - 1) as usize];
+    let below = sorted.partition_point(|&x| x < t) as u64;
+    Cut {
+        key: t,
+        ties: k - below,
+    }
+}
+
+/// A key range whose elements a census keeps individually.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bracket {
+    pub lo: u32,
+    pub hi: u32,
+}
+
+/// Bins of the 16-bit radix histograms.
+pub const BINS: usize = 1 << 16;
+
+/// What one counting pass learns about a scope's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Census {
+    pub n: u64,
+    pub below_lo: u64,
+    pub eq_lo: u64,
+    pub eq_hi: u64,
+    /// Keys strictly between lo and hi, in no particular order.
+    pub inside: Vec<u32>,
+}
+
+/// A 16-bit radix histogram of keys (the fallback when a bracket misses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Counts per bin of 16 key bits.
+    pub bins: Vec<u64>,
+    /// OR of the other 16 bits of every counted key (0: the top-half
+    /// histogram is exact, as for bf16 magnitudes).
+    pub low_bits: u32,
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        Histogram {
+            bins: vec![0; BINS],
+            low_bits: 0,
+        }
+    }
+
+    /// Adds another histogram.
+    pub fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            *a += b;
+        }
+        self.low_bits |= o.low_bits;
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+impl Census {
+    /// An empty census.
+    pub fn new() -> Self {
+        Census {
+            n: 0,
+            below_lo: 0,
+            eq_lo: 0,
+            eq_hi: 0,
+            inside: Vec::new(),
+        }
+    }
+
+    /// Counts one key (branch-free but for the rare keys inside).
+    #[inline(always)]
+    pub fn add(&mut self, b: Bracket, key: u32) {
+        self.n += 1;
+        self.below_lo += (key < b.lo) as u64;
+        self.eq_lo += (key == b.lo) as u64;
+        self.eq_hi += (key == b.hi && b.hi != b.lo) as u64;
+        if key > b.lo && key < b.hi {
+            self.inside.push(key);
+        }
+    }
+
+    /// Adds another census over the same bracket.
+    pub fn merge(&mut self, o: &Census) {
+        self.n += o.n;
+        self.below_lo += o.below_lo;
+        self.eq_lo += o.eq_lo;
+        self.eq_hi += o.eq_hi;
+        self.inside.extend_from_slice(&o.inside);
+    }
+}
+
+impl Default for Census {
+    fn default() -> Self {
+        Census::new()
+    }
+}
+
+/// What [`resolve_hist`] concludes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The cut is known.
+    Cut(Cut),
+    /// The k-th key has top half `hi16`; a histogram of the low halves of
+    /// the keys in that bin finishes the job (`below` keys lie under it).
+    NeedLow { hi16: u32, below: u64 },
+}
+
+/// The cut for the `k` smallest keys when the census's bracket holds the
+/// k-th key; `None` when it missed.
+pub fn resolve(c: &Census, b: Bracket, k: u64) -> Option<Cut> {
+    if k == 0 {
+        return Some(Cut::NONE);
+    }
+    if k <= c.below_lo {
+        return None;
+    }
+    let mut need = k - c.below_lo;
+    if need <= c.eq_lo {
+        return Some(Cut {
+            key: b.lo,
+            ties: need,
+        });
+    }
+    need -= c.eq_lo;
+    if need <= c.inside.len() as u64 {
+        let mut inside = c.inside.clone();
+        let (_, &mut t, _) = inside.select_nth_unstable((need - 1) as usize);
+        let below_t = inside.iter().filter(|&&x| x < t).count() as u64;
+        return Some(Cut {
+            key: t,
+            ties: need - below_t,
+        });
+    }
+    need -= c.inside.len() as u64;
+    if b.hi != b.lo && need <= c.eq_hi {
+        return Some(Cut {
+            key: b.hi,
+            ties: need,
+        });
+    }
+    None
+}
+
+/// Walks a top-half histogram to the k-th key.
+pub fn resolve_hist(h: &Histogram, k: u64) -> Resolved {
+    if k == 0 {
+        return Resolved::Cut(Cut::NONE);
+    }
+    let mut below = 0u64;
+    for (bin, &count) in h.bins.iter().enumerate() {
+        if below + count >= k {
+            if h.low_bits == 0 {
+                return Resolved::Cut(Cut {
+                    key: (bin as u32) << 16,
+                    ties: k - below,
+                });
+            }
+            return Resolved::NeedLow {
+                hi16: bin as u32,
+                below,
+            };
+        }
+        below += count;
+    }
+    unreachable!("k = {k} exceeds the histogram's keys")
+}
+
+/// Finishes a [`Resolved::NeedLow`] from the histogram of low halves.
+pub fn resolve_low(low_hist: &[u64], hi16: u32, below: u64, k: u64) -> Cut {
+    let mut acc = below;
+    for (bin, &count) in low_hist.iter().enumerate() {
+        if acc + count >= k {
+            return Cut {
+                key: (hi16 << 16) | bin as u32,
+                ties: k - acc,
+            };
+        }
+        acc += count;
+    }
+    unreachable!("low histogram holds fewer keys than the census said")
+}
+
+/// Chooses a bracket around the `k`-th smallest of `n` keys from a sorted
+/// sample of them: the sample quantile ± 5 standard errors.
+pub fn bracket_from_sample(sorted: &[u32], k: u64, n: u64) -> Bracket {
+    if sorted.is_empty() || n == 0 {
+        return Bracket { lo: 0, hi: 0 };
+    }
+    let m = sorted.len() as f64;
+    let q = (k as f64 / n as f64).clamp(0.0, 1.0);
+    let err = 5.0 * (q * (1.0 - q) / m).sqrt() + 2.0 / m;
+    let at = |p: f64| sorted[((p.clamp(0.0, 1.0) * m) as usize).min(sorted.len() - 1)];
+    Bracket {
+        lo: at(q - err),
+        hi: at(q + err),
+    }
+}
+
+/// Flat indices to sample from `n` elements: about `want`, evenly spread.
+pub fn sample_positions(n: usize, want: usize) -> impl Iterator<Item = usize> {
+    let step = (n / want.max(1)).max(1);
+    (0..n).step_by(step)
+}
+
+/// One backend's implementation of the select family.
+pub trait Select {
+    /// Counts the keys of `w` against bracket `b`.
+    fn census(&self, w: &TensorView, scorer: &Scorer, b: Bracket) -> Result<Census>;
+    /// Histogram of the keys of `w`: of their top 16 bits when `hi16` is
+    /// `None`, else of the low 16 bits of the keys whose top bits are `hi16`.
+    fn histogram(&self, w: &TensorView, scorer: &Scorer, hi16: Option<u32>) -> Result<Histogram>;
+    /// The cut of every row for `k` pruned per row.
+    fn row_cuts(&self, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Vec<Cut>>;
+}
+
+/// The plain specification.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reference;
+
+fn all_keys(w: &TensorView, scorer: &Scorer) -> Result<Vec<u32>> {
+    let mut keys = Vec::new();
+    scorer.keys(w, 0..w.numel(), &mut keys)?;
+    Ok(keys)
+}
+
+impl Select for Reference {
+    fn census(&self, w: &TensorView, scorer: &Scorer, b: Bracket) -> Result<Census> {
+        let mut c = Census::new();
+        for k in all_keys(w, scorer)? {
+            c.add(b, k);
+        }
+        Ok(c)
+    }
+
+    fn histogram(&self, w: &TensorView, scorer: &Scorer, hi16: Option<u32>) -> Result<Histogram> {
+        let mut h = Histogram::new();
+        for k in all_keys(w, scorer)? {
+            count_key(&mut h, k, hi16);
+        }
+        Ok(h)
+    }
+
+    fn row_cuts(&self, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Vec<Cut>> {
+        let (_, cols) = w.matrix_dims();
+        let keys = all_keys(w, scorer)?;
+        Ok(keys
+            .chunks(cols.max(1))
+            .map(|row| select_cut(row, k))
+            .collect())
+    }
+}
+
+/// Counts one key into a histogram (see [`Select::histogram`]).
+#[inline(always)]
+pub fn count_key(h: &mut Histogram, key: u32, hi16: Option<u32>) {
+    match hi16 {
+        None => {
+            h.bins[(key >> 16) as usize] += 1;
+            h.low_bits |= key & 0xffff;
+        }
+        Some(top) if key >> 16 == top => h.bins[(key & 0xffff) as usize] += 1,
+        Some(_) => {}
+    }
+}
+
+/// Finishes a cut from a backend's histograms when the bracket missed.
+fn cut_by_histograms(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Cut> {
+    let h = s.histogram(w, scorer, None)?;
+    Ok(match resolve_hist(&h, k) {
+        Resolved::Cut(c) => c,
+        Resolved::NeedLow { hi16, below } => {
+            let low = s.histogram(w, scorer, Some(hi16))?;
+            resolve_low(&low.bins, hi16, below, k)
+        }
+    })
+}
+
+/// Samples keys of `w` at evenly spread positions (host side, any backend).
+pub fn sample_keys(w: &TensorView, scorer: &Scorer, want: usize, out: &mut Vec<u32>) -> Result<()> {
+    let mut one = Vec::with_capacity(1);
+    for i in sample_positions(w.numel(), want) {
+        scorer.keys(w, i..i + 1, &mut one)?;
+        out.push(one[0]);
+    }
+    Ok(())
+}
+
+/// The cut pruning the `k` smallest keys of one tensor, found with the
+/// backend's census: one pass when the sampled bracket holds the answer
+/// (almost always), two or three otherwise.
+pub fn tensor_cut(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Cut> {
+    if k == 0 {
+        return Ok(Cut::NONE);
+    }
+    let mut sample = Vec::new();
+    sample_keys(w, scorer, 1 << 16, &mut sample)?;
+    sample.sort_unstable();
+    let b = bracket_from_sample(&sample, k, w.numel() as u64);
+    let census = s.census(w, scorer, b)?;
+    match resolve(&census, b, k) {
+        Some(c) => Ok(c),
+        None => {
+            tracing::debug!("sampled bracket missed the cut; using radix histograms");
+            cut_by_histograms(s, w, scorer, k)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_counts_ties_in_order() {
+        let keys = [5, 1, 3, 3, 3, 9, 0];
+        assert_eq!(select_cut(&keys, 0), Cut::NONE);
+        assert_eq!(select_cut(&keys, 1), Cut { key: 0, ties: 1 });
+        assert_eq!(select_cut(&keys, 3), Cut { key: 3, ties: 1 });
+        assert_eq!(select_cut(&keys, 5), Cut { key: 3, ties: 3 });
+        assert_eq!(select_cut(&keys, 7), Cut { key: 9, ties: 1 });
+        assert_eq!(prune_count(0.5, 7), 4);
+        assert_eq!(prune_count(0.3, 10), 3);
+    }
+
+    #[test]
+    fn resolve_agrees_with_sorting_for_any_bracket() {
+        let keys: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 613 * 70_001).collect();
+        for k in [1u64, 17, 2500, 4999, 5000] {
+            let want = select_cut(&keys, k);
+            for b in [
+                Bracket {
+                    lo: 0,
+                    hi: u32::MAX,
+                },
+                Bracket { lo: 5, hi: 6 },
+                Bracket {
+                    lo: want.key,
+                    hi: want.key,
+                },
+                Bracket {
+                    lo: 70_001 * 100,
+                    hi: 70_001 * 400,
+                },
+            ] {
+                let mut c = Census::new();
+                keys.iter().for_each(|&x| c.add(b, x));
+                let by_hist = || {
+                    let mut h = Histogram::new();
+                    keys.iter().for_each(|&x| count_key(&mut h, x, None));
+                    match resolve_hist(&h, k) {
+                        Resolved::Cut(c) => c,
+                        Resolved::NeedLow { hi16, below } => {
+                            let mut low = Histogram::new();
+                            keys.iter()
+                                .for_each(|&x| count_key(&mut low, x, Some(hi16)));
+                            resolve_low(&low.bins, hi16, below, k)
+                        }
+                    }
+                };
+                assert_eq!(by_hist(), want, "k = {k}, histograms");
+                let got = resolve(&c, b, k).unwrap_or_else(by_hist);
+                assert_eq!(got, want, "k = {k}, bracket {b:?}");
+            }
+        }
+    }
+}
