@@ -2,3 +2,5 @@
 //! them bit for bit. This is what `--backend cpu` runs.
 
 pub mod importance;
+pub mod mask;
+pub mod select;

@@ -1,0 +1,101 @@
+//! Fast CPU path of the `mask` family. Ties of a cut are pruned in index
+//! order: blocks count their ties in parallel, an exclusive prefix gives
+//! each block its share, then blocks write their masks in parallel.
+
+use rayon::prelude::*;
+
+use crate::reference::mask::{check_nm, mask_from_cut, nm_group, Mask};
+use crate::reference::scores::Scorer;
+use crate::reference::select::Cut;
+use crate::{Result, TensorView};
+
+const GROUP: usize = 1 << 22;
+const BLOCK: usize = 1 << 15;
+
+/// The multi-threaded CPU backend of the mask family.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastCpu;
+
+impl Mask for FastCpu {
+    fn apply_cut(&self, w: &TensorView, scorer: &Scorer, cut: Cut) -> Result<(Vec<u8>, u64)> {
+        scorer.check(w)?;
+        let n = w.numel();
+        let size = w.float_size()?;
+        let mut mask = vec![1u8; n];
+        let mut keys = vec![0u32; GROUP.min(n)];
+        let mut used = 0u64;
+        let mut g0 = 0;
+        while g0 < n {
+            let g1 = (g0 + GROUP).min(n);
+            let gk = &mut keys[..g1 - g0];
+            gk.par_chunks_mut(BLOCK).enumerate().try_for_each_init(
+                Vec::new,
+                |buf, (b, out)| {
+                    let s = g0 + b * BLOCK;
+                    scorer.keys(w, s..s + out.len(), buf)?;
+                    out.copy_from_slice(buf);
+                    Ok::<_, crate::Error>(())
+                },
+            )?;
+            // Ties per block, then each block's first tie rank.
+            let ties: Vec<u64> = gk
+                .par_chunks(BLOCK)
+                .map(|c| c.iter().filter(|&&k| k == cut.key).count() as u64)
+                .collect();
+            let mut offsets = Vec::with_capacity(ties.len());
+            for t in &ties {
+                offsets.push(used);
+                used += t;
+            }
+            mask[g0..g1]
+                .par_chunks_mut(BLOCK)
+                .zip(gk.par_chunks(BLOCK))
+                .zip(offsets.par_iter())
+                .for_each(|((m, k), &before)| {
+                    let left = cut.ties.saturating_sub(before);
+                    let (bm, _) = mask_from_cut(k, Cut { key: cut.key, ties: left });
+                    m.copy_from_slice(&bm);
+                });
+            w.release(g0 * size..g1 * size);
+            g0 = g1;
+        }
+        Ok((mask, used.min(cut.ties)))
+    }
+
+    fn apply_row_cuts(&self, w: &TensorView, scorer: &Scorer, cuts: &[Cut]) -> Result<Vec<u8>> {
+        scorer.check(w)?;
+        let (_, cols) = w.matrix_dims();
+        let mut mask = vec![1u8; w.numel()];
+        if cols == 0 {
+            return Ok(mask);
+        }
+        mask.par_chunks_mut(cols)
+            .zip(cuts.par_iter())
+            .enumerate()
+            .try_for_each_init(Vec::new, |keys, (r, (m, &c))| {
+                scorer.keys(w, r * cols..(r + 1) * cols, keys)?;
+                m.copy_from_slice(&mask_from_cut(keys, c).0);
+                Ok::<_, crate::Error>(())
+            })?;
+        Ok(mask)
+    }
+
+    fn nm(&self, w: &TensorView, scorer: &Scorer, n: usize, m: usize) -> Result<Vec<u8>> {
+        scorer.check(w)?;
+        let (_, cols) = w.matrix_dims();
+        check_nm(n, m, cols)?;
+        let mut mask = vec![0u8; w.numel()];
+        let block = (BLOCK / m).max(1) * m;
+        mask.par_chunks_mut(block)
+            .enumerate()
+            .try_for_each_init(Vec::new, |keys, (b, out)| {
+                let s = b * block;
+                scorer.keys(w, s..s + out.len(), keys)?;
+                for (k, o) in keys.chunks(m).zip(out.chunks_mut(m)) {
+                    nm_group(k, n, o);
+                }
+                Ok::<_, crate::Error>(())
+            })?;
+        Ok(mask)
+    }
+}
