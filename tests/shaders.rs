@@ -16,14 +16,30 @@ fn validate(name: &str, source: &str) -> Result<(), String> {
 }
 
 #[test]
-fn every_shader_validates() {
+fn every_compiled_module_validates() {
+    for (family, source) in shears::kernels::source::ALL {
+        validate(family, source).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn every_shader_file_parses() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wgsl") {
+            // select.wgsl and mask.wgsl use the prelude score.wgsl declares,
+            // so files are validated as compiled (above); here each parses
+            // as part of at least one compiled module.
             let source = std::fs::read_to_string(&path).unwrap();
-            validate(&path.display().to_string(), &source).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                shears::kernels::source::ALL
+                    .iter()
+                    .any(|(_, m)| m.contains(&source)),
+                "{} is not part of any compiled module",
+                path.display()
+            );
             seen += 1;
         }
     }
@@ -31,12 +47,12 @@ fn every_shader_validates() {
 }
 
 #[test]
-fn embedded_sources_match_files() {
+fn embedded_sources_end_with_their_family_file() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
     for (family, source) in shears::kernels::source::ALL {
         let on_disk = std::fs::read_to_string(dir.join(format!("{family}.wgsl"))).unwrap();
-        assert_eq!(
-            &on_disk, source,
+        assert!(
+            source.ends_with(&on_disk),
             "{family}.wgsl differs from the embedded copy"
         );
     }

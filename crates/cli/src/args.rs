@@ -48,6 +48,93 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a seeded Llama-shaped checkpoint (test data and benchmarks).
     Generate(GenerateArgs),
+    /// Zero the least important weights: magnitude, Wanda, Taylor or random
+    /// scores; per row, tensor or globally; N:M patterns; whole rows or
+    /// columns. Writes dense safetensors with the same names and sharding.
+    Prune(PruneArgs),
+    /// Write a synthetic calibration file for a checkpoint (the format
+    /// `prune --calibration` reads: input norms, gradients, inputs).
+    Calibration(CalibrationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// A .safetensors file or a checkpoint folder.
+    pub model: PathBuf,
+    /// Output folder (must not exist unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Fraction of weights to prune in each scope, in [0, 1).
+    #[arg(long, default_value = "0.5", allow_hyphen_values = true)]
+    pub sparsity: String,
+    /// How weights are scored: magnitude, wanda (|w|·‖x_j‖, needs
+    /// --calibration), taylor (|w·g|, needs --calibration), random.
+    #[arg(long, default_value = "magnitude")]
+    pub method: String,
+    /// Where the fraction applies: row (each output row alike), tensor, or
+    /// global (one threshold over every selected tensor). Default: row for
+    /// wanda, tensor otherwise.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// N:M semi-structured pattern along the input dimension, e.g. 2:4
+    /// (keeps N of every M consecutive weights; replaces --sparsity).
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Prune whole output rows or input columns by L2 norm instead.
+    #[arg(long)]
+    pub structured: Option<String>,
+    /// Calibration safetensors: `<weight>.input_norm` [in] (wanda),
+    /// `<weight>.grad` [out, in] (taylor), `<weight>.inputs` [n, in]
+    /// (validation inputs, optional).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Report each pruned layer's relative output error ‖Y−Ŷ‖/‖Y‖ on probe
+    /// inputs (or the calibration inputs when present).
+    #[arg(long)]
+    pub validate: bool,
+    /// Seeded Gaussian probe rows for --validate.
+    #[arg(long, default_value_t = 64)]
+    pub probe_rows: usize,
+    /// Also compute every mask with the CPU reference path and exit 1 on
+    /// any difference.
+    #[arg(long)]
+    pub verify: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the plan (each tensor and what happens to it) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also prune tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave tensors matching this glob alone (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Seed of the random method and of the probe inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrationArgs {
+    /// The checkpoint the calibration file is for.
+    pub model: PathBuf,
+    /// The .safetensors file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Input rows per layer.
+    #[arg(long, default_value_t = 32)]
+    pub rows: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

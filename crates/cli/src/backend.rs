@@ -1,9 +1,11 @@
 //! Turning `--backend` into a compute backend, and saying which one runs.
 
 use anyhow::Result;
-use shears_core::fast::importance::FastCpu;
-use shears_core::reference::importance::Importance;
-use shears_kernels::{DeviceType, GpuContext, GpuImportance};
+use shears_core::fast::{self, importance::FastCpu};
+use shears_core::reference::{
+    self, importance::Importance, mask::Mask, matmul::Matmul, select::Select,
+};
+use shears_kernels::{DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuSelect};
 
 use crate::args::BackendChoice;
 
@@ -52,6 +54,46 @@ impl Backend {
         match self {
             Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuImportance::new(ctx)),
+        }
+    }
+
+    /// The select family on this backend.
+    pub fn select(&self) -> Box<dyn Select + '_> {
+        match self {
+            Backend::Cpu => Box::new(fast::select::FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuSelect::new(ctx)),
+        }
+    }
+
+    /// The mask family on this backend.
+    pub fn mask(&self) -> Box<dyn Mask + '_> {
+        match self {
+            Backend::Cpu => Box::new(fast::mask::FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuMask::new(ctx)),
+        }
+    }
+
+    /// The matmul family on this backend.
+    pub fn matmul(&self) -> Box<dyn Matmul + '_> {
+        match self {
+            Backend::Cpu => Box::new(fast::matmul::FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuMatmul::new(ctx)),
+        }
+    }
+
+    /// What `--verify` compares against: the plain CPU reference when the
+    /// fast CPU path runs, the fast CPU path (held to the reference by the
+    /// tests) when the GPU runs.
+    pub fn verifier(&self) -> (Box<dyn Select>, Box<dyn Mask>) {
+        match self {
+            Backend::Cpu => (
+                Box::new(reference::select::Reference),
+                Box::new(reference::mask::Reference),
+            ),
+            Backend::Gpu(_) => (
+                Box::new(fast::select::FastCpu),
+                Box::new(fast::mask::FastCpu),
+            ),
         }
     }
 

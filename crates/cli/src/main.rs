@@ -6,15 +6,27 @@ mod args;
 mod backend;
 mod commands;
 mod output;
+mod plan;
 mod progress;
 
 use clap::Parser;
 
 use args::{Cli, Command};
 
-/// Exit code for a check that found a difference (`--verify`, `--validate`).
-#[allow(dead_code)]
+/// Exit code for a check that found a difference (`--verify`).
 pub const EXIT_CHECK_FAILED: i32 = 1;
+
+/// A check that ran and failed (exit code 1, not 2).
+#[derive(Debug)]
+pub struct CheckFailed(pub String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckFailed {}
 /// Exit code for bad input or usage.
 pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit code for a failure of the GPU or another backend.
@@ -44,6 +56,9 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if cause.downcast_ref::<CheckFailed>().is_some() {
+            return EXIT_CHECK_FAILED;
+        }
         if let Some(e) = cause.downcast_ref::<shears_kernels::Error>() {
             return match e {
                 shears_kernels::Error::NoAdapter(_) | shears_kernels::Error::Unsupported(_) => {
@@ -70,6 +85,8 @@ fn main() {
         Command::Devices(a) => commands::devices::run(a, &mut out),
         Command::Inspect(a) => commands::inspect::run(a, cli.global.backend, quiet, &mut out),
         Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
+        Command::Prune(a) => commands::prune::run(a, cli.global.backend, quiet, &mut out),
+        Command::Calibration(a) => commands::calibration::run(a, &mut out),
     };
     out.flush();
     if let Err(err) = result {

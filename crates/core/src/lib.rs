@@ -1,6 +1,7 @@
 //! shears-core: dtypes, tensor buffers, checkpoint I/O and the CPU reference
 //! kernels of shears. Nothing here depends on a GPU.
 
+pub mod calibration;
 pub mod checkpoint;
 mod dtype;
 mod error;

@@ -27,7 +27,9 @@ fn values(n: usize, seed: u64, levels: u32) -> Vec<f32> {
 
 fn all_keys(buf: &TensorBuf, scorer: &Scorer) -> Vec<u32> {
     let mut k = Vec::new();
-    scorer.keys(&buf.view(), 0..buf.view().numel(), &mut k).unwrap();
+    scorer
+        .keys(&buf.view(), 0..buf.view().numel(), &mut k)
+        .unwrap();
     k
 }
 
@@ -117,14 +119,27 @@ proptest! {
 #[test]
 fn global_scope_equals_one_naive_sort() {
     let shapes = [(30usize, 17usize), (64, 64), (7, 3), (100, 40)];
-    for (dtype, levels) in [(DType::BF16, 40u32), (DType::F32, 1_000_000), (DType::F16, 7)] {
+    for (dtype, levels) in [
+        (DType::BF16, 40u32),
+        (DType::F32, 1_000_000),
+        (DType::F16, 7),
+    ] {
         let bufs: Vec<TensorBuf> = shapes
             .iter()
             .enumerate()
-            .map(|(i, &(r, c))| TensorBuf::from_f32(dtype, vec![r, c], &values(r * c, i as u64 + 9, levels)).unwrap())
+            .map(|(i, &(r, c))| {
+                TensorBuf::from_f32(dtype, vec![r, c], &values(r * c, i as u64 + 9, levels))
+                    .unwrap()
+            })
             .collect();
-        let items: Vec<_> = bufs.iter().map(|b| (b.view(), Scorer::magnitude())).collect();
-        let all: Vec<u32> = bufs.iter().flat_map(|b| all_keys(b, &Scorer::magnitude())).collect();
+        let items: Vec<_> = bufs
+            .iter()
+            .map(|b| (b.view(), Scorer::magnitude()))
+            .collect();
+        let all: Vec<u32> = bufs
+            .iter()
+            .flat_map(|b| all_keys(b, &Scorer::magnitude()))
+            .collect();
         for s in [0.0, 0.1, 0.5, 0.77, 0.999] {
             let k = prune_count(s, all.len() as u64);
             let want = select_cut(&all, k);
@@ -136,7 +151,16 @@ fn global_scope_equals_one_naive_sort() {
             let mut left = cut.ties;
             let mut joined = Vec::new();
             for (w, scorer) in &items {
-                let (m, used) = FastMask.apply_cut(w, scorer, shears_core::reference::select::Cut { key: cut.key, ties: left }).unwrap();
+                let (m, used) = FastMask
+                    .apply_cut(
+                        w,
+                        scorer,
+                        shears_core::reference::select::Cut {
+                            key: cut.key,
+                            ties: left,
+                        },
+                    )
+                    .unwrap();
                 left -= used;
                 joined.extend(m);
             }
@@ -149,17 +173,25 @@ fn global_scope_equals_one_naive_sort() {
 #[test]
 fn wanda_with_unit_norms_is_magnitude_per_row() {
     let (rows, cols) = (37, 64);
-    let buf = TensorBuf::from_f32(DType::BF16, vec![rows, cols], &values(rows * cols, 5, 30)).unwrap();
+    let buf =
+        TensorBuf::from_f32(DType::BF16, vec![rows, cols], &values(rows * cols, 5, 30)).unwrap();
     let w = buf.view();
     let ones = vec![1.0f32; cols];
-    let wanda = Scorer { method: Method::Wanda, norms: Some(&ones), grad: None, salt: 0 };
+    let wanda = Scorer {
+        method: Method::Wanda,
+        norms: Some(&ones),
+        grad: None,
+        salt: 0,
+    };
     let k = prune_count(0.5, cols as u64);
     let a = FastSelect.row_cuts(&w, &wanda, k).unwrap();
     let b = FastSelect.row_cuts(&w, &Scorer::magnitude(), k).unwrap();
     assert_eq!(a, b);
     assert_eq!(
         FastMask.apply_row_cuts(&w, &wanda, &a).unwrap(),
-        FastMask.apply_row_cuts(&w, &Scorer::magnitude(), &b).unwrap()
+        FastMask
+            .apply_row_cuts(&w, &Scorer::magnitude(), &b)
+            .unwrap()
     );
 }
 
@@ -173,7 +205,12 @@ fn wanda_prunes_a_dead_input_feature_first() {
     let buf = TensorBuf::from_f32(DType::F32, vec![rows, cols], &vals).unwrap();
     let mut norms = vec![1.0f32; cols];
     norms[13] = 0.0;
-    let wanda = Scorer { method: Method::Wanda, norms: Some(&norms), grad: None, salt: 0 };
+    let wanda = Scorer {
+        method: Method::Wanda,
+        norms: Some(&norms),
+        grad: None,
+        salt: 0,
+    };
     let w = buf.view();
     let cuts = FastSelect.row_cuts(&w, &wanda, 1).unwrap();
     let m = FastMask.apply_row_cuts(&w, &wanda, &cuts).unwrap();

@@ -504,3 +504,11 @@ impl GpuContext {
         }
     }
 }
+
+/// A bind group entry binding the whole of `buffer`.
+pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}

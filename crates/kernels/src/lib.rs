@@ -6,6 +6,10 @@ pub mod chunk;
 mod context;
 mod error;
 pub mod importance;
+pub mod mask;
+pub mod matmul;
+mod scored;
+pub mod select;
 pub mod source;
 
 pub use context::{
@@ -14,4 +18,7 @@ pub use context::{
 };
 pub use error::{Error, Result};
 pub use importance::GpuImportance;
+pub use mask::GpuMask;
+pub use matmul::GpuMatmul;
+pub use select::GpuSelect;
 pub use wgpu::DeviceType;

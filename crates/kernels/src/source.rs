@@ -4,5 +4,27 @@
 /// `shaders/importance.wgsl`.
 pub const IMPORTANCE: &str = include_str!("../../../shaders/importance.wgsl");
 
-/// Every shader, by family name, for validation and the pipeline cache.
-pub const ALL: &[(&str, &str)] = &[("importance", IMPORTANCE)];
+/// `shaders/score.wgsl` + `shaders/select.wgsl`: the scored prelude (score
+/// keys and the bindings every scored kernel shares) and the family.
+pub const SELECT: &str = concat!(
+    include_str!("../../../shaders/score.wgsl"),
+    include_str!("../../../shaders/select.wgsl")
+);
+
+/// `shaders/score.wgsl` + `shaders/mask.wgsl`.
+pub const MASK: &str = concat!(
+    include_str!("../../../shaders/score.wgsl"),
+    include_str!("../../../shaders/mask.wgsl")
+);
+
+/// `shaders/matmul.wgsl`.
+pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+
+/// Every shader module as it is compiled, by family name (select and mask
+/// carry the score prelude), for validation and the pipeline cache.
+pub const ALL: &[(&str, &str)] = &[
+    ("importance", IMPORTANCE),
+    ("select", SELECT),
+    ("mask", MASK),
+    ("matmul", MATMUL),
+];

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod calibration;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
+pub mod prune;

@@ -6,4 +6,6 @@ mod reader;
 mod writer;
 
 pub use reader::{Checkpoint, Layout, Shard, TensorInfo, INDEX_FILE};
-pub use writer::{plan_shards, CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+pub use writer::{
+    plan_shards, write_file, CheckpointWriter, OutputTensor, ShardSpec, WriterOptions,
+};

@@ -419,3 +419,29 @@ fn canonical_lenient(p: &Path) -> PathBuf {
         }
     }
 }
+
+/// Writes a small single-file checkpoint held in memory at `path`, through
+/// a temporary name renamed into place.
+pub fn write_file(path: &Path, tensors: &[(String, crate::TensorBuf)], force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(Error::format(path, "exists (use --force to replace it)"));
+    }
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut offset = 0;
+    for (name, t) in tensors {
+        entries.push((
+            name.clone(),
+            t.dtype,
+            t.shape.clone(),
+            offset..offset + t.data.len(),
+        ));
+        offset += t.data.len();
+    }
+    let mut bytes = header::encode(&entries, &BTreeMap::new());
+    for (_, t) in tensors {
+        bytes.extend_from_slice(&t.data);
+    }
+    let tmp = path.with_extension("shears-partial");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

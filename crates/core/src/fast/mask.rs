@@ -28,15 +28,14 @@ impl Mask for FastCpu {
         while g0 < n {
             let g1 = (g0 + GROUP).min(n);
             let gk = &mut keys[..g1 - g0];
-            gk.par_chunks_mut(BLOCK).enumerate().try_for_each_init(
-                Vec::new,
-                |buf, (b, out)| {
+            gk.par_chunks_mut(BLOCK)
+                .enumerate()
+                .try_for_each_init(Vec::new, |buf, (b, out)| {
                     let s = g0 + b * BLOCK;
                     scorer.keys(w, s..s + out.len(), buf)?;
                     out.copy_from_slice(buf);
                     Ok::<_, crate::Error>(())
-                },
-            )?;
+                })?;
             // Ties per block, then each block's first tie rank.
             let ties: Vec<u64> = gk
                 .par_chunks(BLOCK)
@@ -53,7 +52,13 @@ impl Mask for FastCpu {
                 .zip(offsets.par_iter())
                 .for_each(|((m, k), &before)| {
                     let left = cut.ties.saturating_sub(before);
-                    let (bm, _) = mask_from_cut(k, Cut { key: cut.key, ties: left });
+                    let (bm, _) = mask_from_cut(
+                        k,
+                        Cut {
+                            key: cut.key,
+                            ties: left,
+                        },
+                    );
                     m.copy_from_slice(&bm);
                 });
             w.release(g0 * size..g1 * size);

@@ -3,4 +3,5 @@
 
 pub mod importance;
 pub mod mask;
+pub mod matmul;
 pub mod select;

@@ -6,9 +6,7 @@
 use rayon::prelude::*;
 
 use crate::reference::scores::Scorer;
-use crate::reference::select::{
-    count_key, select_cut, Bracket, Census, Cut, Histogram, Select,
-};
+use crate::reference::select::{count_key, select_cut, Bracket, Census, Cut, Histogram, Select};
 use crate::{Result, TensorView};
 
 /// Elements handled between two page releases.

@@ -3,5 +3,6 @@
 
 pub mod importance;
 pub mod mask;
+pub mod matmul;
 pub mod scores;
 pub mod select;

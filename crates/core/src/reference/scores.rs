@@ -11,8 +11,9 @@
 //! * Taylor (first order): |w · g|, one f32 multiply
 //! * random: a seeded hash of (salt, flat index), as a float in [1, 2)
 //!
-//! Products are flushed to zero when subnormal (GPUs may flush them) and
-//! every NaN becomes the canonical 0x7fc00000.
+//! Subnormal factors count as zero, products are flushed to zero when
+//! subnormal (GPUs may flush either) and every NaN becomes the canonical
+//! 0x7fc00000.
 
 use crate::{Error, Result, TensorView};
 
@@ -153,6 +154,17 @@ pub fn key_of(score: f32) -> u32 {
     }
 }
 
+/// A factor of a product: subnormal values count as zero (GPUs may flush
+/// them), everything else is itself.
+#[inline(always)]
+pub fn factor(x: f32) -> f32 {
+    if x.to_bits() & 0x7f80_0000 == 0 {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// A 32-bit integer hash with good avalanche (xorshift-multiply rounds).
 #[inline(always)]
 pub fn mix32(mut x: u32) -> u32 {
@@ -170,8 +182,8 @@ pub fn mix32(mut x: u32) -> u32 {
 pub fn score_key(method: Method, x: f32, aux: f32, index: u32, salt: u32) -> u32 {
     match method {
         Method::Magnitude => abs(x).to_bits(),
-        Method::Wanda => key_of(abs(x) * aux),
-        Method::Taylor => key_of(x * aux),
+        Method::Wanda => key_of(factor(abs(x)) * factor(aux)),
+        Method::Taylor => key_of(factor(x) * factor(aux)),
         Method::Random => 0x3f80_0000 | (mix32(index ^ mix32(salt)) >> 9),
     }
 }

@@ -361,6 +361,56 @@ pub fn tensor_cut(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Re
     }
 }
 
+/// One tensor of a global selection: its view and how it is scored.
+pub type Scored<'a> = (TensorView<'a>, Scorer<'a>);
+
+/// The cut pruning the `k` smallest keys over several tensors taken as one
+/// scope, in the given order (flat index runs on from one tensor to the
+/// next). One pass over every tensor when the sampled bracket holds the
+/// answer; histograms accumulate across tensors otherwise.
+pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
+    if k == 0 {
+        return Ok(Cut::NONE);
+    }
+    let total: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
+    let mut sample = Vec::new();
+    for (w, scorer) in items {
+        let want = ((1u64 << 16) * w.numel() as u64 / total.max(1)).max(1) as usize;
+        sample_keys(w, scorer, want, &mut sample)?;
+    }
+    sample.sort_unstable();
+    let b = bracket_from_sample(&sample, k, total);
+    let mut census = Census::new();
+    for (w, scorer) in items {
+        census.merge(&s.census(w, scorer, b)?);
+    }
+    if let Some(c) = resolve(&census, b, k) {
+        return Ok(c);
+    }
+    tracing::warn!("sampled bracket missed the global cut; reading the tensors again");
+    let mut h = Histogram::new();
+    for (w, scorer) in items {
+        h.merge(&s.histogram(w, scorer, None)?);
+    }
+    Ok(match resolve_hist(&h, k) {
+        Resolved::Cut(c) => c,
+        Resolved::NeedLow { hi16, below } => {
+            let mut low = Histogram::new();
+            for (w, scorer) in items {
+                low.merge(&s.histogram(w, scorer, Some(hi16))?);
+            }
+            resolve_low(&low.bins, hi16, below, k)
+        }
+    })
+}
+
+/// Which of `scores` (for example row sums of squares) survive when the
+/// `k` smallest by (score, index) are pruned: 1 kept, 0 pruned.
+pub fn structured_keep(scores: &[f32], k: u64) -> Vec<u8> {
+    let keys: Vec<u32> = scores.iter().map(|&s| super::scores::key_of(s)).collect();
+    super::mask::mask_from_cut(&keys, select_cut(&keys, k)).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,54 +468,4 @@ mod tests {
             }
         }
     }
-}
-
-/// One tensor of a global selection: its view and how it is scored.
-pub type Scored<'a> = (TensorView<'a>, Scorer<'a>);
-
-/// The cut pruning the `k` smallest keys over several tensors taken as one
-/// scope, in the given order (flat index runs on from one tensor to the
-/// next). One pass over every tensor when the sampled bracket holds the
-/// answer; histograms accumulate across tensors otherwise.
-pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
-    if k == 0 {
-        return Ok(Cut::NONE);
-    }
-    let total: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
-    let mut sample = Vec::new();
-    for (w, scorer) in items {
-        let want = ((1u64 << 16) * w.numel() as u64 / total.max(1)).max(1) as usize;
-        sample_keys(w, scorer, want, &mut sample)?;
-    }
-    sample.sort_unstable();
-    let b = bracket_from_sample(&sample, k, total);
-    let mut census = Census::new();
-    for (w, scorer) in items {
-        census.merge(&s.census(w, scorer, b)?);
-    }
-    if let Some(c) = resolve(&census, b, k) {
-        return Ok(c);
-    }
-    tracing::warn!("sampled bracket missed the global cut; reading the tensors again");
-    let mut h = Histogram::new();
-    for (w, scorer) in items {
-        h.merge(&s.histogram(w, scorer, None)?);
-    }
-    Ok(match resolve_hist(&h, k) {
-        Resolved::Cut(c) => c,
-        Resolved::NeedLow { hi16, below } => {
-            let mut low = Histogram::new();
-            for (w, scorer) in items {
-                low.merge(&s.histogram(w, scorer, Some(hi16))?);
-            }
-            resolve_low(&low.bins, hi16, below, k)
-        }
-    })
-}
-
-/// Which of `scores` (for example row sums of squares) survive when the
-/// `k` smallest by (score, index) are pruned: 1 kept, 0 pruned.
-pub fn structured_keep(scores: &[f32], k: u64) -> Vec<u8> {
-    let keys: Vec<u32> = scores.iter().map(|&s| super::scores::key_of(s)).collect();
-    super::mask::mask_from_cut(&keys, select_cut(&keys, k)).0
 }

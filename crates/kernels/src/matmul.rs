@@ -1,0 +1,182 @@
+//! GPU pipeline of the `matmul` family (`shaders/matmul.wgsl`): Y =
+//! X·(W⊙M)ᵀ in chunks of weight rows, X resident.
+
+use shears_core::reference::matmul::{check_shapes, Matmul};
+use shears_core::{DType, TensorView};
+
+use crate::chunk::{split, upload_window};
+use crate::context::entry;
+use crate::{source, Error, GpuContext};
+
+/// Uniform parameters; mirrors `Params` in the WGSL header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    p: u32,
+    inn: u32,
+    rows: u32,
+    first: u32,
+}
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 16);
+
+/// Tile edge of the shader.
+const TS: usize = 16;
+
+/// The matmul family on a GPU.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuMatmul<'a> {
+    ctx: &'a GpuContext,
+}
+
+impl<'a> GpuMatmul<'a> {
+    /// Kernels running on `ctx`.
+    pub fn new(ctx: &'a GpuContext) -> Self {
+        GpuMatmul { ctx }
+    }
+}
+
+impl Matmul for GpuMatmul<'_> {
+    fn masked_matmul(
+        &self,
+        x: &[f32],
+        p: usize,
+        w: &TensorView,
+        mask: Option<&[u8]>,
+    ) -> shears_core::Result<Vec<f32>> {
+        let (out, inn) = check_shapes(x, p, w, mask)?;
+        let mut y = vec![0.0f32; p * out];
+        if p == 0 || out == 0 || inn == 0 {
+            return Ok(y);
+        }
+        let ctx = self.ctx;
+        let esize = w.float_size()?;
+        let budget = ctx.chunk_bytes() as usize - 4;
+        // Rows per chunk: weight window, mask window and outputs must fit.
+        let per = (budget / (inn * esize.max(1)))
+            .min(budget / (p * 4))
+            .min(ctx.max_groups() as usize * TS);
+        if per == 0 || x.len() * 4 > ctx.limits.max_storage_buffer_binding_size as usize {
+            return Err(Error::Unsupported(format!(
+                "a [{p}, {inn}] × [{out}, {inn}] product does not fit the GPU's bindings"
+            ))
+            .into());
+        }
+        let per = per.min(out);
+        let storage = |label: &str, size: usize, extra| {
+            ctx.buffer(
+                label,
+                size as u64,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+            )
+        };
+        let wbuf = storage(
+            "matmul w",
+            per * inn * esize + 4,
+            wgpu::BufferUsages::empty(),
+        );
+        let xbuf = storage("matmul x", x.len() * 4, wgpu::BufferUsages::empty());
+        let mbuf = storage(
+            "matmul mask",
+            (per * inn).div_ceil(4) * 4,
+            wgpu::BufferUsages::empty(),
+        );
+        let ybuf = storage("matmul y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
+        let pbuf = ctx.buffer(
+            "matmul params",
+            16,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        ctx.upload(&xbuf, 0, bytemuck::cast_slice(x));
+        let layout = matmul_layout(ctx);
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("matmul"),
+            layout: &layout,
+            entries: &[
+                entry(0, &wbuf),
+                entry(1, &xbuf),
+                entry(2, &pbuf),
+                entry(3, &mbuf),
+                entry(4, &ybuf),
+            ],
+        });
+        let dtype = match w.dtype() {
+            DType::F16 => 1.0,
+            DType::BF16 => 2.0,
+            _ => 0.0,
+        };
+        let has_mask = if mask.is_some() { 1.0 } else { 0.0 };
+        let pipeline = ctx.pipeline(
+            "matmul",
+            source::MATMUL,
+            "masked_matmul",
+            &layout,
+            &[("DTYPE", dtype), ("HAS_MASK", has_mask)],
+        )?;
+        for rr in split(out, per) {
+            let elems = rr.start * inn..rr.end * inn;
+            let (bytes, first) = upload_window(&elems, esize, w.bytes().len());
+            ctx.upload(&wbuf, 0, &w.bytes()[bytes]);
+            if let Some(m) = mask {
+                ctx.upload(&mbuf, 0, &m[elems.clone()]);
+            }
+            let params = MatmulParams {
+                p: p as u32,
+                inn: inn as u32,
+                rows: rr.len() as u32,
+                first,
+            };
+            ctx.queue()
+                .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
+            let mut enc = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("matmul"),
+                });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("masked_matmul"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
+            }
+            let idx = ctx.queue().submit([enc.finish()]);
+            ctx.wait(Some(idx))?;
+            let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
+                &ybuf,
+                0,
+                (p * rr.len() * 4) as u64,
+            )?);
+            for i in 0..p {
+                y[i * out + rr.start..i * out + rr.end]
+                    .copy_from_slice(&yc[i * rr.len()..(i + 1) * rr.len()]);
+            }
+        }
+        Ok(y)
+    }
+}
+
+fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
+    let buffer = |binding, ty| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    use wgpu::BufferBindingType::{Storage, Uniform};
+    ctx.layout(
+        "matmul: w x params(uniform) mask y",
+        &[
+            buffer(0, Storage { read_only: true }),
+            buffer(1, Storage { read_only: true }),
+            buffer(2, Uniform),
+            buffer(3, Storage { read_only: true }),
+            buffer(4, Storage { read_only: false }),
+        ],
+    )
+}

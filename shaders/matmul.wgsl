@@ -1,0 +1,83 @@
+// matmul.wgsl: Y = X·(W⊙M)ᵀ, tiled in workgroup memory, f32 accumulate.
+// Specification: crates/core/src/reference/matmul.rs (sums in another
+// order; agreement within MATMUL_RTOL).
+//
+// Bindings (group 0):
+//   0  w       array<u32>  read        weight chunk [rows, inn], packed (DTYPE)
+//   1  x       array<f32>  read        inputs [p, inn]
+//   2  params  Params      uniform     mirrors `MatmulParams` (16 bytes)
+//   3  mask    array<u32>  read        one byte per chunk element, 4 a word
+//                                      (read only when HAS_MASK)
+//   4  y       array<f32>  read_write  outputs [p, rows] of this chunk
+//
+// Override constants: DTYPE (0 f32, 1 f16, 2 bf16), HAS_MASK (0 or 1).
+// Dispatch: @workgroup_size(16, 16); x covers rows (16 a group), y covers
+// the p input rows. `first` is the offset of element 0 in the first word.
+
+struct Params {
+    p: u32,
+    inn: u32,
+    rows: u32,
+    first: u32,
+}
+
+override DTYPE: u32 = 0u;
+override HAS_MASK: u32 = 0u;
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TS: u32 = 16u;
+
+var<workgroup> xs: array<array<f32, 16>, 16>;
+var<workgroup> ws: array<array<f32, 16>, 16>;
+
+fn weight(e: u32) -> f32 {
+    if (HAS_MASK == 1u && ((mask[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu) == 0u) {
+        return 0.0;
+    }
+    let k = e + params.first;
+    if (DTYPE == 0u) {
+        return bitcast<f32>(w[k]);
+    }
+    let word = w[k >> 1u];
+    let odd = (k & 1u) == 1u;
+    if (DTYPE == 1u) {
+        let v = unpack2x16float(word);
+        return select(v.x, v.y, odd);
+    }
+    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, odd));
+}
+
+@compute @workgroup_size(16, 16)
+fn masked_matmul(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = wid.x * TS + lid.x;
+    let i = wid.y * TS + lid.y;
+    let wrow = wid.x * TS + lid.y;
+    var acc = 0.0;
+    for (var k0 = 0u; k0 < params.inn; k0 = k0 + TS) {
+        let k = k0 + lid.x;
+        var xv = 0.0;
+        if (i < params.p && k < params.inn) {
+            xv = x[i * params.inn + k];
+        }
+        var wv = 0.0;
+        if (wrow < params.rows && k < params.inn) {
+            wv = weight(wrow * params.inn + k);
+        }
+        xs[lid.y][lid.x] = xv;
+        ws[lid.y][lid.x] = wv;
+        workgroupBarrier();
+        for (var kk = 0u; kk < TS; kk = kk + 1u) {
+            acc = acc + xs[lid.y][kk] * ws[lid.x][kk];
+        }
+        workgroupBarrier();
+    }
+    if (i < params.p && o < params.rows) {
+        y[i * params.rows + o] = acc;
+    }
+}
