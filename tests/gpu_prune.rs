@@ -1,0 +1,303 @@
+//! GPU against CPU reference for the pruning families (select, mask,
+//! matmul): byte-identical cuts and masks for every dtype, method and shape
+//! (bf16 tensors full of ties, chunk boundaries forced small), matmul within
+//! its named tolerance. Reported as ignored without an adapter;
+//! `SHEARS_REQUIRE_GPU=1` makes that a failure.
+
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::reference::mask::{Mask, Reference as RefMask};
+use shears::core::reference::matmul::{probe_inputs, Matmul, Reference as RefMatmul, MATMUL_RTOL};
+use shears::core::reference::scores::{Method, Scorer};
+use shears::core::reference::select::{
+    prune_count, select_cut, tensor_cut, Bracket, Reference as RefSelect, Select,
+};
+use shears::core::{DType, TensorBuf};
+use shears::kernels::{GpuContext, GpuMask, GpuMatmul, GpuSelect};
+use shears::testing::{test_gpu, test_values};
+
+const SMALL_CHUNK_BYTES: u64 = 1024;
+
+/// Values rounded to a few levels so that keys tie massively.
+fn tied(values: &[f32], levels: f32) -> Vec<f32> {
+    values
+        .iter()
+        .map(|v| (v * levels).round() / levels)
+        .collect()
+}
+
+struct Case {
+    dtype: DType,
+    shape: [usize; 2],
+    method: Method,
+    ties: bool,
+    seed: u64,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!(
+            "{}::{}::{:?}{}",
+            self.method.name(),
+            self.dtype,
+            self.shape,
+            if self.ties { "::ties" } else { "" }
+        )
+    }
+}
+
+struct Inputs {
+    w: TensorBuf,
+    norms: Vec<f32>,
+    grad: TensorBuf,
+}
+
+fn inputs(c: &Case) -> Inputs {
+    let [rows, cols] = c.shape;
+    let mut v = test_values(rows * cols, c.seed, true);
+    if c.ties {
+        v = tied(&v, 4.0);
+    }
+    let mut norms: Vec<f32> = test_values(cols, c.seed + 1, false)
+        .iter()
+        .map(|x| x.abs())
+        .collect();
+    if cols > 2 {
+        norms[1] = 0.0;
+    }
+    let g = test_values(rows * cols, c.seed + 2, false);
+    let gdtype = if c.seed % 2 == 0 {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    Inputs {
+        w: TensorBuf::from_f32(c.dtype, vec![rows, cols], &v).unwrap(),
+        norms,
+        grad: TensorBuf::from_f32(gdtype, vec![rows, cols], &g).unwrap(),
+    }
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
+    format!("{what}: {e}").into()
+}
+
+fn check(ctx: &GpuContext, c: &Case) -> Result<(), Failed> {
+    let inp = inputs(c);
+    let w = inp.w.view();
+    let scorer = Scorer {
+        method: c.method,
+        norms: Some(&inp.norms),
+        grad: Some(inp.grad.view()),
+        salt: 77,
+    };
+    let (gs, gm) = (GpuSelect::new(ctx), GpuMask::new(ctx));
+    let mut keys = Vec::new();
+    scorer
+        .keys(&w, 0..w.numel(), &mut keys)
+        .map_err(|e| fail("keys", e))?;
+    let [rows, cols] = c.shape;
+
+    // Tensor scope: census-based cut and mask.
+    for s in [0.0, 0.3, 0.5, 0.9] {
+        let k = prune_count(s, keys.len() as u64);
+        let want = select_cut(&keys, k);
+        let got = tensor_cut(&gs, &w, &scorer, k).map_err(|e| fail("gpu tensor_cut", e))?;
+        if got != want {
+            return Err(format!("tensor cut at s={s}: expected {want:?}, got {got:?}").into());
+        }
+        let a = RefMask
+            .apply_cut(&w, &scorer, want)
+            .map_err(|e| fail("ref mask", e))?;
+        let b = gm
+            .apply_cut(&w, &scorer, want)
+            .map_err(|e| fail("gpu mask", e))?;
+        if a != b {
+            let i = a.0.iter().zip(&b.0).position(|(x, y)| x != y);
+            return Err(format!(
+                "apply_cut at s={s}: first difference at {i:?}, ties used {} vs {}",
+                a.1, b.1
+            )
+            .into());
+        }
+    }
+    // A bracket that misses forces the census to report a miss; the
+    // histograms themselves must match.
+    for hi16 in [None, Some(keys[keys.len() / 2] >> 16)] {
+        let a = RefSelect
+            .histogram(&w, &scorer, hi16)
+            .map_err(|e| fail("ref hist", e))?;
+        let b = gs
+            .histogram(&w, &scorer, hi16)
+            .map_err(|e| fail("gpu hist", e))?;
+        if a != b {
+            return Err(format!("histogram {hi16:?} differs").into());
+        }
+    }
+    let b = Bracket {
+        lo: keys[0].min(keys[keys.len() - 1]),
+        hi: keys[0].max(keys[keys.len() - 1]),
+    };
+    let (mut a, mut g) = (
+        RefSelect
+            .census(&w, &scorer, b)
+            .map_err(|e| fail("ref census", e))?,
+        gs.census(&w, &scorer, b)
+            .map_err(|e| fail("gpu census", e))?,
+    );
+    a.inside.sort_unstable();
+    g.inside.sort_unstable();
+    if a != g {
+        return Err(format!("census differs for bracket {b:?}").into());
+    }
+
+    // Row scope.
+    for s in [0.25, 0.5, 0.75] {
+        let k = prune_count(s, cols as u64);
+        let want = RefSelect
+            .row_cuts(&w, &scorer, k)
+            .map_err(|e| fail("ref rows", e))?;
+        let got = gs
+            .row_cuts(&w, &scorer, k)
+            .map_err(|e| fail("gpu rows", e))?;
+        if want != got {
+            let r = want.iter().zip(&got).position(|(a, b)| a != b);
+            return Err(format!("row cuts at s={s}: first differing row {r:?}").into());
+        }
+        let a = RefMask
+            .apply_row_cuts(&w, &scorer, &want)
+            .map_err(|e| fail("ref row mask", e))?;
+        let b = gm
+            .apply_row_cuts(&w, &scorer, &want)
+            .map_err(|e| fail("gpu row mask", e))?;
+        if a != b {
+            return Err(format!("row mask at s={s} differs").into());
+        }
+    }
+
+    // N:M where the row length allows.
+    for (n, m) in [(2usize, 4usize), (1, 2), (3, 8)] {
+        if cols % m == 0 {
+            let a = RefMask
+                .nm(&w, &scorer, n, m)
+                .map_err(|e| fail("ref nm", e))?;
+            let b = gm.nm(&w, &scorer, n, m).map_err(|e| fail("gpu nm", e))?;
+            if a != b {
+                return Err(format!("{n}:{m} mask differs").into());
+            }
+        }
+    }
+
+    // Masked matmul within tolerance (probe rows not a multiple of 16).
+    if c.method == Method::Magnitude && !c.ties {
+        let p = 19;
+        let x = probe_inputs(p, cols, c.seed);
+        let (mask, _) = RefMask
+            .apply_cut(&w, &scorer, select_cut(&keys, keys.len() as u64 / 2))
+            .unwrap();
+        let wf: Vec<f32> = w
+            .to_f32()
+            .unwrap()
+            .iter()
+            .map(|v| if v.is_finite() { *v } else { 0.0 })
+            .collect();
+        let clean = TensorBuf::from_f32(c.dtype, vec![rows, cols], &wf).unwrap();
+        let cw = clean.view();
+        for m in [None, Some(mask.as_slice())] {
+            let a = RefMatmul
+                .masked_matmul(&x, p, &cw, m)
+                .map_err(|e| fail("ref matmul", e))?;
+            let b = GpuMatmul::new(ctx)
+                .masked_matmul(&x, p, &cw, m)
+                .map_err(|e| fail("gpu matmul", e))?;
+            let cwf = cw.to_f32().unwrap();
+            for i in 0..p {
+                for o in 0..rows {
+                    let scale: f32 = (0..cols)
+                        .map(|j| (x[i * cols + j] * cwf[o * cols + j]).abs())
+                        .sum();
+                    let (ya, yb) = (a[i * rows + o], b[i * rows + o]);
+                    let tol = MATMUL_RTOL * scale + 1e-30;
+                    if (ya - yb).abs() > tol {
+                        return Err(format!(
+                            "matmul [{i}, {o}]: expected {ya}, got {yb}, tolerance {tol}"
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().map(|c| {
+        c.map(|ctx| {
+            let small = GpuContext::new()
+                .expect("second context")
+                .with_chunk_bytes(SMALL_CHUNK_BYTES);
+            Arc::new((ctx, small))
+        })
+    });
+    let skip = matches!(gpu, Ok(None));
+    let mut trials = Vec::new();
+    let mut seed = 100;
+    let shapes: [[usize; 2]; 9] = [
+        [1, 1],
+        [1, 2],
+        [3, 5],
+        [7, 7],
+        [2, 255],
+        [5, 256],
+        [3, 257],
+        [33, 129],
+        [300, 64],
+    ];
+    let methods = [
+        Method::Magnitude,
+        Method::Wanda,
+        Method::Taylor,
+        Method::Random,
+    ];
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (small, shape) in shapes.iter().map(|s| (false, *s)).chain([
+            (true, [200usize, 64usize]),
+            (true, [40, 13]),
+            (true, [9, 200]),
+        ]) {
+            for method in methods {
+                for ties in [false, true] {
+                    if ties && method != Method::Magnitude {
+                        continue;
+                    }
+                    seed += 1;
+                    let case = Case {
+                        dtype,
+                        shape,
+                        method,
+                        ties,
+                        seed,
+                    };
+                    let name = format!(
+                        "{}{}",
+                        if small { "small_chunk::" } else { "" },
+                        case.name()
+                    );
+                    let gpu = gpu.clone();
+                    trials.push(
+                        Trial::test(name, move || match &gpu {
+                            Err(reason) => Err(reason.clone().into()),
+                            Ok(None) => Ok(()),
+                            Ok(Some(pair)) => check(if small { &pair.1 } else { &pair.0 }, &case),
+                        })
+                        .with_ignored_flag(skip),
+                    );
+                }
+            }
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
