@@ -67,7 +67,7 @@ fn inputs(c: &Case) -> Inputs {
         norms[1] = 0.0;
     }
     let g = test_values(rows * cols, c.seed + 2, false);
-    let gdtype = if c.seed % 2 == 0 {
+    let gdtype = if c.seed.is_multiple_of(2) {
         DType::F32
     } else {
         DType::BF16
