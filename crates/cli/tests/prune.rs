@@ -144,12 +144,8 @@ fn validation_error_grows_with_sparsity() {
             .collect();
         errs.push(e);
     }
-    for i in 0..errs[0].len() {
-        assert!(
-            errs[0][i] < errs[1][i] && errs[1][i] < errs[2][i],
-            "layer {i}: {:?}",
-            [errs[0][i], errs[1][i], errs[2][i]]
-        );
+    for (i, ((a, b), c)) in errs[0].iter().zip(&errs[1]).zip(&errs[2]).enumerate() {
+        assert!(a < b && b < c, "layer {i}: {a} {b} {c}");
     }
 }
 

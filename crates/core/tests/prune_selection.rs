@@ -2,6 +2,7 @@
 //! the census-based cut against the plain sort of the reference.
 
 use proptest::prelude::*;
+use shears_core::fast::keys::{keys_into, Scratch};
 use shears_core::fast::mask::FastCpu as FastMask;
 use shears_core::fast::select::FastCpu as FastSelect;
 use shears_core::reference::mask::{self, Mask, Reference as RefMask};
@@ -217,5 +218,45 @@ fn wanda_prunes_a_dead_input_feature_first() {
     for row in m.chunks(cols) {
         let pruned: Vec<usize> = (0..cols).filter(|&j| row[j] == 0).collect();
         assert_eq!(pruned, vec![13]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The specialised fast scoring equals the reference, element by element.
+    #[test]
+    fn fast_keys_equal_reference_keys(
+        dtype in dtype(),
+        gdtype in dtype(),
+        method in prop_oneof![Just(Method::Magnitude), Just(Method::Wanda), Just(Method::Taylor), Just(Method::Random)],
+        rows in 1usize..20,
+        cols in 1usize..70,
+        seed in any::<u64>(),
+        start in 0usize..50,
+    ) {
+        let n = rows * cols;
+        let mut v = values(n, seed, 1_000_000);
+        for (i, x) in v.iter_mut().enumerate() {
+            match i % 13 {
+                0 => *x = f32::NAN,
+                1 => *x = f32::NEG_INFINITY,
+                2 => *x = 1.0e-41,
+                3 => *x = -0.0,
+                _ => {}
+            }
+        }
+        let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &v).unwrap();
+        let g = TensorBuf::from_f32(gdtype, vec![rows, cols], &values(n, seed ^ 5, 1_000_000)).unwrap();
+        let mut norms: Vec<f32> = values(cols, seed ^ 9, 1000).iter().map(|x| x.abs()).collect();
+        norms[0] = 1.0e-40;
+        let scorer = Scorer { method, norms: Some(&norms), grad: Some(g.view()), salt: seed as u32 };
+        let w = buf.view();
+        let r = start.min(n - 1)..n;
+        let mut want = Vec::new();
+        scorer.keys(&w, r.clone(), &mut want).unwrap();
+        let mut got = vec![0u32; r.len()];
+        keys_into(&scorer, &w, r, &mut got, &mut Scratch::default()).unwrap();
+        prop_assert_eq!(want, got);
     }
 }

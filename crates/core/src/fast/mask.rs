@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use super::keys::{keys_into, Scratch};
 use crate::reference::mask::{check_nm, mask_from_cut, nm_group, Mask};
 use crate::reference::scores::Scorer;
 use crate::reference::select::Cut;
@@ -77,11 +78,14 @@ impl Mask for FastCpu {
         mask.par_chunks_mut(cols)
             .zip(cuts.par_iter())
             .enumerate()
-            .try_for_each_init(Vec::new, |keys, (r, (m, &c))| {
-                scorer.keys(w, r * cols..(r + 1) * cols, keys)?;
-                m.copy_from_slice(&mask_from_cut(keys, c).0);
-                Ok::<_, crate::Error>(())
-            })?;
+            .try_for_each_init(
+                || (vec![0u32; cols], Scratch::default()),
+                |(keys, scratch), (r, (m, &c))| {
+                    keys_into(scorer, w, r * cols..(r + 1) * cols, keys, scratch)?;
+                    m.copy_from_slice(&mask_from_cut(keys, c).0);
+                    Ok::<_, crate::Error>(())
+                },
+            )?;
         Ok(mask)
     }
 
@@ -91,16 +95,37 @@ impl Mask for FastCpu {
         check_nm(n, m, cols)?;
         let mut mask = vec![0u8; w.numel()];
         let block = (BLOCK / m).max(1) * m;
-        mask.par_chunks_mut(block)
-            .enumerate()
-            .try_for_each_init(Vec::new, |keys, (b, out)| {
+        mask.par_chunks_mut(block).enumerate().try_for_each_init(
+            || (vec![0u32; block], Scratch::default()),
+            |(keys, scratch), (b, out)| {
                 let s = b * block;
-                scorer.keys(w, s..s + out.len(), keys)?;
-                for (k, o) in keys.chunks(m).zip(out.chunks_mut(m)) {
-                    nm_group(k, n, o);
+                let keys = &mut keys[..out.len()];
+                keys_into(scorer, w, s..s + out.len(), keys, scratch)?;
+                if (n, m) == (2, 4) {
+                    for (k, o) in keys.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+                        two_of_four(k, o);
+                    }
+                } else {
+                    for (k, o) in keys.chunks(m).zip(out.chunks_mut(m)) {
+                        nm_group(k, n, o);
+                    }
                 }
                 Ok::<_, crate::Error>(())
-            })?;
+            },
+        )?;
         Ok(mask)
+    }
+}
+
+/// 2:4 for one group, branch-free: element i is kept when fewer than two
+/// others outrank it in (key, index).
+#[inline(always)]
+fn two_of_four(k: &[u32], out: &mut [u8]) {
+    for i in 0..4 {
+        let mut above = 0u8;
+        for j in 0..4 {
+            above += (k[j] > k[i] || (k[j] == k[i] && j > i)) as u8;
+        }
+        out[i] = (above < 2) as u8;
     }
 }

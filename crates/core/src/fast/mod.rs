@@ -2,6 +2,7 @@
 //! them bit for bit. This is what `--backend cpu` runs.
 
 pub mod importance;
+pub mod keys;
 pub mod mask;
 pub mod matmul;
 pub mod select;

@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::keys::{keys_into, Scratch};
+
 use crate::reference::scores::Scorer;
 use crate::reference::select::{count_key, select_cut, Bracket, Census, Cut, Histogram, Select};
 use crate::{Result, TensorView};
@@ -39,14 +41,16 @@ pub(crate) fn fold_keys<A: Send>(
             .collect::<Vec<_>>()
             .into_par_iter()
             .try_fold(
-                || (init(), Vec::with_capacity(BLOCK)),
-                |(mut acc, mut keys), b| {
-                    scorer.keys(w, b..(b + BLOCK).min(g1), &mut keys)?;
-                    f(&mut acc, &keys);
-                    Ok::<_, crate::Error>((acc, keys))
+                || (init(), vec![0u32; BLOCK], Scratch::default()),
+                |(mut acc, mut keys, mut scratch), b| {
+                    let r = b..(b + BLOCK).min(g1);
+                    let len = r.len();
+                    keys_into(scorer, w, r, &mut keys[..len], &mut scratch)?;
+                    f(&mut acc, &keys[..len]);
+                    Ok::<_, crate::Error>((acc, keys, scratch))
                 },
             )
-            .map(|r| r.map(|(acc, _)| acc))
+            .map(|r| r.map(|(acc, _, _)| acc))
             .try_reduce(&init, |mut a, b| {
                 merge(&mut a, b);
                 Ok(a)
@@ -64,7 +68,7 @@ impl Select for FastCpu {
             w,
             scorer,
             Census::new,
-            |c, keys| keys.iter().for_each(|&k| c.add(b, k)),
+            |c, keys| census_block(c, b, keys),
             |a, o| a.merge(&o),
         )
     }
@@ -88,10 +92,10 @@ impl Select for FastCpu {
         for (gi, group) in out.chunks_mut(per).enumerate() {
             let r0 = gi * per;
             group.par_iter_mut().enumerate().try_for_each_init(
-                || Vec::with_capacity(cols),
-                |keys, (i, cut)| {
+                || (vec![0u32; cols], Scratch::default()),
+                |(keys, scratch), (i, cut)| {
                     let r = r0 + i;
-                    scorer.keys(w, r * cols..(r + 1) * cols, keys)?;
+                    keys_into(scorer, w, r * cols..(r + 1) * cols, keys, scratch)?;
                     *cut = row_cut(keys, k);
                     Ok::<_, crate::Error>(())
                 },
@@ -99,6 +103,50 @@ impl Select for FastCpu {
             w.release(r0 * cols * size..(r0 + group.len()) * cols * size);
         }
         Ok(out)
+    }
+}
+
+/// Counts a block of keys against a bracket: a branch-free counting loop
+/// that vectorises, then, only when some key fell inside, a second look
+/// that skips groups of 16 holding none and compacts the others without
+/// branches.
+fn census_block(c: &mut Census, b: Bracket, keys: &[u32]) {
+    // Keys and bounds are at most 0x7fc00000, so i32 compares (one SSE2
+    // instruction each) order them as u32 would.
+    let (lo, hi) = (b.lo as i32, b.hi as i32);
+    let is_inside = |k: u32| ((k as i32 > lo) & ((k as i32) < hi)) as u32;
+    let (mut below, mut eq_lo, mut eq_hi, mut inside) = (0u32, 0u32, 0u32, 0u32);
+    for &k in keys {
+        let k = k as i32;
+        below += (k < lo) as u32;
+        eq_lo += (k == lo) as u32;
+        eq_hi += (k == hi) as u32;
+        inside += ((k > lo) & (k < hi)) as u32;
+    }
+    c.n += keys.len() as u64;
+    c.below_lo += below as u64;
+    c.eq_lo += eq_lo as u64;
+    if b.hi != b.lo {
+        c.eq_hi += eq_hi as u64;
+    }
+    if inside == 0 {
+        return;
+    }
+    c.inside.reserve(inside as usize + 16);
+    for g in keys.chunks(16) {
+        let hits: u32 = g.iter().map(|&k| is_inside(k)).sum();
+        if hits == 0 {
+            continue;
+        }
+        let len = c.inside.len();
+        let spare = &mut c.inside.spare_capacity_mut()[..16];
+        let mut n = 0usize;
+        for &k in g {
+            spare[n.min(15)].write(k);
+            n += is_inside(k) as usize;
+        }
+        // SAFETY: the first n ≤ 16 spare slots were written above.
+        unsafe { c.inside.set_len(len + n) };
     }
 }
 

@@ -235,26 +235,39 @@ pub fn resolve_low(low_hist: &[u64], hi16: u32, below: u64, k: u64) -> Cut {
     unreachable!("low histogram holds fewer keys than the census said")
 }
 
-/// Chooses a bracket around the `k`-th smallest of `n` keys from a sorted
-/// sample of them: the sample quantile ± 5 standard errors.
-pub fn bracket_from_sample(sorted: &[u32], k: u64, n: u64) -> Bracket {
-    if sorted.is_empty() || n == 0 {
+/// Chooses a bracket around the `k`-th smallest of `n` keys from a sample
+/// of them (reordered in place): the sample quantile ± 6 standard errors.
+pub fn bracket_from_sample(sample: &mut [u32], k: u64, n: u64) -> Bracket {
+    if sample.is_empty() || n == 0 {
         return Bracket { lo: 0, hi: 0 };
     }
-    let m = sorted.len() as f64;
+    let m = sample.len() as f64;
     let q = (k as f64 / n as f64).clamp(0.0, 1.0);
-    let err = 5.0 * (q * (1.0 - q) / m).sqrt() + 2.0 / m;
-    let at = |p: f64| sorted[((p.clamp(0.0, 1.0) * m) as usize).min(sorted.len() - 1)];
-    Bracket {
-        lo: at(q - err),
-        hi: at(q + err),
-    }
+    let err = 6.0 * (q * (1.0 - q) / m).sqrt() + 2.0 / m;
+    let last = sample.len() - 1;
+    let mut at = |p: f64| {
+        let i = ((p.clamp(0.0, 1.0) * m) as usize).min(last);
+        *sample.select_nth_unstable(i).1
+    };
+    let lo = at(q - err);
+    let hi = at(q + err);
+    Bracket { lo, hi }
 }
 
-/// Flat indices to sample from `n` elements: about `want`, evenly spread.
-pub fn sample_positions(n: usize, want: usize) -> impl Iterator<Item = usize> {
-    let step = (n / want.max(1)).max(1);
-    (0..n).step_by(step)
+/// Runs of consecutive elements a sample reads (cheap: one cache miss a
+/// run), and how long each run is.
+pub const SAMPLE_RUNS: usize = 1024;
+/// Elements per sampled run.
+pub const SAMPLE_RUN: usize = 64;
+
+/// Starts of the sampled runs of a scope of `n` elements, for about
+/// `want` samples: evenly spread runs of [`SAMPLE_RUN`] elements.
+pub fn sample_runs(n: usize, want: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let runs = want.div_ceil(SAMPLE_RUN).clamp(1, SAMPLE_RUNS);
+    let step = (n / runs).max(SAMPLE_RUN);
+    (0..n)
+        .step_by(step)
+        .map(move |s| s..(s + SAMPLE_RUN).min(n))
 }
 
 /// One backend's implementation of the select family.
@@ -330,12 +343,13 @@ fn cut_by_histograms(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) ->
     })
 }
 
-/// Samples keys of `w` at evenly spread positions (host side, any backend).
+/// Samples about `want` keys of `w` in evenly spread runs (host side, any
+/// backend).
 pub fn sample_keys(w: &TensorView, scorer: &Scorer, want: usize, out: &mut Vec<u32>) -> Result<()> {
-    let mut one = Vec::with_capacity(1);
-    for i in sample_positions(w.numel(), want) {
-        scorer.keys(w, i..i + 1, &mut one)?;
-        out.push(one[0]);
+    let mut run = Vec::with_capacity(SAMPLE_RUN);
+    for r in sample_runs(w.numel(), want) {
+        scorer.keys(w, r, &mut run)?;
+        out.extend_from_slice(&run);
     }
     Ok(())
 }
@@ -348,9 +362,8 @@ pub fn tensor_cut(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Re
         return Ok(Cut::NONE);
     }
     let mut sample = Vec::new();
-    sample_keys(w, scorer, 1 << 16, &mut sample)?;
-    sample.sort_unstable();
-    let b = bracket_from_sample(&sample, k, w.numel() as u64);
+    sample_keys(w, scorer, SAMPLE_RUNS * SAMPLE_RUN, &mut sample)?;
+    let b = bracket_from_sample(&mut sample, k, w.numel() as u64);
     let census = s.census(w, scorer, b)?;
     match resolve(&census, b, k) {
         Some(c) => Ok(c),
@@ -375,11 +388,10 @@ pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
     let total: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
     let mut sample = Vec::new();
     for (w, scorer) in items {
-        let want = ((1u64 << 16) * w.numel() as u64 / total.max(1)).max(1) as usize;
-        sample_keys(w, scorer, want, &mut sample)?;
+        let want = ((SAMPLE_RUNS * SAMPLE_RUN) as u64 * w.numel() as u64 / total.max(1)).max(1);
+        sample_keys(w, scorer, want as usize, &mut sample)?;
     }
-    sample.sort_unstable();
-    let b = bracket_from_sample(&sample, k, total);
+    let b = bracket_from_sample(&mut sample, k, total);
     let mut census = Census::new();
     for (w, scorer) in items {
         census.merge(&s.census(w, scorer, b)?);
