@@ -19,20 +19,21 @@ use super::select::Cut;
 /// The mask a cut gives on `keys` (in index order), and how many of the
 /// cut's ties it used (fewer than `cut.ties` when the keys hold fewer).
 pub fn mask_from_cut(keys: &[u32], cut: Cut) -> (Vec<u8>, u64) {
+    // Everything at or above the cut key is kept; then the first `ties`
+    // elements equal to it are pruned, in index order.
+    let mut mask: Vec<u8> = keys.iter().map(|&k| (k >= cut.key) as u8).collect();
     let mut ties = 0u64;
-    let mask = keys
-        .iter()
-        .map(|&k| {
-            if k < cut.key {
-                0
-            } else if k == cut.key && ties < cut.ties {
+    if cut.ties > 0 {
+        for (m, &k) in mask.iter_mut().zip(keys) {
+            if k == cut.key {
+                *m = 0;
                 ties += 1;
-                0
-            } else {
-                1
+                if ties == cut.ties {
+                    break;
+                }
             }
-        })
-        .collect();
+        }
+    }
     (mask, ties)
 }
 
@@ -94,6 +95,26 @@ pub fn expand_cols(keep: &[u8], rows: usize) -> Vec<u8> {
 pub fn zero_pruned(dtype: DType, bytes: &[u8], mask: &[u8]) -> Vec<u8> {
     let size = dtype.bits() / 8;
     let mut out = bytes.to_vec();
+    // Branch-free on whole elements where the buffer allows it.
+    match size {
+        2 => {
+            if let Ok(e) = bytemuck::try_cast_slice_mut::<u8, u16>(&mut out) {
+                for (e, &m) in e.iter_mut().zip(mask) {
+                    *e &= 0u16.wrapping_sub((m != 0) as u16);
+                }
+                return out;
+            }
+        }
+        4 => {
+            if let Ok(e) = bytemuck::try_cast_slice_mut::<u8, u32>(&mut out) {
+                for (e, &m) in e.iter_mut().zip(mask) {
+                    *e &= 0u32.wrapping_sub((m != 0) as u32);
+                }
+                return out;
+            }
+        }
+        _ => {}
+    }
     for (e, &m) in out.chunks_exact_mut(size).zip(mask) {
         if m == 0 {
             e.fill(0);
