@@ -1,5 +1,5 @@
 //! Times the stages of one tensor selection on the fast CPU path (sample,
-//! census, resolve), and the census alone with an empty and a full bracket.
+//! census, resolve).
 //!
 //! `cargo run --release --example select_profile`
 use shears::core::fast::select::FastCpu;
@@ -24,22 +24,6 @@ fn main() {
             let t2 = t.elapsed();
             let cut = resolve(&c, b, k);
             let t3 = t.elapsed();
-            let t4 = Instant::now();
-            let _ = FastCpu.census(&w, &s, Bracket { lo: 5, hi: 5 }).unwrap();
-            let t5 = t4.elapsed();
-            let t4 = Instant::now();
-            let _ = FastCpu
-                .census(
-                    &w,
-                    &s,
-                    Bracket {
-                        lo: 0,
-                        hi: 0x7fffffff,
-                    },
-                )
-                .unwrap();
-            let t6 = t4.elapsed();
-            println!("{dtype}: empty-bracket census {t5:?} full-bracket {t6:?}");
             println!(
                 "{dtype}: sample {:?} census {:?} resolve {:?} inside {} cut {:?}",
                 t1,

@@ -11,7 +11,7 @@ use crate::{DType, Result, TensorView};
 /// Canonical magnitude key of f32 bits: sign cleared, NaN made 0x7fc00000.
 /// Compared as i32 (the sign is clear), which SSE2 does in one instruction.
 #[inline(always)]
-fn mag(bits: u32) -> u32 {
+pub fn magnitude_key(bits: u32) -> u32 {
     let a = (bits & 0x7fff_ffff) as i32;
     (if a > 0x7f80_0000 { 0x7fc0_0000 } else { a }) as u32
 }
@@ -40,10 +40,10 @@ pub fn keys_into(
                     Ok(h) => out
                         .iter_mut()
                         .zip(h)
-                        .for_each(|(o, &h)| *o = mag((h as u32) << 16)),
+                        .for_each(|(o, &h)| *o = magnitude_key((h as u32) << 16)),
                     Err(_) => {
                         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                            *o = mag((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                            *o = magnitude_key((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
                         }
                     }
                 }
@@ -52,10 +52,13 @@ pub fn keys_into(
             DType::F32 => {
                 let bytes = &w.bytes()[range.start * 4..range.end * 4];
                 match bytemuck::try_cast_slice::<u8, u32>(bytes) {
-                    Ok(x) => out.iter_mut().zip(x).for_each(|(o, &x)| *o = mag(x)),
+                    Ok(x) => out
+                        .iter_mut()
+                        .zip(x)
+                        .for_each(|(o, &x)| *o = magnitude_key(x)),
                     Err(_) => {
                         for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                            *o = mag(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                            *o = magnitude_key(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
                         }
                     }
                 }
@@ -70,7 +73,7 @@ pub fn keys_into(
     match scorer.method {
         Method::Magnitude => {
             for (o, x) in out.iter_mut().zip(&s.x) {
-                *o = mag(x.to_bits());
+                *o = magnitude_key(x.to_bits());
             }
         }
         Method::Wanda => {

@@ -5,11 +5,11 @@
 
 use rayon::prelude::*;
 
-use super::keys::{keys_into, Scratch};
+use super::keys::{keys_into, magnitude_key, Scratch};
 
-use crate::reference::scores::Scorer;
+use crate::reference::scores::{Method, Scorer};
 use crate::reference::select::{count_key, select_cut, Bracket, Census, Cut, Histogram, Select};
-use crate::{Result, TensorView};
+use crate::{DType, Result, TensorView};
 
 /// Elements handled between two page releases.
 const GROUP: usize = 1 << 24;
@@ -64,16 +64,37 @@ pub(crate) fn fold_keys<A: Send>(
 
 impl Select for FastCpu {
     fn census(&self, w: &TensorView, scorer: &Scorer, b: Bracket) -> Result<Census> {
+        if scorer.method == Method::Magnitude {
+            // The common case reads the weights' own bits, no key buffer.
+            match w.dtype() {
+                DType::BF16 => {
+                    if let Ok(h) = bytemuck::try_cast_slice::<u8, u16>(w.bytes()) {
+                        return Ok(census_raw(w, h, b, |h| magnitude_key((h as u32) << 16)));
+                    }
+                }
+                DType::F32 => {
+                    if let Ok(x) = bytemuck::try_cast_slice::<u8, u32>(w.bytes()) {
+                        return Ok(census_raw(w, x, b, magnitude_key));
+                    }
+                }
+                _ => {}
+            }
+        }
         fold_keys(
             w,
             scorer,
             Census::new,
-            |c, keys| census_block(c, b, keys),
+            |c, keys| census_block(c, b, keys, |k| k),
             |a, o| a.merge(&o),
         )
     }
 
     fn histogram(&self, w: &TensorView, scorer: &Scorer, hi16: Option<u32>) -> Result<Histogram> {
+        if let (None, Method::Magnitude, DType::BF16) = (hi16, scorer.method, w.dtype()) {
+            if let Ok(h) = bytemuck::try_cast_slice::<u8, u16>(w.bytes()) {
+                return Ok(bf16_magnitude_histogram(w, h));
+            }
+        }
         fold_keys(
             w,
             scorer,
@@ -106,24 +127,45 @@ impl Select for FastCpu {
     }
 }
 
-/// Counts a block of keys against a bracket: a branch-free counting loop
-/// that vectorises, then, only when some key fell inside, a second look
-/// that skips groups of 16 holding none and compacts the others without
-/// branches.
-fn census_block(c: &mut Census, b: Bracket, keys: &[u32]) {
+/// Counts a block of elements against a bracket, `key` scoring each one,
+/// sixteen at a time: branch-free counting that vectorises, with a flag per
+/// group of sixteen that holds a key inside the bracket; only flagged
+/// groups are looked at again, and compacted without branches.
+#[inline(always)]
+fn census_block<T: Copy>(c: &mut Census, b: Bracket, elems: &[T], key: impl Fn(T) -> u32) {
     // Keys and bounds are at most 0x7fc00000, so i32 compares (one SSE2
     // instruction each) order them as u32 would.
     let (lo, hi) = (b.lo as i32, b.hi as i32);
     let is_inside = |k: u32| ((k as i32 > lo) & ((k as i32) < hi)) as u32;
     let (mut below, mut eq_lo, mut eq_hi, mut inside) = (0u32, 0u32, 0u32, 0u32);
-    for &k in keys {
-        let k = k as i32;
-        below += (k < lo) as u32;
-        eq_lo += (k == lo) as u32;
-        eq_hi += (k == hi) as u32;
-        inside += ((k > lo) & (k < hi)) as u32;
+    let mut flags = vec![0u8; elems.len() / 16];
+    let groups = elems.chunks_exact(16);
+    let rest = groups.remainder();
+    for (g, flag) in groups.zip(flags.iter_mut()) {
+        let mut hit = 0u32;
+        for &e in g {
+            let k = key(e) as i32;
+            below += (k < lo) as u32;
+            eq_lo += (k == lo) as u32;
+            eq_hi += (k == hi) as u32;
+            let ins = ((k > lo) & (k < hi)) as u32;
+            inside += ins;
+            hit |= ins;
+        }
+        *flag = hit as u8;
     }
-    c.n += keys.len() as u64;
+    for &e in rest {
+        let k = key(e);
+        let ki = k as i32;
+        below += (ki < lo) as u32;
+        eq_lo += (ki == lo) as u32;
+        eq_hi += (ki == hi) as u32;
+        if is_inside(k) == 1 {
+            inside += 1;
+            c.inside.push(k);
+        }
+    }
+    c.n += elems.len() as u64;
     c.below_lo += below as u64;
     c.eq_lo += eq_lo as u64;
     if b.hi != b.lo {
@@ -133,21 +175,85 @@ fn census_block(c: &mut Census, b: Bracket, keys: &[u32]) {
         return;
     }
     c.inside.reserve(inside as usize + 16);
-    for g in keys.chunks(16) {
-        let hits: u32 = g.iter().map(|&k| is_inside(k)).sum();
-        if hits == 0 {
-            continue;
-        }
+    for (g, _) in elems.chunks_exact(16).zip(&flags).filter(|(_, f)| **f != 0) {
         let len = c.inside.len();
         let spare = &mut c.inside.spare_capacity_mut()[..16];
         let mut n = 0usize;
-        for &k in g {
+        for &e in g {
+            let k = key(e);
             spare[n.min(15)].write(k);
             n += is_inside(k) as usize;
         }
         // SAFETY: the first n ≤ 16 spare slots were written above.
         unsafe { c.inside.set_len(len + n) };
     }
+}
+
+/// The top-half histogram of bf16 magnitudes, read straight from the raw
+/// halves (a bf16 magnitude key has no low bits, so it is exact). Two
+/// interleaved tables per task keep consecutive increments independent.
+fn bf16_magnitude_histogram(w: &TensorView, halves: &[u16]) -> Histogram {
+    let mut total = Histogram::new();
+    for (gi, group) in halves.chunks(GROUP).enumerate() {
+        let (a, b) = group
+            .par_chunks(BLOCK)
+            .fold(
+                || (vec![0u32; 1 << 16], vec![0u32; 1 << 16]),
+                |(mut a, mut b), block| {
+                    let pairs = block.chunks_exact(2);
+                    for &x in pairs.remainder() {
+                        a[(magnitude_key((x as u32) << 16) >> 16) as usize] += 1;
+                    }
+                    for p in pairs {
+                        a[(magnitude_key((p[0] as u32) << 16) >> 16) as usize] += 1;
+                        b[(magnitude_key((p[1] as u32) << 16) >> 16) as usize] += 1;
+                    }
+                    (a, b)
+                },
+            )
+            .reduce(
+                || (vec![0u32; 1 << 16], vec![0u32; 1 << 16]),
+                |(mut a, mut b), (c, d)| {
+                    a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+                    b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+                    (a, b)
+                },
+            );
+        for ((t, x), y) in total.bins.iter_mut().zip(&a).zip(&b) {
+            *t += (*x + *y) as u64;
+        }
+        let g0 = gi * GROUP;
+        w.release(g0 * 2..(g0 + group.len()) * 2);
+    }
+    total
+}
+
+/// The census of magnitudes read straight from the raw elements (`key`
+/// turns one into its magnitude key), no key buffer in between.
+fn census_raw<T: bytemuck::Pod + Sync>(
+    w: &TensorView,
+    elems: &[T],
+    b: Bracket,
+    key: impl Fn(T) -> u32 + Sync + Copy,
+) -> Census {
+    let size = std::mem::size_of::<T>();
+    let mut total = Census::new();
+    for (gi, group) in elems.chunks(GROUP).enumerate() {
+        let part = group
+            .par_chunks(BLOCK)
+            .fold(Census::new, |mut c, block| {
+                census_block(&mut c, b, block, key);
+                c
+            })
+            .reduce(Census::new, |mut a, o| {
+                a.merge(&o);
+                a
+            });
+        total.merge(&part);
+        let g0 = gi * GROUP;
+        w.release(g0 * size..(g0 + group.len()) * size);
+    }
+    total
 }
 
 /// The cut of one row in linear time (the keys are reordered).

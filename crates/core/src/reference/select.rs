@@ -331,6 +331,12 @@ pub fn count_key(h: &mut Histogram, key: u32, hi16: Option<u32>) {
     }
 }
 
+/// Whether every key of `w` has zero low 16 bits (bf16 magnitudes), so that
+/// the top-half histogram alone finds the cut in one pass.
+pub fn exact_top_half(w: &TensorView, scorer: &Scorer) -> bool {
+    scorer.method == super::scores::Method::Magnitude && w.dtype() == crate::DType::BF16
+}
+
 /// Finishes a cut from a backend's histograms when the bracket missed.
 fn cut_by_histograms(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Cut> {
     let h = s.histogram(w, scorer, None)?;
@@ -361,6 +367,10 @@ pub fn tensor_cut(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Re
     if k == 0 {
         return Ok(Cut::NONE);
     }
+    if exact_top_half(w, scorer) {
+        // bf16 magnitudes have no low key bits: one histogram pass is exact.
+        return cut_by_histograms(s, w, scorer, k);
+    }
     let mut sample = Vec::new();
     sample_keys(w, scorer, SAMPLE_RUNS * SAMPLE_RUN, &mut sample)?;
     let b = bracket_from_sample(&mut sample, k, w.numel() as u64);
@@ -386,6 +396,16 @@ pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
         return Ok(Cut::NONE);
     }
     let total: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
+    if items.iter().all(|(w, s)| exact_top_half(w, s)) {
+        // One histogram pass over every tensor is exact for bf16 magnitudes.
+        let mut h = Histogram::new();
+        for (w, scorer) in items {
+            h.merge(&s.histogram(w, scorer, None)?);
+        }
+        if let Resolved::Cut(c) = resolve_hist(&h, k) {
+            return Ok(c);
+        }
+    }
     let mut sample = Vec::new();
     for (w, scorer) in items {
         let want = ((SAMPLE_RUNS * SAMPLE_RUN) as u64 * w.numel() as u64 / total.max(1)).max(1);
