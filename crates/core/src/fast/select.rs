@@ -84,7 +84,7 @@ impl Select for FastCpu {
             w,
             scorer,
             Census::new,
-            |c, keys| census_block(c, b, keys, |k| k),
+            |c, keys| census_any(c, b, keys, |k| k),
             |a, o| a.merge(&o),
         )
     }
@@ -190,42 +190,66 @@ fn census_block<T: Copy>(c: &mut Census, b: Bracket, elems: &[T], key: impl Fn(T
 }
 
 /// The top-half histogram of bf16 magnitudes, read straight from the raw
-/// halves (a bf16 magnitude key has no low bits, so it is exact). Two
-/// interleaved tables per task keep consecutive increments independent.
+/// halves (a bf16 magnitude key has no low bits, so it is exact). A bf16
+/// magnitude has 15 bits, so each table has 32768 bins; four interleaved
+/// tables per task keep consecutive increments independent.
 fn bf16_magnitude_histogram(w: &TensorView, halves: &[u16]) -> Histogram {
+    const BINS15: usize = 1 << 15;
+    let bin = |x: u16| (magnitude_key((x as u32) << 16) >> 16) as usize;
     let mut total = Histogram::new();
     for (gi, group) in halves.chunks(GROUP).enumerate() {
-        let (a, b) = group
+        let tables = group
             .par_chunks(BLOCK)
             .fold(
-                || (vec![0u32; 1 << 16], vec![0u32; 1 << 16]),
-                |(mut a, mut b), block| {
-                    let pairs = block.chunks_exact(2);
-                    for &x in pairs.remainder() {
-                        a[(magnitude_key((x as u32) << 16) >> 16) as usize] += 1;
+                || vec![0u32; 4 * BINS15],
+                |mut t, block| {
+                    let quads = block.chunks_exact(4);
+                    for &x in quads.remainder() {
+                        t[bin(x)] += 1;
                     }
-                    for p in pairs {
-                        a[(magnitude_key((p[0] as u32) << 16) >> 16) as usize] += 1;
-                        b[(magnitude_key((p[1] as u32) << 16) >> 16) as usize] += 1;
+                    for q in quads {
+                        t[bin(q[0])] += 1;
+                        t[BINS15 + bin(q[1])] += 1;
+                        t[2 * BINS15 + bin(q[2])] += 1;
+                        t[3 * BINS15 + bin(q[3])] += 1;
                     }
-                    (a, b)
+                    t
                 },
             )
             .reduce(
-                || (vec![0u32; 1 << 16], vec![0u32; 1 << 16]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
-                    b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
-                    (a, b)
+                || vec![0u32; 4 * BINS15],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
                 },
             );
-        for ((t, x), y) in total.bins.iter_mut().zip(&a).zip(&b) {
-            *t += (*x + *y) as u64;
+        for (i, t) in total.bins[..BINS15].iter_mut().enumerate() {
+            *t += (0..4).map(|q| tables[q * BINS15 + i] as u64).sum::<u64>();
         }
         let g0 = gi * GROUP;
         w.release(g0 * 2..(g0 + group.len()) * 2);
     }
     total
+}
+
+/// [`census_block`] compiled for AVX2 (eight lanes instead of SSE2's four),
+/// chosen at run time by [`census_any`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn census_block_avx2<T: Copy>(c: &mut Census, b: Bracket, elems: &[T], key: impl Fn(T) -> u32) {
+    census_block(c, b, elems, key)
+}
+
+/// [`census_block`] with the widest vectors this CPU has.
+#[inline(always)]
+fn census_any<T: Copy>(c: &mut Census, b: Bracket, elems: &[T], key: impl Fn(T) -> u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { census_block_avx2(c, b, elems, key) };
+        return;
+    }
+    census_block(c, b, elems, key)
 }
 
 /// The census of magnitudes read straight from the raw elements (`key`
@@ -242,7 +266,7 @@ fn census_raw<T: bytemuck::Pod + Sync>(
         let part = group
             .par_chunks(BLOCK)
             .fold(Census::new, |mut c, block| {
-                census_block(&mut c, b, block, key);
+                census_any(&mut c, b, block, key);
                 c
             })
             .reduce(Census::new, |mut a, o| {
