@@ -29,14 +29,13 @@ impl Mask for FastCpu {
         while g0 < n {
             let g1 = (g0 + GROUP).min(n);
             let gk = &mut keys[..g1 - g0];
-            gk.par_chunks_mut(BLOCK)
-                .enumerate()
-                .try_for_each_init(Vec::new, |buf, (b, out)| {
+            gk.par_chunks_mut(BLOCK).enumerate().try_for_each_init(
+                Scratch::default,
+                |scratch, (b, out)| {
                     let s = g0 + b * BLOCK;
-                    scorer.keys(w, s..s + out.len(), buf)?;
-                    out.copy_from_slice(buf);
-                    Ok::<_, crate::Error>(())
-                })?;
+                    keys_into(scorer, w, s..s + out.len(), out, scratch)
+                },
+            )?;
             // Ties per block, then each block's first tie rank.
             let ties: Vec<u64> = gk
                 .par_chunks(BLOCK)
@@ -50,17 +49,26 @@ impl Mask for FastCpu {
             mask[g0..g1]
                 .par_chunks_mut(BLOCK)
                 .zip(gk.par_chunks(BLOCK))
-                .zip(offsets.par_iter())
-                .for_each(|((m, k), &before)| {
+                .zip(offsets.par_iter().zip(ties.par_iter()))
+                .for_each(|((m, k), (&before, &here))| {
                     let left = cut.ties.saturating_sub(before);
-                    let (bm, _) = mask_from_cut(
-                        k,
-                        Cut {
+                    if left == 0 {
+                        // Every tie of this block is kept.
+                        m.iter_mut()
+                            .zip(k)
+                            .for_each(|(m, &k)| *m = (k >= cut.key) as u8);
+                    } else if left >= here {
+                        // Every tie of this block is pruned.
+                        m.iter_mut()
+                            .zip(k)
+                            .for_each(|(m, &k)| *m = (k > cut.key) as u8);
+                    } else {
+                        let c = Cut {
                             key: cut.key,
                             ties: left,
-                        },
-                    );
-                    m.copy_from_slice(&bm);
+                        };
+                        m.copy_from_slice(&mask_from_cut(k, c).0);
+                    }
                 });
             w.release(g0 * size..g1 * size);
             g0 = g1;
