@@ -6,11 +6,13 @@
 //!
 //! `cargo bench --bench importance`
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shears::core::fast::importance::FastCpu;
 use shears::core::reference::importance::{Importance, Reference};
 use shears::core::{DType, TensorBuf};
-use shears::kernels::{GpuContext, GpuImportance};
+use shears::kernels::GpuImportance;
 use shears::testing::test_values;
 
 const ROWS: usize = 4096;
@@ -18,28 +20,11 @@ const COLS: usize = 4096;
 
 fn bench(c: &mut Criterion) {
     let values = test_values(ROWS * COLS, 7, false);
-    let gpu = match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            eprintln!("GPU benches skipped: {e}");
-            None
-        }
-    };
+    let gpu = common::gpu();
 
-    // memcpy of the same number of bytes as the bf16 tensor, as the yardstick.
-    let mut g = c.benchmark_group("memcpy");
-    for bytes in [ROWS * COLS * 2, ROWS * COLS * 4] {
-        let src = vec![1u8; bytes];
-        let mut dst = vec![0u8; bytes];
-        g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(BenchmarkId::from_parameter(bytes), |b| {
-            b.iter(|| {
-                dst.copy_from_slice(std::hint::black_box(&src));
-                std::hint::black_box(&dst);
-            })
-        });
-    }
-    g.finish();
+    // memcpy of the same number of bytes as each tensor, as the yardstick.
+    common::memcpy(c, ROWS * COLS * 2);
+    common::memcpy(c, ROWS * COLS * 4);
 
     let mut g = c.benchmark_group("row_norms");
     g.sample_size(10);

@@ -421,6 +421,54 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// A bind group layout of buffers only, bindings 0, 1, … in order,
+    /// created once per name.
+    pub fn buffer_layout(
+        &self,
+        name: &'static str,
+        types: &[wgpu::BufferBindingType],
+    ) -> Arc<wgpu::BindGroupLayout> {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = types
+            .iter()
+            .enumerate()
+            .map(|(i, &ty)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        self.layout(name, &entries)
+    }
+
+    /// Records one dispatch of `pipeline` over `groups` workgroups and
+    /// submits it; returns the submission to wait on.
+    pub fn dispatch(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        bind: &wgpu::BindGroup,
+        groups: (u32, u32, u32),
+    ) -> wgpu::SubmissionIndex {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        self.queue.submit([enc.finish()])
+    }
+
     /// A buffer with a label.
     pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {

@@ -49,31 +49,13 @@ impl<'a> GpuImportance<'a> {
     }
 
     fn layout(&self) -> std::sync::Arc<wgpu::BindGroupLayout> {
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        self.ctx.layout(
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        self.ctx.buffer_layout(
             "importance: src(read) dst(read_write) params(uniform)",
             &[
-                storage(0, true),
-                storage(1, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 2,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
+                Storage { read_only: true },
+                Storage { read_only: false },
+                Uniform,
             ],
         )
     }
@@ -157,20 +139,9 @@ impl<'a> GpuImportance<'a> {
             self.ctx
                 .queue()
                 .write_buffer(&params, 0, bytemuck::bytes_of(&p));
-            let mut enc = self
+            let idx = self
                 .ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(entry) });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(entry),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(step.groups.0, step.groups.1, 1);
-            }
-            let idx = self.ctx.queue().submit([enc.finish()]);
+                .dispatch(entry, &pipeline, &bind, (step.groups.0, step.groups.1, 1));
             // Keep at most two submissions in flight: uploads of the next
             // chunk overlap the compute of this one, staging stays bounded.
             if let Some(prev) = pending.replace(idx) {

@@ -9,7 +9,7 @@ use shears_core::TensorView;
 
 use crate::chunk::{groups, split};
 use crate::scored::ScoredJob;
-use crate::{source, Error, GpuContext};
+use crate::{source, GpuContext};
 
 /// Elements per segment of `apply_cut` (mirrors SEG in the shader).
 const SEG: usize = 4096;
@@ -87,15 +87,7 @@ impl Mask for GpuMask<'_> {
         if rows == 0 || cols == 0 {
             return Ok(vec![1; rows * cols]);
         }
-        let per_rows = ScoredJob::max_elems(self.ctx, w, scorer)? / cols;
-        if per_rows == 0 {
-            return Err(Error::Unsupported(format!(
-                "a row of {cols} elements is larger than one GPU binding ({} bytes)",
-                self.ctx.chunk_bytes()
-            ))
-            .into());
-        }
-        let per_rows = per_rows.min(rows);
+        let per_rows = ScoredJob::rows_per_chunk(self.ctx, w, scorer, cols)?.min(rows);
         let job = ScoredJob::new(
             self.ctx,
             ("mask", source::MASK),

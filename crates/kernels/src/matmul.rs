@@ -127,21 +127,8 @@ impl Matmul for GpuMatmul<'_> {
             };
             ctx.queue()
                 .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
-            let mut enc = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("matmul"),
-                });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("masked_matmul"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
-            }
-            let idx = ctx.queue().submit([enc.finish()]);
+            let groups = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
+            let idx = ctx.dispatch("masked_matmul", &pipeline, &bind, groups);
             ctx.wait(Some(idx))?;
             let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
                 &ybuf,
@@ -158,25 +145,10 @@ impl Matmul for GpuMatmul<'_> {
 }
 
 fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
-    let buffer = |binding, ty| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    };
     use wgpu::BufferBindingType::{Storage, Uniform};
-    ctx.layout(
+    let (ro, rw) = (Storage { read_only: true }, Storage { read_only: false });
+    ctx.buffer_layout(
         "matmul: w x params(uniform) mask y",
-        &[
-            buffer(0, Storage { read_only: true }),
-            buffer(1, Storage { read_only: true }),
-            buffer(2, Uniform),
-            buffer(3, Storage { read_only: true }),
-            buffer(4, Storage { read_only: false }),
-        ],
+        &[ro, ro, Uniform, ro, rw],
     )
 }

@@ -72,6 +72,24 @@ impl<'a> ScoredJob<'a> {
         Ok((ctx.chunk_bytes() as usize - 4) / size)
     }
 
+    /// Whole rows of `cols` elements per chunk, or a clear error when one
+    /// row does not fit a binding.
+    pub fn rows_per_chunk(
+        ctx: &GpuContext,
+        w: &TensorView,
+        scorer: &Scorer,
+        cols: usize,
+    ) -> Result<usize> {
+        let per = Self::max_elems(ctx, w, scorer)? / cols.max(1);
+        if per == 0 {
+            return Err(crate::Error::Unsupported(format!(
+                "a row of {cols} elements is larger than one GPU binding ({} bytes)",
+                ctx.chunk_bytes()
+            )));
+        }
+        Ok(per)
+    }
+
     /// Prepares buffers for chunks of up to `max_elems` elements of `w`
     /// for the shader (family name, source), with
     /// outputs of `out0_bytes` and `out1_bytes`.
@@ -212,20 +230,9 @@ impl<'a> ScoredJob<'a> {
         self.ctx
             .queue()
             .write_buffer(&self.params, 0, bytemuck::bytes_of(p));
-        let mut enc = self
+        let idx = self
             .ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(entry) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &self.bind, &[]);
-            pass.dispatch_workgroups(groups.max(1), 1, 1);
-        }
-        let idx = self.ctx.queue().submit([enc.finish()]);
+            .dispatch(entry, &pipeline, &self.bind, (groups.max(1), 1, 1));
         self.ctx.wait(Some(idx))
     }
 
@@ -241,25 +248,10 @@ impl<'a> ScoredJob<'a> {
 }
 
 fn scored_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
-    let buffer = |binding, ty| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    };
     use wgpu::BufferBindingType::{Storage, Uniform};
-    ctx.layout(
+    let (ro, rw) = (Storage { read_only: true }, Storage { read_only: false });
+    ctx.buffer_layout(
         "scored: src aux params(uniform) out0 out1",
-        &[
-            buffer(0, Storage { read_only: true }),
-            buffer(1, Storage { read_only: true }),
-            buffer(2, Uniform),
-            buffer(3, Storage { read_only: false }),
-            buffer(4, Storage { read_only: false }),
-        ],
+        &[ro, ro, Uniform, rw, rw],
     )
 }
