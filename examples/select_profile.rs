@@ -18,7 +18,8 @@ fn main() {
             let t = Instant::now();
             let mut sample = Vec::new();
             sample_keys(&w, &s, SAMPLE_RUNS * SAMPLE_RUN, &mut sample).unwrap();
-            let b = bracket_from_sample(&mut sample, k, w.numel() as u64);
+            let sigmas = if exact_top_half(&w, &s) { 3.0 } else { 6.0 };
+            let b = bracket_from_sample(&mut sample, k, w.numel() as u64, sigmas);
             let t1 = t.elapsed();
             let c = FastCpu.census(&w, &s, b).unwrap();
             let t2 = t.elapsed();

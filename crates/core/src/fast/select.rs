@@ -69,6 +69,9 @@ impl Select for FastCpu {
             match w.dtype() {
                 DType::BF16 => {
                     if let Ok(h) = bytemuck::try_cast_slice::<u8, u16>(w.bytes()) {
+                        if let Some(c) = bf16_census(w, h, b) {
+                            return Ok(c);
+                        }
                         return Ok(census_raw(w, h, b, |h| magnitude_key((h as u32) << 16)));
                     }
                 }
@@ -230,6 +233,108 @@ fn bf16_magnitude_histogram(w: &TensorView, halves: &[u16]) -> Histogram {
         w.release(g0 * 2..(g0 + group.len()) * 2);
     }
     total
+}
+
+/// Most distinct bf16 values a bracket may span for [`bf16_census`].
+const BF16_VALUES: usize = 6;
+/// Elements counted in 16-bit lanes before widening (no lane overflows).
+const LANE_RUN: usize = 4096;
+
+/// Canonical 15-bit magnitude of a bf16 (NaN made 0x7fc0).
+#[inline(always)]
+fn bf16_magnitude(h: u16) -> u16 {
+    let m = h & 0x7fff;
+    if m > 0x7f80 {
+        0x7fc0
+    } else {
+        m
+    }
+}
+
+/// Counts of one block: below the bracket, and equal to each value.
+fn bf16_count(block: &[u16], lo: u16, values: &[u16; BF16_VALUES]) -> (u64, [u64; BF16_VALUES]) {
+    let mut below = 0u64;
+    let mut eq = [0u64; BF16_VALUES];
+    for run in block.chunks(LANE_RUN) {
+        // 16-bit accumulators: sixteen lanes to a 256-bit vector.
+        let mut b16 = 0u16;
+        let mut e16 = [0u16; BF16_VALUES];
+        for &h in run {
+            let m = bf16_magnitude(h);
+            b16 += (m < lo) as u16;
+            for j in 0..BF16_VALUES {
+                e16[j] += (m == values[j]) as u16;
+            }
+        }
+        below += b16 as u64;
+        eq.iter_mut().zip(e16).for_each(|(e, x)| *e += x as u64);
+    }
+    (below, eq)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn bf16_count_avx2(
+    block: &[u16],
+    lo: u16,
+    values: &[u16; BF16_VALUES],
+) -> (u64, [u64; BF16_VALUES]) {
+    bf16_count(block, lo, values)
+}
+
+/// The census of bf16 magnitudes when the bracket spans at most
+/// [`BF16_VALUES`] bf16 values: each value gets its own counter, so one
+/// branch-free loop in 16-bit lanes counts everything and nothing is
+/// compacted. `None` when the bracket is wider (the general census runs).
+fn bf16_census(w: &TensorView, halves: &[u16], b: Bracket) -> Option<Census> {
+    if b.lo & 0xffff != 0 || b.hi & 0xffff != 0 {
+        return None;
+    }
+    let (lo, hi) = ((b.lo >> 16) as u16, (b.hi >> 16) as u16);
+    let span = (hi - lo) as usize + 1;
+    if span > BF16_VALUES {
+        return None;
+    }
+    // values[j] = lo + j for j < span; spare slots repeat hi (ignored).
+    let mut values = [hi; BF16_VALUES];
+    for (j, v) in values.iter_mut().enumerate().take(span) {
+        *v = lo + j as u16;
+    }
+    let count = |block: &[u16]| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { bf16_count_avx2(block, lo, &values) };
+        }
+        bf16_count(block, lo, &values)
+    };
+    let mut below = 0u64;
+    let mut eq = [0u64; BF16_VALUES];
+    for (gi, group) in halves.chunks(GROUP).enumerate() {
+        let (gb, ge) = group.par_chunks(BLOCK).map(count).reduce(
+            || (0, [0u64; BF16_VALUES]),
+            |(a, mut x), (c, y)| {
+                x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+                (a + c, x)
+            },
+        );
+        below += gb;
+        eq.iter_mut().zip(ge).for_each(|(e, g)| *e += g);
+        let g0 = gi * GROUP;
+        w.release(g0 * 2..(g0 + group.len()) * 2);
+    }
+    let mut c = Census::new();
+    c.n = halves.len() as u64;
+    c.below_lo = below;
+    c.eq_lo = eq[0];
+    if span > 1 {
+        c.eq_hi = eq[span - 1];
+        c.inside_runs = (1..span - 1)
+            .map(|j| (((lo as u32) + j as u32) << 16, eq[j]))
+            .filter(|r| r.1 > 0)
+            .collect();
+    }
+    Some(c)
 }
 
 /// [`census_block`] compiled for AVX2 (eight lanes instead of SSE2's four),

@@ -74,6 +74,10 @@ pub struct Census {
     pub eq_hi: u64,
     /// Keys strictly between lo and hi, in no particular order.
     pub inside: Vec<u32>,
+    /// More keys strictly between lo and hi, as (key, count): a backend
+    /// that counts the few distinct values of a bracket (bf16 magnitudes)
+    /// reports them so instead of listing every key.
+    pub inside_runs: Vec<(u32, u64)>,
 }
 
 /// A 16-bit radix histogram of keys (the fallback when a bracket misses).
@@ -119,6 +123,7 @@ impl Census {
             eq_lo: 0,
             eq_hi: 0,
             inside: Vec::new(),
+            inside_runs: Vec::new(),
         }
     }
 
@@ -141,6 +146,12 @@ impl Census {
         self.eq_lo += o.eq_lo;
         self.eq_hi += o.eq_hi;
         self.inside.extend_from_slice(&o.inside);
+        self.inside_runs.extend_from_slice(&o.inside_runs);
+    }
+
+    /// Keys strictly inside the bracket, counted.
+    pub fn inside_count(&self) -> u64 {
+        self.inside.len() as u64 + self.inside_runs.iter().map(|r| r.1).sum::<u64>()
     }
 }
 
@@ -177,6 +188,26 @@ pub fn resolve(c: &Census, b: Bracket, k: u64) -> Option<Cut> {
         });
     }
     need -= c.eq_lo;
+    if !c.inside_runs.is_empty() && need <= c.inside_count() {
+        // Walk the inside keys in order, as (key, count) runs.
+        let mut runs = c.inside_runs.clone();
+        runs.extend(c.inside.iter().map(|&k| (k, 1)));
+        runs.sort_unstable();
+        let mut i = 0;
+        while i < runs.len() {
+            let key = runs[i].0;
+            let mut count = 0;
+            while i < runs.len() && runs[i].0 == key {
+                count += runs[i].1;
+                i += 1;
+            }
+            if need <= count {
+                return Some(Cut { key, ties: need });
+            }
+            need -= count;
+        }
+        unreachable!("inside counts cover need");
+    }
     if need <= c.inside.len() as u64 {
         let mut inside = c.inside.clone();
         let (_, &mut t, _) = inside.select_nth_unstable((need - 1) as usize);
@@ -186,7 +217,7 @@ pub fn resolve(c: &Census, b: Bracket, k: u64) -> Option<Cut> {
             ties: need - below_t,
         });
     }
-    need -= c.inside.len() as u64;
+    need -= c.inside_count();
     if b.hi != b.lo && need <= c.eq_hi {
         return Some(Cut {
             key: b.hi,
@@ -236,14 +267,15 @@ pub fn resolve_low(low_hist: &[u64], hi16: u32, below: u64, k: u64) -> Cut {
 }
 
 /// Chooses a bracket around the `k`-th smallest of `n` keys from a sample
-/// of them (reordered in place): the sample quantile ± 6 standard errors.
-pub fn bracket_from_sample(sample: &mut [u32], k: u64, n: u64) -> Bracket {
+/// of them (reordered in place): the sample quantile ± `sigmas` standard
+/// errors.
+pub fn bracket_from_sample(sample: &mut [u32], k: u64, n: u64, sigmas: f64) -> Bracket {
     if sample.is_empty() || n == 0 {
         return Bracket { lo: 0, hi: 0 };
     }
     let m = sample.len() as f64;
     let q = (k as f64 / n as f64).clamp(0.0, 1.0);
-    let err = 6.0 * (q * (1.0 - q) / m).sqrt() + 2.0 / m;
+    let err = sigmas * (q * (1.0 - q) / m).sqrt() + 2.0 / m;
     let last = sample.len() - 1;
     let mut at = |p: f64| {
         let i = ((p.clamp(0.0, 1.0) * m) as usize).min(last);
@@ -367,13 +399,13 @@ pub fn tensor_cut(s: &dyn Select, w: &TensorView, scorer: &Scorer, k: u64) -> Re
     if k == 0 {
         return Ok(Cut::NONE);
     }
-    if exact_top_half(w, scorer) {
-        // bf16 magnitudes have no low key bits: one histogram pass is exact.
-        return cut_by_histograms(s, w, scorer, k);
-    }
     let mut sample = Vec::new();
     sample_keys(w, scorer, SAMPLE_RUNS * SAMPLE_RUN, &mut sample)?;
-    let b = bracket_from_sample(&mut sample, k, w.numel() as u64);
+    // bf16 magnitudes take few values: a narrower bracket (3 standard
+    // errors) is counted value by value; a miss falls back to the exact
+    // one-pass histogram.
+    let sigmas = if exact_top_half(w, scorer) { 3.0 } else { 6.0 };
+    let b = bracket_from_sample(&mut sample, k, w.numel() as u64, sigmas);
     let census = s.census(w, scorer, b)?;
     match resolve(&census, b, k) {
         Some(c) => Ok(c),
@@ -411,7 +443,7 @@ pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
         let want = ((SAMPLE_RUNS * SAMPLE_RUN) as u64 * w.numel() as u64 / total.max(1)).max(1);
         sample_keys(w, scorer, want as usize, &mut sample)?;
     }
-    let b = bracket_from_sample(&mut sample, k, total);
+    let b = bracket_from_sample(&mut sample, k, total, 6.0);
     let mut census = Census::new();
     for (w, scorer) in items {
         census.merge(&s.census(w, scorer, b)?);
@@ -498,6 +530,27 @@ mod tests {
                 let got = resolve(&c, b, k).unwrap_or_else(by_hist);
                 assert_eq!(got, want, "k = {k}, bracket {b:?}");
             }
+        }
+    }
+
+    #[test]
+    fn runs_and_listed_keys_resolve_together() {
+        let b = Bracket { lo: 5, hi: 100 };
+        let mut c = Census::new();
+        for k in [1, 5, 5, 10, 10, 10, 10, 10, 15, 20, 100] {
+            c.add(b, k);
+        }
+        // Move the 10s into runs split across two entries, as merged
+        // censuses report them.
+        c.inside.retain(|&k| k != 10);
+        c.inside_runs = vec![(10, 2), (20, 0), (10, 3)];
+        c.inside.retain(|&k| k != 20);
+        c.inside.push(20);
+        let keys = [1u32, 5, 5, 10, 10, 10, 10, 10, 15, 20, 100];
+        // k = 1 lies below the bracket: a miss.
+        assert_eq!(resolve(&c, b, 1), None);
+        for k in 2..=keys.len() as u64 {
+            assert_eq!(resolve(&c, b, k), Some(select_cut(&keys, k)), "k = {k}");
         }
     }
 }
