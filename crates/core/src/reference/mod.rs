@@ -4,5 +4,6 @@
 pub mod importance;
 pub mod mask;
 pub mod matmul;
+pub mod quant;
 pub mod scores;
 pub mod select;
