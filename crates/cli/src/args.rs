@@ -52,6 +52,10 @@ pub enum Command {
     /// scores; per row, tensor or globally; N:M patterns; whole rows or
     /// columns. Writes dense safetensors with the same names and sharding.
     Prune(PruneArgs),
+    /// Quantize the linear layers to int8 or int4 and write a
+    /// compressed-tensors checkpoint (vLLM, SGLang, transformers) or dense
+    /// dequantized safetensors.
+    Quantize(QuantizeArgs),
     /// Write a synthetic calibration file for a checkpoint (the format
     /// `prune --calibration` reads: input norms, gradients, inputs).
     Calibration(CalibrationArgs),
@@ -114,6 +118,45 @@ pub struct PruneArgs {
     /// Seed of the random method and of the probe inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// A .safetensors file or a checkpoint folder.
+    pub model: PathBuf,
+    /// Output folder (must not exist unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// w8a16 (int8 per channel), w4a16 (int4, groups of 128), w4a16-asym
+    /// (with zero points) or w8a8 (int8 weights, dynamic int8 activations).
+    #[arg(long)]
+    pub scheme: String,
+    /// Inputs per group for the int4 schemes (must divide in_features).
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// nearest (round-to-nearest of the exact quotient) or
+    /// compressed-tensors (bit for bit what that library writes).
+    #[arg(long, default_value = "nearest")]
+    pub rounding: String,
+    /// compressed-tensors (packed codes + config) or dense (dequantized
+    /// values in the input's dtype and names).
+    #[arg(long, default_value = "compressed-tensors")]
+    pub format: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also quantize tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave tensors matching this glob alone (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,

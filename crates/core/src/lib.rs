@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod dtype;
 mod error;
 pub mod fast;
+pub mod formats;
 pub mod generate;
 pub mod reference;
 mod tensor;

@@ -5,3 +5,4 @@ pub mod devices;
 pub mod generate;
 pub mod inspect;
 pub mod prune;
+pub mod quantize;

@@ -1,0 +1,304 @@
+//! `shears quantize MODEL -o OUT --scheme S`: int8 / int4 weights in the
+//! compressed-tensors format (or dense dequantized safetensors), with a
+//! report of what each layer lost.
+//!
+//! Quantization runs on the CPU reference for now; the GPU quant kernels
+//! (with their correctly rounded quotient) are the next step.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::formats::compressed_tensors::{
+    layer_bytes, layer_tensors, quantization_config, Scheme,
+};
+use shears_core::reference::quant::{dequantize, quantize_matrix, Quantized, Rounding};
+use shears_core::{encode_f32, Checkpoint, TensorInfo};
+
+use crate::args::{BackendChoice, QuantizeArgs};
+use crate::output::{human_bytes, Out};
+use crate::plan::{self, Decision};
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    CompressedTensors,
+    Dense,
+}
+
+/// One row of the report.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    name: String,
+    shape: Vec<usize>,
+    bits: u32,
+    bytes_before: u64,
+    bytes_after: u64,
+    max_abs_error: f64,
+    relative_error: f64,
+    sqnr_db: f64,
+    seconds: f64,
+}
+
+fn errors(x: &[f32], q: &Quantized) -> (f64, f64, f64) {
+    let (mut max, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, (&v, &c)) in x.iter().zip(&q.codes).enumerate() {
+        let p = q.params[(i / q.cols) * q.groups() + (i % q.cols) / q.group];
+        let e = v as f64 - dequantize(c as i32, p) as f64;
+        max = max.max(e.abs());
+        num += e * e;
+        den += (v as f64) * (v as f64);
+    }
+    let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
+    let sqnr = if num > 0.0 {
+        10.0 * (den / num).log10()
+    } else {
+        f64::INFINITY
+    };
+    (max, rel, sqnr)
+}
+
+pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+    let scheme = Scheme::parse(&a.scheme)?;
+    let rounding = match a.rounding.as_str() {
+        "nearest" => Rounding::Nearest,
+        "compressed-tensors" => Rounding::CompressedTensors,
+        other => bail!("--rounding '{other}' is not nearest or compressed-tensors"),
+    };
+    let format = match a.format.as_str() {
+        "compressed-tensors" => Format::CompressedTensors,
+        "dense" => Format::Dense,
+        other => bail!("--format '{other}' is not compressed-tensors or dense"),
+    };
+    if a.group_size.is_some() && matches!(scheme, Scheme::W8A16 | Scheme::W8A8) {
+        bail!(
+            "--group-size applies to the int4 schemes; {} is per channel",
+            scheme.name()
+        );
+    }
+    if a.group_size == Some(0) {
+        bail!("--group-size must be positive");
+    }
+    if choice == BackendChoice::Gpu {
+        tracing::warn!("quantization runs on the CPU path in this version");
+    }
+    let spec = scheme.spec(a.group_size);
+    let ckpt = Checkpoint::open(&a.model)?;
+    let selection = plan::select(&ckpt, &a.include, &a.exclude)?;
+    for g in &selection.unmatched {
+        tracing::warn!("pattern '{g}' matched no tensor");
+    }
+    let chosen: Vec<bool> = selection
+        .decisions
+        .iter()
+        .map(|d| *d == Decision::Compress)
+        .collect();
+    // Refuse what cannot be quantized before any work.
+    for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
+        if !c {
+            continue;
+        }
+        let path = ckpt.path_of(t).display();
+        if !t.dtype.is_float_computable() {
+            bail!(
+                "{path}: tensor '{}': dtype {} cannot be quantized",
+                t.name,
+                t.dtype
+            );
+        }
+        if !t.name.ends_with(".weight") {
+            bail!(
+                "{path}: tensor '{}': only `.weight` tensors of Linear layers can be quantized",
+                t.name
+            );
+        }
+        let inn = t.shape[1];
+        if let Some(g) = spec.group {
+            if inn % g != 0 {
+                bail!(
+                    "{path}: tensor '{}': group size {g} does not divide its {inn} input columns",
+                    t.name
+                );
+            }
+        }
+    }
+    if a.dry_run {
+        for (t, d) in ckpt.tensors.iter().zip(&selection.decisions) {
+            let what = match d {
+                Decision::Compress => format!("quantize {} ({} bits)", scheme.name(), spec.bits),
+                Decision::Keep(why) => format!("keep ({why})"),
+            };
+            out.line(&format!(
+                "{}  {:?}  {}  {what}",
+                t.name,
+                t.shape,
+                human_bytes(t.nbytes() as u64)
+            ));
+        }
+        return Ok(());
+    }
+
+    let prefix = |t: &TensorInfo| {
+        t.name
+            .strip_suffix(".weight")
+            .unwrap_or(&t.name)
+            .to_string()
+    };
+    let mut shards: Vec<ShardSpec> = ckpt
+        .shards
+        .iter()
+        .map(|s| ShardSpec {
+            file_name: s.file_name(),
+            tensors: Vec::new(),
+        })
+        .collect();
+    for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
+        let list = &mut shards[t.shard].tensors;
+        if c && format == Format::CompressedTensors {
+            list.extend(layer_tensors(
+                &prefix(t),
+                t.shape[0],
+                t.shape[1],
+                t.dtype,
+                scheme,
+                &spec,
+            ));
+        } else {
+            list.push(OutputTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            });
+        }
+    }
+    let opts = WriterOptions {
+        force: a.force,
+        protected: vec![a.model.clone()],
+        metadata: ckpt
+            .shards
+            .first()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default(),
+    };
+    let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
+    let start = Instant::now();
+    let mut progress = Progress::bytes(ckpt.total_bytes(), "quantize", quiet);
+    let mut done = 0u64;
+    let mut rows = Vec::new();
+    let mut ignore = Vec::new();
+    let mut after_total = 0u64;
+    for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
+        progress.label(&t.name);
+        let view = ckpt.view(t);
+        if !c {
+            writer.write(view.bytes())?;
+            after_total += t.nbytes() as u64;
+            if let Some(p) = t.name.strip_suffix(".weight") {
+                ignore.push(p.to_string());
+            }
+        } else {
+            let t0 = Instant::now();
+            let x = view.to_f32()?;
+            let q = quantize_matrix(&spec, &x, t.shape[0], t.shape[1], t.dtype, rounding);
+            let (max_abs_error, relative_error, sqnr_db) = errors(&x, &q);
+            let bytes_after = match format {
+                Format::CompressedTensors => {
+                    let parts = layer_bytes(&q, t.dtype, scheme, &spec);
+                    let n: usize = parts.iter().map(Vec::len).sum();
+                    for p in parts {
+                        writer.write(&p)?;
+                    }
+                    n as u64
+                }
+                Format::Dense => {
+                    let deq: Vec<f32> = q
+                        .codes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| {
+                            dequantize(
+                                c as i32,
+                                q.params[(i / q.cols) * q.groups() + (i % q.cols) / q.group],
+                            )
+                        })
+                        .collect();
+                    let mut bytes = vec![0u8; t.nbytes()];
+                    encode_f32(t.dtype, &deq, &mut bytes);
+                    writer.write(&bytes)?;
+                    bytes.len() as u64
+                }
+            };
+            after_total += bytes_after;
+            rows.push(Row {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                bits: spec.bits,
+                bytes_before: t.nbytes() as u64,
+                bytes_after,
+                max_abs_error,
+                relative_error,
+                sqnr_db,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+        view.release(0..t.nbytes());
+        done += t.nbytes() as u64;
+        progress.set(done);
+    }
+    progress.finish();
+    for f in &ckpt.extra_files {
+        if f.file_name().is_some_and(|n| n == "config.json") && format == Format::CompressedTensors
+        {
+            let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            let mut config: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not valid JSON", f.display()))?;
+            config["quantization_config"] = quantization_config(scheme, &spec, ignore.clone());
+            writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
+        } else {
+            writer.copy_file(f)?;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let before = ckpt.total_bytes();
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    out.line(&format!(
+        "{:<w$}  {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "tensor", "bits", "before", "after", "max err", "rel err", "SQNR dB"
+    ));
+    for r in &rows {
+        out.line(&format!(
+            "{:<w$}  {:>4} {:>10} {:>10} {:>10.3e} {:>10.3e} {:>8.2}",
+            r.name,
+            r.bits,
+            human_bytes(r.bytes_before),
+            human_bytes(r.bytes_after),
+            r.max_abs_error,
+            r.relative_error,
+            r.sqnr_db
+        ));
+    }
+    out.line(&format!(
+        "total: {} tensors quantized ({}); checkpoint {} -> {} (compression {:.2}x) in {seconds:.2} s",
+        rows.len(),
+        scheme.name(),
+        human_bytes(before),
+        human_bytes(after_total),
+        before as f64 / after_total.max(1) as f64
+    ));
+    if let Some(path) = &a.report {
+        let doc = serde_json::json!({
+            "model": a.model,
+            "output": a.output,
+            "scheme": scheme.name(),
+            "rounding": rounding,
+            "tensors": rows,
+            "totals": { "bytes_before": before, "bytes_after": after_total,
+                        "compression_ratio": before as f64 / after_total.max(1) as f64, "seconds": seconds },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    let dest = writer.finish()?;
+    tracing::info!("wrote {}", dest.display());
+    Ok(())
+}

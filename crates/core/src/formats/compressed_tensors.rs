@@ -1,0 +1,196 @@
+//! The compressed-tensors checkpoint format (what llm-compressor writes and
+//! vLLM, SGLang and transformers load): tensor names, shapes and encodings
+//! per quantized Linear, and the `quantization_config` block of
+//! config.json. Matches the files compressed-tensors 0.20.0 writes
+//! (tests/golden).
+
+use serde_json::{json, Value};
+
+use crate::checkpoint::OutputTensor;
+use crate::reference::quant::{pack_cols, pack_rows, QuantSpec, Quantized};
+use crate::{encode_f32, DType, Error, Result};
+
+/// The version of compressed-tensors whose format this writes.
+pub const VERSION: &str = "0.20.0";
+
+/// A weight quantization preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// int8 per channel, symmetric, `pack-quantized`.
+    W8A16,
+    /// int4 per group (128), symmetric, `pack-quantized`.
+    W4A16,
+    /// int4 per group (128), asymmetric (packed zero points).
+    W4A16Asym,
+    /// int8 per channel weights + dynamic per-token int8 activations,
+    /// `int-quantized`.
+    W8A8,
+}
+
+impl Scheme {
+    /// Parses the CLI spelling.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "w8a16" => Scheme::W8A16,
+            "w4a16" => Scheme::W4A16,
+            "w4a16-asym" => Scheme::W4A16Asym,
+            "w8a8" => Scheme::W8A8,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym or w8a8)"
+                )))
+            }
+        })
+    }
+
+    /// The CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::W8A16 => "w8a16",
+            Scheme::W4A16 => "w4a16",
+            Scheme::W4A16Asym => "w4a16-asym",
+            Scheme::W8A8 => "w8a8",
+        }
+    }
+
+    /// The quantization of weights, with the group size overridden when
+    /// `group` is given (grouped schemes only).
+    pub fn spec(self, group: Option<usize>) -> QuantSpec {
+        match self {
+            Scheme::W8A16 | Scheme::W8A8 => QuantSpec {
+                bits: 8,
+                group: None,
+                symmetric: true,
+            },
+            Scheme::W4A16 => QuantSpec {
+                bits: 4,
+                group: Some(group.unwrap_or(128)),
+                symmetric: true,
+            },
+            Scheme::W4A16Asym => QuantSpec {
+                bits: 4,
+                group: Some(group.unwrap_or(128)),
+                symmetric: false,
+            },
+        }
+    }
+
+    /// The compressed-tensors format name.
+    pub fn format(self) -> &'static str {
+        match self {
+            Scheme::W8A8 => "int-quantized",
+            _ => "pack-quantized",
+        }
+    }
+}
+
+/// The tensors that replace `<prefix>.weight` ([out, in] of `dtype`).
+pub fn layer_tensors(
+    prefix: &str,
+    out: usize,
+    inn: usize,
+    dtype: DType,
+    scheme: Scheme,
+    spec: &QuantSpec,
+) -> Vec<OutputTensor> {
+    let groups = inn.div_ceil(spec.group_len(inn));
+    let t = |suffix: &str, dtype, shape: Vec<usize>| OutputTensor {
+        name: format!("{prefix}.{suffix}"),
+        dtype,
+        shape,
+    };
+    match scheme {
+        Scheme::W8A8 => vec![
+            t("weight", DType::I8, vec![out, inn]),
+            t("weight_scale", dtype, vec![out, groups]),
+        ],
+        _ => {
+            let per = (32 / spec.bits) as usize;
+            let mut v = vec![
+                t("weight_packed", DType::I32, vec![out, inn.div_ceil(per)]),
+                t("weight_scale", dtype, vec![out, groups]),
+                t("weight_shape", DType::I64, vec![2]),
+            ];
+            if !spec.symmetric {
+                v.push(t(
+                    "weight_zero_point",
+                    DType::I32,
+                    vec![out.div_ceil(per), groups],
+                ));
+            }
+            v
+        }
+    }
+}
+
+/// The bytes of [`layer_tensors`], in the same order.
+pub fn layer_bytes(q: &Quantized, dtype: DType, scheme: Scheme, spec: &QuantSpec) -> Vec<Vec<u8>> {
+    let scales: Vec<f32> = q.params.iter().map(|p| p.scale).collect();
+    let mut scale_bytes = vec![0u8; scales.len() * dtype.bits() / 8];
+    encode_f32(dtype, &scales, &mut scale_bytes);
+    let words = |w: Vec<i32>| -> Vec<u8> { w.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    match scheme {
+        Scheme::W8A8 => vec![q.codes.iter().map(|&c| c as u8).collect(), scale_bytes],
+        _ => {
+            let mut v = vec![
+                words(pack_rows(&q.codes, q.rows, q.cols, spec.bits)),
+                scale_bytes,
+                [q.rows as i64, q.cols as i64]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ];
+            if !spec.symmetric {
+                let zps: Vec<i32> = q.params.iter().map(|p| p.zero_point).collect();
+                v.push(words(pack_cols(&zps, q.rows, q.groups(), spec.bits)));
+            }
+            v
+        }
+    }
+}
+
+/// The `quantization_config` block for a checkpoint quantized with
+/// `scheme`; `ignore` names every module left dense.
+pub fn quantization_config(scheme: Scheme, spec: &QuantSpec, mut ignore: Vec<String>) -> Value {
+    ignore.sort();
+    let weights = json!({
+        "dynamic": false,
+        "group_size": spec.group,
+        "num_bits": spec.bits,
+        "strategy": if spec.group.is_some() { "group" } else { "channel" },
+        "symmetric": spec.symmetric,
+        "type": "int",
+    });
+    let input = match scheme {
+        Scheme::W8A8 => json!({
+            "dynamic": true,
+            "group_size": null,
+            "num_bits": 8,
+            "strategy": "token",
+            "symmetric": true,
+            "type": "int",
+        }),
+        _ => Value::Null,
+    };
+    json!({
+        "config_groups": {
+            "group_0": {
+                "format": scheme.format(),
+                "input_activations": input,
+                "output_activations": null,
+                "targets": ["Linear"],
+                "weights": weights,
+            }
+        },
+        "format": scheme.format(),
+        "global_compression_ratio": null,
+        "ignore": ignore,
+        "kv_cache_scheme": null,
+        "moe_sparsity_config": null,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": VERSION,
+    })
+}

@@ -1,0 +1,3 @@
+//! Output formats that inference runtimes load.
+
+pub mod compressed_tensors;
