@@ -56,6 +56,9 @@ pub enum Command {
     /// compressed-tensors checkpoint (vLLM, SGLang, transformers) or dense
     /// dequantized safetensors.
     Quantize(QuantizeArgs),
+    /// Turn a compressed-tensors checkpoint (shears' or anyone's) back into
+    /// dense safetensors in the original dtype.
+    Decompress(DecompressArgs),
     /// Write a synthetic calibration file for a checkpoint (the format
     /// `prune --calibration` reads: input norms, gradients, inputs).
     Calibration(CalibrationArgs),
@@ -157,6 +160,18 @@ pub struct QuantizeArgs {
     /// Leave tensors matching this glob alone (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecompressArgs {
+    /// A compressed-tensors checkpoint folder (with config.json).
+    pub model: PathBuf,
+    /// Output folder (must not exist unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,

@@ -194,3 +194,78 @@ pub fn quantization_config(scheme: Scheme, spec: &QuantSpec, mut ignore: Vec<Str
         "version": VERSION,
     })
 }
+
+/// What a compressed-tensors checkpoint's config says about its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadScheme {
+    pub spec: QuantSpec,
+    /// `pack-quantized` (true) or `int-quantized` (false).
+    pub packed: bool,
+}
+
+/// Reads the weight scheme from `quantization_config` (the first config
+/// group; shears writes one).
+pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme> {
+    let bad = |why: &str| Error::format(path, format!("quantization_config: {why}"));
+    let qc = config
+        .get("quantization_config")
+        .ok_or_else(|| bad("missing (not a compressed-tensors checkpoint)"))?;
+    let format = qc.get("format").and_then(Value::as_str).unwrap_or("");
+    let packed = match format {
+        "pack-quantized" => true,
+        "int-quantized" => false,
+        other => {
+            return Err(bad(&format!(
+                "format '{other}' is not pack-quantized or int-quantized"
+            )))
+        }
+    };
+    let groups = qc
+        .get("config_groups")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no config_groups"))?;
+    if groups.len() != 1 {
+        return Err(bad(&format!(
+            "{} config groups; shears reads one",
+            groups.len()
+        )));
+    }
+    let w = groups
+        .values()
+        .next()
+        .and_then(|g| g.get("weights"))
+        .ok_or_else(|| bad("no weights scheme"))?;
+    let bits = w
+        .get("num_bits")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("no num_bits"))? as u32;
+    if bits != 4 && bits != 8 {
+        return Err(bad(&format!("num_bits {bits}; shears reads 4 and 8")));
+    }
+    if w.get("type").and_then(Value::as_str) != Some("int") {
+        return Err(bad("weights type is not int"));
+    }
+    let group = match w.get("strategy").and_then(Value::as_str) {
+        Some("channel") => None,
+        Some("group") => Some(
+            w.get("group_size")
+                .and_then(Value::as_u64)
+                .filter(|&g| g > 0)
+                .ok_or_else(|| bad("group strategy without a group_size"))? as usize,
+        ),
+        other => {
+            return Err(bad(&format!(
+                "strategy {other:?}; shears reads channel and group"
+            )))
+        }
+    };
+    let symmetric = w.get("symmetric").and_then(Value::as_bool).unwrap_or(true);
+    Ok(ReadScheme {
+        spec: QuantSpec {
+            bits,
+            group,
+            symmetric,
+        },
+        packed,
+    })
+}

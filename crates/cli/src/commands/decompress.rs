@@ -1,0 +1,282 @@
+//! `shears decompress DIR -o OUT`: a compressed-tensors checkpoint back to
+//! dense safetensors in the original dtype, values (q − zp)·scale. Every
+//! quantized layer is checked against the config before anything is
+//! written.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
+use shears_core::reference::quant::{dequantize, unpack_rows, QParams};
+use shears_core::{encode_f32, Checkpoint, DType, Error, TensorInfo};
+
+use crate::args::DecompressArgs;
+use crate::output::{human_bytes, Out};
+use crate::progress::Progress;
+
+/// One quantized layer found in the checkpoint.
+struct Layer<'c> {
+    prefix: String,
+    codes: &'c TensorInfo,
+    scale: &'c TensorInfo,
+    zero_point: Option<&'c TensorInfo>,
+    out: usize,
+    inn: usize,
+}
+
+fn i32s(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Finds and checks every quantized layer against the scheme.
+fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>>, Error> {
+    let mut found = Vec::new();
+    for t in &ckpt.tensors {
+        let Some(prefix) = t.name.strip_suffix(".weight_scale") else {
+            continue;
+        };
+        let path = ckpt.path_of(t);
+        let bad = |name: &str, why: String| Error::tensor(path, name, why);
+        let codes_name = if rs.packed {
+            format!("{prefix}.weight_packed")
+        } else {
+            format!("{prefix}.weight")
+        };
+        let codes = ckpt
+            .get(&codes_name)
+            .ok_or_else(|| bad(&codes_name, "missing beside its weight_scale".into()))?;
+        let (out, inn) = if rs.packed {
+            let shape_name = format!("{prefix}.weight_shape");
+            let st = ckpt
+                .get(&shape_name)
+                .ok_or_else(|| bad(&shape_name, "missing".into()))?;
+            if st.dtype != DType::I64 || st.shape != [2] {
+                return Err(bad(
+                    &shape_name,
+                    format!("{} {:?}, expected I64 [2]", st.dtype, st.shape),
+                ));
+            }
+            let b = ckpt.view(st).bytes();
+            let dim =
+                |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
+            (dim(0), dim(1))
+        } else {
+            if codes.dtype != DType::I8 || codes.shape.len() != 2 {
+                return Err(bad(
+                    &codes_name,
+                    format!("{} {:?}, expected I8 [out, in]", codes.dtype, codes.shape),
+                ));
+            }
+            (codes.shape[0], codes.shape[1])
+        };
+        let per = (32 / rs.spec.bits) as usize;
+        if rs.packed && (codes.dtype != DType::I32 || codes.shape != [out, inn.div_ceil(per)]) {
+            return Err(bad(
+                &codes_name,
+                format!(
+                    "{} {:?}, but {}-bit codes of a [{out}, {inn}] weight need I32 [{out}, {}]",
+                    codes.dtype,
+                    codes.shape,
+                    rs.spec.bits,
+                    inn.div_ceil(per)
+                ),
+            ));
+        }
+        let groups = inn.div_ceil(rs.spec.group_len(inn));
+        if !t.dtype.is_float_computable() || t.shape != [out, groups] {
+            return Err(bad(
+                &t.name,
+                format!(
+                    "{} {:?}, expected a float [{out}, {groups}]",
+                    t.dtype, t.shape
+                ),
+            ));
+        }
+        let zero_point = if rs.spec.symmetric {
+            None
+        } else {
+            let zn = format!("{prefix}.weight_zero_point");
+            let z = ckpt
+                .get(&zn)
+                .ok_or_else(|| bad(&zn, "missing (the config says asymmetric)".into()))?;
+            if z.dtype != DType::I32 || z.shape != [out.div_ceil(per), groups] {
+                return Err(bad(
+                    &zn,
+                    format!(
+                        "{} {:?}, expected I32 [{}, {groups}]",
+                        z.dtype,
+                        z.shape,
+                        out.div_ceil(per)
+                    ),
+                ));
+            }
+            Some(z)
+        };
+        found.push(Layer {
+            prefix: prefix.to_string(),
+            codes,
+            scale: t,
+            zero_point,
+            out,
+            inn,
+        });
+    }
+    if found.is_empty() {
+        return Err(Error::format(
+            &ckpt.root,
+            "no quantized layer (no *.weight_scale tensor) to decompress",
+        ));
+    }
+    Ok(found)
+}
+
+pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.model)?;
+    let config_path = a.model.join("config.json");
+    let text = std::fs::read(&config_path)
+        .with_context(|| format!("{}: cannot read", config_path.display()))?;
+    let mut config: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&config_path, format!("not valid JSON: {e}")))?;
+    let rs = read_config(&config, &config_path)?;
+    let layers = layers(&ckpt, &rs)?;
+
+    // Output: each layer's tensors become one dense `<prefix>.weight`.
+    let mut consumed = HashSet::new();
+    for l in &layers {
+        for t in [Some(l.codes), Some(l.scale), l.zero_point]
+            .into_iter()
+            .flatten()
+        {
+            consumed.insert(t.name.clone());
+        }
+        consumed.insert(format!("{}.weight_shape", l.prefix));
+    }
+    let mut shards: Vec<ShardSpec> = ckpt
+        .shards
+        .iter()
+        .map(|s| ShardSpec {
+            file_name: s.file_name(),
+            tensors: Vec::new(),
+        })
+        .collect();
+    let mut order = Vec::new();
+    for t in &ckpt.tensors {
+        if let Some(l) = layers.iter().find(|l| std::ptr::eq(l.scale, t)) {
+            shards[t.shard].tensors.push(OutputTensor {
+                name: format!("{}.weight", l.prefix),
+                dtype: t.dtype,
+                shape: vec![l.out, l.inn],
+            });
+            order.push((t, Some(l)));
+        } else if !consumed.contains(&t.name) {
+            shards[t.shard].tensors.push(OutputTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            });
+            order.push((t, None));
+        }
+    }
+    let opts = WriterOptions {
+        force: a.force,
+        protected: vec![a.model.clone()],
+        metadata: ckpt
+            .shards
+            .first()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default(),
+    };
+    let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
+    let mut progress = Progress::bytes(ckpt.total_bytes(), "decompress", quiet);
+    let mut done = 0u64;
+    let mut written = 0u64;
+    for (t, layer) in order {
+        match layer {
+            None => {
+                writer.write(ckpt.view(t).bytes())?;
+                written += t.nbytes() as u64;
+            }
+            Some(l) => {
+                let dtype = l.scale.dtype;
+                let scales = ckpt.view(l.scale).to_f32()?;
+                let codes: Vec<i8> = if rs.packed {
+                    unpack_rows(
+                        &i32s(ckpt.view(l.codes).bytes()),
+                        l.out,
+                        l.inn,
+                        rs.spec.bits,
+                    )
+                } else {
+                    ckpt.view(l.codes)
+                        .bytes()
+                        .iter()
+                        .map(|&b| b as i8)
+                        .collect()
+                };
+                let groups = scales.len() / l.out;
+                let zps: Vec<i32> = match l.zero_point {
+                    Some(z) => {
+                        let packed = i32s(ckpt.view(z).bytes());
+                        (0..l.out * groups)
+                            .map(|i| {
+                                zero_point_at(&packed, i / groups, i % groups, groups, rs.spec.bits)
+                            })
+                            .collect()
+                    }
+                    None => vec![0; l.out * groups],
+                };
+                let group = rs.spec.group_len(l.inn);
+                let values: Vec<f32> = codes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let g = (i / l.inn) * groups + (i % l.inn) / group;
+                        dequantize(
+                            c as i32,
+                            QParams {
+                                scale: scales[g],
+                                zero_point: zps[g],
+                            },
+                        )
+                    })
+                    .collect();
+                let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+                encode_f32(dtype, &values, &mut bytes);
+                writer.write(&bytes)?;
+                written += bytes.len() as u64;
+            }
+        }
+        done += t.nbytes() as u64;
+        progress.set(done);
+    }
+    progress.finish();
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("quantization_config");
+    }
+    writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
+    for f in &ckpt.extra_files {
+        if f.file_name().is_some_and(|n| n != "config.json") {
+            writer.copy_file(f)?;
+        }
+    }
+    let dest = writer.finish()?;
+    out.line(&format!(
+        "wrote {}: {} layers decompressed, {} -> {}",
+        dest.display(),
+        layers.len(),
+        human_bytes(ckpt.total_bytes()),
+        human_bytes(written)
+    ));
+    Ok(())
+}
+
+/// The zero point of (row, group) from words packed along dim 0.
+fn zero_point_at(packed: &[i32], row: usize, group: usize, groups: usize, bits: u32) -> i32 {
+    let per = (32 / bits) as usize;
+    let word = packed[(row / per) * groups + group] as u32;
+    let mask = (1u32 << bits) - 1;
+    ((word >> (bits as usize * (row % per))) & mask) as i32 - (1 << (bits - 1))
+}
