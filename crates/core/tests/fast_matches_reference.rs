@@ -85,3 +85,38 @@ fn non_float_dtypes_are_refused() {
     let err = FastCpu.stats(&buf.view()).unwrap_err().to_string();
     assert!(err.contains("I8"), "{err}");
 }
+
+mod quant {
+    use proptest::prelude::*;
+    use shears_core::fast::quant::quantize_view;
+    use shears_core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
+    use shears_core::{DType, TensorBuf};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The parallel quantizer equals the reference, codes and parameters.
+        #[test]
+        fn fast_quantize_equals_reference(
+            dtype in prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::BF16)],
+            rows in 1usize..20,
+            groups in 1usize..4,
+            (bits, group) in prop_oneof![Just((8u32, None)), Just((4, Some(32usize))), Just((4, Some(8)))],
+            symmetric in any::<bool>(),
+            ct in any::<bool>(),
+            seed in any::<u32>(),
+        ) {
+            let cols = groups * group.unwrap_or(24);
+            let vals: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.4)
+                .collect();
+            let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &vals).unwrap();
+            let x = buf.view().to_f32().unwrap();
+            let spec = QuantSpec { bits, group, symmetric };
+            let rounding = if ct { Rounding::CompressedTensors } else { Rounding::Nearest };
+            let want = quantize_matrix(&spec, &x, rows, cols, dtype, rounding);
+            let got = quantize_view(&spec, &buf.view(), rounding).unwrap();
+            prop_assert_eq!(want, got);
+        }
+    }
+}

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::fast::quant::quantize_view;
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
-use shears_core::reference::quant::{dequantize, quantize_matrix, Quantized, Rounding};
+use shears_core::reference::quant::{dequantize, Quantized, Rounding};
 use shears_core::{encode_f32, Checkpoint, TensorInfo};
 
 use crate::args::{BackendChoice, QuantizeArgs};
@@ -40,22 +41,39 @@ struct Row {
     seconds: f64,
 }
 
-fn errors(x: &[f32], q: &Quantized) -> (f64, f64, f64) {
-    let (mut max, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
-    for (i, (&v, &c)) in x.iter().zip(&q.codes).enumerate() {
-        let p = q.params[(i / q.cols) * q.groups() + (i % q.cols) / q.group];
-        let e = v as f64 - dequantize(c as i32, p) as f64;
-        max = max.max(e.abs());
-        num += e * e;
-        den += (v as f64) * (v as f64);
-    }
+/// Max abs error, relative error ‖x − x̂‖/‖x‖ and SQNR (dB) of a layer,
+/// rows in parallel.
+fn errors(w: &shears_core::TensorView, q: &Quantized) -> Result<(f64, f64, f64)> {
+    use rayon::prelude::*;
+    let cols = q.cols.max(1);
+    let (max, num, den) = (0..q.rows)
+        .into_par_iter()
+        .map_init(
+            || vec![0.0f32; cols],
+            |x, r| -> Result<(f64, f64, f64), shears_core::Error> {
+                w.decode_into(r * cols..(r + 1) * cols, x)?;
+                let (mut max, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
+                for (j, &v) in x.iter().enumerate() {
+                    let p = q.params[r * q.groups() + j / q.group];
+                    let e = v as f64 - dequantize(q.codes[r * cols + j] as i32, p) as f64;
+                    max = max.max(e.abs());
+                    num += e * e;
+                    den += (v as f64) * (v as f64);
+                }
+                Ok((max, num, den))
+            },
+        )
+        .try_reduce(
+            || (0.0, 0.0, 0.0),
+            |a, b| Ok((a.0.max(b.0), a.1 + b.1, a.2 + b.2)),
+        )?;
     let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
     let sqnr = if num > 0.0 {
         10.0 * (den / num).log10()
     } else {
         f64::INFINITY
     };
-    (max, rel, sqnr)
+    Ok((max, rel, sqnr))
 }
 
 pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
@@ -198,9 +216,8 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
             }
         } else {
             let t0 = Instant::now();
-            let x = view.to_f32()?;
-            let q = quantize_matrix(&spec, &x, t.shape[0], t.shape[1], t.dtype, rounding);
-            let (max_abs_error, relative_error, sqnr_db) = errors(&x, &q);
+            let q = quantize_view(&spec, &view, rounding)?;
+            let (max_abs_error, relative_error, sqnr_db) = errors(&view, &q)?;
             let bytes_after = match format {
                 Format::CompressedTensors => {
                     let parts = layer_bytes(&q, t.dtype, scheme, &spec);

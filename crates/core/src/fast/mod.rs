@@ -5,4 +5,5 @@ pub mod importance;
 pub mod keys;
 pub mod mask;
 pub mod matmul;
+pub mod quant;
 pub mod select;
