@@ -32,13 +32,13 @@ pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Re
                 || vec![0.0f32; cols],
                 |x, (r, (c, p))| {
                     w.decode_into(r * cols..(r + 1) * cols, x)?;
-                    for g in 0..groups {
+                    for (g, pg) in p.iter_mut().enumerate() {
                         let span = g * group..((g + 1) * group).min(cols);
                         let qp = qparams(spec, &x[span.clone()], dtype);
-                        for i in span {
-                            c[i] = quantize(spec, x[i], qp, rounding, dtype) as i8;
+                        for (ci, &xi) in c[span.clone()].iter_mut().zip(&x[span]) {
+                            *ci = quantize(spec, xi, qp, rounding, dtype) as i8;
                         }
-                        p[g] = qp;
+                        *pg = qp;
                     }
                     Ok::<_, crate::Error>(())
                 },
