@@ -20,6 +20,9 @@ pub const MASK: &str = concat!(
 /// `shaders/matmul.wgsl`.
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
+/// `shaders/quant.wgsl`.
+pub const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+
 /// Every shader module as it is compiled, by family name (select and mask
 /// carry the score prelude), for validation and the pipeline cache.
 pub const ALL: &[(&str, &str)] = &[
@@ -27,4 +30,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("select", SELECT),
     ("mask", MASK),
     ("matmul", MATMUL),
+    ("quant", QUANT),
 ];

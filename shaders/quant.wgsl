@@ -1,0 +1,198 @@
+// quant.wgsl: int8 / int4 quantization per channel or group with
+// compressed-tensors' arithmetic. Specification:
+// crates/core/src/reference/quant.rs; results are byte-identical to it.
+//
+// Bindings (group 0):
+//   0  src     array<u32>          read        weight chunk (whole rows), packed (DTYPE)
+//   1  params  Params              uniform     mirrors `QuantParams` (32 bytes)
+//   2  codes   array<atomic<u32>>  read_write  one byte per element (two's
+//                                              complement), four to a word
+//   3  qp      array<u32>          read_write  per group: scale bits, zero point
+//
+// Override constants: DTYPE (0 f32, 1 f16, 2 bf16), BITS (4 or 8),
+// SYMMETRIC (0 or 1), CT_ROUNDING (0 nearest, 1 compressed-tensors).
+//
+// Dispatch: @workgroup_size(256), one workgroup per (row, group) of the
+// chunk, grid-stride over rows × groups.
+//
+// WGSL division is not correctly rounded (2.5 ulp, often a reciprocal), so
+// every quotient goes through div_rn: long division of the 24-bit
+// mantissas, round to nearest even. Rounding to bf16 / f16 goes through
+// ldexp and round (exact). round() is half to even in WGSL.
+
+struct Params {
+    rows: u32,   // rows in this chunk
+    cols: u32,
+    group: u32,  // inputs per group
+    groups: u32, // groups per row
+    first: u32,  // offset of element 0 inside the first word
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override DTYPE: u32 = 0u;
+override BITS: u32 = 8u;
+override SYMMETRIC: u32 = 1u;
+override CT_ROUNDING: u32 = 0u;
+
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read_write> codes: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read_write> qp: array<u32>;
+
+const F32_EPS: f32 = 1.1920929e-7;
+
+var<workgroup> wg_lo: array<f32, 256>;
+var<workgroup> wg_hi: array<f32, 256>;
+var<workgroup> wg_scale: f32;
+var<workgroup> wg_zp: i32;
+
+fn load(i: u32) -> f32 {
+    let k = i + params.first;
+    if (DTYPE == 0u) {
+        return bitcast<f32>(src[k]);
+    }
+    let w = src[k >> 1u];
+    let odd = (k & 1u) == 1u;
+    if (DTYPE == 1u) {
+        let v = unpack2x16float(w);
+        return select(v.x, v.y, odd);
+    }
+    return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
+}
+
+// a / b correctly rounded to nearest even, for b normal and finite; a zero
+// or subnormal gives ±0, a result below the normal range gives ±0 (never
+// changes a code: such quotients round to 0 either way).
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ab = bitcast<u32>(a);
+    let bb = bitcast<u32>(b);
+    let sign = (ab ^ bb) & 0x80000000u;
+    let ea = (ab >> 23u) & 0xffu;
+    let eb = (bb >> 23u) & 0xffu;
+    if (ea == 0u) {
+        return bitcast<f32>(sign);
+    }
+    var ma = (ab & 0x7fffffu) | 0x800000u;
+    let mb = (bb & 0x7fffffu) | 0x800000u;
+    var e = i32(ea) - i32(eb) + 127;
+    if (ma < mb) {
+        ma = ma << 1u;
+        e = e - 1;
+    }
+    // 25 quotient bits: 24 of mantissa (leading 1 included) and a guard.
+    var q = 0u;
+    var r = ma;
+    for (var i = 0u; i < 25u; i = i + 1u) {
+        q = q << 1u;
+        if (r >= mb) {
+            r = r - mb;
+            q = q | 1u;
+        }
+        r = r << 1u;
+    }
+    var m = q >> 1u;
+    let guard = (q & 1u) == 1u;
+    if (guard && (r != 0u || (m & 1u) == 1u)) {
+        m = m + 1u;
+    }
+    if (m == 0x1000000u) {
+        m = m >> 1u;
+        e = e + 1;
+    }
+    if (e <= 0) {
+        return bitcast<f32>(sign);
+    }
+    if (e >= 255) {
+        return bitcast<f32>(sign | 0x7f800000u);
+    }
+    return bitcast<f32>(sign | (u32(e) << 23u) | (m & 0x7fffffu));
+}
+
+// x rounded to nearest even at `mant` explicit mantissa bits, normal
+// exponents down to `emin` (bf16: 7, -126; f16: 10, -14).
+fn round_bits(x: f32, mant: i32, emin: i32) -> f32 {
+    if (x == 0.0) {
+        return x;
+    }
+    let e = max(i32((bitcast<u32>(x) >> 23u) & 0xffu) - 127, emin);
+    return ldexp(round(ldexp(x, mant - e)), e - mant);
+}
+
+// x rounded to the weight's dtype.
+fn to_dtype(x: f32) -> f32 {
+    if (DTYPE == 2u) {
+        return round_bits(x, 7, -126);
+    }
+    if (DTYPE == 1u) {
+        return round_bits(x, 10, -14);
+    }
+    return x;
+}
+
+@compute @workgroup_size(256)
+fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lid.x;
+    let qmin = -f32(1u << (BITS - 1u));
+    let qmax = f32((1u << (BITS - 1u)) - 1u);
+    for (var rg = wid.x; rg < params.rows * params.groups; rg = rg + nwg.x) {
+        let r = rg / params.groups;
+        let g = rg % params.groups;
+        let start = r * params.cols + g * params.group;
+        let len = min(params.group, params.cols - g * params.group);
+        var lo = 0.0;
+        var hi = 0.0;
+        for (var i = t; i < len; i = i + 256u) {
+            let v = load(start + i);
+            lo = min(lo, v);
+            hi = max(hi, v);
+        }
+        wg_lo[t] = lo;
+        wg_hi[t] = hi;
+        workgroupBarrier();
+        for (var s = 128u; s > 0u; s = s >> 1u) {
+            if (t < s) {
+                wg_lo[t] = min(wg_lo[t], wg_lo[t + s]);
+                wg_hi[t] = max(wg_hi[t], wg_hi[t + s]);
+            }
+            workgroupBarrier();
+        }
+        if (t == 0u) {
+            let l = wg_lo[0];
+            let h = wg_hi[0];
+            var scale = 0.0;
+            var zp = 0;
+            if (SYMMETRIC == 1u) {
+                scale = div_rn(max(abs(l), abs(h)), (qmax - qmin) / 2.0);
+            } else {
+                scale = div_rn(h - l, qmax - qmin);
+                if (scale != 0.0) {
+                    zp = i32(round(clamp(qmin - div_rn(l, scale), qmin, qmax)));
+                }
+            }
+            scale = to_dtype(max(scale, F32_EPS));
+            wg_scale = scale;
+            wg_zp = zp;
+            qp[2u * rg] = bitcast<u32>(scale);
+            qp[2u * rg + 1u] = bitcast<u32>(zp);
+        }
+        workgroupBarrier();
+        let scale = wg_scale;
+        let zpf = f32(wg_zp);
+        for (var i = t; i < len; i = i + 256u) {
+            let e = start + i;
+            var y = 0.0;
+            if (CT_ROUNDING == 1u) {
+                y = to_dtype(to_dtype(div_rn(load(e), scale)) + zpf);
+            } else {
+                y = div_rn(load(e), scale) + zpf;
+            }
+            let q = i32(round(clamp(y, qmin, qmax)));
+            atomicOr(&codes[e >> 2u], (bitcast<u32>(q) & 0xffu) << ((e & 3u) * 8u));
+        }
+        workgroupBarrier();
+    }
+}

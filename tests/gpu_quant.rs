@@ -1,0 +1,214 @@
+//! GPU against CPU reference for the quant family: byte-identical codes,
+//! scales and zero points for every scheme, rounding mode and dtype, on
+//! 1, 7, 31, 33, 127 and 129 columns, groups, values placed next to
+//! rounding ties, the golden dense weights, and chunks forced small.
+//! Reported as ignored without an adapter; `SHEARS_REQUIRE_GPU=1` fails.
+
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::reference::quant::{qparams, quantize_matrix, round_to, QuantSpec, Rounding};
+use shears::core::{Checkpoint, DType, TensorBuf};
+use shears::kernels::{GpuContext, GpuQuant};
+use shears::testing::{test_gpu, test_values};
+
+fn check(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    buf: &TensorBuf,
+    rounding: Rounding,
+) -> Result<(), Failed> {
+    let w = buf.view();
+    let (rows, cols) = w.matrix_dims();
+    let x = w.to_f32().map_err(|e| e.to_string())?;
+    let want = quantize_matrix(&spec, &x, rows, cols, w.dtype(), rounding);
+    let got = GpuQuant::new(ctx)
+        .quantize_view(&spec, &w, rounding)
+        .map_err(|e| e.to_string())?;
+    for (i, (a, b)) in want.params.iter().zip(&got.params).enumerate() {
+        if a.scale.to_bits() != b.scale.to_bits() || a.zero_point != b.zero_point {
+            return Err(
+                format!("group {i}: expected {a:?}, got {b:?}; tolerance: bit-exact").into(),
+            );
+        }
+    }
+    for (i, (a, b)) in want.codes.iter().zip(&got.codes).enumerate() {
+        if a != b {
+            return Err(format!(
+                "code {i} (x = {:e}): expected {a}, got {b}; tolerance: exact",
+                x[i]
+            )
+            .into());
+        }
+    }
+    if want.codes.len() != got.codes.len() {
+        return Err("code count differs".into());
+    }
+    Ok(())
+}
+
+/// Values next to rounding ties of x / s: every group starts with its
+/// absmax A (so the group's scale s is known in advance), the others are
+/// the f32 nearest (k + ½)·s, nudged by −1, 0 or +1 ulp, so x / s sits within
+/// an ulp of a tie and only a correctly rounded quotient gets every code.
+fn near_ties(spec: &QuantSpec, dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let group = spec.group_len(cols);
+    let noise = test_values(rows * cols, seed, false);
+    let qmax = spec.qmax() as f32;
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for g0 in (0..cols).step_by(group) {
+            let a = 0.5 + (noise[r * cols + g0].abs() % 0.5);
+            let a = round_to(dtype, a);
+            let s = qparams(spec, &[a, -a], dtype).scale as f64;
+            out[r * cols + g0] = a;
+            for j in g0 + 1..(g0 + group).min(cols) {
+                let k = ((noise[r * cols + j] * 40.0).round() as f32).clamp(-qmax + 1.0, qmax - 2.0)
+                    as f64;
+                let t = ((k + 0.5) * s) as f32;
+                let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);
+                out[r * cols + j] = round_to(dtype, nudged);
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().map(|c| {
+        c.map(|ctx| {
+            let small = GpuContext::new()
+                .expect("second context")
+                .with_chunk_bytes(1024);
+            Arc::new((ctx, small))
+        })
+    });
+    let skip = matches!(gpu, Ok(None));
+    let mut trials = Vec::new();
+    let schemes = [
+        (
+            "w8-channel",
+            QuantSpec {
+                bits: 8,
+                group: None,
+                symmetric: true,
+            },
+        ),
+        (
+            "w4-g32",
+            QuantSpec {
+                bits: 4,
+                group: Some(32),
+                symmetric: true,
+            },
+        ),
+        (
+            "w4-g32-asym",
+            QuantSpec {
+                bits: 4,
+                group: Some(32),
+                symmetric: false,
+            },
+        ),
+        (
+            "w8-channel-asym",
+            QuantSpec {
+                bits: 8,
+                group: None,
+                symmetric: false,
+            },
+        ),
+    ];
+    let mut seed = 500;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (sname, spec) in schemes {
+            let widths: Vec<usize> = match spec.group {
+                None => vec![1, 7, 31, 33, 127, 129],
+                Some(g) => vec![g, 2 * g, 4 * g + g],
+            };
+            for cols in widths {
+                for rounding in [Rounding::Nearest, Rounding::CompressedTensors] {
+                    for small in [false, true] {
+                        seed += 1;
+                        let rows = if small { 9 } else { 5 };
+                        if small && cols * 4 > 1000 {
+                            continue;
+                        }
+                        let name = format!(
+                            "{}quant::{sname}::{dtype}::{rows}x{cols}::{rounding:?}",
+                            if small { "small_chunk::" } else { "" }
+                        );
+                        let buf = TensorBuf::from_f32(
+                            dtype,
+                            vec![rows, cols],
+                            &near_ties(&spec, dtype, rows, cols, seed),
+                        )
+                        .unwrap();
+                        let gpu = gpu.clone();
+                        trials.push(
+                            Trial::test(name, move || match &gpu {
+                                Err(r) => Err(r.clone().into()),
+                                Ok(None) => Ok(()),
+                                Ok(Some(p)) => {
+                                    check(if small { &p.1 } else { &p.0 }, spec, &buf, rounding)
+                                }
+                            })
+                            .with_ignored_flag(skip),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The golden dense weights, every golden scheme, both roundings.
+    for dtype in ["bf16", "f32"] {
+        let gpu = gpu.clone();
+        trials.push(
+            Trial::test(format!("quant::golden::{dtype}"), move || match &gpu {
+                Err(r) => Err(r.clone().into()),
+                Ok(None) => Ok(()),
+                Ok(Some(p)) => {
+                    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/golden")
+                        .join(dtype)
+                        .join("dense");
+                    let ck = Checkpoint::open(dir).map_err(|e| e.to_string())?;
+                    for t in ck.tensors.iter().filter(|t| t.name.contains("proj")) {
+                        let buf = TensorBuf {
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            data: ck.view(t).bytes().to_vec(),
+                        };
+                        for spec in [
+                            QuantSpec {
+                                bits: 8,
+                                group: None,
+                                symmetric: true,
+                            },
+                            QuantSpec {
+                                bits: 4,
+                                group: Some(128),
+                                symmetric: true,
+                            },
+                            QuantSpec {
+                                bits: 4,
+                                group: Some(128),
+                                symmetric: false,
+                            },
+                        ] {
+                            for rounding in [Rounding::Nearest, Rounding::CompressedTensors] {
+                                check(&p.0, spec, &buf, rounding).map_err(|e| {
+                                    format!("{}: {}", t.name, e.message().unwrap_or_default())
+                                })?;
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .with_ignored_flag(skip),
+        );
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
