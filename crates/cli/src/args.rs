@@ -56,6 +56,9 @@ pub enum Command {
     /// compressed-tensors checkpoint (vLLM, SGLang, transformers) or dense
     /// dequantized safetensors.
     Quantize(QuantizeArgs),
+    /// Prune and quantize in one pass (one read, one write per tensor),
+    /// configured by flags or a recipe TOML; writes compressed-tensors.
+    Compress(CompressArgs),
     /// Turn a compressed-tensors checkpoint (shears' or anyone's) back into
     /// dense safetensors in the original dtype.
     Decompress(DecompressArgs),
@@ -166,6 +169,61 @@ pub struct QuantizeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// A .safetensors file or a checkpoint folder.
+    pub model: PathBuf,
+    /// Output folder (must not exist unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// A recipe TOML ([prune], [quantize], include / exclude); flags given
+    /// on the command line override its fields.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Quantization scheme: w8a16, w4a16, w4a16-asym, w8a8.
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// Inputs per group for the int4 schemes.
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// nearest or compressed-tensors.
+    #[arg(long)]
+    pub rounding: Option<String>,
+    /// Fraction pruned in each scope, in [0, 1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub sparsity: Option<String>,
+    /// magnitude, wanda, taylor or random.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// row or tensor.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// N:M pattern, e.g. 2:4.
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Calibration safetensors (see `shears prune --help`).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also compress tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave tensors matching this glob alone (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Seed of the random method.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DecompressArgs {
     /// A compressed-tensors checkpoint folder (with config.json).
     pub model: PathBuf,
@@ -222,7 +280,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
     /// MLP intermediate size.
-    #[arg(long, default_value_t = 688)]
+    #[arg(long, default_value_t = 768)]
     pub intermediate: usize,
     /// Decoder layers.
     #[arg(long, default_value_t = 2)]

@@ -87,6 +87,7 @@ fn main() {
         Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
         Command::Prune(a) => commands::prune::run(a, cli.global.backend, quiet, &mut out),
         Command::Calibration(a) => commands::calibration::run(a, &mut out),
+        Command::Compress(a) => commands::compress::run(a, cli.global.backend, quiet, &mut out),
         Command::Decompress(a) => commands::decompress::run(a, quiet, &mut out),
         Command::Quantize(a) => commands::quantize::run(a, cli.global.backend, quiet, &mut out),
     };

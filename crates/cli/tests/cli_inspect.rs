@@ -23,7 +23,7 @@ fn table_lists_every_tensor_with_totals() {
         "{text}"
     );
     assert!(text.contains("model.layers.1.mlp.down_proj.weight"));
-    assert!(text.contains("[256, 688]"));
+    assert!(text.contains("[256, 768]"));
     assert!(text.contains("totals by dtype:"));
     assert!(text
         .lines()

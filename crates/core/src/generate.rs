@@ -34,7 +34,7 @@ impl Default for LlamaSpec {
     fn default() -> Self {
         LlamaSpec {
             hidden: 256,
-            intermediate: 688,
+            intermediate: 768,
             layers: 2,
             vocab: 1024,
             head_dim: 64,

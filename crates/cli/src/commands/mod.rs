@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod calibration;
+pub mod compress;
 pub mod decompress;
 pub mod devices;
 pub mod generate;

@@ -78,7 +78,7 @@ pub struct Settings {
     pub method: Method,
 }
 
-fn parse_sparsity(s: &str) -> Result<f64> {
+pub(crate) fn parse_sparsity(s: &str) -> Result<f64> {
     let v: f64 = s
         .trim()
         .parse()
@@ -89,7 +89,7 @@ fn parse_sparsity(s: &str) -> Result<f64> {
     Ok(v)
 }
 
-fn parse_pattern(s: &str) -> Result<(usize, usize)> {
+pub(crate) fn parse_pattern(s: &str) -> Result<(usize, usize)> {
     let bad =
         || anyhow::anyhow!("--pattern '{s}' is not N:M with 0 < N < M ≤ 16 (for example 2:4)");
     let (a, b) = s.split_once(':').ok_or_else(bad)?;
@@ -101,7 +101,7 @@ fn parse_pattern(s: &str) -> Result<(usize, usize)> {
     Ok((n, m))
 }
 
-fn parse_method(s: &str) -> Result<Method> {
+pub(crate) fn parse_method(s: &str) -> Result<Method> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "magnitude" => Method::Magnitude,
         "wanda" => Method::Wanda,
@@ -159,7 +159,7 @@ pub fn settings(a: &PruneArgs) -> Result<Settings> {
 }
 
 /// Per-tensor inputs the scorer and validation need, loaded up front.
-struct Aux<'c> {
+pub(crate) struct Aux<'c> {
     norms: Option<Vec<f32>>,
     grad: Option<TensorView<'c>>,
     inputs: Option<(Vec<f32>, usize)>,
@@ -167,7 +167,7 @@ struct Aux<'c> {
 }
 
 impl Aux<'_> {
-    fn scorer(&self, method: Method) -> Scorer<'_> {
+    pub(crate) fn scorer(&self, method: Method) -> Scorer<'_> {
         Scorer {
             method,
             norms: self.norms.as_deref(),
@@ -375,7 +375,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
     Ok(())
 }
 
-fn load_aux<'c>(
+pub(crate) fn load_aux<'c>(
     ckpt: &Checkpoint,
     chosen: &[usize],
     s: &Settings,
@@ -458,7 +458,7 @@ fn copy_tensor(writer: &mut CheckpointWriter, view: &TensorView) -> Result<()> {
 }
 
 /// The mask of one tensor and the global ties it used.
-fn make_mask(
+pub(crate) fn make_mask(
     backend: &Backend,
     select: &dyn Select,
     mask: &dyn Mask,

@@ -8,17 +8,20 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
 use shears_core::fast::quant::quantize_view;
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
+use shears_core::reference::mask::{check_nm, zero_pruned};
 use shears_core::reference::quant::{dequantize, Quantized, Rounding};
-use shears_core::{encode_f32, Checkpoint, TensorInfo};
+use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo};
 use shears_kernels::GpuQuant;
 
-use crate::args::{BackendChoice, QuantizeArgs};
+use crate::args::{BackendChoice, PruneArgs, QuantizeArgs};
 use crate::backend::Backend;
+use crate::commands::prune::{self, Mode, Scope};
 use crate::output::{human_bytes, Out};
 use crate::plan::{self, Decision};
 use crate::progress::Progress;
@@ -32,6 +35,8 @@ enum Format {
 /// One row of the report.
 #[derive(Debug, serde::Serialize)]
 struct Row {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sparsity: Option<f64>,
     name: String,
     shape: Vec<usize>,
     bits: u32,
@@ -79,6 +84,19 @@ fn errors(w: &shears_core::TensorView, q: &Quantized) -> Result<(f64, f64, f64)>
 }
 
 pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+    run_with(a, None, choice, quiet, out)
+}
+
+/// Quantizes, first pruning each selected tensor when `prune` is given
+/// (`shears compress`): one read and one write per tensor, and pruned
+/// zeros stay exactly zero (a zero's code dequantizes to zero).
+pub fn run_with(
+    a: &QuantizeArgs,
+    prune: Option<&PruneArgs>,
+    choice: BackendChoice,
+    quiet: bool,
+    out: &mut Out,
+) -> Result<()> {
     let scheme = Scheme::parse(&a.scheme)?;
     let rounding = match a.rounding.as_str() {
         "nearest" => Rounding::Nearest,
@@ -155,6 +173,42 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
         return Ok(());
     }
 
+    // The pruning stage of `compress`, validated before any write.
+    let prune_settings = prune.map(prune::settings).transpose()?;
+    if let Some(ps) = &prune_settings {
+        match ps.mode {
+            Mode::Unstructured {
+                scope: Scope::Global,
+                ..
+            } => {
+                bail!("compress prunes tensor by tensor: --scope global needs `shears prune` first, then `shears quantize`")
+            }
+            Mode::Pattern { n, m } => {
+                for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
+                    if c {
+                        check_nm(n, m, t.shape[1]).map_err(|e| {
+                            anyhow::anyhow!(
+                                "{}: tensor '{}': {e}",
+                                ckpt.path_of(t).display(),
+                                t.name
+                            )
+                        })?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let calib = prune
+        .and_then(|p| p.calibration.as_ref())
+        .map(|p| Calibration::open(p))
+        .transpose()?;
+    let chosen_idx: Vec<usize> = (0..chosen.len()).filter(|&i| chosen[i]).collect();
+    let aux = match (prune, &prune_settings) {
+        (Some(p), Some(ps)) => prune::load_aux(&ckpt, &chosen_idx, ps, calib.as_ref(), p)?,
+        _ => Vec::new(),
+    };
+
     let prefix = |t: &TensorInfo| {
         t.name
             .strip_suffix(".weight")
@@ -199,6 +253,9 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
     };
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
+    let (select, mask) = (backend.select(), backend.mask());
+    let mut aux_iter = aux.iter();
+    let mut zeros_total = 0u64;
     let start = Instant::now();
     let mut progress = Progress::bytes(ckpt.total_bytes(), "quantize", quiet);
     let mut done = 0u64;
@@ -216,6 +273,37 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
             }
         } else {
             let t0 = Instant::now();
+            // Prune first (compress), then quantize what is left.
+            let mut sparsity = None;
+            let pruned_buf;
+            let view = match (&prune_settings, aux_iter.next()) {
+                (Some(ps), Some(x)) => {
+                    let scorer = x.scorer(ps.method);
+                    let (m, _) = prune::make_mask(
+                        &backend,
+                        select.as_ref(),
+                        mask.as_ref(),
+                        &view,
+                        &scorer,
+                        ps.mode,
+                        None,
+                    )
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
+                    })?;
+                    let zeros = m.iter().filter(|&&k| k == 0).count();
+                    sparsity = Some(zeros as f64 / m.len().max(1) as f64);
+                    zeros_total += zeros as u64;
+                    pruned_buf = TensorBuf {
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        data: zero_pruned(t.dtype, view.bytes(), &m),
+                    };
+                    view.release(0..t.nbytes());
+                    pruned_buf.view()
+                }
+                _ => view,
+            };
             let q = match &backend {
                 Backend::Cpu => quantize_view(&spec, &view, rounding)?,
                 Backend::Gpu(ctx) => GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?,
@@ -250,6 +338,7 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
             };
             after_total += bytes_after;
             rows.push(Row {
+                sparsity,
                 name: t.name.clone(),
                 shape: t.shape.clone(),
                 bits: spec.bits,
@@ -273,6 +362,14 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
             let mut config: serde_json::Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{}: not valid JSON", f.display()))?;
             config["quantization_config"] = quantization_config(scheme, &spec, ignore.clone());
+            if let Some(ps) = &prune_settings {
+                let all: u64 = ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
+                config["quantization_config"]["sparsity_config"] = sparsity_config(
+                    ps.mode,
+                    zeros_total as f64 / all.max(1) as f64,
+                    ignore.clone(),
+                );
+            }
             writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
         } else {
             writer.copy_file(f)?;
@@ -321,4 +418,21 @@ pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
     let dest = writer.finish()?;
     tracing::info!("wrote {}", dest.display());
     Ok(())
+}
+
+/// The `sparsity_config` block describing pruned weights stored dense.
+fn sparsity_config(mode: Mode, global_sparsity: f64, mut ignore: Vec<String>) -> serde_json::Value {
+    ignore.sort();
+    let structure = match mode {
+        Mode::Pattern { n, m } => format!("{n}:{m}"),
+        Mode::Rows { .. } | Mode::Cols { .. } => "structured".to_string(),
+        Mode::Unstructured { .. } => "unstructured".to_string(),
+    };
+    serde_json::json!({
+        "format": "dense",
+        "global_sparsity": global_sparsity,
+        "ignore": ignore,
+        "sparsity_structure": structure,
+        "targets": ["Linear"],
+    })
 }

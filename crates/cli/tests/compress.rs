@@ -1,0 +1,123 @@
+//! `shears compress` (2:4 + w4a16 from the recipe in assets/) on the
+//! multi-shard bf16 assets checkpoint: every 2:4 group keeps its two exact
+//! zeros after quantization, and decompress reproduces them.
+
+mod common;
+
+use common::{repo_root, run};
+use shears_core::Checkpoint;
+
+fn ok(args: &[&str]) -> String {
+    let res = run(args);
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    String::from_utf8(res.stdout).unwrap()
+}
+
+#[test]
+fn two_four_zeros_survive_quantization_and_decompression() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = repo_root().join("assets/tiny-llama");
+    let recipe = repo_root().join("assets/compress-2of4-w4a16.toml");
+    let (c, d, p) = (
+        dir.path().join("c"),
+        dir.path().join("d"),
+        dir.path().join("p"),
+    );
+    let report = ok(&[
+        "compress",
+        asset.to_str().unwrap(),
+        "-o",
+        c.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(report.contains("compression"), "{report}");
+    ok(&["decompress", c.to_str().unwrap(), "-o", d.to_str().unwrap()]);
+    ok(&[
+        "prune",
+        asset.to_str().unwrap(),
+        "-o",
+        p.to_str().unwrap(),
+        "--pattern",
+        "2:4",
+        "--backend",
+        "cpu",
+    ]);
+    let (dc, pc) = (Checkpoint::open(&d).unwrap(), Checkpoint::open(&p).unwrap());
+    assert_eq!(
+        Checkpoint::open(&c).unwrap().shards.len(),
+        2,
+        "shards mirror the input"
+    );
+    let mut checked = 0;
+    for t in pc.tensors.iter().filter(|t| t.name.contains("proj")) {
+        let pruned = pc.view(t).to_f32().unwrap();
+        let back = dc.view(dc.get(&t.name).unwrap()).to_f32().unwrap();
+        for (g, (pg, bg)) in pruned.chunks(4).zip(back.chunks(4)).enumerate() {
+            let zeros = pg.iter().filter(|v| **v == 0.0).count();
+            assert!(zeros >= 2, "{} group {g}", t.name);
+            for (a, b) in pg.iter().zip(bg) {
+                if *a == 0.0 {
+                    assert_eq!(
+                        b.to_bits() & 0x7fff_ffff,
+                        0,
+                        "{} group {g}: a pruned zero came back {b}",
+                        t.name
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100_000);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("config.json")).unwrap()).unwrap();
+    let qc = &config["quantization_config"];
+    assert_eq!(qc["sparsity_config"]["sparsity_structure"], "2:4");
+    assert_eq!(qc["config_groups"]["group_0"]["weights"]["num_bits"], 4);
+}
+
+#[test]
+fn compress_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let asset = repo_root().join("assets/tiny-llama");
+    for (args, must) in [
+        (
+            vec![
+                "--scheme",
+                "w4a16",
+                "--sparsity",
+                "0.5",
+                "--scope",
+                "global",
+            ],
+            "--scope global",
+        ),
+        (vec!["--sparsity", "0.5"], "no quantization scheme"),
+        (
+            vec!["--scheme", "w4a16", "--pattern", "2:4", "--sparsity", "0.5"],
+            "drop --sparsity",
+        ),
+    ] {
+        let mut full = vec![
+            "compress",
+            asset.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        full.extend(args.iter());
+        let res = run(&full);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(must), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
+}
