@@ -1,0 +1,84 @@
+//! Quantization of a 4096×4096 bf16 weight: int8 per channel and int4 in
+//! groups of 128, on the CPU reference, the fast CPU path and the GPU; and
+//! the CPU dequantization of the int8 codes. memcpy in the same run.
+//!
+//! `cargo bench --bench quant`
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shears::core::fast::quant::quantize_view;
+use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Rounding};
+use shears::core::DType;
+use shears::kernels::GpuQuant;
+
+const N: usize = 4096;
+
+fn bench(c: &mut Criterion) {
+    let gpu = common::gpu();
+    common::memcpy(c, N * N * 2);
+    let buf = common::tensor(DType::BF16, N, N);
+    let w = buf.view();
+    let x = w.to_f32().unwrap();
+    let mut g = c.benchmark_group("quant");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(buf.data.len() as u64));
+    for (name, spec) in [
+        (
+            "int8-channel",
+            QuantSpec {
+                bits: 8,
+                group: None,
+                symmetric: true,
+            },
+        ),
+        (
+            "int4-group128",
+            QuantSpec {
+                bits: 4,
+                group: Some(128),
+                symmetric: true,
+            },
+        ),
+    ] {
+        let id = |b: &str| BenchmarkId::new(b, format!("{name} bf16 {N}x{N}"));
+        g.bench_function(id("cpu-reference"), |b| {
+            b.iter(|| quantize_matrix(&spec, &x, N, N, DType::BF16, Rounding::Nearest))
+        });
+        g.bench_function(id("cpu-fast"), |b| {
+            b.iter(|| quantize_view(&spec, &w, Rounding::Nearest).unwrap())
+        });
+        if let Some(ctx) = &gpu {
+            let q = GpuQuant::new(ctx);
+            g.bench_function(id(&format!("gpu {}", ctx.info.name)), |b| {
+                b.iter(|| q.quantize_view(&spec, &w, Rounding::Nearest).unwrap())
+            });
+        }
+    }
+    let q = quantize_view(
+        &QuantSpec {
+            bits: 8,
+            group: None,
+            symmetric: true,
+        },
+        &w,
+        Rounding::Nearest,
+    )
+    .unwrap();
+    g.bench_function(
+        BenchmarkId::new("cpu-reference", "dequantize int8-channel"),
+        |b| {
+            b.iter(|| {
+                q.codes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| dequantize(c as i32, q.params[i / N]))
+                    .fold(0.0f32, |a, v| a + v)
+            })
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
