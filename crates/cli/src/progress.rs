@@ -43,9 +43,11 @@ impl Progress {
         }
     }
 
-    /// Changes the label (for example the current tensor).
-    pub fn label(&self, what: &str) {
-        self.bar.set_message(what.to_string());
+    /// Labels the bar with the tensor being worked on and how many of
+    /// `total` tensors came before it.
+    pub fn tensor(&self, index: usize, total: usize, name: &str) {
+        self.bar
+            .set_message(format!("[{}/{total}] {name}", index + 1));
     }
 
     /// Removes the bar from the terminal.

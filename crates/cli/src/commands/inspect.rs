@@ -43,8 +43,8 @@ fn compute_stats(ckpt: &Checkpoint, choice: BackendChoice, quiet: bool) -> Resul
     let start = Instant::now();
     let mut done = 0u64;
     let mut per_tensor = Vec::with_capacity(ckpt.tensors.len());
-    for info in &ckpt.tensors {
-        progress.label(&info.name);
+    for (ti, info) in ckpt.tensors.iter().enumerate() {
+        progress.tensor(ti, ckpt.tensors.len(), &info.name);
         let view = ckpt.view(info);
         let s = if info.dtype.is_float_computable() {
             let s = kernels.stats(&view).map_err(|e| {

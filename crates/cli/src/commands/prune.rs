@@ -273,7 +273,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
     let mut mismatched = 0u64;
     let mut next_aux = chosen.iter().zip(&aux).peekable();
     for (i, info) in ckpt.tensors.iter().enumerate() {
-        progress.label(&info.name);
+        progress.tensor(i, ckpt.tensors.len(), &info.name);
         let view = ckpt.view(info);
         let here = next_aux.next_if(|(&j, _)| j == i).map(|(_, x)| x);
         match here {

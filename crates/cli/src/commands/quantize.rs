@@ -262,8 +262,8 @@ pub fn run_with(
     let mut rows = Vec::new();
     let mut ignore = Vec::new();
     let mut after_total = 0u64;
-    for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
-        progress.label(&t.name);
+    for (ti, (t, &c)) in ckpt.tensors.iter().zip(&chosen).enumerate() {
+        progress.tensor(ti, ckpt.tensors.len(), &t.name);
         let view = ckpt.view(t);
         if !c {
             writer.write(view.bytes())?;
