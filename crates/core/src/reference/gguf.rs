@@ -1,0 +1,155 @@
+//! GGUF block numerics (part of the `quant` family), as ggml's reference
+//! functions `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` define them:
+//!
+//! * Q8_0: blocks of 32; d = amax / 127 stored as f16; codes
+//!   roundf(x · (1/d)) (half away from zero), 1/d taken from the f32 d,
+//!   0 when d is 0. A block is 2 + 32 bytes.
+//! * Q4_0: blocks of 32; m is the value of largest magnitude (the first
+//!   such); d = m / −8 stored as f16; q = min(15, trunc(x · (1/d) + 8.5));
+//!   byte j holds element j (low nibble) and element j + 16 (high nibble).
+//!   A block is 2 + 16 bytes.
+
+use half::f16;
+
+/// Elements per block.
+pub const QK: usize = 32;
+
+/// Q8_0 blocks of `x` (its length a multiple of 32).
+pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % QK, 0, "Q8_0 needs whole blocks of 32");
+    let mut out = Vec::with_capacity(x.len() / QK * 34);
+    for b in x.chunks_exact(QK) {
+        let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// Values of Q8_0 blocks.
+pub fn dequantize_q8_0(blocks: &[u8]) -> Vec<f32> {
+    blocks
+        .chunks_exact(34)
+        .flat_map(|b| {
+            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            b[2..].iter().map(move |&q| q as i8 as f32 * d)
+        })
+        .collect()
+}
+
+/// Q4_0 blocks of `x` (its length a multiple of 32).
+pub fn quantize_q4_0(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % QK, 0, "Q4_0 needs whole blocks of 32");
+    let mut out = Vec::with_capacity(x.len() / QK * 18);
+    for b in x.chunks_exact(QK) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in b {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        let code = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+        for j in 0..QK / 2 {
+            out.push(code(b[j]) | (code(b[j + QK / 2]) << 4));
+        }
+    }
+    out
+}
+
+/// Values of Q4_0 blocks.
+pub fn dequantize_q4_0(blocks: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(blocks.len() / 18 * QK);
+    for b in blocks.chunks_exact(18) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let qs = &b[2..];
+        out.extend(qs.iter().map(|&q| ((q & 0xf) as i32 - 8) as f32 * d));
+        out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(f: impl Fn(usize) -> f32) -> Vec<f32> {
+        (0..QK).map(f).collect()
+    }
+
+    #[test]
+    fn q8_0_follows_ggml() {
+        // amax 127 → d = 1: codes are roundf(x), halves away from zero.
+        let mut x = block(|j| j as f32 - 15.5);
+        x[0] = 127.0;
+        let b = quantize_q8_0(&x);
+        assert_eq!(b.len(), 34);
+        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        assert_eq!(b[2] as i8, 127);
+        assert_eq!(b[3] as i8, -15); // -14.5 rounds away from zero
+        assert_eq!(b[4] as i8, -14); // -13.5 -> -14
+        assert_eq!(b[2 + 16] as i8, 1); // 0.5 -> 1
+        let back = dequantize_q8_0(&b);
+        assert_eq!(back[0], 127.0);
+        // An all-zero block has d = 0 and zero codes.
+        let z = quantize_q8_0(&[0.0; QK]);
+        assert!(z.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn q4_0_follows_ggml() {
+        // The largest magnitude is -8 (negative): d = 1, codes x + 8.
+        let mut x = block(|j| ((j % 16) as f32) - 8.0);
+        x[5] = -8.0;
+        let b = quantize_q4_0(&x);
+        assert_eq!(b.len(), 18);
+        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        let back = dequantize_q4_0(&b);
+        for (j, (&a, &v)) in x.iter().zip(&back).enumerate() {
+            assert_eq!(a, v, "element {j}");
+        }
+        // Element j in the low nibble, j + 16 in the high nibble.
+        assert_eq!(b[2 + 5] & 0xf, 0);
+        assert_eq!(b[2 + 5] >> 4, 5); // element 21 = -3 -> code 5
+                                      // +8 cannot be represented when d = 1: trunc(16.5) is capped at 15.
+        let mut s = x.clone();
+        s[1] = 8.0;
+        let sb = quantize_q4_0(&s);
+        assert_eq!(sb[2 + 1] & 0xf, 15);
+        // d comes from the first value of largest magnitude (here y[1]).
+        let y = block(|j| if j == 0 { 8.0 } else { -9.0 + j as f32 * 0.01 });
+        let yb = quantize_q4_0(&y);
+        let d = f16::from_le_bytes([yb[0], yb[1]]).to_f32();
+        assert_eq!(d, f16::from_f32(y[1] / -8.0).to_f32());
+        assert_eq!(yb[2] & 0xf, 15); // 8.0 · (1/d) + 8.5 = 15.6: capped at 15
+        assert_eq!(yb[3] & 0xf, 0); // the extreme itself: -8 + 8.5 -> 0
+    }
+
+    #[test]
+    fn round_trips_stay_within_a_step() {
+        let x: Vec<f32> = (0..QK * 8)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        for (q, dq, step) in [
+            (
+                quantize_q8_0(&x),
+                dequantize_q8_0 as fn(&[u8]) -> Vec<f32>,
+                1.0 / 127.0,
+            ),
+            (
+                quantize_q4_0(&x),
+                dequantize_q4_0 as fn(&[u8]) -> Vec<f32>,
+                1.0 / 8.0,
+            ),
+        ] {
+            for (a, b) in x.iter().zip(dq(&q)) {
+                assert!((a - b).abs() <= step * 1.01, "{a} vs {b}");
+            }
+        }
+    }
+}
