@@ -3,6 +3,9 @@
 //! alone) adjusted by --include / --exclude globs.
 
 use anyhow::{Context, Result};
+use std::path::Path;
+
+use shears_core::checkpoint::{ShardSpec, WriterOptions};
 use shears_core::{Checkpoint, TensorInfo};
 
 /// What happens to one tensor.
@@ -115,4 +118,30 @@ pub fn select(ckpt: &Checkpoint, include: &[String], exclude: &[String]) -> Resu
         decisions,
         unmatched,
     })
+}
+
+/// Output shards with the input's file names and no tensors yet: every
+/// command's output mirrors the input's sharding.
+pub fn empty_shards(ckpt: &Checkpoint) -> Vec<ShardSpec> {
+    ckpt.shards
+        .iter()
+        .map(|s| ShardSpec {
+            file_name: s.file_name(),
+            tensors: Vec::new(),
+        })
+        .collect()
+}
+
+/// Writer options for an output made from `model`: the input protected,
+/// its first shard's `__metadata__` kept.
+pub fn writer_options(ckpt: &Checkpoint, model: &Path, force: bool) -> WriterOptions {
+    WriterOptions {
+        force,
+        protected: vec![model.to_path_buf()],
+        metadata: ckpt
+            .shards
+            .first()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default(),
+    }
 }

@@ -6,13 +6,14 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, Result};
-use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
 use shears_core::reference::quant::{dequantize, unpack_rows, QParams};
 use shears_core::{encode_f32, Checkpoint, DType, Error, TensorInfo};
 
 use crate::args::DecompressArgs;
 use crate::output::{human_bytes, Out};
+use crate::plan;
 use crate::progress::Progress;
 
 /// One quantized layer found in the checkpoint.
@@ -154,14 +155,7 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
         }
         consumed.insert(format!("{}.weight_shape", l.prefix));
     }
-    let mut shards: Vec<ShardSpec> = ckpt
-        .shards
-        .iter()
-        .map(|s| ShardSpec {
-            file_name: s.file_name(),
-            tensors: Vec::new(),
-        })
-        .collect();
+    let mut shards = plan::empty_shards(&ckpt);
     let mut order = Vec::new();
     for t in &ckpt.tensors {
         if let Some(l) = layers.iter().find(|l| std::ptr::eq(l.scale, t)) {
@@ -180,15 +174,7 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
             order.push((t, None));
         }
     }
-    let opts = WriterOptions {
-        force: a.force,
-        protected: vec![a.model.clone()],
-        metadata: ckpt
-            .shards
-            .first()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default(),
-    };
+    let opts = plan::writer_options(&ckpt, &a.model, a.force);
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let mut progress = Progress::bytes(ckpt.total_bytes(), "decompress", quiet);
     let mut done = 0u64;

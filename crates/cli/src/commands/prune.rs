@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
-use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec};
 use shears_core::reference::mask::{check_nm, expand_cols, expand_rows, zero_pruned, Mask};
 use shears_core::reference::matmul::{probe_inputs, relative_error};
 use shears_core::reference::scores::{random_salt, Method, Scorer};
@@ -227,15 +227,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
         return Ok(());
     }
 
-    let opts = WriterOptions {
-        force: a.force,
-        protected: vec![a.model.clone()],
-        metadata: ckpt
-            .shards
-            .first()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default(),
-    };
+    let opts = plan::writer_options(&ckpt, &a.model, a.force);
     let shards = mirror_shards(&ckpt);
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
@@ -426,14 +418,7 @@ pub(crate) fn load_aux<'c>(
 
 /// Output shards with the input's file names and tensor order.
 fn mirror_shards(ckpt: &Checkpoint) -> Vec<ShardSpec> {
-    let mut specs: Vec<ShardSpec> = ckpt
-        .shards
-        .iter()
-        .map(|s| ShardSpec {
-            file_name: s.file_name(),
-            tensors: Vec::new(),
-        })
-        .collect();
+    let mut specs = plan::empty_shards(ckpt);
     for t in &ckpt.tensors {
         specs[t.shard].tensors.push(OutputTensor {
             name: t.name.clone(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
-use shears_core::checkpoint::{CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::fast::quant::quantize_view;
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
@@ -215,14 +215,7 @@ pub fn run_with(
             .unwrap_or(&t.name)
             .to_string()
     };
-    let mut shards: Vec<ShardSpec> = ckpt
-        .shards
-        .iter()
-        .map(|s| ShardSpec {
-            file_name: s.file_name(),
-            tensors: Vec::new(),
-        })
-        .collect();
+    let mut shards = plan::empty_shards(&ckpt);
     for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
         let list = &mut shards[t.shard].tensors;
         if c && format == Format::CompressedTensors {
@@ -242,15 +235,7 @@ pub fn run_with(
             });
         }
     }
-    let opts = WriterOptions {
-        force: a.force,
-        protected: vec![a.model.clone()],
-        metadata: ckpt
-            .shards
-            .first()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default(),
-    };
+    let opts = plan::writer_options(&ckpt, &a.model, a.force);
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
     let (select, mask) = (backend.select(), backend.mask());
