@@ -175,7 +175,7 @@ fn nearest_rounding_is_within_one_step_and_half_a_scale() {
                         );
                         moved.0 += (a != b) as usize;
                         moved.1 += 1;
-                        let p = q.params[(i / q.cols) * q.groups() + (i % q.cols) / q.group];
+                        let p = q.params_at(i);
                         // Exact error in f64; the bound allows the f32 quotient's
                         // own rounding (half an ulp of x/s, carried back by s).
                         let err =

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use anyhow::{Context, Result};
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
-use shears_core::reference::quant::{dequantize, unpack_rows, QParams};
+use shears_core::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
 use shears_core::{encode_f32, Checkpoint, DType, Error, TensorInfo};
 
 use crate::args::DecompressArgs;
@@ -203,32 +203,24 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
                         .collect()
                 };
                 let groups = scales.len() / l.out;
-                let zps: Vec<i32> = match l.zero_point {
+                let zps = match l.zero_point {
                     Some(z) => {
-                        let packed = i32s(ckpt.view(z).bytes());
-                        (0..l.out * groups)
-                            .map(|i| {
-                                zero_point_at(&packed, i / groups, i % groups, groups, rs.spec.bits)
-                            })
-                            .collect()
+                        unpack_cols(&i32s(ckpt.view(z).bytes()), l.out, groups, rs.spec.bits)
                     }
                     None => vec![0; l.out * groups],
                 };
-                let group = rs.spec.group_len(l.inn);
-                let values: Vec<f32> = codes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
-                        let g = (i / l.inn) * groups + (i % l.inn) / group;
-                        dequantize(
-                            c as i32,
-                            QParams {
-                                scale: scales[g],
-                                zero_point: zps[g],
-                            },
-                        )
-                    })
-                    .collect();
+                let q = Quantized {
+                    rows: l.out,
+                    cols: l.inn,
+                    group: rs.spec.group_len(l.inn),
+                    codes,
+                    params: scales
+                        .iter()
+                        .zip(&zps)
+                        .map(|(&scale, &zero_point)| QParams { scale, zero_point })
+                        .collect(),
+                };
+                let values = q.dequantized();
                 let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
                 encode_f32(dtype, &values, &mut bytes);
                 writer.write(&bytes)?;
@@ -257,12 +249,4 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
         human_bytes(written)
     ));
     Ok(())
-}
-
-/// The zero point of (row, group) from words packed along dim 0.
-fn zero_point_at(packed: &[i32], row: usize, group: usize, groups: usize, bits: u32) -> i32 {
-    let per = (32 / bits) as usize;
-    let word = packed[(row / per) * groups + group] as u32;
-    let mask = (1u32 << bits) - 1;
-    ((word >> (bits as usize * (row % per))) & mask) as i32 - (1 << (bits - 1))
 }

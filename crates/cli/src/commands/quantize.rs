@@ -61,7 +61,7 @@ fn errors(w: &shears_core::TensorView, q: &Quantized) -> Result<(f64, f64, f64)>
                 w.decode_into(r * cols..(r + 1) * cols, x)?;
                 let (mut max, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
                 for (j, &v) in x.iter().enumerate() {
-                    let p = q.params[r * q.groups() + j / q.group];
+                    let p = q.params_at(r * cols + j);
                     let e = v as f64 - dequantize(q.codes[r * cols + j] as i32, p) as f64;
                     max = max.max(e.abs());
                     num += e * e;
@@ -304,17 +304,7 @@ pub fn run_with(
                     n as u64
                 }
                 Format::Dense => {
-                    let deq: Vec<f32> = q
-                        .codes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| {
-                            dequantize(
-                                c as i32,
-                                q.params[(i / q.cols) * q.groups() + (i % q.cols) / q.group],
-                            )
-                        })
-                        .collect();
+                    let deq = q.dequantized();
                     let mut bytes = vec![0u8; t.nbytes()];
                     encode_f32(t.dtype, &deq, &mut bytes);
                     writer.write(&bytes)?;

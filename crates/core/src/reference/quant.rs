@@ -146,6 +146,20 @@ impl Quantized {
     pub fn groups(&self) -> usize {
         self.cols.div_ceil(self.group)
     }
+
+    /// The parameters that apply to element `i` (flat index).
+    pub fn params_at(&self, i: usize) -> QParams {
+        self.params[(i / self.cols) * self.groups() + (i % self.cols) / self.group]
+    }
+
+    /// Every element's value, (q − zp)·scale.
+    pub fn dequantized(&self) -> Vec<f32> {
+        self.codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| dequantize(c as i32, self.params_at(i)))
+            .collect()
+    }
 }
 
 /// Quantizes a [rows, cols] matrix of f32 values of a `dtype` weight.
@@ -212,6 +226,21 @@ pub fn pack_cols(values: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i32
     out
 }
 
+/// Undoes [`pack_cols`].
+pub fn unpack_cols(words: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i32> {
+    let per = (32 / bits) as usize;
+    let offset = 1i32 << (bits - 1);
+    let mask = (1u32 << bits) - 1;
+    let mut out = vec![0i32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let u = ((words[(r / per) * cols + c] as u32) >> (bits as usize * (r % per))) & mask;
+            out[r * cols + c] = u as i32 - offset;
+        }
+    }
+    out
+}
+
 /// Undoes [`pack_rows`].
 pub fn unpack_rows(words: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i8> {
     let per = (32 / bits) as usize;
@@ -240,6 +269,8 @@ mod tests {
         assert_eq!(unpack_rows(&w, 3, 13, 4), codes);
         let c8: Vec<i8> = (0..2 * 5).map(|i| (i * 37 % 256) as u8 as i8).collect();
         assert_eq!(unpack_rows(&pack_rows(&c8, 2, 5, 8), 2, 5, 8), c8);
+        let zps: Vec<i32> = (0..13 * 3).map(|i| (i * 3 % 16) - 8).collect();
+        assert_eq!(unpack_cols(&pack_cols(&zps, 13, 3, 4), 13, 3, 4), zps);
     }
 
     #[test]
