@@ -11,6 +11,7 @@ pub mod testing {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rand_distr::StandardNormal;
+    use shears_core::reference::quant::{qparams, round_to, QuantSpec};
     use shears_kernels::GpuContext;
 
     /// Whether `SHEARS_REQUIRE_GPU=1` asks that a missing adapter fail the
@@ -53,5 +54,38 @@ pub mod testing {
                 }
             })
             .collect()
+    }
+
+    /// Values next to rounding ties of x / s: every group starts with its
+    /// absmax A (so the group's scale s is known in advance), the others are
+    /// the f32 nearest (k + ½)·s, nudged by −1, 0 or +1 ulp, so x / s sits within
+    /// an ulp of a tie and only a correctly rounded quotient gets every code.
+    pub fn near_ties(
+        spec: &QuantSpec,
+        dtype: shears_core::DType,
+        rows: usize,
+        cols: usize,
+        seed: u64,
+    ) -> Vec<f32> {
+        let group = spec.group_len(cols);
+        let noise = test_values(rows * cols, seed, false);
+        let qmax = spec.qmax() as f32;
+        let mut out = vec![0.0f32; rows * cols];
+        for r in 0..rows {
+            for g0 in (0..cols).step_by(group) {
+                let a = 0.5 + (noise[r * cols + g0].abs() % 0.5);
+                let a = round_to(dtype, a);
+                let s = qparams(spec, &[a, -a], dtype).scale as f64;
+                out[r * cols + g0] = a;
+                for j in g0 + 1..(g0 + group).min(cols) {
+                    let k = ((noise[r * cols + j] * 40.0).round() as f32)
+                        .clamp(-qmax + 1.0, qmax - 2.0) as f64;
+                    let t = ((k + 0.5) * s) as f32;
+                    let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);
+                    out[r * cols + j] = round_to(dtype, nudged);
+                }
+            }
+        }
+        out
     }
 }

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use shears::core::reference::quant::{qparams, quantize_matrix, round_to, QuantSpec, Rounding};
+use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::{GpuContext, GpuQuant};
-use shears::testing::{test_gpu, test_values};
+use shears::testing::{near_ties, test_gpu};
 
 fn check(
     ctx: &GpuContext,
@@ -45,33 +45,6 @@ fn check(
         return Err("code count differs".into());
     }
     Ok(())
-}
-
-/// Values next to rounding ties of x / s: every group starts with its
-/// absmax A (so the group's scale s is known in advance), the others are
-/// the f32 nearest (k + ½)·s, nudged by −1, 0 or +1 ulp, so x / s sits within
-/// an ulp of a tie and only a correctly rounded quotient gets every code.
-fn near_ties(spec: &QuantSpec, dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-    let group = spec.group_len(cols);
-    let noise = test_values(rows * cols, seed, false);
-    let qmax = spec.qmax() as f32;
-    let mut out = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for g0 in (0..cols).step_by(group) {
-            let a = 0.5 + (noise[r * cols + g0].abs() % 0.5);
-            let a = round_to(dtype, a);
-            let s = qparams(spec, &[a, -a], dtype).scale as f64;
-            out[r * cols + g0] = a;
-            for j in g0 + 1..(g0 + group).min(cols) {
-                let k = ((noise[r * cols + j] * 40.0).round() as f32).clamp(-qmax + 1.0, qmax - 2.0)
-                    as f64;
-                let t = ((k + 0.5) * s) as f32;
-                let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);
-                out[r * cols + j] = round_to(dtype, nudged);
-            }
-        }
-    }
-    out
 }
 
 fn main() {

@@ -92,6 +92,13 @@ pub fn qparams(spec: &QuantSpec, values: &[f32], dtype: DType) -> QParams {
         lo = lo.min(v);
         hi = hi.max(v);
     }
+    qparams_of_range(spec, lo, hi, dtype)
+}
+
+/// The parameters of a group whose values span `lo..=hi` (NaN ignored, 0
+/// included), for a weight of `dtype`.
+#[inline]
+pub fn qparams_of_range(spec: &QuantSpec, lo: f32, hi: f32, dtype: DType) -> QParams {
     let (qmin, qmax) = (spec.qmin() as f32, spec.qmax() as f32);
     let (scale, zp) = if spec.symmetric {
         let amax = lo.abs().max(hi.abs());

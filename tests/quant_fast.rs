@@ -1,0 +1,96 @@
+//! The fast CPU quantizer (SIMD rows where the CPU has AVX2) against the
+//! reference: identical codes, scales and zero points for every scheme,
+//! rounding mode and dtype, on 1, 7, 31, 33, 127, 129 columns and groups,
+//! values next to rounding ties, and NaN / infinities mixed in.
+
+use shears::core::fast::quant::quantize_view;
+use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
+use shears::core::{DType, TensorBuf};
+use shears::testing::{near_ties, test_values};
+
+const SCHEMES: [QuantSpec; 5] = [
+    QuantSpec {
+        bits: 8,
+        group: None,
+        symmetric: true,
+    },
+    QuantSpec {
+        bits: 8,
+        group: None,
+        symmetric: false,
+    },
+    QuantSpec {
+        bits: 4,
+        group: Some(32),
+        symmetric: true,
+    },
+    QuantSpec {
+        bits: 4,
+        group: Some(128),
+        symmetric: true,
+    },
+    QuantSpec {
+        bits: 4,
+        group: Some(128),
+        symmetric: false,
+    },
+];
+
+fn check(spec: &QuantSpec, dtype: DType, rows: usize, cols: usize, values: &[f32]) {
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], values).unwrap();
+    let x = buf.view().to_f32().unwrap();
+    for rounding in [Rounding::Nearest, Rounding::CompressedTensors] {
+        let want = quantize_matrix(spec, &x, rows, cols, dtype, rounding);
+        let got = quantize_view(spec, &buf.view(), rounding).unwrap();
+        for (i, (a, b)) in want.params.iter().zip(&got.params).enumerate() {
+            assert!(
+                a.scale.to_bits() == b.scale.to_bits() && a.zero_point == b.zero_point,
+                "{spec:?} {dtype} {rows}x{cols} {rounding:?} group {i}: {a:?} vs {b:?}"
+            );
+        }
+        for (i, (a, b)) in want.codes.iter().zip(&got.codes).enumerate() {
+            assert_eq!(
+                a, b,
+                "{spec:?} {dtype} {rows}x{cols} {rounding:?} code {i} (x = {:e})",
+                x[i]
+            );
+        }
+        assert_eq!(want, got);
+    }
+}
+
+#[test]
+fn fast_quantizer_equals_reference_next_to_ties() {
+    let mut seed = 9000;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            let widths: Vec<usize> = match spec.group {
+                None => vec![1, 7, 31, 33, 127, 129],
+                Some(g) => vec![g, 2 * g, 3 * g + g / 2],
+            };
+            for cols in widths {
+                seed += 1;
+                check(
+                    &spec,
+                    dtype,
+                    6,
+                    cols,
+                    &near_ties(&spec, dtype, 6, cols, seed),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_quantizer_equals_reference_with_specials() {
+    let mut seed = 9500;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            for cols in [1, 33, 129, 256, 300] {
+                seed += 1;
+                check(&spec, dtype, 5, cols, &test_values(5 * cols, seed, true));
+            }
+        }
+    }
+}
