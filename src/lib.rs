@@ -78,7 +78,8 @@ pub mod testing {
                 let s = qparams(spec, &[a, -a], dtype).scale as f64;
                 out[r * cols + g0] = a;
                 for j in g0 + 1..(g0 + group).min(cols) {
-                    let k = ((noise[r * cols + j] * 40.0).round() as f32)
+                    let k = (noise[r * cols + j] * 40.0)
+                        .round()
                         .clamp(-qmax + 1.0, qmax - 2.0) as f64;
                     let t = ((k + 0.5) * s) as f32;
                     let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
 use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
-use shears::kernels::{GpuContext, GpuQuant};
-use shears::testing::{near_ties, test_gpu};
+use shears::kernels::{GpuContext, GpuMatmul, GpuQuant};
+use shears::testing::{near_ties, test_gpu, test_values};
 
 fn check(
     ctx: &GpuContext,
@@ -43,6 +44,41 @@ fn check(
     }
     if want.codes.len() != got.codes.len() {
         return Err("code count differs".into());
+    }
+    Ok(())
+}
+
+/// The GPU's dequantizing product against the reference's.
+fn check_dequant(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let values = test_values(rows * cols, seed, false);
+    let q = quantize_matrix(&spec, &values, rows, cols, DType::F32, Rounding::Nearest);
+    let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+    let p = 19;
+    let x = probe_inputs(p, cols, seed);
+    let want = Reference
+        .dequant_matmul(&x, p, &parts.view())
+        .map_err(|e| e.to_string())?;
+    let got = GpuMatmul::new(ctx)
+        .dequant_matmul(&x, p, &parts.view())
+        .map_err(|e| e.to_string())?;
+    let deq = q.dequantized();
+    for i in 0..p {
+        for o in 0..rows {
+            let scale: f32 = (0..cols)
+                .map(|k| (x[i * cols + k] * deq[o * cols + k]).abs())
+                .sum();
+            let (a, b) = (want[i * rows + o], got[i * rows + o]);
+            let tol = MATMUL_RTOL * scale + 1e-30;
+            if (a - b).abs() > tol {
+                return Err(format!("[{i}, {o}]: expected {a}, got {b}, tolerance {tol}").into());
+            }
+        }
     }
     Ok(())
 }
@@ -131,6 +167,34 @@ fn main() {
                         );
                     }
                 }
+            }
+        }
+    }
+    // Y = X·dequant(Q)ᵀ from packed codes, within MATMUL_RTOL of the
+    // reference; rows split over chunks on the small context.
+    for (sname, spec) in schemes {
+        let widths: Vec<usize> = match spec.group {
+            None => vec![1, 7, 33, 129],
+            Some(g) => vec![g, 3 * g],
+        };
+        for cols in widths {
+            for small in [false, true] {
+                seed += 1;
+                let name = format!(
+                    "{}dequant_matmul::{sname}::37x{cols}",
+                    if small { "small_chunk::" } else { "" }
+                );
+                let gpu = gpu.clone();
+                trials.push(
+                    Trial::test(name, move || match &gpu {
+                        Err(r) => Err(r.clone().into()),
+                        Ok(None) => Ok(()),
+                        Ok(Some(p)) => {
+                            check_dequant(if small { &p.1 } else { &p.0 }, spec, 37, cols, seed)
+                        }
+                    })
+                    .with_ignored_flag(skip),
+                );
             }
         }
     }

@@ -120,3 +120,67 @@ mod quant {
         }
     }
 }
+
+mod dequant_matmul {
+    use proptest::prelude::*;
+    use shears_core::fast::matmul::FastCpu;
+    use shears_core::reference::matmul::{
+        probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL,
+    };
+    use shears_core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
+    use shears_core::{DType, TensorBuf};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// The reference reads packed codes exactly as dequantization
+        /// defines them (bit-equal to the dense product of the dequantized
+        /// weight), and the fast path agrees within MATMUL_RTOL.
+        #[test]
+        fn dequant_matmul_matches_dense_product(
+            rows in 1usize..24,
+            cols in 1usize..80,
+            p in 1usize..6,
+            (bits, group) in prop_oneof![Just((8u32, None)), Just((4, None)), Just((4, Some(16usize))), Just((8, Some(8)))],
+            symmetric in any::<bool>(),
+            seed in any::<u32>(),
+        ) {
+            let vals: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.4)
+                .collect();
+            let spec = QuantSpec { bits, group, symmetric };
+            let q = quantize_matrix(&spec, &vals, rows, cols, DType::F32, Rounding::Nearest);
+            let parts = PackedParts::from_quantized(&q, bits, symmetric);
+            let x = probe_inputs(p, cols, seed as u64);
+            let want = Reference.dequant_matmul(&x, p, &parts.view()).unwrap();
+            let dense = TensorBuf::from_f32(DType::F32, vec![rows, cols], &q.dequantized()).unwrap();
+            let exact = Reference.masked_matmul(&x, p, &dense.view(), None).unwrap();
+            prop_assert_eq!(&want, &exact);
+            let got = FastCpu.dequant_matmul(&x, p, &parts.view()).unwrap();
+            let deq = q.dequantized();
+            for i in 0..p {
+                for o in 0..rows {
+                    let scale: f32 = (0..cols).map(|k| (x[i * cols + k] * deq[o * cols + k]).abs()).sum();
+                    let (a, b) = (want[i * rows + o], got[i * rows + o]);
+                    prop_assert!((a - b).abs() <= MATMUL_RTOL * scale + 1e-30, "[{}, {}]: {} vs {}", i, o, a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_parts_are_refused() {
+        let spec = QuantSpec {
+            bits: 4,
+            group: Some(8),
+            symmetric: true,
+        };
+        let q = quantize_matrix(&spec, &[0.5; 32], 2, 16, DType::F32, Rounding::Nearest);
+        let mut parts = PackedParts::from_quantized(&q, 4, true);
+        parts.scales.pop();
+        let err = Reference
+            .dequant_matmul(&[0.0; 16], 1, &parts.view())
+            .unwrap_err();
+        assert!(err.to_string().contains("scales hold 3 values"), "{err}");
+    }
+}

@@ -1,7 +1,7 @@
-//! GPU pipeline of the `matmul` family (`shaders/matmul.wgsl`): Y =
-//! X·(W⊙M)ᵀ in chunks of weight rows, X resident.
+//! GPU pipelines of the `matmul` family (`shaders/matmul.wgsl`): Y =
+//! X·(W⊙M)ᵀ and Y = X·dequant(Q)ᵀ in chunks of weight rows, X resident.
 
-use shears_core::reference::matmul::{check_shapes, Matmul};
+use shears_core::reference::matmul::{check_packed, check_shapes, Matmul, PackedWeight};
 use shears_core::{DType, TensorView};
 
 use crate::chunk::{split, upload_window};
@@ -16,8 +16,12 @@ struct MatmulParams {
     inn: u32,
     rows: u32,
     first: u32,
+    group: u32,
+    groups: u32,
+    wpr: u32,
+    pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<MatmulParams>() == 16);
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
 
 /// Tile edge of the shader.
 const TS: usize = 16;
@@ -81,9 +85,10 @@ impl Matmul for GpuMatmul<'_> {
             wgpu::BufferUsages::empty(),
         );
         let ybuf = storage("matmul y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
+        let zbuf = storage("matmul unused zps", 4, wgpu::BufferUsages::empty());
         let pbuf = ctx.buffer(
             "matmul params",
-            16,
+            32,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
         ctx.upload(&xbuf, 0, bytemuck::cast_slice(x));
@@ -97,6 +102,7 @@ impl Matmul for GpuMatmul<'_> {
                 entry(2, &pbuf),
                 entry(3, &mbuf),
                 entry(4, &ybuf),
+                entry(5, &zbuf),
             ],
         });
         let dtype = match w.dtype() {
@@ -124,11 +130,137 @@ impl Matmul for GpuMatmul<'_> {
                 inn: inn as u32,
                 rows: rr.len() as u32,
                 first,
+                ..Default::default()
             };
             ctx.queue()
                 .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
             let groups = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
             let idx = ctx.dispatch("masked_matmul", &pipeline, &bind, groups);
+            ctx.wait(Some(idx))?;
+            let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
+                &ybuf,
+                0,
+                (p * rr.len() * 4) as u64,
+            )?);
+            for i in 0..p {
+                y[i * out + rr.start..i * out + rr.end]
+                    .copy_from_slice(&yc[i * rr.len()..(i + 1) * rr.len()]);
+            }
+        }
+        Ok(y)
+    }
+
+    fn dequant_matmul(
+        &self,
+        x: &[f32],
+        p: usize,
+        w: &PackedWeight,
+    ) -> shears_core::Result<Vec<f32>> {
+        let (out, inn) = check_packed(x, p, w)?;
+        let mut y = vec![0.0f32; p * out];
+        if p == 0 || out == 0 || inn == 0 {
+            return Ok(y);
+        }
+        let ctx = self.ctx;
+        let (wpr, groups) = (w.words_per_row(), w.groups());
+        let budget = ctx.chunk_bytes() as usize;
+        // Rows per chunk: code words, scales, zero points and outputs fit.
+        let per = (budget / (wpr * 4))
+            .min(budget / (groups * 4))
+            .min(budget / (p * 4))
+            .min(ctx.max_groups() as usize * TS);
+        if per == 0 || x.len() * 4 > ctx.limits.max_storage_buffer_binding_size as usize {
+            return Err(Error::Unsupported(format!(
+                "a [{p}, {inn}] × [{out}, {inn}] product does not fit the GPU's bindings"
+            ))
+            .into());
+        }
+        let per = per.min(out);
+        let storage = |label: &str, size: usize, extra| {
+            ctx.buffer(
+                label,
+                size as u64,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+            )
+        };
+        let wbuf = storage("dequant codes", per * wpr * 4, wgpu::BufferUsages::empty());
+        let xbuf = storage("dequant x", x.len() * 4, wgpu::BufferUsages::empty());
+        let sbuf = storage(
+            "dequant scales",
+            per * groups * 4,
+            wgpu::BufferUsages::empty(),
+        );
+        let zbuf = storage(
+            "dequant zps",
+            if w.zero_points.is_some() {
+                per * groups * 4
+            } else {
+                4
+            },
+            wgpu::BufferUsages::empty(),
+        );
+        let ybuf = storage("dequant y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
+        let pbuf = ctx.buffer(
+            "dequant params",
+            32,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        ctx.upload(&xbuf, 0, bytemuck::cast_slice(x));
+        let layout = matmul_layout(ctx);
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("dequant_matmul"),
+            layout: &layout,
+            entries: &[
+                entry(0, &wbuf),
+                entry(1, &xbuf),
+                entry(2, &pbuf),
+                entry(3, &sbuf),
+                entry(4, &ybuf),
+                entry(5, &zbuf),
+            ],
+        });
+        let pipeline = ctx.pipeline(
+            "matmul",
+            source::MATMUL,
+            "dequant_matmul",
+            &layout,
+            &[
+                ("BITS", w.bits as f64),
+                ("HAS_ZP", if w.zero_points.is_some() { 1.0 } else { 0.0 }),
+            ],
+        )?;
+        for rr in split(out, per) {
+            ctx.upload(
+                &wbuf,
+                0,
+                bytemuck::cast_slice(&w.words[rr.start * wpr..rr.end * wpr]),
+            );
+            ctx.upload(
+                &sbuf,
+                0,
+                bytemuck::cast_slice(&w.scales[rr.start * groups..rr.end * groups]),
+            );
+            if let Some(z) = w.zero_points {
+                ctx.upload(
+                    &zbuf,
+                    0,
+                    bytemuck::cast_slice(&z[rr.start * groups..rr.end * groups]),
+                );
+            }
+            let params = MatmulParams {
+                p: p as u32,
+                inn: inn as u32,
+                rows: rr.len() as u32,
+                first: 0,
+                group: w.group as u32,
+                groups: groups as u32,
+                wpr: wpr as u32,
+                pad: 0,
+            };
+            ctx.queue()
+                .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
+            let dims = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
+            let idx = ctx.dispatch("dequant_matmul", &pipeline, &bind, dims);
             ctx.wait(Some(idx))?;
             let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
                 &ybuf,
@@ -148,7 +280,7 @@ fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
     use wgpu::BufferBindingType::{Storage, Uniform};
     let (ro, rw) = (Storage { read_only: true }, Storage { read_only: false });
     ctx.buffer_layout(
-        "matmul: w x params(uniform) mask y",
-        &[ro, ro, Uniform, ro, rw],
+        "matmul: w x params(uniform) side y zps",
+        &[ro, ro, Uniform, ro, rw, ro],
     )
 }

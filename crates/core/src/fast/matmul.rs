@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::reference::matmul::{check_shapes, Matmul};
+use crate::reference::matmul::{check_packed, check_shapes, Matmul, PackedWeight};
 use crate::{Result, TensorView};
 
 /// The multi-threaded CPU backend of the matmul family.
@@ -39,14 +39,39 @@ impl Matmul for FastCpu {
                     }
                 });
         }
-        let mut y = vec![0.0f32; p * out];
-        for o in 0..out {
-            for i in 0..p {
-                y[i * out + o] = yt[o * p + i];
-            }
-        }
-        Ok(y)
+        Ok(transpose(&yt, out, p))
     }
+
+    fn dequant_matmul(&self, x: &[f32], p: usize, w: &PackedWeight) -> Result<Vec<f32>> {
+        let (out, inn) = check_packed(x, p, w)?;
+        // One weight row at a time is dequantized into a scratch row.
+        let mut yt = vec![0.0f32; out * p];
+        if inn > 0 {
+            yt.par_chunks_mut(p.max(1)).enumerate().for_each_init(
+                || vec![0.0f32; inn],
+                |row, (o, col)| {
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = w.value(o, k);
+                    }
+                    for (i, y) in col.iter_mut().enumerate() {
+                        *y = dot(&x[i * inn..(i + 1) * inn], row);
+                    }
+                },
+            );
+        }
+        Ok(transpose(&yt, out, p))
+    }
+}
+
+/// Y [p, out] from Yᵀ [out, p].
+fn transpose(yt: &[f32], out: usize, p: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; p * out];
+    for o in 0..out {
+        for i in 0..p {
+            y[i * out + o] = yt[o * p + i];
+        }
+    }
+    y
 }
 
 /// Dot product with 8 independent accumulators (vectorises).
