@@ -151,6 +151,15 @@ pub struct QuantizeArgs {
     /// values in the input's dtype and names).
     #[arg(long, default_value = "compressed-tensors")]
     pub format: String,
+    /// Calibration safetensors with `<weight>.inputs` [n, in]: the inputs
+    /// --validate feeds each layer (seeded probes otherwise).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    #[command(flatten)]
+    pub checks: CheckArgs,
+    /// Seed of the --validate probes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -166,6 +175,24 @@ pub struct QuantizeArgs {
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// The checks `quantize` and `compress` can run on every layer.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    /// Report each quantized layer's relative output error ‖Y−Ŷ‖/‖Y‖
+    /// against the original layer, Ŷ computed straight from the packed
+    /// codes (dequant-matmul), on seeded Gaussian probes or the
+    /// calibration file's `<weight>.inputs`.
+    #[arg(long)]
+    pub validate: bool,
+    /// Seeded Gaussian probe rows for --validate.
+    #[arg(long, default_value_t = 64)]
+    pub probe_rows: usize,
+    /// Also compute every code, scale, zero point (and mask) with the CPU
+    /// reference path and exit 1 on any difference, writing nothing.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +230,8 @@ pub struct CompressArgs {
     /// Calibration safetensors (see `shears prune --help`).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    #[command(flatten)]
+    pub checks: CheckArgs,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,

@@ -121,3 +121,57 @@ fn compress_refuses_what_it_cannot_do() {
         assert!(!out.exists());
     }
 }
+
+/// --validate measures prune + quantize against the original layer: the
+/// 2:4 + int4 output error exceeds the int4-only one on every layer, and
+/// --verify re-derives every mask and code (no difference).
+#[test]
+fn validate_measures_pruning_and_quantization_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = repo_root().join("assets/tiny-llama");
+    let recipe = repo_root().join("assets/compress-2of4-w4a16.toml");
+    let calib = repo_root().join("assets/tiny-llama-calibration.safetensors");
+    let mut errs = Vec::new();
+    for pruned in [true, false] {
+        let out = dir.path().join(format!("o{pruned}"));
+        let rep = dir.path().join(format!("r{pruned}.json"));
+        let mut args = vec![
+            "compress",
+            asset.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--validate",
+            "--verify",
+            "--calibration",
+            calib.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+        ];
+        if pruned {
+            args.extend(["--recipe", recipe.to_str().unwrap()]);
+        } else {
+            args.extend(["--scheme", "w4a16"]);
+        }
+        let text = ok(&args);
+        assert!(!pruned || text.contains("sparsity"), "{text}");
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+        let rows: Vec<(String, f64, u64)> = doc["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["output_error"].as_f64().unwrap(),
+                    r["verify_mismatches"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(rows.iter().all(|r| r.2 == 0), "{rows:?}");
+        errs.push(rows);
+    }
+    for (p, q) in errs[0].iter().zip(&errs[1]) {
+        assert_eq!(p.0, q.0);
+        assert!(p.1 > q.1, "{}: 2:4+int4 {} vs int4 {}", p.0, p.1, q.1);
+    }
+}

@@ -105,3 +105,105 @@ fn bad_quantize_input_is_refused_cleanly() {
         assert!(!out.exists());
     }
 }
+
+fn report(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    doc["tensors"].as_array().unwrap().clone()
+}
+
+/// --validate reports each layer's output error from the packed codes;
+/// it follows the weight error, and int4 loses more than int8.
+#[test]
+fn validate_reports_output_error_from_packed_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = repo_root().join("assets/tiny-llama");
+    let mut sums = Vec::new();
+    for scheme in ["w8a16", "w4a16", "w4a16-asym"] {
+        let out = dir.path().join(scheme);
+        let rep = dir.path().join(format!("{scheme}.json"));
+        let res = run(&[
+            "quantize",
+            asset.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--scheme",
+            scheme,
+            "--validate",
+            "--verify",
+            "--report",
+            rep.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            res.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&res.stdout);
+        assert!(
+            stdout.contains("out err") && stdout.contains("verify"),
+            "{stdout}"
+        );
+        let rows = report(&rep);
+        assert_eq!(rows.len(), 14, "{scheme}");
+        let mut sum = 0.0;
+        for r in &rows {
+            let (o, w) = (
+                r["output_error"].as_f64().unwrap(),
+                r["relative_error"].as_f64().unwrap(),
+            );
+            // Gaussian probes see the weight error almost unchanged.
+            assert!(
+                o > 0.0 && (o / w - 1.0).abs() < 0.25,
+                "{scheme} {}: {o} vs {w}",
+                r["name"]
+            );
+            assert_eq!(r["verify_mismatches"].as_u64(), Some(0));
+            sum += o;
+        }
+        sums.push(sum);
+    }
+    assert!(
+        sums[0] * 4.0 < sums[1],
+        "int8 {} vs int4 {}",
+        sums[0],
+        sums[1]
+    );
+    assert!(
+        sums[2] < sums[1],
+        "asymmetric {} vs symmetric {}",
+        sums[2],
+        sums[1]
+    );
+}
+
+/// A wrong code (injected) makes --verify exit 1 and write nothing.
+#[test]
+fn verify_catches_a_wrong_code_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let asset = repo_root().join("assets/tiny-llama");
+    let res = std::process::Command::new(common::shears_bin())
+        .args([
+            "quantize",
+            asset.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--scheme",
+            "w8a16",
+            "--verify",
+        ])
+        .env("SHEARS_LOG", "warn")
+        .env("SHEARS_INJECT_FAULT", "codes")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--verify: 14 values differ"), "{stderr}");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temp folder left"
+    );
+}

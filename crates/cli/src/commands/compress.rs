@@ -107,6 +107,9 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
             .or(qr.rounding)
             .unwrap_or_else(|| "nearest".into()),
         format: "compressed-tensors".into(),
+        calibration: a.calibration.clone().or(pr.calibration.clone()),
+        checks: a.checks.clone(),
+        seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
         include: include.clone(),

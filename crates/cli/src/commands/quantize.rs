@@ -15,8 +15,9 @@ use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
 use shears_core::reference::mask::{check_nm, zero_pruned};
-use shears_core::reference::quant::{dequantize, Quantized, Rounding};
-use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo};
+use shears_core::reference::matmul::{probe_inputs, relative_error, PackedParts};
+use shears_core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Quantized, Rounding};
+use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo, TensorView};
 use shears_kernels::GpuQuant;
 
 use crate::args::{BackendChoice, PruneArgs, QuantizeArgs};
@@ -25,6 +26,7 @@ use crate::commands::prune::{self, Mode, Scope};
 use crate::output::{human_bytes, Out};
 use crate::plan::{self, Decision};
 use crate::progress::Progress;
+use crate::CheckFailed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -45,6 +47,10 @@ struct Row {
     max_abs_error: f64,
     relative_error: f64,
     sqnr_db: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_error: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify_mismatches: Option<u64>,
     seconds: f64,
 }
 
@@ -199,8 +205,9 @@ pub fn run_with(
             _ => {}
         }
     }
-    let calib = prune
-        .and_then(|p| p.calibration.as_ref())
+    let calib = a
+        .calibration
+        .as_ref()
         .map(|p| Calibration::open(p))
         .transpose()?;
     let chosen_idx: Vec<usize> = (0..chosen.len()).filter(|&i| chosen[i]).collect();
@@ -239,6 +246,8 @@ pub fn run_with(
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
     let (select, mask) = (backend.select(), backend.mask());
+    let (verify_select, verify_mask) = backend.verifier();
+    let mut mismatched = 0u64;
     let mut aux_iter = aux.iter();
     let mut zeros_total = 0u64;
     let start = Instant::now();
@@ -260,6 +269,11 @@ pub fn run_with(
             let t0 = Instant::now();
             // Prune first (compress), then quantize what is left.
             let mut sparsity = None;
+            let mut verify_mismatches = None;
+            let original = view;
+            let ctx = |e: shears_core::Error| {
+                anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
+            };
             let pruned_buf;
             let view = match (&prune_settings, aux_iter.next()) {
                 (Some(ps), Some(x)) => {
@@ -273,9 +287,21 @@ pub fn run_with(
                         ps.mode,
                         None,
                     )
-                    .map_err(|e| {
-                        anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
-                    })?;
+                    .map_err(ctx)?;
+                    if a.checks.verify {
+                        let (m2, _) = prune::make_mask(
+                            &backend,
+                            verify_select.as_ref(),
+                            verify_mask.as_ref(),
+                            &view,
+                            &scorer,
+                            ps.mode,
+                            None,
+                        )
+                        .map_err(ctx)?;
+                        let diff = m.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
+                        verify_mismatches = Some(diff);
+                    }
                     let zeros = m.iter().filter(|&&k| k == 0).count();
                     sparsity = Some(zeros as f64 / m.len().max(1) as f64);
                     zeros_total += zeros as u64;
@@ -289,9 +315,32 @@ pub fn run_with(
                 }
                 _ => view,
             };
-            let q = match &backend {
+            let mut q = match &backend {
                 Backend::Cpu => quantize_view(&spec, &view, rounding)?,
                 Backend::Gpu(ctx) => GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?,
+            };
+            // Test hook: a wrong code, so that tests can watch --verify
+            // catch it (exit 1, nothing written).
+            if std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes") {
+                if let Some(c) = q.codes.first_mut() {
+                    *c = c.wrapping_add(1);
+                }
+            }
+            if a.checks.verify {
+                let diff = verify_codes(&backend, &spec, &view, rounding, &q).map_err(ctx)?;
+                *verify_mismatches.get_or_insert(0) += diff;
+            }
+            if let Some(d) = verify_mismatches.filter(|&d| d > 0) {
+                tracing::error!("{}: {d} values differ from the CPU reference", t.name);
+                mismatched += d;
+            }
+            let output_error = if a.checks.validate {
+                Some(
+                    validate(&backend, &t.name, &original, &q, &spec, calib.as_ref(), a)
+                        .map_err(ctx)?,
+                )
+            } else {
+                None
             };
             let (max_abs_error, relative_error, sqnr_db) = errors(&view, &q)?;
             let bytes_after = match format {
@@ -322,6 +371,8 @@ pub fn run_with(
                 max_abs_error,
                 relative_error,
                 sqnr_db,
+                output_error,
+                verify_mismatches,
                 seconds: t0.elapsed().as_secs_f64(),
             });
         }
@@ -353,20 +404,52 @@ pub fn run_with(
     let seconds = start.elapsed().as_secs_f64();
     let before = ckpt.total_bytes();
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    let pruned = rows.iter().any(|r| r.sparsity.is_some());
+    let extra = |r: Option<&Row>| {
+        let mut e = String::new();
+        if pruned {
+            let v = r.map_or("sparsity".into(), |r| {
+                r.sparsity
+                    .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+            });
+            e.push_str(&format!(" {v:>8}"));
+        }
+        if a.checks.validate {
+            let v = r.map_or("out err".into(), |r| {
+                r.output_error.map_or("-".into(), |v| format!("{v:.3e}"))
+            });
+            e.push_str(&format!(" {v:>10}"));
+        }
+        if a.checks.verify {
+            let v = r.map_or("verify".into(), |r| {
+                r.verify_mismatches.map_or("-".into(), |d| d.to_string())
+            });
+            e.push_str(&format!(" {v:>7}"));
+        }
+        e
+    };
     out.line(&format!(
-        "{:<w$}  {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "tensor", "bits", "before", "after", "max err", "rel err", "SQNR dB"
+        "{:<w$}  {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}{}",
+        "tensor",
+        "bits",
+        "before",
+        "after",
+        "max err",
+        "rel err",
+        "SQNR dB",
+        extra(None)
     ));
     for r in &rows {
         out.line(&format!(
-            "{:<w$}  {:>4} {:>10} {:>10} {:>10.3e} {:>10.3e} {:>8.2}",
+            "{:<w$}  {:>4} {:>10} {:>10} {:>10.3e} {:>10.3e} {:>8.2}{}",
             r.name,
             r.bits,
             human_bytes(r.bytes_before),
             human_bytes(r.bytes_after),
             r.max_abs_error,
             r.relative_error,
-            r.sqnr_db
+            r.sqnr_db,
+            extra(Some(r))
         ));
     }
     out.line(&format!(
@@ -390,9 +473,71 @@ pub fn run_with(
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
+    if mismatched > 0 {
+        drop(writer); // a failed check leaves no output behind
+        return Err(CheckFailed(format!(
+            "--verify: {mismatched} values differ between {} and the CPU reference; no output written",
+            backend.describe()
+        ))
+        .into());
+    }
     let dest = writer.finish()?;
     tracing::info!("wrote {}", dest.display());
     Ok(())
+}
+
+/// Codes, scales and zero points that differ from the verifier's: the
+/// plain reference when the fast CPU path ran, the fast CPU path (held to
+/// the reference by the tests) when the GPU ran.
+fn verify_codes(
+    backend: &Backend,
+    spec: &QuantSpec,
+    w: &TensorView,
+    rounding: Rounding,
+    q: &Quantized,
+) -> shears_core::Result<u64> {
+    let check = match backend {
+        Backend::Cpu => {
+            let (rows, cols) = w.matrix_dims();
+            quantize_matrix(spec, &w.to_f32()?, rows, cols, w.dtype(), rounding)
+        }
+        Backend::Gpu(_) => quantize_view(spec, w, rounding)?,
+    };
+    let codes = q.codes.iter().zip(&check.codes).filter(|(a, b)| a != b);
+    let params =
+        q.params.iter().zip(&check.params).filter(|(a, b)| {
+            a.scale.to_bits() != b.scale.to_bits() || a.zero_point != b.zero_point
+        });
+    Ok((codes.count() + params.count()) as u64)
+}
+
+/// ‖Y − Ŷ‖/‖Y‖ with Y from the original weight and Ŷ read straight from
+/// the packed codes, on the calibration inputs of this weight or probes.
+fn validate(
+    backend: &Backend,
+    name: &str,
+    original: &TensorView,
+    q: &Quantized,
+    spec: &QuantSpec,
+    calib: Option<&Calibration>,
+    a: &QuantizeArgs,
+) -> shears_core::Result<f64> {
+    let given = match calib {
+        Some(c) => c.inputs(name, q.cols)?,
+        None => None,
+    };
+    let (x, p) = match given {
+        Some(g) => g,
+        None => (
+            probe_inputs(a.checks.probe_rows, q.cols, a.seed),
+            a.checks.probe_rows,
+        ),
+    };
+    let parts = PackedParts::from_quantized(q, spec.bits, spec.symmetric);
+    let mm = backend.matmul();
+    let y = mm.masked_matmul(&x, p, original, None)?;
+    let yhat = mm.dequant_matmul(&x, p, &parts.view())?;
+    Ok(relative_error(&y, &yhat))
 }
 
 /// The `sparsity_config` block describing pruned weights stored dense.
