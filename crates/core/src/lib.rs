@@ -10,6 +10,7 @@ pub mod formats;
 pub mod generate;
 pub mod reference;
 mod tensor;
+pub mod train;
 
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use dtype::DType;

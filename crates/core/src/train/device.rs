@@ -95,18 +95,34 @@ pub trait Device {
     /// h = max(z, 0) elementwise over the first `n` values.
     fn relu(&self, z: &Self::Buf, h: &mut Self::Buf, n: usize) -> Result<()>;
     /// dz = dh where z > 0, else 0.
-    fn relu_backward(&self, z: &Self::Buf, dh: &Self::Buf, dz: &mut Self::Buf, n: usize)
-        -> Result<()>;
+    fn relu_backward(
+        &self,
+        z: &Self::Buf,
+        dh: &Self::Buf,
+        dz: &mut Self::Buf,
+        n: usize,
+    ) -> Result<()>;
     /// h = GELU(z), tanh form: ½z(1 + tanh(√(2/π)(z + 0.044715z³))).
     fn gelu(&self, z: &Self::Buf, h: &mut Self::Buf, n: usize) -> Result<()>;
     /// dz = dh · GELU'(z) of the tanh form.
-    fn gelu_backward(&self, z: &Self::Buf, dh: &Self::Buf, dz: &mut Self::Buf, n: usize)
-        -> Result<()>;
+    fn gelu_backward(
+        &self,
+        z: &Self::Buf,
+        dh: &Self::Buf,
+        dz: &mut Self::Buf,
+        n: usize,
+    ) -> Result<()>;
 
     /// p = softmax(z / t) per row of a [rows, cols] z: max subtracted,
     /// exp in f32, the row sum in increasing column order.
-    fn softmax(&self, z: &Self::Buf, p: &mut Self::Buf, rows: usize, cols: usize, t: f32)
-        -> Result<()>;
+    fn softmax(
+        &self,
+        z: &Self::Buf,
+        p: &mut Self::Buf,
+        rows: usize,
+        cols: usize,
+        t: f32,
+    ) -> Result<()>;
 
     /// Classification loss of student logits z [rows, cols]:
     /// mean over rows of  T²·KL(softmax(t_z/T) ‖ softmax(z/T)) (only when

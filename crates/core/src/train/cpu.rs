@@ -1,0 +1,318 @@
+//! The CPU reference of the training operations: plain single-threaded
+//! loops in the order [`Device`]'s documentation specifies. It is the
+//! specification the GPU (`shears_kernels::GpuTrain`) is checked against,
+//! not a fast path.
+//!
+//! Orders the trait leaves to the implementation, fixed here:
+//! * softmax: s_j = fl32(z_j / t), m = max_j s_j, e_j = exp(s_j − m),
+//!   p_j = e_j / Σ e (sum in increasing j);
+//! * the KL and CE terms use log-probabilities s_j − m − ln Σ e (no log of
+//!   a rounded probability), and a teacher probability of 0 contributes 0.
+
+use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
+use crate::train::device::{AdamStep, Device, GridShape};
+use crate::{DType, Error, Result};
+
+/// The CPU reference backend; buffers are `Vec<f32>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuDevice;
+
+/// √(2/π), the constant of GELU's tanh form.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic coefficient of GELU's tanh form.
+const GELU_C: f32 = 0.044_715;
+
+/// One row's softmax at temperature `t` into `p`; returns (max, Σ e) of the
+/// scaled row so callers can form log-probabilities.
+fn softmax_row(z: &[f32], t: f32, p: &mut [f32]) -> (f32, f32) {
+    let mut mx = f32::NEG_INFINITY;
+    for &v in z {
+        mx = mx.max(v / t);
+    }
+    let mut sum = 0.0f32;
+    for (pj, &v) in p.iter_mut().zip(z) {
+        let e = (v / t - mx).exp();
+        *pj = e;
+        sum += e;
+    }
+    for pj in p.iter_mut() {
+        *pj /= sum;
+    }
+    (mx, sum)
+}
+
+/// The class index a label stored as f32 stands for, checked against `cols`.
+fn class_of(label: f32, cols: usize) -> Result<usize> {
+    if label >= 0.0 && label.fract() == 0.0 && (label as usize) < cols {
+        Ok(label as usize)
+    } else {
+        Err(Error::Invalid(format!(
+            "label {label} is not a class index below {cols}"
+        )))
+    }
+}
+
+impl Device for CpuDevice {
+    type Buf = Vec<f32>;
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+
+    fn write(&self, b: &mut Vec<f32>, data: &[f32]) -> Result<()> {
+        b[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn download(&self, b: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(b.clone())
+    }
+
+    fn matmul(
+        &self,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        tb: bool,
+    ) -> Result<()> {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for p in 0..k {
+                    let x = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let y = if tb { b[j * k + p] } else { b[p * n + j] };
+                    acc += x * y;
+                }
+                c[i * n + j] = acc;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_bias(&self, y: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, cols: usize) -> Result<()> {
+        for row in y[..rows * cols].chunks_exact_mut(cols) {
+            for (v, &b) in row.iter_mut().zip(&bias[..cols]) {
+                *v += b;
+            }
+        }
+        Ok(())
+    }
+
+    fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, cols: usize) -> Result<()> {
+        db[..cols].fill(0.0);
+        for row in dy[..rows * cols].chunks_exact(cols) {
+            for (d, &g) in db.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+        Ok(())
+    }
+
+    fn relu(&self, z: &Vec<f32>, h: &mut Vec<f32>, n: usize) -> Result<()> {
+        for (hv, &zv) in h[..n].iter_mut().zip(&z[..n]) {
+            *hv = zv.max(0.0);
+        }
+        Ok(())
+    }
+
+    fn relu_backward(
+        &self,
+        z: &Vec<f32>,
+        dh: &Vec<f32>,
+        dz: &mut Vec<f32>,
+        n: usize,
+    ) -> Result<()> {
+        for i in 0..n {
+            dz[i] = if z[i] > 0.0 { dh[i] } else { 0.0 };
+        }
+        Ok(())
+    }
+
+    fn gelu(&self, z: &Vec<f32>, h: &mut Vec<f32>, n: usize) -> Result<()> {
+        for (hv, &x) in h[..n].iter_mut().zip(&z[..n]) {
+            let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+            *hv = 0.5 * x * (1.0 + u.tanh());
+        }
+        Ok(())
+    }
+
+    fn gelu_backward(
+        &self,
+        z: &Vec<f32>,
+        dh: &Vec<f32>,
+        dz: &mut Vec<f32>,
+        n: usize,
+    ) -> Result<()> {
+        for i in 0..n {
+            let x = z[i];
+            let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+            let t = u.tanh();
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+            let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
+            dz[i] = dh[i] * d;
+        }
+        Ok(())
+    }
+
+    fn softmax(
+        &self,
+        z: &Vec<f32>,
+        p: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        t: f32,
+    ) -> Result<()> {
+        for (zr, pr) in z[..rows * cols]
+            .chunks_exact(cols)
+            .zip(p[..rows * cols].chunks_exact_mut(cols))
+        {
+            softmax_row(zr, t, pr);
+        }
+        Ok(())
+    }
+
+    fn classification_loss(
+        &self,
+        z: &Vec<f32>,
+        teacher: Option<&Vec<f32>>,
+        labels: &Vec<f32>,
+        dz: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        temperature: f32,
+        alpha: f32,
+    ) -> Result<f64> {
+        let t = temperature;
+        let inv_rows = 1.0 / rows as f32;
+        let mut ps = vec![0.0f32; cols];
+        let mut pt = vec![0.0f32; cols];
+        let mut p1 = vec![0.0f32; cols];
+        let mut total = 0.0f64;
+        for r in 0..rows {
+            let zr = &z[r * cols..(r + 1) * cols];
+            let label = class_of(labels[r], cols)?;
+            let (m1, s1) = softmax_row(zr, 1.0, &mut p1);
+            // CE = −log p_label = −(z_label − m − ln Σ e).
+            let ce = -(zr[label] - m1 - s1.ln());
+            let mut row_loss = alpha * ce;
+            let dzr = &mut dz[r * cols..(r + 1) * cols];
+            for j in 0..cols {
+                let onehot = if j == label { 1.0 } else { 0.0 };
+                dzr[j] = alpha * (p1[j] - onehot);
+            }
+            if let Some(tz) = teacher {
+                let tzr = &tz[r * cols..(r + 1) * cols];
+                let (ms, ss) = softmax_row(zr, t, &mut ps);
+                let (mt, st) = softmax_row(tzr, t, &mut pt);
+                let (lss, lst) = (ss.ln(), st.ln());
+                let mut kl = 0.0f32;
+                for j in 0..cols {
+                    if pt[j] > 0.0 {
+                        let log_pt = tzr[j] / t - mt - lst;
+                        let log_ps = zr[j] / t - ms - lss;
+                        kl += pt[j] * (log_pt - log_ps);
+                    }
+                }
+                row_loss += t * t * kl;
+                for j in 0..cols {
+                    dzr[j] += t * (ps[j] - pt[j]);
+                }
+            }
+            for d in dzr.iter_mut() {
+                *d *= inv_rows;
+            }
+            total += row_loss as f64;
+        }
+        Ok(total / rows as f64)
+    }
+
+    fn mse(
+        &self,
+        y: &Vec<f32>,
+        target: &Vec<f32>,
+        dy: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<f64> {
+        let scale = 2.0 / (rows * cols) as f32;
+        let mut total = 0.0f64;
+        for r in 0..rows {
+            let mut row = 0.0f32;
+            for j in r * cols..(r + 1) * cols {
+                let d = y[j] - target[j];
+                row += d * d;
+                dy[j] = scale * d;
+            }
+            total += row as f64;
+        }
+        Ok(total / (rows * cols) as f64)
+    }
+
+    fn adam(
+        &self,
+        w: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        mask: Option<&Vec<f32>>,
+        n: usize,
+        s: AdamStep,
+    ) -> Result<()> {
+        for i in 0..n {
+            if mask.is_some_and(|mk| mk[i] == 0.0) {
+                w[i] = 0.0;
+                m[i] = 0.0;
+                v[i] = 0.0;
+                continue;
+            }
+            let gi = g[i];
+            m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * gi;
+            v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
+            w[i] -= s.lr * (m[i] * s.c1) / ((v[i] * s.c2).sqrt() + s.eps);
+        }
+        Ok(())
+    }
+
+    fn fake_quant(
+        &self,
+        w: &Vec<f32>,
+        scales: &Vec<f32>,
+        zero_points: Option<&Vec<f32>>,
+        wq: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        grid: GridShape,
+    ) -> Result<()> {
+        let spec = QuantSpec {
+            bits: grid.bits,
+            group: Some(grid.group),
+            symmetric: zero_points.is_none(),
+        };
+        let groups = cols.div_ceil(grid.group);
+        for r in 0..rows {
+            for c in 0..cols {
+                let gi = r * groups + c / grid.group;
+                let p = QParams {
+                    scale: scales[gi],
+                    zero_point: zero_points.map_or(0, |z| z[gi] as i32),
+                };
+                let i = r * cols + c;
+                let q = quant::quantize(&spec, w[i], p, Rounding::Nearest, DType::F32);
+                wq[i] = quant::dequantize(q, p);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "cpu_tests.rs"]
+mod tests;

@@ -1,0 +1,203 @@
+//! Layer-wise distillation on synthetic layers.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::*;
+use crate::reference::quant::qparams;
+use crate::train::CpuDevice;
+
+/// The relative output error a student must reach when the teacher is
+/// exactly representable under its mask (issue 5).
+const REPRESENTABLE_ERROR: f64 = 1e-4;
+
+fn gauss(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// Rows z·(I + A) with z and A Gaussian: features that share components.
+fn correlated(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let a = gauss(rng, cols * cols);
+    let z = gauss(rng, rows * cols);
+    let mut x = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for j in 0..cols {
+            let mut acc = z[r * cols + j];
+            for k in 0..cols {
+                acc += 0.3 * z[r * cols + k] * a[k * cols + j];
+            }
+            x[r * cols + j] = acc;
+        }
+    }
+    x
+}
+
+#[test]
+fn representable_teacher_is_recovered_under_the_mask() {
+    let (inp, out) = (16, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mask: Vec<f32> = (0..inp * out)
+        .map(|i| ((i * 7 + i / 5) % 2) as f32)
+        .collect();
+    let teacher: Vec<f32> = gauss(&mut rng, inp * out)
+        .iter()
+        .zip(&mask)
+        .map(|(w, m)| w * m)
+        .collect();
+    let bias = gauss(&mut rng, out);
+    // A student that starts far off, with weights where the mask is 0 too
+    // (they must be zeroed and stay so).
+    let student = gauss(&mut rng, inp * out);
+    let x_train = gauss(&mut rng, 256 * inp);
+    let x_held = gauss(&mut rng, 64 * inp);
+    let problem = LayerProblem {
+        inputs: inp,
+        outputs: out,
+        x_train: &x_train,
+        x_held: &x_held,
+        teacher_weight: &teacher,
+        teacher_bias: Some(&bias),
+        student_weight: &student,
+        student_bias: Some(&vec![0.0; out]),
+        mask: Some(&mask),
+        grid: None,
+    };
+    let cfg = LkdConfig {
+        epochs: 150,
+        batch_size: 64,
+        lr: 0.05,
+        seed: 3,
+    };
+    let r = distill_layer(&CpuDevice, &problem, &cfg).unwrap();
+    assert!(r.error_before > 0.5, "before {}", r.error_before);
+    assert!(
+        r.error_after < REPRESENTABLE_ERROR,
+        "relative error after {} (before {})",
+        r.error_after,
+        r.error_before
+    );
+    for (i, (&w, &m)) in r.weight.iter().zip(&mask).enumerate() {
+        if m == 0.0 {
+            assert_eq!(w.to_bits(), 0, "pruned weight {i} is {w}");
+        }
+    }
+    assert_eq!(r.losses.len(), 150 * 4);
+    assert_eq!(r, distill_layer(&CpuDevice, &problem, &cfg).unwrap());
+}
+
+#[test]
+fn quantized_student_stays_on_its_grid_and_improves() {
+    let (inp, out, group) = (32, 6, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let teacher = gauss(&mut rng, inp * out);
+    // Student: the teacher magnitude-pruned by half per row, its grid fixed
+    // from the pruned weight (what prune + quantize produce).
+    let mut mask = vec![1.0f32; inp * out];
+    for r in 0..out {
+        let row = &teacher[r * inp..(r + 1) * inp];
+        let mut idx: Vec<usize> = (0..inp).collect();
+        idx.sort_by(|&a, &b| row[a].abs().total_cmp(&row[b].abs()));
+        for &c in &idx[..inp / 2] {
+            mask[r * inp + c] = 0.0;
+        }
+    }
+    let pruned: Vec<f32> = teacher.iter().zip(&mask).map(|(w, m)| w * m).collect();
+    let spec = QuantSpec {
+        bits: 4,
+        group: Some(group),
+        symmetric: false,
+    };
+    let (mut scales, mut zps) = (Vec::new(), Vec::new());
+    for g in pruned.chunks(group) {
+        let p = qparams(&spec, g, DType::F32);
+        scales.push(p.scale);
+        zps.push(p.zero_point as f32);
+    }
+    let grid = Grid {
+        shape: GridShape { bits: 4, group },
+        scales,
+        zero_points: Some(zps),
+    };
+    // Correlated inputs (as real activations are): with white inputs the
+    // pruned weight is already the best one under its mask.
+    let all = correlated(&mut rng, 640, inp);
+    let (x_train, x_held) = all.split_at(512 * inp);
+    let problem = LayerProblem {
+        inputs: inp,
+        outputs: out,
+        x_train,
+        x_held,
+        teacher_weight: &teacher,
+        teacher_bias: None,
+        student_weight: &pruned,
+        student_bias: None,
+        mask: Some(&mask),
+        grid: Some(&grid),
+    };
+    let cfg = LkdConfig {
+        epochs: 20,
+        batch_size: 64,
+        lr: 1e-2,
+        seed: 4,
+    };
+    let r = distill_layer(&CpuDevice, &problem, &cfg).unwrap();
+    assert!(
+        r.error_after < 0.9 * r.error_before,
+        "before {} after {}",
+        r.error_before,
+        r.error_after
+    );
+    let codes = r.codes.as_ref().unwrap();
+    let deq = grid.dequantize(codes, out, inp);
+    let mut fq = vec![0.0; inp * out];
+    CpuDevice
+        .fake_quant(
+            &r.weight,
+            &grid.scales,
+            grid.zero_points.as_ref(),
+            &mut fq,
+            out,
+            inp,
+            grid.shape,
+        )
+        .unwrap();
+    assert_eq!(deq, fq, "codes and fake quantization disagree");
+    for i in 0..inp * out {
+        assert!((-8..=7).contains(&codes[i]), "code {} at {i}", codes[i]);
+        if mask[i] == 0.0 {
+            assert_eq!(deq[i], 0.0, "pruned weight {i} dequantizes to {}", deq[i]);
+        }
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let x = vec![0.0; 8];
+    let w = vec![0.0; 8];
+    let problem = LayerProblem {
+        inputs: 4,
+        outputs: 2,
+        x_train: &x,
+        x_held: &x,
+        teacher_weight: &w,
+        teacher_bias: None,
+        student_weight: &w[..6],
+        student_bias: None,
+        mask: None,
+        grid: None,
+    };
+    let cfg = LkdConfig {
+        epochs: 1,
+        batch_size: 4,
+        lr: 1e-3,
+        seed: 0,
+    };
+    let e = distill_layer(&CpuDevice, &problem, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the student weight has 6 values, expected 8"),
+        "{e}"
+    );
+}
