@@ -184,3 +184,30 @@ mod dequant_matmul {
         assert!(err.to_string().contains("scales hold 3 values"), "{err}");
     }
 }
+
+mod packing {
+    use proptest::prelude::*;
+    use shears_core::fast::quant::pack_rows_le;
+    use shears_core::reference::quant::pack_rows;
+
+    proptest! {
+        /// The parallel byte packer writes the reference's words, little-endian.
+        #[test]
+        fn pack_rows_le_equals_reference_words(
+            rows in 1usize..6,
+            cols in 1usize..40,
+            bits in prop_oneof![Just(4u32), Just(8u32)],
+            seed in any::<u64>(),
+        ) {
+            let lim = 1i64 << (bits - 1);
+            let codes: Vec<i8> = (0..rows * cols)
+                .map(|i| ((seed.wrapping_mul(i as u64 + 1) >> 7) as i64 % (2 * lim) - lim) as i8)
+                .collect();
+            let want: Vec<u8> = pack_rows(&codes, rows, cols, bits)
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            prop_assert_eq!(pack_rows_le(&codes, rows, cols, bits), want);
+        }
+    }
+}

@@ -10,13 +10,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::quantize_view;
+use shears_core::fast::quant::{error_stats, quantize_view};
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
 use shears_core::reference::mask::{check_nm, zero_pruned};
 use shears_core::reference::matmul::{probe_inputs, relative_error, PackedParts};
-use shears_core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Quantized, Rounding};
+use shears_core::reference::quant::{quantize_matrix, QuantSpec, Quantized, Rounding};
 use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo, TensorView};
 use shears_kernels::GpuQuant;
 
@@ -52,41 +52,6 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     verify_mismatches: Option<u64>,
     seconds: f64,
-}
-
-/// Max abs error, relative error ‖x − x̂‖/‖x‖ and SQNR (dB) of a layer,
-/// rows in parallel.
-fn errors(w: &shears_core::TensorView, q: &Quantized) -> Result<(f64, f64, f64)> {
-    use rayon::prelude::*;
-    let cols = q.cols.max(1);
-    let (max, num, den) = (0..q.rows)
-        .into_par_iter()
-        .map_init(
-            || vec![0.0f32; cols],
-            |x, r| -> Result<(f64, f64, f64), shears_core::Error> {
-                w.decode_into(r * cols..(r + 1) * cols, x)?;
-                let (mut max, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
-                for (j, &v) in x.iter().enumerate() {
-                    let p = q.params_at(r * cols + j);
-                    let e = v as f64 - dequantize(q.codes[r * cols + j] as i32, p) as f64;
-                    max = max.max(e.abs());
-                    num += e * e;
-                    den += (v as f64) * (v as f64);
-                }
-                Ok((max, num, den))
-            },
-        )
-        .try_reduce(
-            || (0.0, 0.0, 0.0),
-            |a, b| Ok((a.0.max(b.0), a.1 + b.1, a.2 + b.2)),
-        )?;
-    let rel = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
-    let sqnr = if num > 0.0 {
-        10.0 * (den / num).log10()
-    } else {
-        f64::INFINITY
-    };
-    Ok((max, rel, sqnr))
 }
 
 pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
@@ -342,7 +307,9 @@ pub fn run_with(
             } else {
                 None
             };
-            let (max_abs_error, relative_error, sqnr_db) = errors(&view, &q)?;
+            let stats = error_stats(&view, &q)?;
+            let (max_abs_error, relative_error, sqnr_db) =
+                (stats.max_abs, stats.relative(), stats.sqnr_db());
             let bytes_after = match format {
                 Format::CompressedTensors => {
                     let parts = layer_bytes(&q, t.dtype, scheme, &spec);

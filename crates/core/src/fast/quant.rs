@@ -242,3 +242,138 @@ pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Re
         params,
     })
 }
+
+/// Codes of `bits` bits packed along rows as compressed-tensors stores
+/// them, as little-endian bytes: equal to the bytes of
+/// [`crate::reference::quant::pack_rows`], rows in parallel. Within a
+/// little-endian word of 32/b codes, code c of a row lands in byte c·b/8.
+pub fn pack_rows_le(codes: &[i8], rows: usize, cols: usize, bits: u32) -> Vec<u8> {
+    let per = (32 / bits) as usize;
+    let row_bytes = cols.div_ceil(per) * 4;
+    let mut out = vec![0u8; rows * row_bytes];
+    if cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(row_bytes)
+        .zip(codes.par_chunks(cols))
+        .for_each(|(o, c)| match bits {
+            8 => {
+                for (b, &q) in o.iter_mut().zip(c) {
+                    *b = (q as u8) ^ 0x80;
+                }
+            }
+            _ => {
+                for (b, pair) in o.iter_mut().zip(c.chunks(2)) {
+                    let lo = ((pair[0] as i32 + 8) & 0xf) as u8;
+                    let hi = pair.get(1).map_or(0, |&q| ((q as i32 + 8) & 0xf) as u8);
+                    *b = lo | hi << 4;
+                }
+            }
+        });
+    out
+}
+
+/// What quantization lost on a layer: the largest |x − x̂|, Σ(x − x̂)² and
+/// Σx², in f64.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorStats {
+    pub max_abs: f64,
+    pub sum_sq_err: f64,
+    pub sum_sq: f64,
+}
+
+impl ErrorStats {
+    /// ‖x − x̂‖ / ‖x‖ (0 for an all-zero weight).
+    pub fn relative(&self) -> f64 {
+        if self.sum_sq > 0.0 {
+            (self.sum_sq_err / self.sum_sq).sqrt()
+        } else {
+            0.0
+        }
+    }
+
+    /// Signal-to-quantization-noise ratio in dB (infinite without noise).
+    pub fn sqnr_db(&self) -> f64 {
+        if self.sum_sq_err > 0.0 {
+            10.0 * (self.sum_sq / self.sum_sq_err).log10()
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// [`ErrorStats`] of `q` against the weight it came from, rows in
+/// parallel, each group's parameters looked up once.
+pub fn error_stats(w: &TensorView, q: &Quantized) -> Result<ErrorStats> {
+    let cols = q.cols;
+    if cols == 0 || q.rows == 0 {
+        return Ok(ErrorStats::default());
+    }
+    let groups = q.groups();
+    let per_row = (0..q.rows).into_par_iter().map_init(
+        || vec![0.0f32; cols],
+        |x, r| -> Result<ErrorStats> {
+            w.decode_into(r * cols..(r + 1) * cols, x)?;
+            let mut s = ErrorStats::default();
+            for g in 0..groups {
+                let p = q.params[r * groups + g];
+                let span = g * q.group..((g + 1) * q.group).min(cols);
+                let codes = &q.codes[r * cols + span.start..r * cols + span.end];
+                let (max, e2, x2) = group_errors_any(&x[span], codes, p);
+                s.max_abs = s.max_abs.max(max as f64);
+                s.sum_sq_err += e2 as f64;
+                s.sum_sq += x2 as f64;
+            }
+            Ok(s)
+        },
+    );
+    per_row.try_reduce(ErrorStats::default, |a, b| {
+        Ok(ErrorStats {
+            max_abs: a.max_abs.max(b.max_abs),
+            sum_sq_err: a.sum_sq_err + b.sum_sq_err,
+            sum_sq: a.sum_sq + b.sum_sq,
+        })
+    })
+}
+
+/// Largest |x − x̂|, Σ(x − x̂)² and Σx² of one group, in eight f32 lanes
+/// (f32 within a group of at most a row, f64 across groups). NaN inputs
+/// are skipped by the max, as `f32::max` would.
+#[inline(always)]
+fn group_errors(x: &[f32], codes: &[i8], p: QParams) -> (f32, f32, f32) {
+    let (mut mx, mut e2, mut x2) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+    let body = x.len() / 8 * 8;
+    for (xs, cs) in x[..body].chunks_exact(8).zip(codes[..body].chunks_exact(8)) {
+        for l in 0..8 {
+            let e = xs[l] - (cs[l] as i32 - p.zero_point) as f32 * p.scale;
+            let a = e.abs();
+            mx[l] = if a > mx[l] { a } else { mx[l] };
+            e2[l] += e * e;
+            x2[l] += xs[l] * xs[l];
+        }
+    }
+    for (k, (&v, &c)) in x[body..].iter().zip(&codes[body..]).enumerate() {
+        let e = v - (c as i32 - p.zero_point) as f32 * p.scale;
+        let a = e.abs();
+        let l = k % 8;
+        mx[l] = if a > mx[l] { a } else { mx[l] };
+        e2[l] += e * e;
+        x2[l] += v * v;
+    }
+    let max = mx.iter().fold(0.0f32, |m, &v| m.max(v));
+    (max, e2.iter().sum(), x2.iter().sum())
+}
+
+/// [`group_errors`] compiled for AVX2 where the CPU has it.
+fn group_errors_any(x: &[f32], codes: &[i8], p: QParams) -> (f32, f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn wide(x: &[f32], codes: &[i8], p: QParams) -> (f32, f32, f32) {
+            group_errors(x, codes, p)
+        }
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { wide(x, codes, p) };
+    }
+    group_errors(x, codes, p)
+}

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::checkpoint::OutputTensor;
-use crate::reference::quant::{pack_cols, pack_rows, QuantSpec, Quantized};
+use crate::reference::quant::{pack_cols, QuantSpec, Quantized};
 use crate::{encode_f32, DType, Error, Result};
 
 /// The version of compressed-tensors whose format this writes.
@@ -133,7 +133,7 @@ pub fn layer_bytes(q: &Quantized, dtype: DType, scheme: Scheme, spec: &QuantSpec
         Scheme::W8A8 => vec![q.codes.iter().map(|&c| c as u8).collect(), scale_bytes],
         _ => {
             let mut v = vec![
-                words(pack_rows(&q.codes, q.rows, q.cols, spec.bits)),
+                crate::fast::quant::pack_rows_le(&q.codes, q.rows, q.cols, spec.bits),
                 scale_bytes,
                 [q.rows as i64, q.cols as i64]
                     .iter()
