@@ -12,6 +12,7 @@ pub mod quant;
 mod scored;
 pub mod select;
 pub mod source;
+pub mod train;
 
 pub use context::{
     backends_from_env, list_adapters, pick_adapter, AdapterSummary, GpuContext,
@@ -23,4 +24,5 @@ pub use mask::GpuMask;
 pub use matmul::GpuMatmul;
 pub use quant::GpuQuant;
 pub use select::GpuSelect;
+pub use train::{GpuBuf, GpuTrain};
 pub use wgpu::DeviceType;

@@ -20,8 +20,17 @@ pub const MASK: &str = concat!(
 /// `shaders/matmul.wgsl`.
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
-/// `shaders/quant.wgsl`.
-pub const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+/// `shaders/div_rn.wgsl` + `shaders/quant.wgsl`.
+pub const QUANT: &str = concat!(
+    include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/quant.wgsl")
+);
+
+/// `shaders/div_rn.wgsl` + `shaders/train.wgsl`.
+pub const TRAIN: &str = concat!(
+    include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/train.wgsl")
+);
 
 /// Every shader module as it is compiled, by family name (select and mask
 /// carry the score prelude), for validation and the pipeline cache.
@@ -31,4 +40,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("mask", MASK),
     ("matmul", MATMUL),
     ("quant", QUANT),
+    ("train", TRAIN),
 ];

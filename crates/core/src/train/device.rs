@@ -145,7 +145,7 @@ pub trait Device {
     ) -> Result<f64>;
 
     /// Mean squared error of y against target over [rows, cols]; writes
-    /// dy = 2(y − target)/(rows·cols). Returns the loss: per-row sums of
+    /// dy = s·(y − target) with s = 2/(rows·cols) rounded to f32 once. Returns the loss: per-row sums of
     /// squares in f32, summed in f64 in row order, divided by rows·cols.
     fn mse(
         &self,
