@@ -65,6 +65,136 @@ pub enum Command {
     /// Write a synthetic calibration file for a checkpoint (the format
     /// `prune --calibration` reads: input norms, gradients, inputs).
     Calibration(CalibrationArgs),
+    /// Train an MLP classifier on a CSV data set from its labels (for
+    /// example the teacher of `distill model`).
+    Train(TrainArgs),
+    /// Accuracy and confusion matrix of an MLP classifier on a CSV data set.
+    Evaluate(EvaluateArgs),
+    /// Distillation: a student learns to reproduce a teacher.
+    Distill(DistillArgs),
+}
+
+/// How a classifier is trained and its data split; shared by `train` and
+/// `distill model`.
+#[derive(Debug, Clone, Args)]
+pub struct FitArgs {
+    /// Passes over the training examples.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    /// Examples per Adam step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Seed of the initial weights and the batch order (and of the split,
+    /// unless --split-seed is given).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Seed of the stratified train/test split (default: --seed).
+    #[arg(long)]
+    pub split_seed: Option<u64>,
+    /// Fraction of each class held out for testing, in [0, 1).
+    #[arg(long, default_value_t = 0.25)]
+    pub test_fraction: f64,
+    /// Write the mean loss of every epoch to this CSV file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Write the final metrics as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Replace the output model if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// CSV (optionally gzipped): features, then the integer class label.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Hidden layer widths, e.g. 256,128.
+    #[arg(long, required_unless_present = "init")]
+    pub hidden: Option<String>,
+    /// Start from this model's weights instead of a seeded initialisation.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// The model to write (.safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    #[command(subcommand)]
+    pub command: DistillCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DistillCommand {
+    /// Train a smaller MLP classifier on a teacher's temperature-softened
+    /// outputs and the labels: T²·KL(teacher_T ‖ student_T) + α·CE.
+    Model(DistillModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DistillModelArgs {
+    /// The teacher: an MLP classifier (.safetensors).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// CSV (optionally gzipped) the teacher was trained on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The student's hidden layer widths, e.g. 16.
+    #[arg(long, required_unless_present = "init")]
+    pub hidden: Option<String>,
+    /// Start the student from this model's weights.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Temperature T that softens both models' outputs.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight α of the cross-entropy on the labels.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// The student to write (.safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// An MLP classifier (.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV (optionally gzipped): features, then the integer class label.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Which rows: test, train (the split `train` made with the same seed
+    /// and fraction) or all.
+    #[arg(long, value_enum, default_value_t = SplitChoice::Test)]
+    pub split: SplitChoice,
+    /// Seed of the split (the --split-seed, or else --seed, of training).
+    #[arg(long, alias = "split-seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of each class in the test split.
+    #[arg(long, default_value_t = 0.25)]
+    pub test_fraction: f64,
+    /// Write the metrics as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Rows of a data set to evaluate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitChoice {
+    Test,
+    Train,
+    All,
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,13 @@ fn main() {
         Command::Compress(a) => commands::compress::run(a, cli.global.backend, quiet, &mut out),
         Command::Decompress(a) => commands::decompress::run(a, quiet, &mut out),
         Command::Quantize(a) => commands::quantize::run(a, cli.global.backend, quiet, &mut out),
+        Command::Train(a) => commands::train::run(a, cli.global.backend, quiet, &mut out),
+        Command::Evaluate(a) => commands::evaluate::run(a, cli.global.backend, &mut out),
+        Command::Distill(a) => match &a.command {
+            args::DistillCommand::Model(m) => {
+                commands::distill::model(m, cli.global.backend, quiet, &mut out)
+            }
+        },
     };
     out.flush();
     if let Err(err) = result {
