@@ -113,8 +113,9 @@ pub trait Device {
         n: usize,
     ) -> Result<()>;
 
-    /// p = softmax(z / t) per row of a [rows, cols] z: max subtracted,
-    /// exp in f32, the row sum in increasing column order.
+    /// p = softmax(z / t) per row of a [rows, cols] z: s_j = fl32(z_j / t),
+    /// p_j = exp(s_j − max s) / Σ exp(s − max s), exp in f32, the row sum
+    /// in increasing column order.
     fn softmax(
         &self,
         z: &Self::Buf,
@@ -130,7 +131,10 @@ pub trait Device {
     /// Writes dz, the gradient of that mean:
     /// (T·(softmax(z/T) − softmax(t_z/T)) + α·(softmax(z) − onehot)) / rows.
     /// Returns the loss: per-row losses in f32, summed in f64 in row order,
-    /// divided by rows. Labels are class indices stored as f32.
+    /// divided by rows. Labels are class indices stored as f32. The logs in
+    /// KL and CE are log-softmax, s_j − max s − ln Σ exp(s − max s) (never
+    /// the log of a rounded probability); a teacher probability of exactly
+    /// 0 contributes 0 to the KL sum.
     #[allow(clippy::too_many_arguments)]
     fn classification_loss(
         &self,
