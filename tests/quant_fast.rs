@@ -94,3 +94,32 @@ fn fast_quantizer_equals_reference_with_specials() {
         }
     }
 }
+
+/// The statistics measured inside the quantizer's pass equal the separate
+/// pass over the written codes (f32 lanes in other orders: 1e-5 relative).
+#[test]
+fn fused_error_statistics_equal_the_separate_pass() {
+    use shears::core::fast::quant::{error_stats, quantize_view_with_stats};
+    let mut seed = 9900;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            for cols in [1, 33, 128, 300] {
+                seed += 1;
+                let buf =
+                    TensorBuf::from_f32(dtype, vec![7, cols], &test_values(7 * cols, seed, false))
+                        .unwrap();
+                let (q, fused) =
+                    quantize_view_with_stats(&spec, &buf.view(), Rounding::Nearest).unwrap();
+                let apart = error_stats(&buf.view(), &q).unwrap();
+                let near = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+                assert!(
+                    fused.max_abs == apart.max_abs
+                        && near(fused.sum_sq_err, apart.sum_sq_err)
+                        && near(fused.sum_sq, apart.sum_sq)
+                        && (cols == 1 || fused.sum_sq_err > 0.0),
+                    "{spec:?} {dtype} {cols}: {fused:?} vs {apart:?}"
+                );
+            }
+        }
+    }
+}

@@ -29,6 +29,11 @@ pub struct GlobalArgs {
     /// Only errors on stderr, no progress bar.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Flush written checkpoints to disk (fsync) before they appear, so a
+    /// power cut cannot leave a complete-looking folder behind. Slower; the
+    /// output always appears only when complete.
+    #[arg(long, global = true, env = "SHEARS_SYNC")]
+    pub sync: bool,
 }
 
 /// Where the kernels run.

@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod commands;
 mod output;
+mod pipeline;
 mod plan;
 mod progress;
 
@@ -79,6 +80,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
+    plan::SYNC.store(cli.global.sync, std::sync::atomic::Ordering::Relaxed);
     let mut out = output::Out::new();
     let quiet = cli.global.quiet;
     let result = match &cli.command {

@@ -134,9 +134,14 @@ pub fn empty_shards(ckpt: &Checkpoint) -> Vec<ShardSpec> {
 
 /// Writer options for an output made from `model`: the input protected,
 /// its first shard's `__metadata__` kept.
+/// Whether outputs are flushed to disk before they appear (`--sync`), set
+/// once by `main` from the global flag.
+pub static SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn writer_options(ckpt: &Checkpoint, model: &Path, force: bool) -> WriterOptions {
     WriterOptions {
         force,
+        sync: SYNC.load(std::sync::atomic::Ordering::Relaxed),
         protected: vec![model.to_path_buf()],
         metadata: ckpt
             .shards

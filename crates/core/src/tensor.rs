@@ -117,6 +117,18 @@ impl<'a> TensorView<'a> {
         let _ = bytes;
     }
 
+    /// Asks the kernel to start reading this tensor's pages from the file
+    /// (readahead), so a later pass finds them in memory; a view not backed
+    /// by a file mapping ignores it.
+    pub fn prefetch(&self) {
+        #[cfg(unix)]
+        if let Some((map, base)) = self.mapping {
+            if !self.data.is_empty() {
+                let _ = map.advise_range(memmap2::Advice::WillNeed, base, self.data.len());
+            }
+        }
+    }
+
     /// Decodes elements `range` into `out` as f32 (F32, F16 and BF16 only).
     pub fn decode_into(&self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
         let size = self.float_size()?;

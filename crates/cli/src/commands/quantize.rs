@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::{error_stats, quantize_view};
+use shears_core::fast::quant::{error_stats, quantize_view, quantize_view_with_stats};
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
@@ -24,6 +24,7 @@ use crate::args::{BackendChoice, PruneArgs, QuantizeArgs};
 use crate::backend::Backend;
 use crate::commands::prune::{self, Mode, Scope};
 use crate::output::{human_bytes, Out};
+use crate::pipeline::{self, Piece};
 use crate::plan::{self, Decision};
 use crate::progress::Progress;
 use crate::CheckFailed;
@@ -208,7 +209,7 @@ pub fn run_with(
         }
     }
     let opts = plan::writer_options(&ckpt, &a.model, a.force);
-    let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
+    let writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
     let (select, mask) = (backend.select(), backend.mask());
     let (verify_select, verify_mask) = backend.verifier();
@@ -221,132 +222,143 @@ pub fn run_with(
     let mut rows = Vec::new();
     let mut ignore = Vec::new();
     let mut after_total = 0u64;
-    for (ti, (t, &c)) in ckpt.tensors.iter().zip(&chosen).enumerate() {
-        progress.tensor(ti, ckpt.tensors.len(), &t.name);
-        let view = ckpt.view(t);
-        if !c {
-            writer.write(view.bytes())?;
-            after_total += t.nbytes() as u64;
-            if let Some(p) = t.name.strip_suffix(".weight") {
-                ignore.push(p.to_string());
+    let ((), mut writer) = pipeline::streamed(writer, |sink| {
+        for (ti, (t, &c)) in ckpt.tensors.iter().zip(&chosen).enumerate() {
+            progress.tensor(ti, ckpt.tensors.len(), &t.name);
+            // Reading the next tensor overlaps this one's compute.
+            if let Some(next) = ckpt.tensors.get(ti + 1) {
+                ckpt.view(next).prefetch();
             }
-        } else {
-            let t0 = Instant::now();
-            // Prune first (compress), then quantize what is left.
-            let mut sparsity = None;
-            let mut verify_mismatches = None;
-            let original = view;
-            let ctx = |e: shears_core::Error| {
-                anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
-            };
-            let pruned_buf;
-            let view = match (&prune_settings, aux_iter.next()) {
-                (Some(ps), Some(x)) => {
-                    let scorer = x.scorer(ps.method);
-                    let (m, _) = prune::make_mask(
-                        &backend,
-                        select.as_ref(),
-                        mask.as_ref(),
-                        &view,
-                        &scorer,
-                        ps.mode,
-                        None,
-                    )
-                    .map_err(ctx)?;
-                    if a.checks.verify {
-                        let (m2, _) = prune::make_mask(
+            let view = ckpt.view(t);
+            if !c {
+                sink.send(Piece::View(view))?;
+                after_total += t.nbytes() as u64;
+                if let Some(p) = t.name.strip_suffix(".weight") {
+                    ignore.push(p.to_string());
+                }
+            } else {
+                let t0 = Instant::now();
+                // Prune first (compress), then quantize what is left.
+                let mut sparsity = None;
+                let mut verify_mismatches = None;
+                let original = view;
+                let ctx = |e: shears_core::Error| {
+                    anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
+                };
+                let pruned_buf;
+                let view = match (&prune_settings, aux_iter.next()) {
+                    (Some(ps), Some(x)) => {
+                        let scorer = x.scorer(ps.method);
+                        let (m, _) = prune::make_mask(
                             &backend,
-                            verify_select.as_ref(),
-                            verify_mask.as_ref(),
+                            select.as_ref(),
+                            mask.as_ref(),
                             &view,
                             &scorer,
                             ps.mode,
                             None,
                         )
                         .map_err(ctx)?;
-                        let diff = m.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
-                        verify_mismatches = Some(diff);
+                        if a.checks.verify {
+                            let (m2, _) = prune::make_mask(
+                                &backend,
+                                verify_select.as_ref(),
+                                verify_mask.as_ref(),
+                                &view,
+                                &scorer,
+                                ps.mode,
+                                None,
+                            )
+                            .map_err(ctx)?;
+                            let diff = m.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
+                            verify_mismatches = Some(diff);
+                        }
+                        let zeros = m.iter().filter(|&&k| k == 0).count();
+                        sparsity = Some(zeros as f64 / m.len().max(1) as f64);
+                        zeros_total += zeros as u64;
+                        pruned_buf = TensorBuf {
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            data: zero_pruned(t.dtype, view.bytes(), &m),
+                        };
+                        view.release(0..t.nbytes());
+                        pruned_buf.view()
                     }
-                    let zeros = m.iter().filter(|&&k| k == 0).count();
-                    sparsity = Some(zeros as f64 / m.len().max(1) as f64);
-                    zeros_total += zeros as u64;
-                    pruned_buf = TensorBuf {
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                        data: zero_pruned(t.dtype, view.bytes(), &m),
-                    };
-                    view.release(0..t.nbytes());
-                    pruned_buf.view()
-                }
-                _ => view,
-            };
-            let mut q = match &backend {
-                Backend::Cpu => quantize_view(&spec, &view, rounding)?,
-                Backend::Gpu(ctx) => GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?,
-            };
-            // Test hook: a wrong code, so that tests can watch --verify
-            // catch it (exit 1, nothing written).
-            if std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes") {
-                if let Some(c) = q.codes.first_mut() {
-                    *c = c.wrapping_add(1);
-                }
-            }
-            if a.checks.verify {
-                let diff = verify_codes(&backend, &spec, &view, rounding, &q).map_err(ctx)?;
-                *verify_mismatches.get_or_insert(0) += diff;
-            }
-            if let Some(d) = verify_mismatches.filter(|&d| d > 0) {
-                tracing::error!("{}: {d} values differ from the CPU reference", t.name);
-                mismatched += d;
-            }
-            let output_error = if a.checks.validate {
-                Some(
-                    validate(&backend, &t.name, &original, &q, &spec, calib.as_ref(), a)
-                        .map_err(ctx)?,
-                )
-            } else {
-                None
-            };
-            let stats = error_stats(&view, &q)?;
-            let (max_abs_error, relative_error, sqnr_db) =
-                (stats.max_abs, stats.relative(), stats.sqnr_db());
-            let bytes_after = match format {
-                Format::CompressedTensors => {
-                    let parts = layer_bytes(&q, t.dtype, scheme, &spec);
-                    let n: usize = parts.iter().map(Vec::len).sum();
-                    for p in parts {
-                        writer.write(&p)?;
+                    _ => view,
+                };
+                let (mut q, stats) = match &backend {
+                    Backend::Cpu => quantize_view_with_stats(&spec, &view, rounding)?,
+                    Backend::Gpu(ctx) => {
+                        let q = GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?;
+                        let stats = error_stats(&view, &q)?;
+                        (q, stats)
                     }
-                    n as u64
+                };
+                // Test hook: a wrong code, so that tests can watch --verify
+                // catch it (exit 1, nothing written).
+                if std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes") {
+                    if let Some(c) = q.codes.first_mut() {
+                        *c = c.wrapping_add(1);
+                    }
                 }
-                Format::Dense => {
-                    let deq = q.dequantized();
-                    let mut bytes = vec![0u8; t.nbytes()];
-                    encode_f32(t.dtype, &deq, &mut bytes);
-                    writer.write(&bytes)?;
-                    bytes.len() as u64
+                if a.checks.verify {
+                    let diff = verify_codes(&backend, &spec, &view, rounding, &q).map_err(ctx)?;
+                    *verify_mismatches.get_or_insert(0) += diff;
                 }
-            };
-            after_total += bytes_after;
-            rows.push(Row {
-                sparsity,
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                bits: spec.bits,
-                bytes_before: t.nbytes() as u64,
-                bytes_after,
-                max_abs_error,
-                relative_error,
-                sqnr_db,
-                output_error,
-                verify_mismatches,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
+                if let Some(d) = verify_mismatches.filter(|&d| d > 0) {
+                    tracing::error!("{}: {d} values differ from the CPU reference", t.name);
+                    mismatched += d;
+                }
+                let output_error = if a.checks.validate {
+                    Some(
+                        validate(&backend, &t.name, &original, &q, &spec, calib.as_ref(), a)
+                            .map_err(ctx)?,
+                    )
+                } else {
+                    None
+                };
+                let (max_abs_error, relative_error, sqnr_db) =
+                    (stats.max_abs, stats.relative(), stats.sqnr_db());
+                let bytes_after = match format {
+                    Format::CompressedTensors => {
+                        let parts = layer_bytes(&q, t.dtype, scheme, &spec);
+                        let n: usize = parts.iter().map(Vec::len).sum();
+                        for p in parts {
+                            sink.send(Piece::Bytes(p))?;
+                        }
+                        n as u64
+                    }
+                    Format::Dense => {
+                        let deq = q.dequantized();
+                        let mut bytes = vec![0u8; t.nbytes()];
+                        encode_f32(t.dtype, &deq, &mut bytes);
+                        let n = bytes.len() as u64;
+                        sink.send(Piece::Bytes(bytes))?;
+                        n
+                    }
+                };
+                after_total += bytes_after;
+                rows.push(Row {
+                    sparsity,
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    bits: spec.bits,
+                    bytes_before: t.nbytes() as u64,
+                    bytes_after,
+                    max_abs_error,
+                    relative_error,
+                    sqnr_db,
+                    output_error,
+                    verify_mismatches,
+                    seconds: t0.elapsed().as_secs_f64(),
+                });
+            }
+            view.release(0..t.nbytes());
+            done += t.nbytes() as u64;
+            progress.set(done);
         }
-        view.release(0..t.nbytes());
-        done += t.nbytes() as u64;
-        progress.set(done);
-    }
+        Ok(())
+    })?;
     progress.finish();
     for f in &ckpt.extra_files {
         if f.file_name().is_some_and(|n| n == "config.json") && format == Format::CompressedTensors

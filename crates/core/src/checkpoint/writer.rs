@@ -55,6 +55,11 @@ pub struct WriterOptions {
     pub force: bool,
     /// Paths that must never be replaced or written into (the inputs).
     pub protected: Vec<PathBuf>,
+    /// Flush every shard to stable storage (fsync) before the folder is
+    /// renamed into place, so a power cut cannot leave a complete-looking
+    /// folder with missing data. Without it the rename still makes the
+    /// output appear only when complete to every other process.
+    pub sync: bool,
 }
 
 /// Groups tensors, in order, into shards of at most `max_shard_bytes` each
@@ -102,6 +107,7 @@ pub struct CheckpointWriter {
     dest: PathBuf,
     tmp: PathBuf,
     force: bool,
+    sync: bool,
     shards: Vec<PlannedShard>,
     /// Position: shard, tensor inside it, bytes of it already written.
     shard: usize,
@@ -164,6 +170,7 @@ impl CheckpointWriter {
             dest,
             tmp,
             force: opts.force,
+            sync: opts.sync,
             shards: planned,
             shard: 0,
             tensor: 0,
@@ -357,7 +364,9 @@ impl CheckpointWriter {
             let file = w
                 .into_inner()
                 .map_err(|e| Error::io(&path, e.into_error()))?;
-            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            if self.sync {
+                file.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
         }
         Ok(())
     }

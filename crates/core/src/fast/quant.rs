@@ -154,8 +154,10 @@ mod avx2 {
         p: &mut [QParams],
         group: usize,
         rounding: Rounding,
+        stats: &mut super::ErrorStats,
     ) {
         decode(dtype, bytes, x);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let cols = x.len();
         let lo = _mm256_set1_ps(spec.qmin() as f32);
         let hi = _mm256_set1_ps(spec.qmax() as f32);
@@ -168,13 +170,38 @@ mod avx2 {
             *pg = qp;
             let s = _mm256_set1_ps(qp.scale);
             let zp = _mm256_set1_ps(qp.zero_point as f32);
+            let zpi = _mm256_set1_epi32(qp.zero_point);
+            // What the group loses, in eight f32 lanes: max |x − x̂|
+            // (NaN skipped: max returns its second operand), Σe², Σx².
+            let (mut mx, mut e2, mut x2) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let mut account = |xv: __m256, q: __m256i| {
+                let deq = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zpi)), s);
+                let e = _mm256_sub_ps(xv, deq);
+                mx = _mm256_max_ps(_mm256_and_ps(e, abs), mx);
+                e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
+                x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+            };
             let mut i = start;
             while i + 32 <= end {
                 let xp = x.as_ptr().add(i);
-                let q0 = codes8(_mm256_loadu_ps(xp), s, zp, lo, hi, rounding, dtype);
-                let q1 = codes8(_mm256_loadu_ps(xp.add(8)), s, zp, lo, hi, rounding, dtype);
-                let q2 = codes8(_mm256_loadu_ps(xp.add(16)), s, zp, lo, hi, rounding, dtype);
-                let q3 = codes8(_mm256_loadu_ps(xp.add(24)), s, zp, lo, hi, rounding, dtype);
+                let (x0, x1, x2v, x3) = (
+                    _mm256_loadu_ps(xp),
+                    _mm256_loadu_ps(xp.add(8)),
+                    _mm256_loadu_ps(xp.add(16)),
+                    _mm256_loadu_ps(xp.add(24)),
+                );
+                let q0 = codes8(x0, s, zp, lo, hi, rounding, dtype);
+                let q1 = codes8(x1, s, zp, lo, hi, rounding, dtype);
+                let q2 = codes8(x2v, s, zp, lo, hi, rounding, dtype);
+                let q3 = codes8(x3, s, zp, lo, hi, rounding, dtype);
+                account(x0, q0);
+                account(x1, q1);
+                account(x2v, q2);
+                account(x3, q3);
                 // The packs work per 128-bit half: dwords come out as
                 // q0[0..4] q1[0..4] q2[0..4] q3[0..4] q0[4..8] ...; `order`
                 // puts them back in sequence.
@@ -186,12 +213,31 @@ mod avx2 {
             for k in i..end {
                 c[k] = quantize(spec, x[k], qp, rounding, dtype) as i8;
             }
+            let (mut m, mut se, mut sx) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            _mm256_storeu_ps(m.as_mut_ptr(), mx);
+            _mm256_storeu_ps(se.as_mut_ptr(), e2);
+            _mm256_storeu_ps(sx.as_mut_ptr(), x2);
+            let (tm, te, tx) = super::group_errors(&x[i..end], &c[i..end], qp);
+            let max = m.iter().fold(tm, |a, &v| a.max(v));
+            stats.max_abs = stats.max_abs.max(max as f64);
+            stats.sum_sq_err += (se.iter().sum::<f32>() + te) as f64;
+            stats.sum_sq += (sx.iter().sum::<f32>() + tx) as f64;
         }
     }
 }
 
 /// Quantizes a [rows, cols] float tensor.
 pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Result<Quantized> {
+    quantize_view_with_stats(spec, w, rounding).map(|(q, _)| q)
+}
+
+/// Quantizes a [rows, cols] float tensor and measures what it lost
+/// ([`ErrorStats`]) in the same pass, while each row is in cache.
+pub fn quantize_view_with_stats(
+    spec: &QuantSpec,
+    w: &TensorView,
+    rounding: Rounding,
+) -> Result<(Quantized, ErrorStats)> {
     let (rows, cols) = w.matrix_dims();
     let dtype = w.dtype();
     let size = w.float_size()?;
@@ -211,36 +257,53 @@ pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Re
             dtype,
             crate::DType::BF16 | crate::DType::F16 | crate::DType::F32
         );
+    let mut stats = ErrorStats::default();
     if cols > 0 {
-        codes
+        stats = codes
             .par_chunks_mut(cols)
             .zip(params.par_chunks_mut(groups))
             .enumerate()
-            .try_for_each_init(
+            .map_init(
                 || vec![0.0f32; cols],
-                |x, (r, (c, p))| {
+                |x, (r, (c, p))| -> Result<ErrorStats> {
+                    let mut st = ErrorStats::default();
                     #[cfg(target_arch = "x86_64")]
                     if simd {
                         let bytes = &w.bytes()[r * cols * size..(r + 1) * cols * size];
                         // SAFETY: the CPU has AVX2 and F16C (checked once
                         // above); `bytes` holds `cols` values of `dtype`.
-                        unsafe { avx2::quantize_row(spec, bytes, dtype, x, c, p, group, rounding) };
-                        return Ok(());
+                        unsafe {
+                            avx2::quantize_row(
+                                spec, bytes, dtype, x, c, p, group, rounding, &mut st,
+                            )
+                        };
+                        return Ok(st);
                     }
                     w.decode_into(r * cols..(r + 1) * cols, x)?;
                     quantize_row(spec, x, c, p, group, rounding, dtype);
-                    Ok::<_, crate::Error>(())
+                    for (g, &qp) in p.iter().enumerate() {
+                        let span = g * group..((g + 1) * group).min(cols);
+                        let (m, e2, x2) = group_errors_any(&x[span.clone()], &c[span], qp);
+                        st.max_abs = st.max_abs.max(m as f64);
+                        st.sum_sq_err += e2 as f64;
+                        st.sum_sq += x2 as f64;
+                    }
+                    Ok(st)
                 },
-            )?;
+            )
+            .try_reduce(ErrorStats::default, |a, b| Ok(a.merge(b)))?;
     }
     w.release(0..rows * cols * size);
-    Ok(Quantized {
-        rows,
-        cols,
-        group,
-        codes,
-        params,
-    })
+    Ok((
+        Quantized {
+            rows,
+            cols,
+            group,
+            codes,
+            params,
+        },
+        stats,
+    ))
 }
 
 /// Codes of `bits` bits packed along rows as compressed-tensors stores
@@ -283,6 +346,15 @@ pub struct ErrorStats {
 }
 
 impl ErrorStats {
+    /// The statistics of two parts together.
+    pub fn merge(self, b: ErrorStats) -> ErrorStats {
+        ErrorStats {
+            max_abs: self.max_abs.max(b.max_abs),
+            sum_sq_err: self.sum_sq_err + b.sum_sq_err,
+            sum_sq: self.sum_sq + b.sum_sq,
+        }
+    }
+
     /// ‖x − x̂‖ / ‖x‖ (0 for an all-zero weight).
     pub fn relative(&self) -> f64 {
         if self.sum_sq > 0.0 {
@@ -327,13 +399,7 @@ pub fn error_stats(w: &TensorView, q: &Quantized) -> Result<ErrorStats> {
             Ok(s)
         },
     );
-    per_row.try_reduce(ErrorStats::default, |a, b| {
-        Ok(ErrorStats {
-            max_abs: a.max_abs.max(b.max_abs),
-            sum_sq_err: a.sum_sq_err + b.sum_sq_err,
-            sum_sq: a.sum_sq + b.sum_sq,
-        })
-    })
+    per_row.try_reduce(ErrorStats::default, |a, b| Ok(a.merge(b)))
 }
 
 /// Largest |x − x̂|, Σ(x − x̂)² and Σx² of one group, in eight f32 lanes

@@ -1,0 +1,69 @@
+//! Writing on a thread of its own, so the next tensor's compute overlaps the
+//! last one's write: the command loop hands each output piece to a
+//! [`Sink`], a channel of at most `window` pieces in flight (the memory
+//! bound), and a scoped writer thread drains it into the
+//! [`CheckpointWriter`]. Input pages of a copied tensor are released once
+//! written.
+
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+use anyhow::{anyhow, Result};
+use shears_core::checkpoint::CheckpointWriter;
+use shears_core::TensorView;
+
+/// Pieces in flight between compute and the writer.
+pub const WINDOW: usize = 2;
+
+/// One piece of output, in checkpoint order.
+pub enum Piece<'a> {
+    /// A tensor copied unchanged from the mapped input.
+    View(TensorView<'a>),
+    /// Bytes computed for the output.
+    Bytes(Vec<u8>),
+}
+
+/// Where the command loop sends its pieces.
+pub struct Sink<'a> {
+    tx: SyncSender<Piece<'a>>,
+}
+
+impl<'a> Sink<'a> {
+    /// Queues a piece; blocks while `WINDOW` pieces wait.
+    pub fn send(&self, piece: Piece<'a>) -> Result<()> {
+        self.tx
+            .send(piece)
+            .map_err(|_| anyhow!("the output writer stopped"))
+    }
+}
+
+/// Runs `body` with a [`Sink`] whose pieces a writer thread writes, and
+/// gives the writer back (for config files and `finish`). A writer error
+/// wins over the body's (which is then only "the writer stopped").
+pub fn streamed<'a, T>(
+    writer: CheckpointWriter,
+    body: impl FnOnce(&Sink<'a>) -> Result<T>,
+) -> Result<(T, CheckpointWriter)> {
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Piece<'a>>(WINDOW);
+        let handle = s.spawn(move || -> Result<CheckpointWriter> {
+            let mut writer = writer;
+            for piece in rx {
+                match piece {
+                    Piece::View(v) => {
+                        writer.write(v.bytes())?;
+                        v.release(0..v.bytes().len());
+                    }
+                    Piece::Bytes(b) => writer.write(&b)?,
+                }
+            }
+            Ok(writer)
+        });
+        let sink = Sink { tx };
+        let out = body(&sink);
+        drop(sink);
+        let writer = handle
+            .join()
+            .map_err(|_| anyhow!("the output writer panicked"))??;
+        Ok((out?, writer))
+    })
+}
