@@ -16,7 +16,10 @@ use shears_core::train::{
     TrainLog,
 };
 
+use shears_kernels::GpuTrain;
+
 use crate::args::{BackendChoice, FitArgs, TrainArgs};
+use crate::backend::Backend;
 use crate::output::{thousands, Out};
 
 /// Work that runs on any training backend.
@@ -25,13 +28,13 @@ pub trait OnDevice {
     fn run<D: Device>(self, dev: &D) -> Result<Self::Output>;
 }
 
-/// The one place a training backend is chosen. The CPU reference runs for
-/// `cpu` and `auto`; the GPU (`shears_kernels::GpuTrain`) is not wired in
-/// yet, so `gpu` is refused rather than silently run on the CPU.
+/// The one place a training backend is chosen: the CPU reference, or the
+/// GPU (`shaders/train.wgsl`) for `gpu` and for `auto` when a hardware GPU
+/// exists (the same rule as every other command).
 pub fn on_device<J: OnDevice>(choice: BackendChoice, job: J) -> Result<J::Output> {
-    match choice {
-        BackendChoice::Cpu | BackendChoice::Auto => job.run(&CpuDevice),
-        BackendChoice::Gpu => bail!("training has no GPU backend yet; use --backend cpu"),
+    match Backend::open(choice)? {
+        Backend::Cpu => job.run(&CpuDevice),
+        Backend::Gpu(ctx) => job.run(&GpuTrain::new(&ctx)),
     }
 }
 
