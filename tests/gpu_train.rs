@@ -1,13 +1,15 @@
-//! GPU training operations (`shaders/train.wgsl`) against the CPU reference
-//! (`CpuDevice`): every op on odd shapes, fake-quantized values bit for bit,
+//! GPU training operations (`shaders/train.wgsl`) and the fast CPU path
+//! (`FastCpuDevice`) against the CPU reference (`CpuDevice`): every op on odd shapes, fake-quantized values bit for bit,
 //! and whole training runs (an MLP on labels, an MLP distilled from a
 //! teacher, a masked and quantized layer distilled layer-wise) whose loss
 //! curves agree within 1e-4 relative over their first 100 steps.
-//! Reported as ignored without an adapter; `SHEARS_REQUIRE_GPU=1` fails.
+//! The GPU trials are reported as ignored without an adapter;
+//! `SHEARS_REQUIRE_GPU=1` makes them fail instead.
 
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::fast::train::FastCpuDevice;
 use shears::core::reference::matmul::MATMUL_RTOL;
 use shears::core::train::{
     distill_layer, train, AdamStep, CpuDevice, Device, Grid, GridShape, LayerProblem, LkdConfig,
@@ -51,9 +53,9 @@ fn err(e: impl std::fmt::Display) -> Failed {
 }
 
 /// Every op on both devices for one shape.
-fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Failed> {
+fn ops<D: Device>(dev: &D, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Failed> {
     let cpu = CpuDevice;
-    let g = |v: &[f32]| gpu.upload(v).map_err(err);
+    let g = |v: &[f32]| dev.upload(v).map_err(err);
     let a = test_values(m * k, seed, false);
     let b = test_values(k * n, seed + 1, false);
     // matmul, all four layouts (transposed storage is the same values
@@ -62,10 +64,10 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
         let mut want = vec![0.0f32; m * n];
         cpu.matmul(&a, &b, &mut want, m, k, n, ta, tb)
             .map_err(err)?;
-        let mut c = gpu.zeros(m * n).map_err(err)?;
-        gpu.matmul(&g(&a)?, &g(&b)?, &mut c, m, k, n, ta, tb)
+        let mut c = dev.zeros(m * n).map_err(err)?;
+        dev.matmul(&g(&a)?, &g(&b)?, &mut c, m, k, n, ta, tb)
             .map_err(err)?;
-        let got = gpu.download(&c).map_err(err)?;
+        let got = dev.download(&c).map_err(err)?;
         // Tolerance per element: MATMUL_RTOL of Σ|a·b|.
         let abs_a: Vec<f32> = a.iter().map(|v| v.abs()).collect();
         let abs_b: Vec<f32> = b.iter().map(|v| v.abs()).collect();
@@ -89,84 +91,76 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
     let mut want = y.clone();
     cpu.add_bias(&mut want, &bias, m, n).map_err(err)?;
     let mut yb = g(&y)?;
-    gpu.add_bias(&mut yb, &g(&bias)?, m, n).map_err(err)?;
+    dev.add_bias(&mut yb, &g(&bias)?, m, n).map_err(err)?;
     close(
         "add_bias",
         &want,
-        &gpu.download(&yb).map_err(err)?,
+        &dev.download(&yb).map_err(err)?,
         EXACT,
         0.0,
     )?;
     let mut want = vec![0.0f32; n];
     cpu.bias_grad(&y, &mut want, m, n).map_err(err)?;
-    let mut db = gpu.zeros(n).map_err(err)?;
-    gpu.bias_grad(&g(&y)?, &mut db, m, n).map_err(err)?;
+    let mut db = dev.zeros(n).map_err(err)?;
+    dev.bias_grad(&g(&y)?, &mut db, m, n).map_err(err)?;
     close(
         "bias_grad",
         &want,
-        &gpu.download(&db).map_err(err)?,
+        &dev.download(&db).map_err(err)?,
         EXACT,
         0.0,
     )?;
     // Activations.
     let z = test_values(m * n, seed + 4, false);
     let dh = test_values(m * n, seed + 5, false);
-    let mut out = gpu.zeros(m * n).map_err(err)?;
+    let mut out = dev.zeros(m * n).map_err(err)?;
     let mut want = vec![0.0f32; m * n];
-    type Act<'d> = [(
-        &'static str,
-        fn(&CpuDevice, &Vec<f32>, &Vec<f32>, &mut Vec<f32>, usize),
-        fn(
-            &GpuTrain<'d>,
-            &shears::kernels::GpuBuf,
-            &shears::kernels::GpuBuf,
-            &mut shears::kernels::GpuBuf,
-            usize,
-        ),
-        f32,
-    ); 4];
-    let acts: Act = [
-        (
-            "relu",
-            |c, z, _, o, n| c.relu(z, o, n).unwrap(),
-            |d, z, _, o, n| d.relu(z, o, n).unwrap(),
-            EXACT,
-        ),
-        (
-            "relu_backward",
-            |c, z, dh, o, n| c.relu_backward(z, dh, o, n).unwrap(),
-            |d, z, dh, o, n| d.relu_backward(z, dh, o, n).unwrap(),
-            EXACT,
-        ),
-        (
-            "gelu",
-            |c, z, _, o, n| c.gelu(z, o, n).unwrap(),
-            |d, z, _, o, n| d.gelu(z, o, n).unwrap(),
-            TRANSCENDENTAL_RTOL,
-        ),
-        (
-            "gelu_backward",
-            |c, z, dh, o, n| c.gelu_backward(z, dh, o, n).unwrap(),
-            |d, z, dh, o, n| d.gelu_backward(z, dh, o, n).unwrap(),
-            TRANSCENDENTAL_RTOL,
-        ),
-    ];
     let (zb, dhb) = (g(&z)?, g(&dh)?);
-    for (name, c, d, rtol) in acts {
-        c(&cpu, &z, &dh, &mut want, m * n);
-        d(gpu, &zb, &dhb, &mut out, m * n);
-        let atol = if rtol == EXACT {
+    let atol = |rtol: f32| {
+        if rtol == EXACT {
             0.0
         } else {
             TRANSCENDENTAL_ATOL
-        };
-        close(name, &want, &gpu.download(&out).map_err(err)?, rtol, atol)?;
+        }
+    };
+    for (name, rtol) in [
+        ("relu", EXACT),
+        ("gelu", TRANSCENDENTAL_RTOL),
+        ("relu_backward", EXACT),
+        ("gelu_backward", TRANSCENDENTAL_RTOL),
+    ] {
+        let len = m * n;
+        match name {
+            "relu" => {
+                cpu.relu(&z, &mut want, len).map_err(err)?;
+                dev.relu(&zb, &mut out, len).map_err(err)?;
+            }
+            "gelu" => {
+                cpu.gelu(&z, &mut want, len).map_err(err)?;
+                dev.gelu(&zb, &mut out, len).map_err(err)?;
+            }
+            "relu_backward" => {
+                cpu.relu_backward(&z, &dh, &mut want, len).map_err(err)?;
+                dev.relu_backward(&zb, &dhb, &mut out, len).map_err(err)?;
+            }
+            _ => {
+                cpu.gelu_backward(&z, &dh, &mut want, len).map_err(err)?;
+                dev.gelu_backward(&zb, &dhb, &mut out, len).map_err(err)?;
+            }
+        }
+        close(
+            name,
+            &want,
+            &dev.download(&out).map_err(err)?,
+            rtol,
+            atol(rtol),
+        )?;
     }
     // Softmax at two temperatures.
     for t in [1.0f32, 4.0] {
         cpu.softmax(&z, &mut want, m, n, t).map_err(err)?;
-        gpu.softmax(&zb, &mut out, m, n, t).map_err(err)?;
-        let got = gpu.download(&out).map_err(err)?;
+        dev.softmax(&zb, &mut out, m, n, t).map_err(err)?;
+        let got = dev.download(&out).map_err(err)?;
         close(
             &format!("softmax T={t}"),
             &want,
@@ -196,8 +190,8 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
             )
             .map_err(err)?;
         let tb = g(&teacher)?;
-        let mut dz = gpu.zeros(m * n).map_err(err)?;
-        let got_loss = gpu
+        let mut dz = dev.zeros(m * n).map_err(err)?;
+        let got_loss = dev
             .classification_loss(
                 &zb,
                 with_teacher.then_some(&tb),
@@ -217,19 +211,19 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
             TRANSCENDENTAL_RTOL,
             0.0,
         )?;
-        let got_dz = gpu.download(&dz).map_err(err)?;
+        let got_dz = dev.download(&dz).map_err(err)?;
         close(&format!("{what} dz"), &want_dz, &got_dz, 1e-4, 1e-7)?;
     }
     let target = test_values(m * n, seed + 7, false);
     let mut want_dy = vec![0.0f32; m * n];
     let want_loss = cpu.mse(&z, &target, &mut want_dy, m, n).map_err(err)?;
-    let mut dy = gpu.zeros(m * n).map_err(err)?;
-    let got_loss = gpu.mse(&zb, &g(&target)?, &mut dy, m, n).map_err(err)?;
+    let mut dy = dev.zeros(m * n).map_err(err)?;
+    let got_loss = dev.mse(&zb, &g(&target)?, &mut dy, m, n).map_err(err)?;
     close("mse", &[want_loss as f32], &[got_loss as f32], 1e-6, 0.0)?;
     close(
         "mse dy",
         &want_dy,
-        &gpu.download(&dy).map_err(err)?,
+        &dev.download(&dy).map_err(err)?,
         EXACT,
         0.0,
     )?;
@@ -240,8 +234,8 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
         let (mut w, mut mo, mut v) = (z.clone(), vec![0.0f32; len], vec![0.0f32; len]);
         let (mut wb, mut mb, mut vb) = (
             g(&z)?,
-            gpu.zeros(len).map_err(err)?,
-            gpu.zeros(len).map_err(err)?,
+            dev.zeros(len).map_err(err)?,
+            dev.zeros(len).map_err(err)?,
         );
         let maskb = g(&mask)?;
         for t in 1..=3 {
@@ -257,7 +251,7 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
                 step,
             )
             .map_err(err)?;
-            gpu.adam(
+            dev.adam(
                 &mut wb,
                 &g(&grad)?,
                 &mut mb,
@@ -268,7 +262,7 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
             )
             .map_err(err)?;
         }
-        let got = gpu.download(&wb).map_err(err)?;
+        let got = dev.download(&wb).map_err(err)?;
         close(&format!("adam masked={masked}"), &w, &got, 1e-6, 1e-9)?;
         if masked
             && got
@@ -290,7 +284,7 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
         cpu.fake_quant(&z, &scales, asym.then_some(&zps), &mut want, m, n, grid)
             .map_err(err)?;
         let zpb = g(&zps)?;
-        gpu.fake_quant(
+        dev.fake_quant(
             &zb,
             &g(&scales)?,
             asym.then_some(&zpb),
@@ -300,7 +294,7 @@ fn ops(gpu: &GpuTrain, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Fa
             grid,
         )
         .map_err(err)?;
-        let got = gpu.download(&out).map_err(err)?;
+        let got = dev.download(&out).map_err(err)?;
         close(
             &format!("fake_quant {bits} bits g{group} asym={asym}"),
             &want,
@@ -338,7 +332,7 @@ fn blobs(rows: usize, dims: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<
     (x, labels)
 }
 
-fn mlp_curves(gpu: &GpuTrain, distill: bool) -> Result<(), Failed> {
+fn mlp_curves<D: Device>(dev: &D, distill: bool) -> Result<(), Failed> {
     let (dims, classes, rows) = (24, 5, 1600);
     let (x, labels) = blobs(rows, dims, classes, 77);
     let cfg = TrainConfig {
@@ -356,9 +350,9 @@ fn mlp_curves(gpu: &GpuTrain, distill: bool) -> Result<(), Failed> {
         None
     };
     let mut logs = Vec::new();
-    for dev in [0, 1] {
+    for which in [0, 1] {
         let mut mlp = Mlp::new(&[dims, 20, 12, classes], 3).map_err(err)?;
-        let log = if dev == 0 {
+        let log = if which == 0 {
             train(
                 &CpuDevice,
                 &mut mlp,
@@ -370,7 +364,7 @@ fn mlp_curves(gpu: &GpuTrain, distill: bool) -> Result<(), Failed> {
             )
         } else {
             train(
-                gpu,
+                dev,
                 &mut mlp,
                 &x,
                 &labels,
@@ -390,7 +384,7 @@ fn mlp_curves(gpu: &GpuTrain, distill: bool) -> Result<(), Failed> {
     )
 }
 
-fn layerwise_curves(gpu: &GpuTrain) -> Result<(), Failed> {
+fn layerwise_curves<D: Device>(dev: &D) -> Result<(), Failed> {
     let (inp, out, n) = (48, 20, 640);
     let x = test_values(n * inp, 31, false);
     let held = test_values(64 * inp, 32, false);
@@ -424,29 +418,44 @@ fn layerwise_curves(gpu: &GpuTrain) -> Result<(), Failed> {
         seed: 4,
     };
     let a = distill_layer(&CpuDevice, &problem, &cfg).map_err(err)?;
-    let b = distill_layer(gpu, &problem, &cfg).map_err(err)?;
+    let b = distill_layer(dev, &problem, &cfg).map_err(err)?;
     curves("layer-wise", &a.losses, &b.losses, 100)
 }
 
-/// One GPU check, run on a fresh `GpuTrain`.
-type Check = Box<dyn Fn(&GpuTrain) -> Result<(), Failed> + Send + Sync>;
+/// One check, run on any training backend.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Ops(usize, usize, usize, u64),
+    MlpLabels,
+    MlpDistilled,
+    Layerwise,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        match self {
+            Case::Ops(m, k, n, _) => format!("train_ops::{m}x{k}x{n}"),
+            Case::MlpLabels => "curves::mlp_labels".into(),
+            Case::MlpDistilled => "curves::mlp_distilled".into(),
+            Case::Layerwise => "curves::layerwise_masked_int4".into(),
+        }
+    }
+
+    fn run<D: Device>(&self, dev: &D) -> Result<(), Failed> {
+        match *self {
+            Case::Ops(m, k, n, seed) => ops(dev, m, k, n, seed),
+            Case::MlpLabels => mlp_curves(dev, false),
+            Case::MlpDistilled => mlp_curves(dev, true),
+            Case::Layerwise => layerwise_curves(dev),
+        }
+    }
+}
 
 fn main() {
     let args = Arguments::from_args();
     let gpu: Result<Option<Arc<GpuContext>>, String> = test_gpu().map(|c| c.map(Arc::new));
     let skip = matches!(gpu, Ok(None));
-    let mut trials = Vec::new();
-    let mut add = |name: String, f: Check| {
-        let gpu = gpu.clone();
-        trials.push(
-            Trial::test(name, move || match &gpu {
-                Err(r) => Err(r.clone().into()),
-                Ok(None) => Ok(()),
-                Ok(Some(ctx)) => f(&GpuTrain::new(ctx)),
-            })
-            .with_ignored_flag(skip),
-        );
-    };
+    let mut cases = Vec::new();
     let mut seed = 700;
     for (m, k, n) in [
         (1, 1, 1),
@@ -456,22 +465,25 @@ fn main() {
         (64, 100, 48),
     ] {
         seed += 20;
-        add(
-            format!("train_ops::{m}x{k}x{n}"),
-            Box::new(move |g| ops(g, m, k, n, seed)),
-        );
+        cases.push(Case::Ops(m, k, n, seed));
     }
-    add(
-        "curves::mlp_labels".into(),
-        Box::new(|g| mlp_curves(g, false)),
-    );
-    add(
-        "curves::mlp_distilled".into(),
-        Box::new(|g| mlp_curves(g, true)),
-    );
-    add(
-        "curves::layerwise_masked_int4".into(),
-        Box::new(layerwise_curves),
-    );
+    cases.extend([Case::MlpLabels, Case::MlpDistilled, Case::Layerwise]);
+    let mut trials = Vec::new();
+    for case in cases {
+        let gpu = gpu.clone();
+        trials.push(
+            Trial::test(format!("gpu::{}", case.name()), move || match &gpu {
+                Err(r) => Err(r.clone().into()),
+                Ok(None) => Ok(()),
+                Ok(Some(ctx)) => case.run(&GpuTrain::new(ctx)),
+            })
+            .with_ignored_flag(skip),
+        );
+        // The fast CPU path is held to the same tolerances (no GPU needed).
+        trials.push(Trial::test(
+            format!("fast_cpu::{}", case.name()),
+            move || case.run(&FastCpuDevice),
+        ));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -12,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use shears_core::train::{
-    evaluate, stratified_split, train, CpuDevice, Dataset, Device, Metrics, Mlp, TrainConfig,
-    TrainLog,
+    evaluate, stratified_split, train, Dataset, Device, Metrics, Mlp, TrainConfig, TrainLog,
 };
 
+use shears_core::fast::train::FastCpuDevice;
 use shears_kernels::GpuTrain;
 
 use crate::args::{BackendChoice, FitArgs, TrainArgs};
@@ -28,12 +28,12 @@ pub trait OnDevice {
     fn run<D: Device>(self, dev: &D) -> Result<Self::Output>;
 }
 
-/// The one place a training backend is chosen: the CPU reference, or the
+/// The one place a training backend is chosen: the fast CPU path, or the
 /// GPU (`shaders/train.wgsl`) for `gpu` and for `auto` when a hardware GPU
 /// exists (the same rule as every other command).
 pub fn on_device<J: OnDevice>(choice: BackendChoice, job: J) -> Result<J::Output> {
     match Backend::open(choice)? {
-        Backend::Cpu => job.run(&CpuDevice),
+        Backend::Cpu => job.run(&FastCpuDevice),
         Backend::Gpu(ctx) => job.run(&GpuTrain::new(&ctx)),
     }
 }

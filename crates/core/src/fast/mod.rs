@@ -1,5 +1,6 @@
 //! Fast CPU paths: multi-threaded versions of the references that agree with
-//! them bit for bit. This is what `--backend cpu` runs.
+//! them bit for bit (products, which sum in another order, within
+//! `MATMUL_RTOL`). This is what `--backend cpu` runs.
 
 pub mod importance;
 pub mod keys;
@@ -7,3 +8,4 @@ pub mod mask;
 pub mod matmul;
 pub mod quant;
 pub mod select;
+pub mod train;
