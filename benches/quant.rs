@@ -1,13 +1,16 @@
 //! Quantization of a 4096×4096 bf16 weight: int8 per channel and int4 in
-//! groups of 128, on the CPU reference, the fast CPU path and the GPU; and
-//! the CPU dequantization of the int8 codes. memcpy in the same run.
+//! groups of 128, on the CPU reference, the fast CPU path and the GPU; their
+//! packed codes back to dense bf16 on the fast CPU path and the GPU; and
+//! the reference's dequantization of the int8 codes. Throughput counts the
+//! dense bf16 bytes; memcpy in the same run.
 //!
 //! `cargo bench --bench quant`
 
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shears::core::fast::quant::quantize_view;
+use shears::core::fast::quant::{dequantize_packed, quantize_view};
+use shears::core::reference::matmul::PackedParts;
 use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Rounding};
 use shears::core::DType;
 use shears::kernels::GpuQuant;
@@ -52,6 +55,19 @@ fn bench(c: &mut Criterion) {
             let q = GpuQuant::new(ctx);
             g.bench_function(id(&format!("gpu {}", ctx.info.name)), |b| {
                 b.iter(|| q.quantize_view(&spec, &w, Rounding::Nearest).unwrap())
+            });
+        }
+        // Packed codes back to dense bf16 (what `shears decompress` does).
+        let q = quantize_view(&spec, &w, Rounding::Nearest).unwrap();
+        let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+        let did = |b: &str| BenchmarkId::new(b, format!("dequantize {name} bf16 {N}x{N}"));
+        g.bench_function(did("cpu-fast"), |b| {
+            b.iter(|| dequantize_packed(&parts.view(), DType::BF16).unwrap())
+        });
+        if let Some(ctx) = &gpu {
+            let q = GpuQuant::new(ctx);
+            g.bench_function(did(&format!("gpu {}", ctx.info.name)), |b| {
+                b.iter(|| q.dequantize_packed(&parts.view(), DType::BF16).unwrap())
             });
         }
     }

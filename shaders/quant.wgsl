@@ -9,6 +9,15 @@
 //                                              complement), four to a word
 //   3  qp      array<u32>          read_write  per group: scale bits, zero point
 //
+// dequantize_packed (compressed-tensors' packed codes back to dense values
+// in DTYPE; one invocation per output word) uses instead:
+//   0  src       packed code words of the chunk's rows [rows, wpr]
+//   1  params    as above (rows of this chunk, cols, group, groups)
+//   4  dq_scale  array<f32>  read        scales [rows, groups] as f32
+//   5  dq_zp     array<i32>  read        zero points [rows, groups]
+//                                        (read only when SYMMETRIC is 0)
+//   6  dq_out    array<u32>  read_write  the dense values, packed (DTYPE)
+//
 // Override constants: DTYPE (0 f32, 1 f16, 2 bf16), BITS (4 or 8),
 // SYMMETRIC (0 or 1), CT_ROUNDING (0 nearest, 1 compressed-tensors).
 //
@@ -39,6 +48,9 @@ override CT_ROUNDING: u32 = 0u;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read_write> codes: array<atomic<u32>>;
 @group(0) @binding(3) var<storage, read_write> qp: array<u32>;
+@group(0) @binding(4) var<storage, read> dq_scale: array<f32>;
+@group(0) @binding(5) var<storage, read> dq_zp: array<i32>;
+@group(0) @binding(6) var<storage, read_write> dq_out: array<u32>;
 
 const F32_EPS: f32 = 1.1920929e-7;
 
@@ -146,4 +158,52 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
     }
+}
+
+// (q − zp)·scale of element e (flat in the chunk) of the packed codes.
+fn packed_value(e: u32) -> f32 {
+    let r = e / params.cols;
+    let c = e % params.cols;
+    let per = 32u / BITS;
+    let wpr = (params.cols + per - 1u) / per;
+    let word = src[r * wpr + c / per];
+    let u = (word >> ((c % per) * BITS)) & ((1u << BITS) - 1u);
+    let q = i32(u) - i32(1u << (BITS - 1u));
+    let g = r * params.groups + c / params.group;
+    var zp = 0;
+    if (SYMMETRIC == 0u) {
+        zp = dq_zp[g];
+    }
+    return f32(q - zp) * dq_scale[g];
+}
+
+// The bits of x rounded to the 16-bit DTYPE (x finite and in range).
+fn half_bits(x: f32) -> u32 {
+    if (DTYPE == 2u) {
+        return bitcast<u32>(round_bits(x, 7, -126)) >> 16u;
+    }
+    return pack2x16float(vec2<f32>(round_bits(x, 10, -14), 0.0)) & 0xffffu;
+}
+
+@compute @workgroup_size(256)
+fn dequantize_packed(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let n = params.rows * params.cols;
+    if (DTYPE == 0u) {
+        if (w < n) {
+            dq_out[w] = bitcast<u32>(packed_value(w));
+        }
+        return;
+    }
+    let e = 2u * w;
+    if (e >= n) {
+        return;
+    }
+    var hi = 0u;
+    if (e + 1u < n) {
+        hi = half_bits(packed_value(e + 1u));
+    }
+    dq_out[w] = half_bits(packed_value(e)) | (hi << 16u);
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use shears::core::fast::quant::dequantize_packed;
 use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
 use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
@@ -44,6 +45,35 @@ fn check(
     }
     if want.codes.len() != got.codes.len() {
         return Err("code count differs".into());
+    }
+    Ok(())
+}
+
+/// The GPU's dense values from packed codes against the CPU's.
+fn check_dense(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    dtype: DType,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let rows = 9;
+    let values = test_values(rows * cols, seed, true);
+    let q = quantize_matrix(&spec, &values, rows, cols, dtype, Rounding::Nearest);
+    let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+    let want = dequantize_packed(&parts.view(), dtype).map_err(|e| e.to_string())?;
+    let got = GpuQuant::new(ctx)
+        .dequantize_packed(&parts.view(), dtype)
+        .map_err(|e| e.to_string())?;
+    if want.len() != got.len() {
+        return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
+    }
+    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+        return Err(format!(
+            "byte {i}: expected {}, got {}; tolerance: exact",
+            want[i], got[i]
+        )
+        .into());
     }
     Ok(())
 }
@@ -195,6 +225,40 @@ fn main() {
                     })
                     .with_ignored_flag(skip),
                 );
+            }
+        }
+    }
+    // Packed codes back to dense values: byte-identical to the CPU, every
+    // output dtype, rows split over chunks on the small context.
+    for (sname, spec) in schemes {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let widths: Vec<usize> = match spec.group {
+                None => vec![1, 7, 33, 129],
+                Some(g) => vec![g, 3 * g],
+            };
+            for cols in widths {
+                for small in [false, true] {
+                    seed += 1;
+                    let name = format!(
+                        "{}dequantize_packed::{sname}::{dtype}::9x{cols}",
+                        if small { "small_chunk::" } else { "" }
+                    );
+                    let gpu = gpu.clone();
+                    trials.push(
+                        Trial::test(name, move || match &gpu {
+                            Err(r) => Err(r.clone().into()),
+                            Ok(None) => Ok(()),
+                            Ok(Some(p)) => check_dense(
+                                if small { &p.1 } else { &p.0 },
+                                spec,
+                                dtype,
+                                cols,
+                                seed,
+                            ),
+                        })
+                        .with_ignored_flag(skip),
+                    );
+                }
             }
         }
     }

@@ -123,3 +123,27 @@ fn fused_error_statistics_equal_the_separate_pass() {
         }
     }
 }
+
+/// Dense values from packed codes equal the reference's dequantized
+/// values encoded in the dtype, byte for byte.
+#[test]
+fn dequantize_packed_equals_the_reference() {
+    use shears::core::encode_f32;
+    use shears::core::fast::quant::dequantize_packed;
+    use shears::core::reference::matmul::PackedParts;
+    let mut seed = 9700;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            for cols in [1, 7, 33, 128, 300] {
+                seed += 1;
+                let x = test_values(5 * cols, seed, false);
+                let q = quantize_matrix(&spec, &x, 5, cols, dtype, Rounding::Nearest);
+                let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+                let mut want = vec![0u8; 5 * cols * dtype.bits() / 8];
+                encode_f32(dtype, &q.dequantized(), &mut want);
+                let got = dequantize_packed(&parts.view(), dtype).unwrap();
+                assert!(got == want, "{spec:?} {dtype} 5x{cols}");
+            }
+        }
+    }
+}
