@@ -4,11 +4,13 @@
 //! |---|---|---|
 //! | `<weight>.input_norm` | [in] | Wanda: ‖x_j‖₂ of input feature j over the calibration tokens |
 //! | `<weight>.grad` | [out, in] | Taylor: the loss gradient of the weight |
-//! | `<weight>.inputs` | [n, in] | validation: n input rows of the layer |
+//! | `<weight>.inputs` | [n, in] | validation, layer-wise distillation: n input rows of the layer |
 //!
 //! Any of F32, F16 and BF16. [`synthesize`] writes a synthetic file of this
-//! format for a checkpoint (seeded; outlier input features included, so
-//! Wanda and magnitude disagree as they do on real activations).
+//! format for a checkpoint (seeded; correlated input features of low
+//! effective rank with a few outliers, as real activations have, so Wanda
+//! and magnitude disagree and layer-wise distillation has something to
+//! recover).
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,25 @@ impl Calibration {
         Ok(self.entry(&key, shape, true)?.map(|i| self.ckpt.view(i)))
     }
 
+    /// The number of input rows the file has for `weight`, checked like
+    /// [`Calibration::inputs`] but without decoding them.
+    pub fn input_rows(&self, weight: &str, cols: usize) -> Result<Option<usize>> {
+        let key = format!("{weight}.inputs");
+        let Some(info) = self.ckpt.get(&key) else {
+            return Ok(None);
+        };
+        if info.shape.len() != 2 || info.shape[1] != cols {
+            return Err(Error::tensor(
+                self.path(),
+                &key,
+                format!("shape {:?}, expected [n, {cols}]", info.shape),
+            ));
+        }
+        Ok(self
+            .entry(&key, &info.shape.clone(), true)?
+            .map(|i| i.shape[0]))
+    }
+
     /// The input rows of `weight` ([n, in]) and n, if the file has them.
     pub fn inputs(&self, weight: &str, cols: usize) -> Result<Option<(Vec<f32>, usize)>> {
         let key = format!("{weight}.inputs");
@@ -94,9 +115,18 @@ impl Calibration {
 }
 
 /// Writes a synthetic calibration file at `out` for the weights `names` of
-/// `ckpt`: `rows` Gaussian input rows per layer with per-feature scales
-/// drawn log-normal (a few outlier features), their norms, and Gaussian
-/// gradients (bf16).
+/// `ckpt`: per layer `rows` input rows correlated as real activations are,
+/// their norms, and Gaussian gradients (bf16).
+///
+/// Inputs are x = (z·A + σ·ε) ⊙ s: z [rows, r] and ε [rows, in] standard
+/// Gaussian, A [r, in] Gaussian with entries of variance 1/r (so every
+/// feature has unit variance before scaling), r = [`latent_rank`] of `in`,
+/// σ = [`INPUT_NOISE`], and s per feature log-normal (a few outlier
+/// features). Features share r latent factors, so their covariance has low
+/// effective rank: what makes layer-wise distillation able to move a
+/// pruned layer's lost output onto the weights it kept. (With independent
+/// features the masked teacher itself is the best student and there is
+/// nothing to learn.) Inputs are stored as BF16 to keep the file small.
 pub fn synthesize(
     ckpt: &Checkpoint,
     names: &[&str],
@@ -115,13 +145,14 @@ pub fn synthesize(
         let scale: Vec<f32> = (0..inf)
             .map(|_| (0.8 * rng.sample::<f32, _>(StandardNormal)).exp())
             .collect();
-        let x: Vec<f32> = (0..rows * inf)
-            .map(|i| scale[i % inf] * rng.sample::<f32, _>(StandardNormal))
-            .collect();
+        let x = correlated_inputs(&mut rng, rows, inf, &scale);
+        // Norms of the values as stored, so Wanda sees the inputs it is given.
+        let x = TensorBuf::from_f32(DType::BF16, vec![rows, inf], &x)?;
+        let stored = x.view().to_f32()?;
         let norms: Vec<f32> = (0..inf)
             .map(|j| {
                 (0..rows)
-                    .map(|r| (x[r * inf + j] as f64).powi(2))
+                    .map(|r| (stored[r * inf + j] as f64).powi(2))
                     .sum::<f64>()
                     .sqrt() as f32
             })
@@ -133,10 +164,7 @@ pub fn synthesize(
             format!("{name}.input_norm"),
             TensorBuf::from_f32(DType::F32, vec![inf], &norms)?,
         ));
-        tensors.push((
-            format!("{name}.inputs"),
-            TensorBuf::from_f32(DType::F32, vec![rows, inf], &x)?,
-        ));
+        tensors.push((format!("{name}.inputs"), x));
         tensors.push((
             format!("{name}.grad"),
             TensorBuf::from_f32(DType::BF16, vec![outf, inf], &grad)?,
@@ -144,4 +172,39 @@ pub fn synthesize(
     }
     crate::checkpoint::write_file(out, &tensors, force)?;
     Ok(out.to_path_buf())
+}
+
+/// Per-feature noise σ of synthetic inputs, relative to the feature's
+/// shared (low-rank) part.
+pub const INPUT_NOISE: f32 = 0.05;
+
+/// The number of latent factors of synthetic inputs `cols` wide: an
+/// eighth of the width (at least 1).
+pub fn latent_rank(cols: usize) -> usize {
+    (cols / 8).max(1)
+}
+
+/// `rows` rows of (z·A + σ·ε) ⊙ `scale` (see [`synthesize`]).
+fn correlated_inputs(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: &[f32]) -> Vec<f32> {
+    let rank = latent_rank(cols);
+    let a_std = 1.0 / (rank as f32).sqrt();
+    let a: Vec<f32> = (0..rank * cols)
+        .map(|_| a_std * rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let mut x = vec![0.0f32; rows * cols];
+    let mut z = vec![0.0f32; rank];
+    for row in x.chunks_exact_mut(cols) {
+        for v in z.iter_mut() {
+            *v = rng.sample(StandardNormal);
+        }
+        for (k, &zk) in z.iter().enumerate() {
+            for (xj, &akj) in row.iter_mut().zip(&a[k * cols..(k + 1) * cols]) {
+                *xj += zk * akj;
+            }
+        }
+        for (xj, &s) in row.iter_mut().zip(scale) {
+            *xj = (*xj + INPUT_NOISE * rng.sample::<f32, _>(StandardNormal)) * s;
+        }
+    }
+    x
 }
