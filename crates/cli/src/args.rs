@@ -142,6 +142,61 @@ pub enum DistillCommand {
     /// Train a smaller MLP classifier on a teacher's temperature-softened
     /// outputs and the labels: T²·KL(teacher_T ‖ student_T) + α·CE.
     Model(DistillModelArgs),
+    /// Layer-wise distillation (ZeroQuant's LKD): train each compressed
+    /// linear layer of a pruned and/or quantized student to reproduce its
+    /// dense teacher's outputs, mask and quantization grid held fixed;
+    /// writes the student in its own format.
+    Layers(DistillLayersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DistillLayersArgs {
+    /// The dense checkpoint the student was compressed from (file or folder).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// The compressed student: dense safetensors with pruned zeros (what
+    /// `prune` writes) or a compressed-tensors folder (`quantize`,
+    /// `compress`).
+    #[arg(long)]
+    pub student: PathBuf,
+    /// Output folder (must not exist unless --force).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Calibration safetensors with `<weight>.inputs` [n, in] for every
+    /// layer distilled (seeded Gaussian probes otherwise).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Seeded Gaussian probe rows per layer when there is no calibration file.
+    #[arg(long, default_value_t = 256)]
+    pub probe_rows: usize,
+    /// Fraction of each layer's input rows held out to measure the output
+    /// error before and after, in (0, 1).
+    #[arg(long, default_value_t = 0.25)]
+    pub held_out_fraction: f64,
+    /// Passes over each layer's training rows.
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    /// Input rows per Adam step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam (cosine-decayed to 0).
+    #[arg(long, default_value_t = 5e-3)]
+    pub lr: f32,
+    /// Seed of the batch order and of the probes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also consider tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave layers matching this glob as they are in the student (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Write the per-layer figures as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -406,8 +461,9 @@ pub struct CalibrationArgs {
     /// The .safetensors file to write.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Input rows per layer.
-    #[arg(long, default_value_t = 32)]
+    /// Input rows per layer (layer-wise distillation trains on them and
+    /// holds some out, so it wants a few hundred).
+    #[arg(long, default_value_t = 256)]
     pub rows: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]

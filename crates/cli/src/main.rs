@@ -98,6 +98,9 @@ fn main() {
             args::DistillCommand::Model(m) => {
                 commands::distill::model(m, cli.global.backend, quiet, &mut out)
             }
+            args::DistillCommand::Layers(l) => {
+                commands::distill::layers(l, cli.global.backend, quiet, &mut out)
+            }
         },
     };
     out.flush();

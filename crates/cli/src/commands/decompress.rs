@@ -4,6 +4,7 @@
 //! written.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
@@ -16,14 +17,78 @@ use crate::output::{human_bytes, Out};
 use crate::plan;
 use crate::progress::Progress;
 
-/// One quantized layer found in the checkpoint.
-struct Layer<'c> {
-    prefix: String,
-    codes: &'c TensorInfo,
-    scale: &'c TensorInfo,
-    zero_point: Option<&'c TensorInfo>,
-    out: usize,
-    inn: usize,
+/// One quantized layer found in a compressed-tensors checkpoint: its
+/// tensors (checked against the config) and the weight's shape.
+pub struct Layer<'c> {
+    /// The Linear's name: its weight was `<prefix>.weight`.
+    pub prefix: String,
+    /// `<prefix>.weight_packed` (I32) or, int-quantized, `<prefix>.weight` (I8).
+    pub codes: &'c TensorInfo,
+    pub scale: &'c TensorInfo,
+    pub zero_point: Option<&'c TensorInfo>,
+    pub out: usize,
+    pub inn: usize,
+}
+
+impl Layer<'_> {
+    /// The names of every tensor the layer is stored as.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = [Some(self.codes), Some(self.scale), self.zero_point]
+            .into_iter()
+            .flatten()
+            .map(|t| t.name.clone())
+            .collect();
+        let shape = format!("{}.weight_shape", self.prefix);
+        if self.codes.name.ends_with("_packed") {
+            v.push(shape);
+        }
+        v
+    }
+
+    /// The codes and parameters as stored.
+    pub fn read(&self, ckpt: &Checkpoint, rs: &ReadScheme) -> Result<Quantized, Error> {
+        let scales = ckpt.view(self.scale).to_f32()?;
+        let codes: Vec<i8> = if rs.packed {
+            unpack_rows(
+                &i32s(ckpt.view(self.codes).bytes()),
+                self.out,
+                self.inn,
+                rs.spec.bits,
+            )
+        } else {
+            ckpt.view(self.codes)
+                .bytes()
+                .iter()
+                .map(|&b| b as i8)
+                .collect()
+        };
+        let groups = scales.len() / self.out;
+        let zps = match self.zero_point {
+            Some(z) => unpack_cols(&i32s(ckpt.view(z).bytes()), self.out, groups, rs.spec.bits),
+            None => vec![0; self.out * groups],
+        };
+        Ok(Quantized {
+            rows: self.out,
+            cols: self.inn,
+            group: rs.spec.group_len(self.inn),
+            codes,
+            params: scales
+                .iter()
+                .zip(&zps)
+                .map(|(&scale, &zero_point)| QParams { scale, zero_point })
+                .collect(),
+        })
+    }
+}
+
+/// The parsed `config.json` of a checkpoint folder and its path.
+pub fn read_json_config(model: &Path) -> Result<(serde_json::Value, PathBuf)> {
+    let config_path = model.join("config.json");
+    let text = std::fs::read(&config_path)
+        .with_context(|| format!("{}: cannot read", config_path.display()))?;
+    let config: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&config_path, format!("not valid JSON: {e}")))?;
+    Ok((config, config_path))
 }
 
 fn i32s(b: &[u8]) -> Vec<i32> {
@@ -33,7 +98,7 @@ fn i32s(b: &[u8]) -> Vec<i32> {
 }
 
 /// Finds and checks every quantized layer against the scheme.
-fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>>, Error> {
+pub fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>>, Error> {
     let mut found = Vec::new();
     for t in &ckpt.tensors {
         let Some(prefix) = t.name.strip_suffix(".weight_scale") else {
@@ -136,11 +201,7 @@ fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>>, E
 
 pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
-    let config_path = a.model.join("config.json");
-    let text = std::fs::read(&config_path)
-        .with_context(|| format!("{}: cannot read", config_path.display()))?;
-    let mut config: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::format(&config_path, format!("not valid JSON: {e}")))?;
+    let (mut config, config_path) = read_json_config(&a.model)?;
     let rs = read_config(&config, &config_path)?;
     let layers = layers(&ckpt, &rs)?;
 
@@ -187,39 +248,7 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
             }
             Some(l) => {
                 let dtype = l.scale.dtype;
-                let scales = ckpt.view(l.scale).to_f32()?;
-                let codes: Vec<i8> = if rs.packed {
-                    unpack_rows(
-                        &i32s(ckpt.view(l.codes).bytes()),
-                        l.out,
-                        l.inn,
-                        rs.spec.bits,
-                    )
-                } else {
-                    ckpt.view(l.codes)
-                        .bytes()
-                        .iter()
-                        .map(|&b| b as i8)
-                        .collect()
-                };
-                let groups = scales.len() / l.out;
-                let zps = match l.zero_point {
-                    Some(z) => {
-                        unpack_cols(&i32s(ckpt.view(z).bytes()), l.out, groups, rs.spec.bits)
-                    }
-                    None => vec![0; l.out * groups],
-                };
-                let q = Quantized {
-                    rows: l.out,
-                    cols: l.inn,
-                    group: rs.spec.group_len(l.inn),
-                    codes,
-                    params: scales
-                        .iter()
-                        .zip(&zps)
-                        .map(|(&scale, &zero_point)| QParams { scale, zero_point })
-                        .collect(),
-                };
+                let q = l.read(&ckpt, &rs)?;
                 let values = q.dequantized();
                 let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
                 encode_f32(dtype, &values, &mut bytes);

@@ -1,6 +1,12 @@
 //! `shears distill …`: a student learns to reproduce a teacher. `model`
 //! distills an MLP classifier into a smaller one on a data set (Hinton et
-//! al. 2015).
+//! al. 2015); `layers` repairs the compressed linear layers of a checkpoint
+//! against its dense original (ZeroQuant's LKD, in [`layers`]).
+
+mod layers;
+mod report;
+
+pub use layers::run as layers;
 
 use anyhow::{bail, Result};
 use shears_core::train::{Dataset, Mlp};

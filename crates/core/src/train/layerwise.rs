@@ -311,6 +311,39 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
     })
 }
 
+/// The held-out relative output error ‖Y_t − Y_s‖ / ‖Y_t‖ of a student
+/// layer computing with exactly `weight` (and `bias`) against the
+/// problem's teacher: how a caller measures the layer it really writes
+/// (for example rounded to bf16, or dequantized from its codes).
+pub fn held_out_error<D: Device>(
+    dev: &D,
+    p: &LayerProblem,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<f64> {
+    let (_, n) = check(&LayerProblem {
+        student_weight: weight,
+        student_bias: bias,
+        ..*p
+    })?;
+    let (inp, out) = (p.inputs, p.outputs);
+    let x = dev.upload(p.x_held)?;
+    let mut outputs = Vec::with_capacity(2);
+    for (w, b) in [(p.teacher_weight, p.teacher_bias), (weight, bias)] {
+        let w = dev.upload(w)?;
+        let mut y = dev.zeros(n * out)?;
+        dev.matmul(&x, &w, &mut y, n, inp, out, false, true)?;
+        if let Some(b) = b {
+            dev.add_bias(&mut y, &dev.upload(b)?, n, out)?;
+        }
+        outputs.push(dev.download(&y)?);
+    }
+    Ok(relative_error(
+        &outputs[0][..n * out],
+        &outputs[1][..n * out],
+    ))
+}
+
 /// ‖t − s‖ / ‖t‖ in f64 (0 when both are 0).
 pub fn relative_error(t: &[f32], s: &[f32]) -> f64 {
     let (mut num, mut den) = (0.0f64, 0.0f64);

@@ -1,0 +1,156 @@
+//! The figures `distill layers` reports per layer: a table on stdout and,
+//! with --report, JSON.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use shears_core::formats::compressed_tensors::ReadScheme;
+
+use crate::args::DistillLayersArgs;
+use crate::output::Out;
+
+/// One distilled layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub name: String,
+    /// [out, in].
+    pub shape: [usize; 2],
+    /// Trained on its fixed quantization grid (else a dense weight).
+    pub quantized: bool,
+    /// Fraction of weights the mask keeps.
+    pub density: f64,
+    pub train_rows: usize,
+    pub held_rows: usize,
+    /// Relative output error ‖Y_t − Y_s‖/‖Y_t‖ on the held-out rows, of the
+    /// student as given and of the layer as written.
+    pub error_before: f64,
+    pub error_after: f64,
+    /// The held-out error of the trained layer as it would be stored
+    /// (equal to `error_after` unless the student was kept).
+    pub trained_error: f64,
+    /// Training did not lower the held-out error, so the student's layer
+    /// was written unchanged.
+    pub kept_student: bool,
+    /// Kept weights that the written layer stores as exactly zero (a
+    /// quantized weight that settled on its zero point).
+    pub new_zeros: usize,
+    /// MSE of the first and last training step, and the number of steps.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+impl LayerRow {
+    /// How much lower the error is after, in % of before.
+    pub fn reduction(&self) -> f64 {
+        if self.error_before > 0.0 {
+            100.0 * (1.0 - self.error_after / self.error_before)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Prints the table and writes the JSON report.
+pub fn print(
+    a: &DistillLayersArgs,
+    rows: &[LayerRow],
+    scheme: Option<&ReadScheme>,
+    out: &mut Out,
+) -> Result<()> {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
+    let format = match scheme {
+        Some(rs) => format!(
+            "compressed-tensors, int{} {}{}",
+            rs.spec.bits,
+            match rs.spec.group {
+                Some(g) => format!("group {g}"),
+                None => "per channel".into(),
+            },
+            if rs.spec.symmetric {
+                ""
+            } else {
+                ", asymmetric"
+            }
+        ),
+        None => "dense".into(),
+    };
+    let inputs = match &a.calibration {
+        Some(p) => format!("calibration inputs from {}", p.display()),
+        None => format!("{} seeded Gaussian probe rows per layer", a.probe_rows),
+    };
+    out.line(&format!(
+        "distilled {} layers of {} ({format}) against {} on {inputs}",
+        rows.len(),
+        a.student.display(),
+        a.teacher.display()
+    ));
+    out.line(&format!(
+        "{} epochs, batch {}, lr {}, seed {}; error = ‖Y_t − Y_s‖/‖Y_t‖ on held-out rows",
+        a.epochs, a.batch_size, a.lr, a.seed
+    ));
+    out.line("");
+    out.line(&format!(
+        "{:<width$}  {:>9}  {:>6}  {:>7}  {:>8}  {:>8}  {:>9}  {:>7}",
+        "layer", "shape", "kept", "rows", "before", "after", "reduction", "time"
+    ));
+    for r in rows {
+        let note = if r.kept_student {
+            "  (student kept: training did not help)"
+        } else {
+            ""
+        };
+        out.line(&format!(
+            "{:<width$}  {:>9}  {:>5.1}%  {:>7}  {:>8.5}  {:>8.5}  {:>8.1}%  {:>6.2}s{note}",
+            r.name,
+            format!("{}x{}", r.shape[0], r.shape[1]),
+            100.0 * r.density,
+            format!("{}/{}", r.train_rows, r.held_rows),
+            r.error_before,
+            r.error_after,
+            r.reduction(),
+            r.seconds
+        ));
+    }
+    let n = rows.len().max(1) as f64;
+    let mean = |f: fn(&LayerRow) -> f64| rows.iter().map(f).sum::<f64>() / n;
+    let (before, after) = (mean(|r| r.error_before), mean(|r| r.error_after));
+    let total: f64 = rows.iter().map(|r| r.seconds).sum();
+    out.line(&format!(
+        "{:<width$}  {:>9}  {:>6}  {:>7}  {before:>8.5}  {after:>8.5}  {:>8.1}%  {total:>6.2}s",
+        "mean",
+        "",
+        "",
+        "",
+        100.0 * (1.0 - after / before.max(f64::MIN_POSITIVE))
+    ));
+    out.line(&format!("wrote {}", a.output.display()));
+    if let Some(path) = &a.report {
+        let doc = json!({
+            "command": "distill layers",
+            "teacher": a.teacher,
+            "student": a.student,
+            "output": a.output,
+            "format": format,
+            "calibration": a.calibration,
+            "probe_rows": a.calibration.is_none().then_some(a.probe_rows),
+            "held_out_fraction": a.held_out_fraction,
+            "epochs": a.epochs,
+            "batch_size": a.batch_size,
+            "lr": a.lr,
+            "seed": a.seed,
+            "mean_error_before": before,
+            "mean_error_after": after,
+            "seconds": total,
+            "layers": rows.iter().map(|r| {
+                let mut v = serde_json::to_value(r).expect("JSON");
+                v["reduction_percent"] = json!(r.reduction());
+                v
+            }).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("JSON");
+        std::fs::write(path, text + "\n").with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
+}
