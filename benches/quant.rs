@@ -9,7 +9,8 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shears::core::fast::quant::{dequantize_packed, quantize_view};
+use shears::core::fast::quant::{dequantize_packed, quantize_gguf, quantize_view};
+use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::PackedParts;
 use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Rounding};
 use shears::core::DType;
@@ -68,6 +69,19 @@ fn bench(c: &mut Criterion) {
             let q = GpuQuant::new(ctx);
             g.bench_function(did(&format!("gpu {}", ctx.info.name)), |b| {
                 b.iter(|| q.dequantize_packed(&parts.view(), DType::BF16).unwrap())
+            });
+        }
+    }
+    // GGUF blocks (ggml's reference numerics) of the same weight.
+    for kind in [GgufType::Q8_0, GgufType::Q4_0] {
+        let id = |b: &str| BenchmarkId::new(b, format!("gguf {kind:?} bf16 {N}x{N}"));
+        g.bench_function(id("cpu-fast"), |b| {
+            b.iter(|| quantize_gguf(&w, kind).unwrap())
+        });
+        if let Some(ctx) = &gpu {
+            let q = GpuQuant::new(ctx);
+            g.bench_function(id(&format!("gpu {}", ctx.info.name)), |b| {
+                b.iter(|| q.quantize_gguf(&w, kind).unwrap())
             });
         }
     }

@@ -9,6 +9,11 @@
 //                                              complement), four to a word
 //   3  qp      array<u32>          read_write  per group: scale bits, zero point
 //
+// quantize_q8_0 / quantize_q4_0 (GGUF blocks of 32, one invocation per
+// block) use 0 src, 1 params (rows, cols of this chunk, first) and write the
+// blocks' bytes (34 / 18 each, unaligned) into 2 codes with atomicOr on a
+// cleared buffer; 3 qp is bound but unused.
+//
 // dequantize_packed (compressed-tensors' packed codes back to dense values
 // in DTYPE; one invocation per output word) uses instead:
 //   0  src       packed code words of the chunk's rows [rows, wpr]
@@ -206,4 +211,166 @@ fn dequantize_packed(@builtin(workgroup_id) wid: vec3<u32>,
         hi = half_bits(packed_value(e + 1u));
     }
     dq_out[w] = half_bits(packed_value(e)) | (hi << 16u);
+}
+
+// a · b correctly rounded to nearest even, computed on the integer
+// mantissas so the product is materialised exactly and a following add is
+// rounded on its own (a driver may fuse `x * y + z` into one fma, which
+// rounds once and can change a code). Zero or subnormal operands give ±0;
+// results below the normal range give ±0, above it ±inf.
+fn mul_rn(a: f32, b: f32) -> f32 {
+    let ab = bitcast<u32>(a);
+    let bb = bitcast<u32>(b);
+    let sign = (ab ^ bb) & 0x80000000u;
+    let ea = (ab >> 23u) & 0xffu;
+    let eb = (bb >> 23u) & 0xffu;
+    if (ea == 0u || eb == 0u) {
+        return bitcast<f32>(sign);
+    }
+    let ma = (ab & 0x7fffffu) | 0x800000u;
+    let mb = (bb & 0x7fffffu) | 0x800000u;
+    // The 48-bit product as hi·2^24 + lo, from 12-bit limbs.
+    let a1 = ma >> 12u;
+    let a0 = ma & 0xfffu;
+    let b1 = mb >> 12u;
+    let b0 = mb & 0xfffu;
+    let mid = a1 * b0 + a0 * b1;
+    let lo_raw = a0 * b0 + ((mid & 0xfffu) << 12u);
+    let lo = lo_raw & 0xffffffu;
+    let hi = a1 * b1 + (mid >> 12u) + (lo_raw >> 24u);
+    var e = i32(ea) + i32(eb) - 127;
+    var m = 0u;
+    var half = false;
+    var rest = false;
+    if (hi >= 0x800000u) {
+        // Product in [2^47, 2^48): the top 24 bits are hi.
+        m = hi;
+        half = (lo & 0x800000u) != 0u;
+        rest = (lo & 0x7fffffu) != 0u;
+        e = e + 1;
+    } else {
+        m = (hi << 1u) | (lo >> 23u);
+        half = (lo & 0x400000u) != 0u;
+        rest = (lo & 0x3fffffu) != 0u;
+    }
+    if (half && (rest || (m & 1u) == 1u)) {
+        m = m + 1u;
+    }
+    if (m == 0x1000000u) {
+        m = m >> 1u;
+        e = e + 1;
+    }
+    if (e <= 0) {
+        return bitcast<f32>(sign);
+    }
+    if (e >= 255) {
+        return bitcast<f32>(sign | 0x7f800000u);
+    }
+    return bitcast<f32>(sign | (u32(e) << 23u) | (m & 0x7fffffu));
+}
+
+// The f16 bits of x rounded half to even (±inf beyond the f16 range).
+fn f16_bits(x: f32) -> u32 {
+    let r = round_bits(x, 10, -14);
+    if (abs(r) > 65504.0) {
+        return ((bitcast<u32>(x) >> 16u) & 0x8000u) | 0x7c00u;
+    }
+    return pack2x16float(vec2<f32>(r, 0.0)) & 0xffffu;
+}
+
+// Byte `b` of the output, ORed into its word.
+fn put_byte(at: u32, b: u32) {
+    atomicOr(&codes[at >> 2u], (b & 0xffu) << ((at & 3u) * 8u));
+}
+
+// roundf: half away from zero (exact for |y| < 2^23; larger y are integers).
+fn round_away(y: f32) -> f32 {
+    let t = trunc(y);
+    if (abs(y - t) >= 0.5) {
+        return t + sign(y);
+    }
+    return t;
+}
+
+// The block index of this invocation in a 2-D grid of 64-wide workgroups.
+fn block_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 64u + lid.x;
+}
+
+// ggml's quantize_row_q8_0_ref: d = amax / 127 (f16 stored), codes
+// roundf(x · (1/d)) with 1/d from the f32 d.
+@compute @workgroup_size(64)
+fn quantize_q8_0(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = block_of(wid, nwg, lid);
+    if (k * 32u >= params.rows * params.cols) {
+        return;
+    }
+    var amax = 0.0;
+    for (var j = 0u; j < 32u; j = j + 1u) {
+        amax = max(amax, abs(load(k * 32u + j)));
+    }
+    let d = div_rn(amax, 127.0);
+    var id = 0.0;
+    if (d != 0.0) {
+        id = div_rn(1.0, d);
+    }
+    let at = k * 34u;
+    let db = f16_bits(d);
+    put_byte(at, db);
+    put_byte(at + 1u, db >> 8u);
+    for (var j = 0u; j < 32u; j = j + 1u) {
+        let y = mul_rn(load(k * 32u + j), id);
+        var q = 0;
+        if (y == y) {
+            q = i32(clamp(round_away(y), -128.0, 127.0));
+        }
+        put_byte(at + 2u + j, bitcast<u32>(q));
+    }
+}
+
+// ggml's quantize_row_q4_0_ref: m the first value of largest magnitude,
+// d = m / −8 (f16 stored), q = min(15, trunc(x · (1/d) + 8.5)); byte j holds
+// element j (low nibble) and j + 16 (high nibble).
+@compute @workgroup_size(64)
+fn quantize_q4_0(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = block_of(wid, nwg, lid);
+    if (k * 32u >= params.rows * params.cols) {
+        return;
+    }
+    var amax = 0.0;
+    var mx = 0.0;
+    for (var j = 0u; j < 32u; j = j + 1u) {
+        let v = load(k * 32u + j);
+        if (amax < abs(v)) {
+            amax = abs(v);
+            mx = v;
+        }
+    }
+    let d = div_rn(mx, -8.0);
+    var id = 0.0;
+    if (d != 0.0) {
+        id = div_rn(1.0, d);
+    }
+    let at = k * 18u;
+    let db = f16_bits(d);
+    put_byte(at, db);
+    put_byte(at + 1u, db >> 8u);
+    for (var j = 0u; j < 16u; j = j + 1u) {
+        let lo = q4_code(mul_rn(load(k * 32u + j), id));
+        let hi = q4_code(mul_rn(load(k * 32u + j + 16u), id));
+        put_byte(at + 2u + j, lo | (hi << 4u));
+    }
+}
+
+// min(15, (p + 8.5) as i8) for a materialised product p.
+fn q4_code(p: f32) -> u32 {
+    let y = p + 8.5;
+    if (y != y) {
+        return 0u;
+    }
+    return u32(clamp(trunc(y), 0.0, 15.0));
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use shears::core::fast::quant::dequantize_packed;
+use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
+use shears::core::reference::quant::round_to;
 use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::{GpuContext, GpuMatmul, GpuQuant};
@@ -45,6 +47,56 @@ fn check(
     }
     if want.codes.len() != got.codes.len() {
         return Err("code count differs".into());
+    }
+    Ok(())
+}
+
+/// GGUF blocks from the GPU against the reference, on values placed next
+/// to the boundaries where x·(1/d) rounds (Q8_0) or x·(1/d) + 8.5
+/// truncates (Q4_0) to another code, nudged by −1, 0, +1 ulp.
+fn check_gguf(
+    ctx: &GpuContext,
+    kind: GgufType,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let noise = test_values(rows * cols, seed, false);
+    let mut x = vec![0.0f32; rows * cols];
+    for (b, block) in x.chunks_mut(32).enumerate() {
+        let a = round_to(dtype, 0.5 + (noise[b * 32].abs() % 0.5));
+        let (lead, d, top) = match kind {
+            GgufType::Q8_0 => (a, a / 127.0, 126.0),
+            GgufType::Q4_0 => (-a, -a / -8.0, 7.0),
+        };
+        block[0] = lead;
+        for (j, v) in block.iter_mut().enumerate().skip(1) {
+            let k = (noise[b * 32 + j] * 20.0).round().clamp(-top, top - 1.0);
+            let t = (k + 0.5) * d;
+            let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);
+            *v = round_to(dtype, nudged);
+        }
+    }
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
+    let want = kind.quantize(&decoded);
+    let got = GpuQuant::new(ctx)
+        .quantize_gguf(&buf.view(), kind)
+        .map_err(|e| e.to_string())?;
+    if want.len() != got.len() {
+        return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
+    }
+    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+        let bb = kind.block_bytes();
+        return Err(format!(
+            "block {} byte {}: expected {:#04x}, got {:#04x}; tolerance: exact",
+            i / bb,
+            i % bb,
+            want[i],
+            got[i]
+        )
+        .into());
     }
     Ok(())
 }
@@ -252,6 +304,37 @@ fn main() {
                                 if small { &p.1 } else { &p.0 },
                                 spec,
                                 dtype,
+                                cols,
+                                seed,
+                            ),
+                        })
+                        .with_ignored_flag(skip),
+                    );
+                }
+            }
+        }
+    }
+    // GGUF blocks: byte-identical to ggml's reference functions, values
+    // next to rounding boundaries, every input dtype, chunked rows.
+    for kind in [GgufType::Q8_0, GgufType::Q4_0] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (rows, cols) in [(1, 32), (7, 64), (13, 160)] {
+                for small in [false, true] {
+                    seed += 1;
+                    let name = format!(
+                        "{}gguf::{kind:?}::{dtype}::{rows}x{cols}",
+                        if small { "small_chunk::" } else { "" }
+                    );
+                    let gpu = gpu.clone();
+                    trials.push(
+                        Trial::test(name, move || match &gpu {
+                            Err(r) => Err(r.clone().into()),
+                            Ok(None) => Ok(()),
+                            Ok(Some(p)) => check_gguf(
+                                if small { &p.1 } else { &p.0 },
+                                kind,
+                                dtype,
+                                rows,
                                 cols,
                                 seed,
                             ),

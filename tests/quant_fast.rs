@@ -147,3 +147,28 @@ fn dequantize_packed_equals_the_reference() {
         }
     }
 }
+
+/// GGUF blocks from the parallel rows equal the reference on the whole
+/// tensor.
+#[test]
+fn fast_gguf_equals_the_reference() {
+    use shears::core::fast::quant::quantize_gguf;
+    use shears::core::reference::gguf::GgufType;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for kind in [GgufType::Q8_0, GgufType::Q4_0] {
+            let buf =
+                TensorBuf::from_f32(dtype, vec![9, 96], &test_values(9 * 96, 4242, false)).unwrap();
+            let want = kind.quantize(&buf.view().to_f32().unwrap());
+            assert_eq!(
+                quantize_gguf(&buf.view(), kind).unwrap(),
+                want,
+                "{kind:?} {dtype}"
+            );
+        }
+    }
+    let odd = TensorBuf::from_f32(DType::F32, vec![2, 40], &[0.5; 80]).unwrap();
+    let err = quantize_gguf(&odd.view(), GgufType::Q8_0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("whole blocks of 32"), "{err}");
+}

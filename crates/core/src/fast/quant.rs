@@ -490,3 +490,31 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
     );
     Ok(out)
 }
+
+/// GGUF blocks of a float tensor whose rows are whole blocks of 32: rows
+/// in parallel, each through the reference (ggml's `quantize_row_*_ref`).
+pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> Result<Vec<u8>> {
+    use crate::reference::gguf::QK;
+    let (rows, cols) = w.matrix_dims();
+    if !cols.is_multiple_of(QK) {
+        return Err(crate::Error::Invalid(format!(
+            "GGUF blocks need rows of whole blocks of {QK}; rows hold {cols}"
+        )));
+    }
+    let row_bytes = cols / QK * kind.block_bytes();
+    let mut out = vec![0u8; rows * row_bytes];
+    if cols == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(row_bytes)
+        .enumerate()
+        .try_for_each_init(
+            || vec![0.0f32; cols],
+            |x, (r, o)| {
+                w.decode_into(r * cols..(r + 1) * cols, x)?;
+                o.copy_from_slice(&kind.quantize(x));
+                Ok::<_, crate::Error>(())
+            },
+        )?;
+    Ok(out)
+}

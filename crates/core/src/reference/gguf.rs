@@ -14,6 +14,31 @@ use half::f16;
 /// Elements per block.
 pub const QK: usize = 32;
 
+/// The GGUF block formats shears computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufType {
+    Q8_0,
+    Q4_0,
+}
+
+impl GgufType {
+    /// Bytes per block of 32 elements.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            GgufType::Q8_0 => 34,
+            GgufType::Q4_0 => 18,
+        }
+    }
+
+    /// The blocks of `x` (its length a multiple of 32).
+    pub fn quantize(self, x: &[f32]) -> Vec<u8> {
+        match self {
+            GgufType::Q8_0 => quantize_q8_0(x),
+            GgufType::Q4_0 => quantize_q4_0(x),
+        }
+    }
+}
+
 /// Q8_0 blocks of `x` (its length a multiple of 32).
 pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
     assert_eq!(x.len() % QK, 0, "Q8_0 needs whole blocks of 32");
