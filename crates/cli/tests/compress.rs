@@ -90,18 +90,11 @@ fn compress_refuses_what_it_cannot_do() {
     let out = dir.path().join("o");
     let asset = repo_root().join("assets/tiny-llama");
     for (args, must) in [
-        (
-            vec![
-                "--scheme",
-                "w4a16",
-                "--sparsity",
-                "0.5",
-                "--scope",
-                "global",
-            ],
-            "--scope global",
-        ),
         (vec!["--sparsity", "0.5"], "no quantization scheme"),
+        (
+            vec!["--scheme", "w4a16", "--sparsity", "0.5", "--scope", "bogus"],
+            "bogus",
+        ),
         (
             vec!["--scheme", "w4a16", "--pattern", "2:4", "--sparsity", "0.5"],
             "drop --sparsity",
@@ -173,5 +166,47 @@ fn validate_measures_pruning_and_quantization_together() {
     for (p, q) in errs[0].iter().zip(&errs[1]) {
         assert_eq!(p.0, q.0);
         assert!(p.1 > q.1, "{}: 2:4+int4 {} vs int4 {}", p.0, p.1, q.1);
+    }
+}
+
+/// Global scope in one command: `compress --scope global` writes exactly
+/// what `prune --scope global` followed by `quantize` writes, byte for byte.
+#[test]
+fn global_scope_equals_prune_then_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = repo_root().join("assets/tiny-llama");
+    let (c, p, q) = (
+        dir.path().join("c"),
+        dir.path().join("p"),
+        dir.path().join("q"),
+    );
+    let flags = ["--sparsity", "0.4", "--scope", "global", "--backend", "cpu"];
+    let mut args = vec![
+        "compress",
+        asset.to_str().unwrap(),
+        "-o",
+        c.to_str().unwrap(),
+    ];
+    args.extend(["--scheme", "w4a16"]);
+    args.extend(flags);
+    ok(&args);
+    let mut args = vec!["prune", asset.to_str().unwrap(), "-o", p.to_str().unwrap()];
+    args.extend(flags);
+    ok(&args);
+    ok(&[
+        "quantize",
+        p.to_str().unwrap(),
+        "-o",
+        q.to_str().unwrap(),
+        "--scheme",
+        "w4a16",
+        "--backend",
+        "cpu",
+    ]);
+    let (a, b) = (Checkpoint::open(&c).unwrap(), Checkpoint::open(&q).unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b.get(&t.name).unwrap();
+        assert!(a.view(t).bytes() == b.view(u).bytes(), "{}", t.name);
     }
 }

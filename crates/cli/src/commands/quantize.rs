@@ -20,6 +20,8 @@ use shears_core::reference::quant::{quantize_matrix, QuantSpec, Quantized, Round
 use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo, TensorView};
 use shears_kernels::GpuQuant;
 
+use shears_core::reference::select::{global_cut, prune_count, Cut, Scored};
+
 use crate::args::{BackendChoice, PruneArgs, QuantizeArgs};
 use crate::backend::Backend;
 use crate::commands::prune::{self, Mode, Scope};
@@ -149,12 +151,6 @@ pub fn run_with(
     let prune_settings = prune.map(prune::settings).transpose()?;
     if let Some(ps) = &prune_settings {
         match ps.mode {
-            Mode::Unstructured {
-                scope: Scope::Global,
-                ..
-            } => {
-                bail!("compress prunes tensor by tensor: --scope global needs `shears prune` first, then `shears quantize`")
-            }
             Mode::Pattern { n, m } => {
                 for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
                     if c {
@@ -213,6 +209,34 @@ pub fn run_with(
     let backend = Backend::open(choice)?;
     let (select, mask) = (backend.select(), backend.mask());
     let (verify_select, verify_mask) = backend.verifier();
+    // Global scope: one cut over every selected tensor, found by a first
+    // (read-only) pass; ties at the cut are pruned in tensor order.
+    let global = match &prune_settings {
+        Some(ps) => match ps.mode {
+            Mode::Unstructured {
+                sparsity,
+                scope: Scope::Global,
+            } => {
+                let items: Vec<Scored> = chosen_idx
+                    .iter()
+                    .zip(&aux)
+                    .map(|(&i, x)| (ckpt.view(&ckpt.tensors[i]), x.scorer(ps.method)))
+                    .collect();
+                let n: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
+                let k = prune_count(sparsity, n);
+                let cut = global_cut(select.as_ref(), &items, k)?;
+                tracing::info!(
+                    "global cut: {k} of {n} weights, key {:#010x} with {} ties",
+                    cut.key,
+                    cut.ties
+                );
+                Some(cut)
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    let mut ties_left = global.map_or(0, |c| c.ties);
     let mut mismatched = 0u64;
     let mut aux_iter = aux.iter();
     let mut zeros_total = 0u64;
@@ -249,16 +273,21 @@ pub fn run_with(
                 let view = match (&prune_settings, aux_iter.next()) {
                     (Some(ps), Some(x)) => {
                         let scorer = x.scorer(ps.method);
-                        let (m, _) = prune::make_mask(
+                        let cut = global.map(|c| Cut {
+                            key: c.key,
+                            ties: ties_left,
+                        });
+                        let (m, used) = prune::make_mask(
                             &backend,
                             select.as_ref(),
                             mask.as_ref(),
                             &view,
                             &scorer,
                             ps.mode,
-                            None,
+                            cut,
                         )
                         .map_err(ctx)?;
+                        ties_left -= used;
                         if a.checks.verify {
                             let (m2, _) = prune::make_mask(
                                 &backend,
@@ -267,7 +296,7 @@ pub fn run_with(
                                 &view,
                                 &scorer,
                                 ps.mode,
-                                None,
+                                cut,
                             )
                             .map_err(ctx)?;
                             let diff = m.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
