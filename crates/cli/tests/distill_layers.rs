@@ -207,12 +207,10 @@ fn pruned_dense_student_improves_with_its_zeros_kept() {
             output_error(&x, &tw, &b, outf, inn),
         );
     }
-    for f in ["config.json"] {
-        assert_eq!(
-            std::fs::read(p.join(f)).unwrap(),
-            std::fs::read(out.join(f)).unwrap()
-        );
-    }
+    assert_eq!(
+        std::fs::read(p.join("config.json")).unwrap(),
+        std::fs::read(out.join("config.json")).unwrap()
+    );
 }
 
 fn i32s(b: &[u8]) -> Vec<i32> {
