@@ -201,3 +201,41 @@ fn mismatched_shapes_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn held_out_error_measures_the_given_weight() {
+    let (inp, out) = (5, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let teacher = gauss(&mut rng, inp * out);
+    let bias = gauss(&mut rng, out);
+    let x = gauss(&mut rng, 7 * inp);
+    let problem = LayerProblem {
+        inputs: inp,
+        outputs: out,
+        x_train: &x,
+        x_held: &x,
+        teacher_weight: &teacher,
+        teacher_bias: Some(&bias),
+        student_weight: &teacher,
+        student_bias: None,
+        mask: None,
+        grid: None,
+    };
+    let e = |w: &[f32], b: Option<&[f32]>| held_out_error(&CpuDevice, &problem, w, b).unwrap();
+    assert_eq!(e(&teacher, Some(&bias)), 0.0);
+    assert!(e(&teacher, None) > 0.0);
+    let half: Vec<f32> = teacher.iter().map(|w| 0.5 * w).collect();
+    let zero_bias = vec![0.0; out];
+    let (t_no_bias, h_no_bias) = (
+        LayerProblem {
+            teacher_bias: None,
+            ..problem
+        },
+        &half,
+    );
+    let r = held_out_error(&CpuDevice, &t_no_bias, h_no_bias, Some(&zero_bias)).unwrap();
+    assert!(
+        (r - 0.5).abs() < 1e-6,
+        "half the weight: relative error {r}"
+    );
+}
