@@ -149,22 +149,13 @@ pub fn run_with(
 
     // The pruning stage of `compress`, validated before any write.
     let prune_settings = prune.map(prune::settings).transpose()?;
-    if let Some(ps) = &prune_settings {
-        match ps.mode {
-            Mode::Pattern { n, m } => {
-                for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
-                    if c {
-                        check_nm(n, m, t.shape[1]).map_err(|e| {
-                            anyhow::anyhow!(
-                                "{}: tensor '{}': {e}",
-                                ckpt.path_of(t).display(),
-                                t.name
-                            )
-                        })?;
-                    }
-                }
+    if let Some(Mode::Pattern { n, m }) = prune_settings.as_ref().map(|ps| ps.mode) {
+        for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
+            if c {
+                check_nm(n, m, t.shape[1]).map_err(|e| {
+                    anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
+                })?;
             }
-            _ => {}
         }
     }
     let calib = a
