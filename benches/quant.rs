@@ -9,10 +9,12 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shears::core::fast::quant::{dequantize_packed, quantize_gguf, quantize_view};
+use shears::core::fast::quant::{
+    dequantize_packed, quantize_gguf, quantize_view, quantize_view_into,
+};
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::PackedParts;
-use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Rounding};
+use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Quantized, Rounding};
 use shears::core::DType;
 use shears::kernels::GpuQuant;
 
@@ -49,8 +51,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(id("cpu-reference"), |b| {
             b.iter(|| quantize_matrix(&spec, &x, N, N, DType::BF16, Rounding::Nearest))
         });
+        // Into a reused output, as memcpy copies into a reused buffer (a
+        // fresh 16 MiB code buffer costs its page faults on every call).
+        let mut out = Quantized::default();
         g.bench_function(id("cpu-fast"), |b| {
-            b.iter(|| quantize_view(&spec, &w, Rounding::Nearest).unwrap())
+            b.iter(|| quantize_view_into(&spec, &w, Rounding::Nearest, false, &mut out).unwrap())
+        });
+        g.bench_function(id("cpu-fast with error stats"), |b| {
+            b.iter(|| quantize_view_into(&spec, &w, Rounding::Nearest, true, &mut out).unwrap())
         });
         if let Some(ctx) = &gpu {
             let q = GpuQuant::new(ctx);

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::{error_stats, quantize_view, quantize_view_with_stats};
+use shears_core::fast::quant::{error_stats, quantize_view, quantize_view_into};
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
@@ -237,6 +237,8 @@ pub fn run_with(
     let mut rows = Vec::new();
     let mut ignore = Vec::new();
     let mut after_total = 0u64;
+    // One code buffer for every tensor (allocated and faulted in once).
+    let mut qbuf = Quantized::default();
     let ((), mut writer) = pipeline::streamed(writer, |sink| {
         for (ti, (t, &c)) in ckpt.tensors.iter().zip(&chosen).enumerate() {
             progress.tensor(ti, ckpt.tensors.len(), &t.name);
@@ -306,14 +308,14 @@ pub fn run_with(
                     }
                     _ => view,
                 };
-                let (mut q, stats) = match &backend {
-                    Backend::Cpu => quantize_view_with_stats(&spec, &view, rounding)?,
+                let stats = match &backend {
+                    Backend::Cpu => quantize_view_into(&spec, &view, rounding, true, &mut qbuf)?,
                     Backend::Gpu(ctx) => {
-                        let q = GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?;
-                        let stats = error_stats(&view, &q)?;
-                        (q, stats)
+                        qbuf = GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?;
+                        error_stats(&view, &qbuf)?
                     }
                 };
+                let q = &mut qbuf;
                 // Test hook: a wrong code, so that tests can watch --verify
                 // catch it (exit 1, nothing written).
                 if std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes") {
@@ -322,7 +324,7 @@ pub fn run_with(
                     }
                 }
                 if a.checks.verify {
-                    let diff = verify_codes(&backend, &spec, &view, rounding, &q).map_err(ctx)?;
+                    let diff = verify_codes(&backend, &spec, &view, rounding, q).map_err(ctx)?;
                     *verify_mismatches.get_or_insert(0) += diff;
                 }
                 if let Some(d) = verify_mismatches.filter(|&d| d > 0) {
@@ -331,7 +333,7 @@ pub fn run_with(
                 }
                 let output_error = if a.checks.validate {
                     Some(
-                        validate(&backend, &t.name, &original, &q, &spec, calib.as_ref(), a)
+                        validate(&backend, &t.name, &original, q, &spec, calib.as_ref(), a)
                             .map_err(ctx)?,
                     )
                 } else {
@@ -341,7 +343,7 @@ pub fn run_with(
                     (stats.max_abs, stats.relative(), stats.sqnr_db());
                 let bytes_after = match format {
                     Format::CompressedTensors => {
-                        let parts = layer_bytes(&q, t.dtype, scheme, &spec);
+                        let parts = layer_bytes(q, t.dtype, scheme, &spec);
                         let n: usize = parts.iter().map(Vec::len).sum();
                         for p in parts {
                             sink.send(Piece::Bytes(p))?;

@@ -124,15 +124,37 @@ mod avx2 {
     unsafe fn codes8(
         x: __m256,
         s: __m256,
+        inv: __m256,
         zp: __m256,
         lo: __m256,
         hi: __m256,
         rounding: Rounding,
         dtype: DType,
     ) -> __m256i {
+        let t = match rounding {
+            // x·fl(1/s) is within |x/s|·2⁻²³ of the quotient, so it rounds
+            // to the same code unless it lies near a half-integer (|x/s| is
+            // at most a few hundred inside the clamp range): only vectors
+            // with a lane within 2⁻¹⁰ of one pay for the correctly rounded
+            // division. NaN lanes compare false and stay NaN; ±inf too.
+            Rounding::Nearest => {
+                let approx = _mm256_mul_ps(x, inv);
+                let nearest =
+                    _mm256_round_ps(approx, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                let dist = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(approx, nearest));
+                let near = _mm256_cmp_ps(dist, _mm256_set1_ps(0.5 - 1.0 / 1024.0), _CMP_GE_OQ);
+                if _mm256_movemask_ps(near) != 0 {
+                    _mm256_div_ps(x, s)
+                } else {
+                    approx
+                }
+            }
+            // The dtype rounding of the quotient has boundaries everywhere;
+            // always divide.
+            Rounding::CompressedTensors => _mm256_div_ps(x, s),
+        };
         // NaN x, or ±inf over an infinite scale; the quotient's NaN would
         // not survive the integer bf16 rounding below, so it is noted here.
-        let t = _mm256_div_ps(x, s);
         let nan = _mm256_cmp_ps(t, t, _CMP_UNORD_Q);
         let y = match rounding {
             Rounding::Nearest => _mm256_add_ps(t, zp),
@@ -155,8 +177,9 @@ mod avx2 {
         p: &mut [QParams],
         group: usize,
         rounding: Rounding,
-        stats: &mut super::ErrorStats,
+        mut stats: Option<&mut super::ErrorStats>,
     ) {
+        let want_stats = stats.is_some();
         decode(dtype, bytes, x);
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let cols = x.len();
@@ -170,6 +193,7 @@ mod avx2 {
             let qp = qparams_of_range(spec, l, h, dtype);
             *pg = qp;
             let s = _mm256_set1_ps(qp.scale);
+            let inv = _mm256_set1_ps(1.0 / qp.scale);
             let zp = _mm256_set1_ps(qp.zero_point as f32);
             let zpi = _mm256_set1_epi32(qp.zero_point);
             // What the group loses, in eight f32 lanes: max |x − x̂|
@@ -179,13 +203,19 @@ mod avx2 {
                 _mm256_setzero_ps(),
                 _mm256_setzero_ps(),
             );
-            let mut account = |xv: __m256, q: __m256i| {
-                let deq = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zpi)), s);
-                let e = _mm256_sub_ps(xv, deq);
-                mx = _mm256_max_ps(_mm256_and_ps(e, abs), mx);
-                e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
-                x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
-            };
+            // A macro, not a closure: closures do not inherit AVX2.
+            macro_rules! account {
+                ($xv:expr, $q:expr) => {
+                    if want_stats {
+                        let (xv, q) = ($xv, $q);
+                        let deq = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zpi)), s);
+                        let e = _mm256_sub_ps(xv, deq);
+                        mx = _mm256_max_ps(_mm256_and_ps(e, abs), mx);
+                        e2 = _mm256_add_ps(e2, _mm256_mul_ps(e, e));
+                        x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+                    }
+                };
+            }
             let mut i = start;
             while i + 32 <= end {
                 let xp = x.as_ptr().add(i);
@@ -195,14 +225,14 @@ mod avx2 {
                     _mm256_loadu_ps(xp.add(16)),
                     _mm256_loadu_ps(xp.add(24)),
                 );
-                let q0 = codes8(x0, s, zp, lo, hi, rounding, dtype);
-                let q1 = codes8(x1, s, zp, lo, hi, rounding, dtype);
-                let q2 = codes8(x2v, s, zp, lo, hi, rounding, dtype);
-                let q3 = codes8(x3, s, zp, lo, hi, rounding, dtype);
-                account(x0, q0);
-                account(x1, q1);
-                account(x2v, q2);
-                account(x3, q3);
+                let q0 = codes8(x0, s, inv, zp, lo, hi, rounding, dtype);
+                let q1 = codes8(x1, s, inv, zp, lo, hi, rounding, dtype);
+                let q2 = codes8(x2v, s, inv, zp, lo, hi, rounding, dtype);
+                let q3 = codes8(x3, s, inv, zp, lo, hi, rounding, dtype);
+                account!(x0, q0);
+                account!(x1, q1);
+                account!(x2v, q2);
+                account!(x3, q3);
                 // The packs work per 128-bit half: dwords come out as
                 // q0[0..4] q1[0..4] q2[0..4] q3[0..4] q0[4..8] ...; `order`
                 // puts them back in sequence.
@@ -214,6 +244,9 @@ mod avx2 {
             for k in i..end {
                 c[k] = quantize(spec, x[k], qp, rounding, dtype) as i8;
             }
+            let Some(stats) = stats.as_deref_mut() else {
+                continue;
+            };
             let (mut m, mut se, mut sx) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
             _mm256_storeu_ps(m.as_mut_ptr(), mx);
             _mm256_storeu_ps(se.as_mut_ptr(), e2);
@@ -229,7 +262,9 @@ mod avx2 {
 
 /// Quantizes a [rows, cols] float tensor.
 pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Result<Quantized> {
-    quantize_view_with_stats(spec, w, rounding).map(|(q, _)| q)
+    let mut q = Quantized::default();
+    quantize_view_into(spec, w, rounding, false, &mut q)?;
+    Ok(q)
 }
 
 /// Quantizes a [rows, cols] float tensor and measures what it lost
@@ -239,19 +274,37 @@ pub fn quantize_view_with_stats(
     w: &TensorView,
     rounding: Rounding,
 ) -> Result<(Quantized, ErrorStats)> {
+    let mut q = Quantized::default();
+    let stats = quantize_view_into(spec, w, rounding, true, &mut q)?;
+    Ok((q, stats))
+}
+
+/// Quantizes into `out`, reusing its buffers (a loop over tensors then
+/// allocates, and page-faults in, its code buffer once instead of once per
+/// tensor); returns the error statistics when `want_stats` (else zeros).
+pub fn quantize_view_into(
+    spec: &QuantSpec,
+    w: &TensorView,
+    rounding: Rounding,
+    want_stats: bool,
+    out: &mut Quantized,
+) -> Result<ErrorStats> {
     let (rows, cols) = w.matrix_dims();
     let dtype = w.dtype();
     let size = w.float_size()?;
     let group = spec.group_len(cols);
     let groups = cols.div_ceil(group);
-    let mut codes = vec![0i8; rows * cols];
-    let mut params = vec![
+    // Every code and parameter is written below; old contents may stay.
+    out.codes.resize(rows * cols, 0);
+    out.params.resize(
+        rows * groups,
         QParams {
             scale: 0.0,
-            zero_point: 0
-        };
-        rows * groups
-    ];
+            zero_point: 0,
+        },
+    );
+    (out.rows, out.cols, out.group) = (rows, cols, group);
+    let (codes, params) = (&mut out.codes, &mut out.params);
     #[cfg(target_arch = "x86_64")]
     let simd = avx2::available()
         && matches!(
@@ -275,13 +328,24 @@ pub fn quantize_view_with_stats(
                         // above); `bytes` holds `cols` values of `dtype`.
                         unsafe {
                             avx2::quantize_row(
-                                spec, bytes, dtype, x, c, p, group, rounding, &mut st,
+                                spec,
+                                bytes,
+                                dtype,
+                                x,
+                                c,
+                                p,
+                                group,
+                                rounding,
+                                want_stats.then_some(&mut st),
                             )
                         };
                         return Ok(st);
                     }
                     w.decode_into(r * cols..(r + 1) * cols, x)?;
                     quantize_row(spec, x, c, p, group, rounding, dtype);
+                    if !want_stats {
+                        return Ok(st);
+                    }
                     for (g, &qp) in p.iter().enumerate() {
                         let span = g * group..((g + 1) * group).min(cols);
                         let (m, e2, x2) = group_errors_any(&x[span.clone()], &c[span], qp);
@@ -295,16 +359,7 @@ pub fn quantize_view_with_stats(
             .try_reduce(ErrorStats::default, |a, b| Ok(a.merge(b)))?;
     }
     w.release(0..rows * cols * size);
-    Ok((
-        Quantized {
-            rows,
-            cols,
-            group,
-            codes,
-            params,
-        },
-        stats,
-    ))
+    Ok(stats)
 }
 
 /// Codes of `bits` bits packed along rows as compressed-tensors stores
@@ -465,24 +520,31 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
     if cols == 0 {
         return Ok(out);
     }
-    let groups = w.groups();
+    let (groups, wpr) = (w.groups(), w.words_per_row());
     out.par_chunks_mut(cols * esize).enumerate().for_each_init(
-        || vec![0.0f32; cols],
-        |vals, (r, bytes)| {
-            let codes = crate::reference::quant::unpack_rows(
-                &w.words[r * w.words_per_row()..(r + 1) * w.words_per_row()],
-                1,
-                cols,
-                w.bits,
-            );
+        || (vec![0.0f32; cols], vec![0i8; wpr * 4 * 2]),
+        |(vals, codes), (r, bytes)| {
+            // Every code of the row, from the words' little-endian bytes.
+            let words = &w.words[r * wpr..(r + 1) * wpr];
+            let mut k = 0;
+            for word in words {
+                for b in word.to_le_bytes() {
+                    if w.bits == 8 {
+                        codes[k] = (b ^ 0x80) as i8;
+                        k += 1;
+                    } else {
+                        codes[k] = (b & 0xf) as i8 - 8;
+                        codes[k + 1] = (b >> 4) as i8 - 8;
+                        k += 2;
+                    }
+                }
+            }
             for g in 0..groups {
-                let p = QParams {
-                    scale: w.scales[r * groups + g],
-                    zero_point: w.zero_points.map_or(0, |z| z[r * groups + g]),
-                };
+                let scale = w.scales[r * groups + g];
+                let zp = w.zero_points.map_or(0, |z| z[r * groups + g]);
                 let span = g * w.group..((g + 1) * w.group).min(cols);
                 for (v, &c) in vals[span.clone()].iter_mut().zip(&codes[span]) {
-                    *v = crate::reference::quant::dequantize(c as i32, p);
+                    *v = (c as i32 - zp) as f32 * scale;
                 }
             }
             crate::encode_f32(dtype, vals, bytes);

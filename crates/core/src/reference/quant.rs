@@ -62,7 +62,7 @@ impl QuantSpec {
 }
 
 /// Quantization parameters of one group.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct QParams {
     /// The scale as stored (rounded to the weight's dtype), as f32.
     pub scale: f32,
@@ -139,7 +139,7 @@ pub fn dequantize(q: i32, p: QParams) -> f32 {
 }
 
 /// A quantized matrix: codes row-major, parameters [rows, groups].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Quantized {
     pub rows: usize,
     pub cols: usize,
