@@ -90,7 +90,7 @@ fn main() {
         Command::Prune(a) => commands::prune::run(a, cli.global.backend, quiet, &mut out),
         Command::Calibration(a) => commands::calibration::run(a, &mut out),
         Command::Compress(a) => commands::compress::run(a, cli.global.backend, quiet, &mut out),
-        Command::Decompress(a) => commands::decompress::run(a, quiet, &mut out),
+        Command::Decompress(a) => commands::decompress::run(a, cli.global.backend, quiet, &mut out),
         Command::Quantize(a) => commands::quantize::run(a, cli.global.backend, quiet, &mut out),
         Command::Train(a) => commands::train::run(a, cli.global.backend, quiet, &mut out),
         Command::Evaluate(a) => commands::evaluate::run(a, cli.global.backend, &mut out),

@@ -1,5 +1,6 @@
 //! `shears decompress DIR -o OUT`: a compressed-tensors checkpoint back to
-//! dense safetensors in the original dtype, values (q − zp)·scale. Every
+//! dense safetensors in the original dtype, values (q − zp)·scale, on the
+//! fast CPU path or the GPU (`--backend`). Every
 //! quantized layer is checked against the config before anything is
 //! written.
 
@@ -8,11 +9,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
+use shears_core::fast::quant::dequantize_packed;
 use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
+use shears_core::reference::matmul::PackedWeight;
 use shears_core::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
 use shears_core::{encode_f32, Checkpoint, DType, Error, TensorInfo};
+use shears_kernels::GpuQuant;
 
-use crate::args::DecompressArgs;
+use crate::args::{BackendChoice, DecompressArgs};
+use crate::backend::Backend;
 use crate::output::{human_bytes, Out};
 use crate::plan;
 use crate::progress::Progress;
@@ -199,7 +204,7 @@ pub fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>
     Ok(found)
 }
 
-pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
+pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
     let (mut config, config_path) = read_json_config(&a.model)?;
     let rs = read_config(&config, &config_path)?;
@@ -237,6 +242,7 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
     }
     let opts = plan::writer_options(&ckpt, &a.model, a.force);
     let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
+    let backend = Backend::open(choice)?;
     let mut progress = Progress::bytes(ckpt.total_bytes(), "decompress", quiet);
     let mut done = 0u64;
     let mut written = 0u64;
@@ -249,9 +255,36 @@ pub fn run(a: &DecompressArgs, quiet: bool, out: &mut Out) -> Result<()> {
             Some(l) => {
                 let dtype = l.scale.dtype;
                 let q = l.read(&ckpt, &rs)?;
-                let values = q.dequantized();
-                let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
-                encode_f32(dtype, &values, &mut bytes);
+                let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+                let bytes = if rs.packed && float_out {
+                    // Straight from the packed words (fast CPU path or GPU,
+                    // both byte-identical to the reference below).
+                    let words = i32s(ckpt.view(l.codes).bytes());
+                    let scales: Vec<f32> = q.params.iter().map(|p| p.scale).collect();
+                    let zps: Option<Vec<i32>> = l
+                        .zero_point
+                        .map(|_| q.params.iter().map(|p| p.zero_point).collect());
+                    let packed = PackedWeight {
+                        rows: q.rows,
+                        cols: q.cols,
+                        bits: rs.spec.bits,
+                        group: q.group,
+                        words: &words,
+                        scales: &scales,
+                        zero_points: zps.as_deref(),
+                    };
+                    match &backend {
+                        Backend::Cpu => dequantize_packed(&packed, dtype)?,
+                        Backend::Gpu(ctx) => {
+                            GpuQuant::new(ctx).dequantize_packed(&packed, dtype)?
+                        }
+                    }
+                } else {
+                    let values = q.dequantized();
+                    let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+                    encode_f32(dtype, &values, &mut bytes);
+                    bytes
+                };
                 writer.write(&bytes)?;
                 written += bytes.len() as u64;
             }
