@@ -302,6 +302,19 @@ impl GpuContext {
         self.limits.max_compute_workgroups_per_dimension.max(1)
     }
 
+    /// Dispatch dimensions for `workgroups` workgroups: (n, 1, 1) while
+    /// one dimension holds them, else a 2-D grid (x fastest); shaders
+    /// rebuild the index as (wid.y · nwg.x + wid.x) and skip the excess.
+    pub fn grid_2d(&self, workgroups: usize) -> (u32, u32, u32) {
+        let wgs = workgroups.max(1);
+        let max = self.max_groups() as usize;
+        if wgs <= max {
+            (wgs as u32, 1, 1)
+        } else {
+            (max as u32, wgs.div_ceil(max) as u32, 1)
+        }
+    }
+
     /// Returns the first uncaptured wgpu error since the device opened.
     pub fn check(&self, what: &str) -> Result<()> {
         let slot = self.first_error.lock().unwrap_or_else(|p| p.into_inner());

@@ -278,13 +278,7 @@ impl<'a> GpuQuant<'a> {
             enc.clear_buffer(&blocks, 0, None);
             ctx.queue().submit([enc.finish()]);
             let n_blocks = rr.len() * cols / QK;
-            let wgs = n_blocks.div_ceil(64).max(1);
-            let max = ctx.max_groups() as usize;
-            let dims = if wgs <= max {
-                (wgs as u32, 1, 1)
-            } else {
-                (max as u32, wgs.div_ceil(max) as u32, 1)
-            };
+            let dims = ctx.grid_2d(n_blocks.div_ceil(64));
             let idx = ctx.dispatch(entry_point, &pipeline, &bind, dims);
             ctx.wait(Some(idx))?;
             out.extend(ctx.read_back(&blocks, 0, (n_blocks * bb) as u64)?);
@@ -411,13 +405,7 @@ impl<'a> GpuQuant<'a> {
             ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
             let n = rr.len() * cols;
             let words = if esize == 4 { n } else { n.div_ceil(2) };
-            let wgs = words.div_ceil(256).max(1);
-            let max = ctx.max_groups() as usize;
-            let dims = if wgs <= max {
-                (wgs as u32, 1, 1)
-            } else {
-                (max as u32, wgs.div_ceil(max) as u32, 1)
-            };
+            let dims = ctx.grid_2d(words.div_ceil(256));
             let idx = ctx.dispatch("dequantize_packed", &pipeline, &bind, dims);
             ctx.wait(Some(idx))?;
             out.extend(ctx.read_back(&obuf, 0, (n * esize) as u64)?);

@@ -130,13 +130,8 @@ impl<'a> GpuTrain<'a> {
 
     /// Workgroups for `n` invocations of 256, as a 2-D grid.
     fn grid(&self, n: usize) -> (u32, u32) {
-        let wgs = n.div_ceil(WG).max(1);
-        let max = self.ctx.max_groups() as usize;
-        if wgs <= max {
-            (wgs as u32, 1)
-        } else {
-            (max as u32, wgs.div_ceil(max) as u32)
-        }
+        let (x, y, _) = self.ctx.grid_2d(n.div_ceil(WG));
+        (x, y)
     }
 
     /// An elementwise op over `n` values.

@@ -7,10 +7,10 @@
 
 use rayon::prelude::*;
 
-use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
-use crate::train::cpu::CpuDevice;
+use crate::reference::quant::{QParams, QuantSpec};
+use crate::train::cpu::{adam_one, fake_quant_one, CpuDevice};
 use crate::train::device::{AdamStep, Device, GridShape};
-use crate::{DType, Result};
+use crate::Result;
 
 /// The multi-threaded CPU training backend; buffers are `Vec<f32>`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -255,10 +255,7 @@ impl Device for FastCpuDevice {
                         (*wi, *mi, *vi) = (0.0, 0.0, 0.0);
                         continue;
                     }
-                    let gi = g[at + j];
-                    *mi = step.beta1 * *mi + (1.0 - step.beta1) * gi;
-                    *vi = step.beta2 * *vi + (1.0 - step.beta2) * gi * gi;
-                    *wi -= step.lr * (*mi * step.c1) / ((*vi * step.c2).sqrt() + step.eps);
+                    adam_one(wi, mi, vi, g[at + j], step);
                 }
             });
         Ok(())
@@ -291,9 +288,7 @@ impl Device for FastCpuDevice {
                         scale: scales[gi],
                         zero_point: zero_points.map_or(0, |z| z[gi] as i32),
                     };
-                    let q =
-                        quant::quantize(&spec, w[r * cols + c], p, Rounding::Nearest, DType::F32);
-                    *o = quant::dequantize(q, p);
+                    *o = fake_quant_one(&spec, w[r * cols + c], p);
                 }
             });
         Ok(())

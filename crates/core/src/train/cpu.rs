@@ -41,6 +41,23 @@ fn softmax_row(z: &[f32], t: f32, p: &mut [f32]) -> (f32, f32) {
     (mx, sum)
 }
 
+/// One Adam step of one unmasked weight (the formula of [`Device::adam`]).
+#[inline(always)]
+pub(crate) fn adam_one(w: &mut f32, m: &mut f32, v: &mut f32, g: f32, s: AdamStep) {
+    *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+    *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+    *w -= s.lr * (*m * s.c1) / ((*v * s.c2).sqrt() + s.eps);
+}
+
+/// The fake-quantized value of `w` on (scale, zero point) `p`.
+#[inline(always)]
+pub(crate) fn fake_quant_one(spec: &QuantSpec, w: f32, p: QParams) -> f32 {
+    quant::dequantize(
+        quant::quantize(spec, w, p, Rounding::Nearest, DType::F32),
+        p,
+    )
+}
+
 /// The class index a label stored as f32 stands for, checked against `cols`.
 fn class_of(label: f32, cols: usize) -> Result<usize> {
     if label >= 0.0 && label.fract() == 0.0 && (label as usize) < cols {
@@ -273,10 +290,7 @@ impl Device for CpuDevice {
                 v[i] = 0.0;
                 continue;
             }
-            let gi = g[i];
-            m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * gi;
-            v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
-            w[i] -= s.lr * (m[i] * s.c1) / ((v[i] * s.c2).sqrt() + s.eps);
+            adam_one(&mut w[i], &mut m[i], &mut v[i], g[i], s);
         }
         Ok(())
     }
@@ -305,8 +319,7 @@ impl Device for CpuDevice {
                     zero_point: zero_points.map_or(0, |z| z[gi] as i32),
                 };
                 let i = r * cols + c;
-                let q = quant::quantize(&spec, w[i], p, Rounding::Nearest, DType::F32);
-                wq[i] = quant::dequantize(q, p);
+                wq[i] = fake_quant_one(&spec, w[i], p);
             }
         }
         Ok(())

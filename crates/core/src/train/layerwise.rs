@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::reference::matmul::relative_error;
 use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
 use crate::train::device::{AdamStep, Device, GridShape};
 use crate::{DType, Error, Result};
@@ -342,24 +343,6 @@ pub fn held_out_error<D: Device>(
         &outputs[0][..n * out],
         &outputs[1][..n * out],
     ))
-}
-
-/// ‖t − s‖ / ‖t‖ in f64 (0 when both are 0).
-pub fn relative_error(t: &[f32], s: &[f32]) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&a, &b) in t.iter().zip(s) {
-        num += (a as f64 - b as f64).powi(2);
-        den += (a as f64).powi(2);
-    }
-    if den == 0.0 {
-        if num == 0.0 {
-            0.0
-        } else {
-            f64::INFINITY
-        }
-    } else {
-        (num / den).sqrt()
-    }
 }
 
 #[cfg(test)]
