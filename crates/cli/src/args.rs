@@ -185,12 +185,8 @@ pub struct DistillLayersArgs {
     /// Seed of the batch order and of the probes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also consider tensors matching this glob (repeatable).
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave layers matching this glob as they are in the student (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Write the per-layer figures as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -288,29 +284,16 @@ pub struct PruneArgs {
     /// (validation inputs, optional).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    /// Report each pruned layer's relative output error ‖Y−Ŷ‖/‖Y‖ on probe
-    /// inputs (or the calibration inputs when present).
-    #[arg(long)]
-    pub validate: bool,
-    /// Seeded Gaussian probe rows for --validate.
-    #[arg(long, default_value_t = 64)]
-    pub probe_rows: usize,
-    /// Also compute every mask with the CPU reference path and exit 1 on
-    /// any difference.
-    #[arg(long)]
-    pub verify: bool,
+    #[command(flatten)]
+    pub checks: CheckArgs,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Print the plan (each tensor and what happens to it) and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also prune tensors matching this glob (repeatable).
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave tensors matching this glob alone (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Seed of the random method and of the probe inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -356,33 +339,42 @@ pub struct QuantizeArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also quantize tensors matching this glob (repeatable).
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave tensors matching this glob alone (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
 }
 
-/// The checks `quantize` and `compress` can run on every layer.
+/// The checks `prune`, `quantize` and `compress` can run on every layer.
 #[derive(Debug, Clone, Default, Args)]
 pub struct CheckArgs {
-    /// Report each quantized layer's relative output error ‖Y−Ŷ‖/‖Y‖
-    /// against the original layer, Ŷ computed straight from the packed
-    /// codes (dequant-matmul), on seeded Gaussian probes or the
-    /// calibration file's `<weight>.inputs`.
+    /// Report each compressed layer's relative output error ‖Y−Ŷ‖/‖Y‖
+    /// against the original layer (a quantized one computed straight from
+    /// its packed codes), on seeded Gaussian probes or the calibration
+    /// file's `<weight>.inputs`.
     #[arg(long)]
     pub validate: bool,
     /// Seeded Gaussian probe rows for --validate.
     #[arg(long, default_value_t = 64)]
     pub probe_rows: usize,
-    /// Also compute every code, scale, zero point (and mask) with the CPU
+    /// Also compute every mask, code, scale and zero point with the CPU
     /// reference path and exit 1 on any difference, writing nothing.
     #[arg(long)]
     pub verify: bool,
+}
+
+/// Which tensors a command works on, besides its defaults (2-D weights of
+/// linear layers; embeddings, lm_head, norms, biases and routers left
+/// alone unless named).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectArgs {
+    /// Also work on tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave tensors matching this glob alone (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -428,12 +420,8 @@ pub struct CompressArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also compress tensors matching this glob (repeatable).
-    #[arg(long)]
-    pub include: Vec<String>,
-    /// Leave tensors matching this glob alone (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Seed of the random method.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

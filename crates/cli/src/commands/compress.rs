@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::args::{BackendChoice, CompressArgs, PruneArgs, QuantizeArgs};
+use crate::args::{BackendChoice, CheckArgs, CompressArgs, PruneArgs, QuantizeArgs, SelectArgs};
 use crate::commands::quantize;
 use crate::output::Out;
 
@@ -75,15 +75,15 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
     let scheme = a.scheme.clone().or(qr.scheme).ok_or_else(|| {
         anyhow::anyhow!("no quantization scheme: give --scheme or [quantize] scheme in a recipe")
     })?;
-    let include = if a.include.is_empty() {
+    let include = if a.select.include.is_empty() {
         recipe.include
     } else {
-        a.include.clone()
+        a.select.include.clone()
     };
-    let exclude = if a.exclude.is_empty() {
+    let exclude = if a.select.exclude.is_empty() {
         recipe.exclude
     } else {
-        a.exclude.clone()
+        a.select.exclude.clone()
     };
     let pattern = a.pattern.clone().or(pr.pattern);
     let sparsity = a.sparsity.clone().or(pr.sparsity.map(|s| s.to_string()));
@@ -112,8 +112,10 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
         seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
-        include: include.clone(),
-        exclude: exclude.clone(),
+        select: SelectArgs {
+            include: include.clone(),
+            exclude: exclude.clone(),
+        },
         force: a.force,
     };
     let p = PruneArgs {
@@ -125,13 +127,10 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
         pattern,
         structured: None,
         calibration: a.calibration.clone().or(pr.calibration),
-        validate: false,
-        probe_rows: 64,
-        verify: false,
+        checks: CheckArgs::default(),
         report: None,
         dry_run: a.dry_run,
-        include,
-        exclude,
+        select: SelectArgs { include, exclude },
         seed: a.seed,
         force: a.force,
     };

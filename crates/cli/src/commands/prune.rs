@@ -198,7 +198,7 @@ struct Row {
 pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let s = settings(a)?;
     let ckpt = Checkpoint::open(&a.model)?;
-    let selection = plan::select(&ckpt, &a.include, &a.exclude)?;
+    let selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
     for g in &selection.unmatched {
         tracing::warn!("pattern '{g}' matched no tensor");
     }
@@ -298,7 +298,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
                     ties_left -= used;
                 }
                 let mut verify_mismatches = None;
-                if a.verify {
+                if a.checks.verify {
                     let (m2, _) = make_mask(
                         &backend,
                         verify_select.as_ref(),
@@ -319,7 +319,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
                     mismatched += diff;
                     verify_mismatches = Some(diff);
                 }
-                let relative_error = if a.validate {
+                let relative_error = if a.checks.validate {
                     Some(validate(&backend, &view, &m, x, a).map_err(ctx)?)
                 } else {
                     None
@@ -407,7 +407,7 @@ pub(crate) fn load_aux<'c>(
                             .ok_or_else(|| missing("grad", c))?,
                     );
                 }
-                if a.validate {
+                if a.checks.validate {
                     aux.inputs = c.inputs(&t.name, cols)?;
                 }
             }
@@ -501,8 +501,8 @@ fn validate(
     let (x, p) = match &aux.inputs {
         Some((x, n)) => (x.as_slice(), *n),
         None => {
-            probes = probe_inputs(a.probe_rows, cols, a.seed);
-            (probes.as_slice(), a.probe_rows)
+            probes = probe_inputs(a.checks.probe_rows, cols, a.seed);
+            (probes.as_slice(), a.checks.probe_rows)
         }
     };
     let mm = backend.matmul();

@@ -93,7 +93,7 @@ pub fn run_with(
     }
     let spec = scheme.spec(a.group_size);
     let ckpt = Checkpoint::open(&a.model)?;
-    let selection = plan::select(&ckpt, &a.include, &a.exclude)?;
+    let selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
     for g in &selection.unmatched {
         tracing::warn!("pattern '{g}' matched no tensor");
     }

@@ -162,7 +162,7 @@ fn targets(
     teacher: &Checkpoint,
     s: &Student,
 ) -> Result<(Vec<Target>, Vec<String>)> {
-    let selection = plan::select(teacher, &a.include, &a.exclude)?;
+    let selection = plan::select(teacher, &a.select.include, &a.select.exclude)?;
     let selected: std::collections::HashSet<&str> = selection
         .compressed()
         .map(|i| teacher.tensors[i].name.as_str())
