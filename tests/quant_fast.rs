@@ -172,3 +172,47 @@ fn fast_gguf_equals_the_reference() {
         .to_string();
     assert!(err.contains("whole blocks of 32"), "{err}");
 }
+
+/// Quantizing with pruning's mask applied while decoding equals quantizing
+/// the pruned tensor written out (zero_pruned), codes, parameters and
+/// statistics.
+#[test]
+fn masked_quantization_equals_quantizing_the_pruned_copy() {
+    use shears::core::fast::quant::{quantize_masked_into, quantize_view_into};
+    use shears::core::reference::mask::zero_pruned;
+    let mut seed = 9800;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            for cols in [1, 33, 128, 300] {
+                seed += 1;
+                let rows = 6;
+                let buf = TensorBuf::from_f32(
+                    dtype,
+                    vec![rows, cols],
+                    &test_values(rows * cols, seed, false),
+                )
+                .unwrap();
+                let keep: Vec<u8> = (0..rows * cols).map(|i| (i * 7 % 3 != 0) as u8).collect();
+                let pruned = TensorBuf {
+                    dtype,
+                    shape: vec![rows, cols],
+                    data: zero_pruned(dtype, &buf.data, &keep),
+                };
+                let (mut a, mut b) = (Default::default(), Default::default());
+                let sa = quantize_view_into(&spec, &pruned.view(), Rounding::Nearest, true, &mut a)
+                    .unwrap();
+                let sb = quantize_masked_into(
+                    &spec,
+                    &buf.view(),
+                    Some(&keep),
+                    Rounding::Nearest,
+                    true,
+                    &mut b,
+                )
+                .unwrap();
+                assert_eq!(a, b, "{spec:?} {dtype} {cols}");
+                assert_eq!(sa, sb, "{spec:?} {dtype} {cols}");
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::{error_stats, quantize_view, quantize_view_into};
+use shears_core::fast::quant::{error_stats, quantize_masked_into, quantize_view};
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
@@ -263,6 +263,7 @@ pub fn run_with(
                     anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
                 };
                 let pruned_buf;
+                let mut kept: Option<Vec<u8>> = None;
                 let view = match (&prune_settings, aux_iter.next()) {
                     (Some(ps), Some(x)) => {
                         let scorer = x.scorer(ps.method);
@@ -298,18 +299,32 @@ pub fn run_with(
                         let zeros = m.iter().filter(|&&k| k == 0).count();
                         sparsity = Some(zeros as f64 / m.len().max(1) as f64);
                         zeros_total += zeros as u64;
-                        pruned_buf = TensorBuf {
-                            dtype: t.dtype,
-                            shape: t.shape.clone(),
-                            data: zero_pruned(t.dtype, view.bytes(), &m),
-                        };
-                        view.release(0..t.nbytes());
-                        pruned_buf.view()
+                        if matches!(backend, Backend::Cpu) && !a.checks.verify {
+                            // The CPU quantizer zeroes pruned elements as it
+                            // decodes each row: no pruned copy of the tensor.
+                            kept = Some(m);
+                            view
+                        } else {
+                            pruned_buf = TensorBuf {
+                                dtype: t.dtype,
+                                shape: t.shape.clone(),
+                                data: zero_pruned(t.dtype, view.bytes(), &m),
+                            };
+                            view.release(0..t.nbytes());
+                            pruned_buf.view()
+                        }
                     }
                     _ => view,
                 };
                 let stats = match &backend {
-                    Backend::Cpu => quantize_view_into(&spec, &view, rounding, true, &mut qbuf)?,
+                    Backend::Cpu => quantize_masked_into(
+                        &spec,
+                        &view,
+                        kept.as_deref(),
+                        rounding,
+                        true,
+                        &mut qbuf,
+                    )?,
                     Backend::Gpu(ctx) => {
                         qbuf = GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?;
                         error_stats(&view, &qbuf)?

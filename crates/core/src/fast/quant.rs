@@ -178,9 +178,13 @@ mod avx2 {
         group: usize,
         rounding: Rounding,
         mut stats: Option<&mut super::ErrorStats>,
+        keep: Option<&[u8]>,
     ) {
         let want_stats = stats.is_some();
         decode(dtype, bytes, x);
+        if let Some(k) = keep {
+            super::apply_mask(x, k);
+        }
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let cols = x.len();
         let lo = _mm256_set1_ps(spec.qmin() as f32);
@@ -289,7 +293,31 @@ pub fn quantize_view_into(
     want_stats: bool,
     out: &mut Quantized,
 ) -> Result<ErrorStats> {
+    quantize_masked_into(spec, w, None, rounding, want_stats, out)
+}
+
+/// [`quantize_view_into`] of the weight with the elements whose `keep`
+/// byte is 0 set to zero first (pruning's mask, one byte per element), as
+/// if the pruned tensor had been written out and read back, without that
+/// copy.
+pub fn quantize_masked_into(
+    spec: &QuantSpec,
+    w: &TensorView,
+    keep: Option<&[u8]>,
+    rounding: Rounding,
+    want_stats: bool,
+    out: &mut Quantized,
+) -> Result<ErrorStats> {
     let (rows, cols) = w.matrix_dims();
+    if let Some(k) = keep {
+        if k.len() != rows * cols {
+            return Err(crate::Error::Invalid(format!(
+                "the mask holds {} entries, the weight {}",
+                k.len(),
+                rows * cols
+            )));
+        }
+    }
     let dtype = w.dtype();
     let size = w.float_size()?;
     let group = spec.group_len(cols);
@@ -337,11 +365,15 @@ pub fn quantize_view_into(
                                 group,
                                 rounding,
                                 want_stats.then_some(&mut st),
+                                keep.map(|k| &k[r * cols..(r + 1) * cols]),
                             )
                         };
                         return Ok(st);
                     }
                     w.decode_into(r * cols..(r + 1) * cols, x)?;
+                    if let Some(k) = keep {
+                        apply_mask(x, &k[r * cols..(r + 1) * cols]);
+                    }
                     quantize_row(spec, x, c, p, group, rounding, dtype);
                     if !want_stats {
                         return Ok(st);
@@ -360,6 +392,16 @@ pub fn quantize_view_into(
     }
     w.release(0..rows * cols * size);
     Ok(stats)
+}
+
+/// Sets the elements of `x` whose `keep` byte is 0 to +0.
+#[inline]
+fn apply_mask(x: &mut [f32], keep: &[u8]) {
+    for (v, &k) in x.iter_mut().zip(keep) {
+        if k == 0 {
+            *v = 0.0;
+        }
+    }
 }
 
 /// Codes of `bits` bits packed along rows as compressed-tensors stores
