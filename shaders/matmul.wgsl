@@ -19,7 +19,8 @@
 //                                      (read only when HAS_ZP)
 //
 // Override constants: DTYPE (0 f32, 1 f16, 2 bf16), HAS_MASK (0 or 1),
-// BITS (0 for the masked product, 4 or 8 for the dequantizing one), HAS_ZP.
+// BITS (0 for the masked product, 4 or 8 for the dequantizing one), HAS_ZP,
+// X_T and W_T (product_f32: operands stored transposed).
 // Dispatch: @workgroup_size(16, 16); x covers rows (16 a group), y covers
 // the p input rows. `first` is the offset of element 0 in the first word.
 
@@ -38,6 +39,10 @@ override DTYPE: u32 = 0u;
 override HAS_MASK: u32 = 0u;
 override BITS: u32 = 0u;
 override HAS_ZP: u32 = 0u;
+// f32 products of training (DTYPE 0, no mask, whole matrices): X_T = 1 reads
+// x stored [inn, p]; W_T = 1 reads the weight stored [inn, rows].
+override X_T: u32 = 0u;
+override W_T: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -72,7 +77,10 @@ fn weight(row: u32, k: u32) -> f32 {
     if (BITS != 0u) {
         return qweight(row, k);
     }
-    let e = row * params.inn + k;
+    var e = row * params.inn + k;
+    if (W_T == 1u) {
+        e = k * params.rows + row;
+    }
     if (HAS_MASK == 1u && ((side[e >> 2u] >> ((e & 3u) * 8u)) & 0xffu) == 0u) {
         return 0.0;
     }
@@ -98,7 +106,11 @@ fn product(wid: vec3<u32>, lid: vec3<u32>) {
         let k = k0 + lid.x;
         var xv = 0.0;
         if (i < params.p && k < params.inn) {
-            xv = x[i * params.inn + k];
+            if (X_T == 1u) {
+                xv = x[k * params.p + i];
+            } else {
+                xv = x[i * params.inn + k];
+            }
         }
         var wv = 0.0;
         if (wrow < params.rows && k < params.inn) {
@@ -126,5 +138,13 @@ fn masked_matmul(@builtin(workgroup_id) wid: vec3<u32>,
 @compute @workgroup_size(16, 16)
 fn dequant_matmul(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    product(wid, lid);
+}
+
+// Y [p, rows] = op(X)·op(W)ᵀ on f32 matrices, for training's forward
+// (X·Wᵀ), input-gradient and weight-gradient products (X_T, W_T).
+@compute @workgroup_size(16, 16)
+fn product_f32(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
     product(wid, lid);
 }

@@ -1,11 +1,12 @@
-// train.wgsl: the operations of training (forward and backward products,
-// bias, ReLU, GELU, softmax, classification and MSE losses with their
-// gradients, masked Adam, fake quantization). Specification: the `Device`
-// trait and its CPU reference, crates/core/src/train/{device,cpu}.rs.
-// Elementwise results follow the same formulas; sums run in the same order
-// (matmul: increasing k through 16-wide tiles; bias gradient: increasing
-// row; row losses: increasing column), so only FMA contraction and the
-// accuracy of exp/log/tanh/sqrt separate GPU from CPU.
+// train.wgsl: the operations of training besides the products (which are
+// the matmul family's `product_f32`, shaders/matmul.wgsl): bias, ReLU,
+// GELU, softmax, classification and MSE losses with their gradients, masked
+// Adam, fake quantization. Specification: the `Device` trait and its CPU
+// reference, crates/core/src/train/{device,cpu}.rs. Elementwise results
+// follow the same formulas; sums run in the same order (products:
+// increasing k through 16-wide tiles; bias gradient: increasing row; row
+// losses: increasing column), so only FMA contraction and the accuracy of
+// exp/log/tanh/sqrt separate GPU from CPU.
 //
 // Bindings (group 0), the same layout for every entry point:
 //   0  in0     array<f32>  read        first input
@@ -21,9 +22,9 @@
 
 struct Params {
     m: u32,      // rows (or elements for elementwise ops)
-    k: u32,      // inner dimension of matmul
+    k: u32,      // unused
     n: u32,      // columns
-    flags: u32,  // matmul: 1 = a transposed, 2 = b transposed; others: 1 = optional input present
+    flags: u32,  // 1 = the optional input is present
     f0: f32,
     f1: f32,
     f2: f32,
@@ -41,58 +42,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
-
-const TS: u32 = 16u;
-
-var<workgroup> ta: array<array<f32, 16>, 16>;
-var<workgroup> tb: array<array<f32, 16>, 16>;
-
-// Element (i, kk) of op(a) [m, k].
-fn a_at(i: u32, kk: u32) -> f32 {
-    if ((params.flags & 1u) != 0u) {
-        return in0[kk * params.m + i];
-    }
-    return in0[i * params.k + kk];
-}
-
-// Element (kk, j) of op(b) [k, n].
-fn b_at(kk: u32, j: u32) -> f32 {
-    if ((params.flags & 2u) != 0u) {
-        return in1[j * params.k + kk];
-    }
-    return in1[kk * params.n + j];
-}
-
-// out0 [m, n] = op(in0)·op(in1); dispatch (ceil(n/16), ceil(m/16)).
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wid.y * TS + lid.y;
-    let j = wid.x * TS + lid.x;
-    let brow = wid.x * TS + lid.y; // column of op(b) this thread loads
-    var acc = 0.0;
-    for (var k0 = 0u; k0 < params.k; k0 = k0 + TS) {
-        let kk = k0 + lid.x;
-        var av = 0.0;
-        if (i < params.m && kk < params.k) {
-            av = a_at(i, kk);
-        }
-        var bv = 0.0;
-        if (brow < params.n && kk < params.k) {
-            bv = b_at(kk, brow);
-        }
-        ta[lid.y][lid.x] = av;
-        tb[lid.y][lid.x] = bv;
-        workgroupBarrier();
-        for (var t = 0u; t < TS; t = t + 1u) {
-            acc = acc + ta[lid.y][t] * tb[lid.x][t];
-        }
-        workgroupBarrier();
-    }
-    if (i < params.m && j < params.n) {
-        out0[i * params.n + j] = acc;
-    }
-}
 
 // The flat index of this invocation in a 2-D grid of 256-wide workgroups.
 fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {

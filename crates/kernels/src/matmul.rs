@@ -11,15 +11,15 @@ use crate::{source, Error, GpuContext};
 /// Uniform parameters; mirrors `Params` in the WGSL header.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct MatmulParams {
-    p: u32,
-    inn: u32,
-    rows: u32,
-    first: u32,
-    group: u32,
-    groups: u32,
-    wpr: u32,
-    pad: u32,
+pub(crate) struct MatmulParams {
+    pub p: u32,
+    pub inn: u32,
+    pub rows: u32,
+    pub first: u32,
+    pub group: u32,
+    pub groups: u32,
+    pub wpr: u32,
+    pub pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
 
@@ -276,7 +276,7 @@ impl Matmul for GpuMatmul<'_> {
     }
 }
 
-fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
+pub(crate) fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
     use wgpu::BufferBindingType::{Storage, Uniform};
     let (ro, rw) = (Storage { read_only: true }, Storage { read_only: false });
     ctx.buffer_layout(

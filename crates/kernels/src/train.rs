@@ -1,4 +1,5 @@
-//! GPU training operations (`shaders/train.wgsl`): the [`Device`] trait of
+//! GPU training operations (`shaders/train.wgsl`, and the matmul family's
+//! tiled product for the three products): the [`Device`] trait of
 //! shears-core on wgpu buffers, so the training loops run unchanged on the
 //! GPU. Each op records one dispatch and submits it without waiting; the
 //! queue keeps them in order, and only a download (or a loss, which comes
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use shears_core::train::device::{AdamStep, Device, GridShape};
 
 use crate::context::entry;
+use crate::matmul::{matmul_layout, MatmulParams};
 use crate::{source, Error, GpuContext};
 
 /// Uniform parameters; mirrors `Params` in the WGSL header.
@@ -25,7 +27,7 @@ struct TrainParams {
 }
 const _: () = assert!(std::mem::size_of::<TrainParams>() == 48);
 
-/// Tile edge of the matmul entry point.
+/// Tile edge of the matmul family's product.
 const TS: usize = 16;
 /// Workgroup size of the elementwise entry points.
 const WG: usize = 256;
@@ -56,6 +58,7 @@ pub struct GpuTrain<'a> {
     dummy: wgpu::Buffer,
     spares: [wgpu::Buffer; 3],
     params: wgpu::Buffer,
+    mm_params: wgpu::Buffer,
     layout: Arc<wgpu::BindGroupLayout>,
 }
 
@@ -77,6 +80,11 @@ impl<'a> GpuTrain<'a> {
             params: ctx.buffer(
                 "train params",
                 48,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            ),
+            mm_params: ctx.buffer(
+                "train product params",
+                32,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
             layout,
@@ -213,21 +221,47 @@ impl Device for GpuTrain<'_> {
             ))
             .into());
         }
-        let p = TrainParams {
-            m: m as u32,
-            k: k as u32,
-            n: n as u32,
-            flags: ta as u32 | (tb as u32) << 1,
+        // The matmul family's tiled product (shaders/matmul.wgsl), whole
+        // f32 matrices: Y = op(X)·op(W)ᵀ with X = a and W = op(b)ᵀ.
+        let ctx = self.ctx;
+        let layout = matmul_layout(ctx);
+        let pipeline = ctx.pipeline(
+            "matmul",
+            source::MATMUL,
+            "product_f32",
+            &layout,
+            &[
+                ("X_T", if ta { 1.0 } else { 0.0 }),
+                ("W_T", if tb { 0.0 } else { 1.0 }),
+            ],
+        )?;
+        let params = MatmulParams {
+            p: m as u32,
+            inn: k as u32,
+            rows: n as u32,
             ..Default::default()
         };
-        let groups = (n.div_ceil(TS).max(1) as u32, m.div_ceil(TS).max(1) as u32);
-        self.run(
-            "matmul",
-            [Some(a), Some(b), None],
-            [Some(c), None, None],
-            p,
-            groups,
-        )
+        ctx.queue()
+            .write_buffer(&self.mm_params, 0, bytemuck::bytes_of(&params));
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("train product"),
+            layout: &layout,
+            entries: &[
+                entry(0, &b.buf),
+                entry(1, &a.buf),
+                entry(2, &self.mm_params),
+                entry(3, &self.dummy),
+                entry(4, &c.buf),
+                entry(5, &self.dummy),
+            ],
+        });
+        let groups = (
+            n.div_ceil(TS).max(1) as u32,
+            m.div_ceil(TS).max(1) as u32,
+            1,
+        );
+        ctx.dispatch("product_f32", &pipeline, &bind, groups);
+        Ok(())
     }
 
     fn add_bias(
