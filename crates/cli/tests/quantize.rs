@@ -207,3 +207,39 @@ fn verify_catches_a_wrong_code_and_writes_nothing() {
         "no temp folder left"
     );
 }
+
+/// `--sync` (fsync every shard before the rename) writes the same bytes.
+#[test]
+fn sync_writes_the_same_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = repo_root().join("assets/tiny-llama");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (out, sync) in [(&a, false), (&b, true)] {
+        let mut args = vec![
+            "quantize",
+            asset.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--scheme",
+            "w8a16",
+        ];
+        if sync {
+            args.push("--sync");
+        }
+        let res = run(&args);
+        assert_eq!(
+            res.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    for f in std::fs::read_dir(&a).unwrap() {
+        let name = f.unwrap().file_name();
+        assert_eq!(
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+            "{name:?}"
+        );
+    }
+}
