@@ -7,7 +7,12 @@
 //   1  params  Params              uniform     mirrors `QuantParams` (32 bytes)
 //   2  codes   array<atomic<u32>>  read_write  one byte per element (two's
 //                                              complement), four to a word
-//   3  qp      array<u32>          read_write  per group: scale bits, zero point
+//   3  qp      array<u32>          read_write  per group, 5 words: scale bits,
+//                                              zero point, and what the group
+//                                              lost (f32 bits): max |x − x̂|,
+//                                              Σ(x − x̂)², Σx² (for the report;
+//                                              sums in another order than
+//                                              the CPU's, not bit-exact)
 //
 // quantize_q8_0 / quantize_q4_0 (GGUF blocks of 32, one invocation per
 // block) use 0 src, 1 params (rows, cols of this chunk, first) and write the
@@ -61,6 +66,7 @@ const F32_EPS: f32 = 1.1920929e-7;
 
 var<workgroup> wg_lo: array<f32, 256>;
 var<workgroup> wg_hi: array<f32, 256>;
+var<workgroup> wg_mx: array<f32, 256>;
 var<workgroup> wg_scale: f32;
 var<workgroup> wg_zp: i32;
 
@@ -144,12 +150,15 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
             scale = to_dtype(max(scale, F32_EPS));
             wg_scale = scale;
             wg_zp = zp;
-            qp[2u * rg] = bitcast<u32>(scale);
-            qp[2u * rg + 1u] = bitcast<u32>(zp);
+            qp[5u * rg] = bitcast<u32>(scale);
+            qp[5u * rg + 1u] = bitcast<u32>(zp);
         }
         workgroupBarrier();
         let scale = wg_scale;
         let zpf = f32(wg_zp);
+        var mx = 0.0;
+        var e2 = 0.0;
+        var x2 = 0.0;
         for (var i = t; i < len; i = i + 256u) {
             let e = start + i;
             var y = 0.0;
@@ -160,6 +169,30 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
             }
             let q = i32(round(clamp(y, qmin, qmax)));
             atomicOr(&codes[e >> 2u], (bitcast<u32>(q) & 0xffu) << ((e & 3u) * 8u));
+            let v = load(e);
+            let err = v - f32(q - wg_zp) * scale;
+            mx = max(mx, abs(err));
+            e2 = e2 + err * err;
+            x2 = x2 + v * v;
+        }
+        // The group's error statistics (thread 0 read wg_lo / wg_hi before
+        // the barrier above).
+        wg_mx[t] = mx;
+        wg_lo[t] = e2;
+        wg_hi[t] = x2;
+        workgroupBarrier();
+        for (var s = 128u; s > 0u; s = s >> 1u) {
+            if (t < s) {
+                wg_mx[t] = max(wg_mx[t], wg_mx[t + s]);
+                wg_lo[t] = wg_lo[t] + wg_lo[t + s];
+                wg_hi[t] = wg_hi[t] + wg_hi[t + s];
+            }
+            workgroupBarrier();
+        }
+        if (t == 0u) {
+            qp[5u * rg + 2u] = bitcast<u32>(wg_mx[0]);
+            qp[5u * rg + 3u] = bitcast<u32>(wg_lo[0]);
+            qp[5u * rg + 4u] = bitcast<u32>(wg_hi[0]);
         }
         workgroupBarrier();
     }

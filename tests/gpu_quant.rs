@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use shears::core::fast::quant::dequantize_packed;
+use shears::core::fast::quant::{dequantize_packed, error_stats};
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
 use shears::core::reference::quant::round_to;
@@ -15,6 +15,10 @@ use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::{GpuContext, GpuMatmul, GpuQuant};
 use shears::testing::{near_ties, test_gpu, test_values};
+
+/// The report's error statistics (max |x − x̂|, Σe², Σx²): f32 sums per
+/// group in other orders, f64 across groups.
+const STATS_RTOL: f64 = 1e-4;
 
 fn check(
     ctx: &GpuContext,
@@ -26,9 +30,21 @@ fn check(
     let (rows, cols) = w.matrix_dims();
     let x = w.to_f32().map_err(|e| e.to_string())?;
     let want = quantize_matrix(&spec, &x, rows, cols, w.dtype(), rounding);
-    let got = GpuQuant::new(ctx)
-        .quantize_view(&spec, &w, rounding)
+    let (got, stats) = GpuQuant::new(ctx)
+        .quantize_view_with_stats(&spec, &w, rounding)
         .map_err(|e| e.to_string())?;
+    // The report's statistics: f32 sums in another order than the CPU's.
+    let cpu = error_stats(&w, &want).map_err(|e| e.to_string())?;
+    let near = |a: f64, b: f64| (a - b).abs() <= STATS_RTOL * a.abs().max(b.abs()) + 1e-30;
+    if !(near(cpu.max_abs, stats.max_abs)
+        && near(cpu.sum_sq_err, stats.sum_sq_err)
+        && near(cpu.sum_sq, stats.sum_sq))
+    {
+        return Err(format!(
+            "error statistics: CPU {cpu:?}, GPU {stats:?}; tolerance {STATS_RTOL:e} relative"
+        )
+        .into());
+    }
     for (i, (a, b)) in want.params.iter().zip(&got.params).enumerate() {
         if a.scale.to_bits() != b.scale.to_bits() || a.zero_point != b.zero_point {
             return Err(

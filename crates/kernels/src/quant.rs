@@ -2,6 +2,7 @@
 //! parameters and codes, byte-identical to
 //! `shears_core::reference::quant::quantize_matrix`.
 
+use shears_core::fast::quant::ErrorStats;
 use shears_core::reference::gguf::{GgufType, QK};
 use shears_core::reference::matmul::PackedWeight;
 use shears_core::reference::quant::{QParams, QuantSpec, Quantized, Rounding};
@@ -43,6 +44,20 @@ impl<'a> GpuQuant<'a> {
         w: &TensorView,
         rounding: Rounding,
     ) -> Result<Quantized> {
+        self.quantize_view_with_stats(spec, w, rounding)
+            .map(|(q, _)| q)
+    }
+
+    /// Quantizes a [rows, cols] float tensor and measures what it lost in
+    /// the same dispatch (per-group sums reduced in f64 on the host; not
+    /// bit-identical to the CPU's statistics, which sum in another order).
+    pub fn quantize_view_with_stats(
+        &self,
+        spec: &QuantSpec,
+        w: &TensorView,
+        rounding: Rounding,
+    ) -> Result<(Quantized, ErrorStats)> {
+        let mut stats = ErrorStats::default();
         let ctx = self.ctx;
         let (rows, cols) = w.matrix_dims();
         let esize = w.float_size()?;
@@ -51,19 +66,16 @@ impl<'a> GpuQuant<'a> {
         let mut codes = Vec::with_capacity(rows * cols);
         let mut params = Vec::with_capacity(rows * groups);
         if rows == 0 || cols == 0 {
-            return Ok(Quantized {
-                rows,
-                cols,
-                group,
-                codes: vec![0; rows * cols],
-                params: vec![
-                    QParams {
-                        scale: 0.0,
-                        zero_point: 0
-                    };
-                    rows * groups
-                ],
-            });
+            return Ok((
+                Quantized {
+                    rows,
+                    cols,
+                    group,
+                    codes: vec![0; rows * cols],
+                    params: vec![QParams::default(); rows * groups],
+                },
+                stats,
+            ));
         }
         let per = (ctx.chunk_bytes() as usize - 4) / (cols * esize);
         if per == 0 {
@@ -92,7 +104,7 @@ impl<'a> GpuQuant<'a> {
         );
         let qp_buf = storage(
             "quant params",
-            per * groups * 8,
+            per * groups * 20,
             wgpu::BufferUsages::COPY_SRC,
         );
         let pbuf = ctx.buffer(
@@ -167,19 +179,29 @@ impl<'a> GpuQuant<'a> {
                     .map(|&b| b as i8),
             );
             let words: Vec<u32> =
-                bytemuck::pod_collect_to_vec(&ctx.read_back(&qp_buf, 0, (work * 8) as u64)?);
-            params.extend(words.chunks_exact(2).map(|c| QParams {
-                scale: f32::from_bits(c[0]),
-                zero_point: c[1] as i32,
-            }));
+                bytemuck::pod_collect_to_vec(&ctx.read_back(&qp_buf, 0, (work * 20) as u64)?);
+            for c in words.chunks_exact(5) {
+                params.push(QParams {
+                    scale: f32::from_bits(c[0]),
+                    zero_point: c[1] as i32,
+                });
+                stats = stats.merge(ErrorStats {
+                    max_abs: f32::from_bits(c[2]) as f64,
+                    sum_sq_err: f32::from_bits(c[3]) as f64,
+                    sum_sq: f32::from_bits(c[4]) as f64,
+                });
+            }
         }
-        Ok(Quantized {
-            rows,
-            cols,
-            group,
-            codes,
-            params,
-        })
+        Ok((
+            Quantized {
+                rows,
+                cols,
+                group,
+                codes,
+                params,
+            },
+            stats,
+        ))
     }
 
     /// GGUF blocks (Q8_0 or Q4_0) of a float tensor whose rows are whole

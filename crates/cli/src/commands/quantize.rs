@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::{error_stats, quantize_masked_into, quantize_view};
+use shears_core::fast::quant::{quantize_masked_into, quantize_view};
 use shears_core::formats::compressed_tensors::{
     layer_bytes, layer_tensors, quantization_config, Scheme,
 };
@@ -326,8 +326,10 @@ pub fn run_with(
                         &mut qbuf,
                     )?,
                     Backend::Gpu(ctx) => {
-                        qbuf = GpuQuant::new(ctx).quantize_view(&spec, &view, rounding)?;
-                        error_stats(&view, &qbuf)?
+                        let (q, stats) =
+                            GpuQuant::new(ctx).quantize_view_with_stats(&spec, &view, rounding)?;
+                        qbuf = q;
+                        stats
                     }
                 };
                 let q = &mut qbuf;
