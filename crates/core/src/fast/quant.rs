@@ -564,29 +564,39 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
     }
     let (groups, wpr) = (w.groups(), w.words_per_row());
     out.par_chunks_mut(cols * esize).enumerate().for_each_init(
-        || (vec![0.0f32; cols], vec![0i8; wpr * 4 * 2]),
-        |(vals, codes), (r, bytes)| {
-            // Every code of the row, from the words' little-endian bytes.
-            let words = &w.words[r * wpr..(r + 1) * wpr];
-            let mut k = 0;
-            for word in words {
-                for b in word.to_le_bytes() {
-                    if w.bits == 8 {
-                        codes[k] = (b ^ 0x80) as i8;
-                        k += 1;
-                    } else {
-                        codes[k] = (b & 0xf) as i8 - 8;
-                        codes[k + 1] = (b >> 4) as i8 - 8;
-                        k += 2;
-                    }
-                }
+        || (vec![0.0f32; cols], vec![0u8; wpr * 4]),
+        |(vals, raw), (r, bytes)| {
+            // The row's words as little-endian bytes: code k sits in
+            // byte k (8 bits, offset 128) or in nibble k of byte k/2.
+            for (d, word) in raw
+                .chunks_exact_mut(4)
+                .zip(&w.words[r * wpr..(r + 1) * wpr])
+            {
+                d.copy_from_slice(&word.to_le_bytes());
             }
             for g in 0..groups {
                 let scale = w.scales[r * groups + g];
                 let zp = w.zero_points.map_or(0, |z| z[r * groups + g]);
                 let span = g * w.group..((g + 1) * w.group).min(cols);
-                for (v, &c) in vals[span.clone()].iter_mut().zip(&codes[span]) {
-                    *v = (c as i32 - zp) as f32 * scale;
+                let v = &mut vals[span.clone()];
+                if w.bits == 8 {
+                    for (x, &b) in v.iter_mut().zip(&raw[span]) {
+                        *x = (((b ^ 0x80) as i8) as i32 - zp) as f32 * scale;
+                    }
+                } else if span.start % 2 == 0 {
+                    // Two codes a byte, low nibble first.
+                    let src = &raw[span.start / 2..span.end.div_ceil(2)];
+                    for (pair, &b) in v.chunks_mut(2).zip(src) {
+                        pair[0] = ((b & 0xf) as i32 - 8 - zp) as f32 * scale;
+                        if let Some(hi) = pair.get_mut(1) {
+                            *hi = ((b >> 4) as i32 - 8 - zp) as f32 * scale;
+                        }
+                    }
+                } else {
+                    for (x, k) in v.iter_mut().zip(span) {
+                        let c = ((raw[k / 2] >> (4 * (k & 1))) & 0xf) as i32 - 8;
+                        *x = (c - zp) as f32 * scale;
+                    }
                 }
             }
             crate::encode_f32(dtype, vals, bytes);
