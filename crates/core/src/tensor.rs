@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn bf16_bits_equal_half_on_every_class_of_value() {
-        let mut check = |b: u32| {
+        let check = |b: u32| {
             let x = f32::from_bits(b);
             assert_eq!(bf16_bits(x), bf16::from_f32(x).to_bits(), "{b:#010x}");
         };
