@@ -1,4 +1,5 @@
-// div_rn.wgsl: a correctly rounded f32 quotient, the prelude of every module
+// div_rn.wgsl: a correctly rounded f32 quotient (and the rounding step it
+// shares with quant.wgsl's mul_rn), the prelude of every module
 // whose results must equal a CPU division bit for bit (quant, train). WGSL's
 // `/` is only accurate to 2.5 ulp (often a reciprocal and a multiply), so
 // the quotient is long division of the 24-bit mantissas, rounded to
@@ -34,9 +35,17 @@ fn div_rn(a: f32, b: f32) -> f32 {
         }
         r = r << 1u;
     }
-    var m = q >> 1u;
-    let guard = (q & 1u) == 1u;
-    if (guard && (r != 0u || (m & 1u) == 1u)) {
+    return round_rn(sign, e, q >> 1u, (q & 1u) == 1u, r != 0u);
+}
+
+// The f32 with `sign`, biased exponent `e` and 24-bit mantissa `m` (leading
+// 1 included) rounded to nearest even, `half` the bit below m and `rest`
+// whether anything below that is set; ±0 below the normal range, ±inf
+// above it.
+fn round_rn(sign: u32, e0: i32, m0: u32, half: bool, rest: bool) -> f32 {
+    var e = e0;
+    var m = m0;
+    if (half && (rest || (m & 1u) == 1u)) {
         m = m + 1u;
     }
     if (m == 0x1000000u) {

@@ -271,35 +271,13 @@ fn mul_rn(a: f32, b: f32) -> f32 {
     let lo_raw = a0 * b0 + ((mid & 0xfffu) << 12u);
     let lo = lo_raw & 0xffffffu;
     let hi = a1 * b1 + (mid >> 12u) + (lo_raw >> 24u);
-    var e = i32(ea) + i32(eb) - 127;
-    var m = 0u;
-    var half = false;
-    var rest = false;
+    let e = i32(ea) + i32(eb) - 127;
     if (hi >= 0x800000u) {
         // Product in [2^47, 2^48): the top 24 bits are hi.
-        m = hi;
-        half = (lo & 0x800000u) != 0u;
-        rest = (lo & 0x7fffffu) != 0u;
-        e = e + 1;
-    } else {
-        m = (hi << 1u) | (lo >> 23u);
-        half = (lo & 0x400000u) != 0u;
-        rest = (lo & 0x3fffffu) != 0u;
+        return round_rn(sign, e + 1, hi, (lo & 0x800000u) != 0u, (lo & 0x7fffffu) != 0u);
     }
-    if (half && (rest || (m & 1u) == 1u)) {
-        m = m + 1u;
-    }
-    if (m == 0x1000000u) {
-        m = m >> 1u;
-        e = e + 1;
-    }
-    if (e <= 0) {
-        return bitcast<f32>(sign);
-    }
-    if (e >= 255) {
-        return bitcast<f32>(sign | 0x7f800000u);
-    }
-    return bitcast<f32>(sign | (u32(e) << 23u) | (m & 0x7fffffu));
+    let m = (hi << 1u) | (lo >> 23u);
+    return round_rn(sign, e, m, (lo & 0x400000u) != 0u, (lo & 0x3fffffu) != 0u);
 }
 
 // The f16 bits of x rounded half to even (±inf beyond the f16 range).

@@ -99,7 +99,7 @@ fn fast_quantizer_equals_reference_with_specials() {
 /// pass over the written codes (f32 lanes in other orders: 1e-5 relative).
 #[test]
 fn fused_error_statistics_equal_the_separate_pass() {
-    use shears::core::fast::quant::{error_stats, quantize_view_with_stats};
+    use shears::core::fast::quant::{error_stats, quantize_view_into};
     let mut seed = 9900;
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for spec in SCHEMES {
@@ -108,8 +108,9 @@ fn fused_error_statistics_equal_the_separate_pass() {
                 let buf =
                     TensorBuf::from_f32(dtype, vec![7, cols], &test_values(7 * cols, seed, false))
                         .unwrap();
-                let (q, fused) =
-                    quantize_view_with_stats(&spec, &buf.view(), Rounding::Nearest).unwrap();
+                let mut q = Default::default();
+                let fused = quantize_view_into(&spec, &buf.view(), Rounding::Nearest, true, &mut q)
+                    .unwrap();
                 let apart = error_stats(&buf.view(), &q).unwrap();
                 let near = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
                 assert!(

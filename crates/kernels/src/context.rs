@@ -492,6 +492,25 @@ impl GpuContext {
         })
     }
 
+    /// A storage buffer of `size` bytes that can be written from the host,
+    /// with `extra` usages (COPY_SRC for outputs read back).
+    pub fn storage(&self, label: &str, size: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.buffer(
+            label,
+            size as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+        )
+    }
+
+    /// A uniform buffer of `size` bytes written from the host.
+    pub fn uniform(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.buffer(
+            label,
+            size,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )
+    }
+
     /// Waits until `submission` (or all work, when `None`) has finished.
     pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
         self.device

@@ -66,31 +66,20 @@ impl Matmul for GpuMatmul<'_> {
             .into());
         }
         let per = per.min(out);
-        let storage = |label: &str, size: usize, extra| {
-            ctx.buffer(
-                label,
-                size as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-            )
-        };
-        let wbuf = storage(
+        let wbuf = ctx.storage(
             "matmul w",
             per * inn * esize + 4,
             wgpu::BufferUsages::empty(),
         );
-        let xbuf = storage("matmul x", x.len() * 4, wgpu::BufferUsages::empty());
-        let mbuf = storage(
+        let xbuf = ctx.storage("matmul x", x.len() * 4, wgpu::BufferUsages::empty());
+        let mbuf = ctx.storage(
             "matmul mask",
             (per * inn).div_ceil(4) * 4,
             wgpu::BufferUsages::empty(),
         );
-        let ybuf = storage("matmul y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
-        let zbuf = storage("matmul unused zps", 4, wgpu::BufferUsages::empty());
-        let pbuf = ctx.buffer(
-            "matmul params",
-            32,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        let ybuf = ctx.storage("matmul y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
+        let zbuf = ctx.storage("matmul unused zps", 4, wgpu::BufferUsages::empty());
+        let pbuf = ctx.uniform("matmul params", 32);
         ctx.upload(&xbuf, 0, bytemuck::cast_slice(x));
         let layout = matmul_layout(ctx);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
@@ -134,18 +123,17 @@ impl Matmul for GpuMatmul<'_> {
             };
             ctx.queue()
                 .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
-            let groups = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
-            let idx = ctx.dispatch("masked_matmul", &pipeline, &bind, groups);
-            ctx.wait(Some(idx))?;
-            let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
+            run_chunk(
+                ctx,
+                "masked_matmul",
+                &pipeline,
+                &bind,
                 &ybuf,
-                0,
-                (p * rr.len() * 4) as u64,
-            )?);
-            for i in 0..p {
-                y[i * out + rr.start..i * out + rr.end]
-                    .copy_from_slice(&yc[i * rr.len()..(i + 1) * rr.len()]);
-            }
+                &mut y,
+                p,
+                out,
+                rr,
+            )?;
         }
         Ok(y)
     }
@@ -176,21 +164,14 @@ impl Matmul for GpuMatmul<'_> {
             .into());
         }
         let per = per.min(out);
-        let storage = |label: &str, size: usize, extra| {
-            ctx.buffer(
-                label,
-                size as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-            )
-        };
-        let wbuf = storage("dequant codes", per * wpr * 4, wgpu::BufferUsages::empty());
-        let xbuf = storage("dequant x", x.len() * 4, wgpu::BufferUsages::empty());
-        let sbuf = storage(
+        let wbuf = ctx.storage("dequant codes", per * wpr * 4, wgpu::BufferUsages::empty());
+        let xbuf = ctx.storage("dequant x", x.len() * 4, wgpu::BufferUsages::empty());
+        let sbuf = ctx.storage(
             "dequant scales",
             per * groups * 4,
             wgpu::BufferUsages::empty(),
         );
-        let zbuf = storage(
+        let zbuf = ctx.storage(
             "dequant zps",
             if w.zero_points.is_some() {
                 per * groups * 4
@@ -199,12 +180,8 @@ impl Matmul for GpuMatmul<'_> {
             },
             wgpu::BufferUsages::empty(),
         );
-        let ybuf = storage("dequant y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
-        let pbuf = ctx.buffer(
-            "dequant params",
-            32,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        let ybuf = ctx.storage("dequant y", p * per * 4, wgpu::BufferUsages::COPY_SRC);
+        let pbuf = ctx.uniform("dequant params", 32);
         ctx.upload(&xbuf, 0, bytemuck::cast_slice(x));
         let layout = matmul_layout(ctx);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
@@ -259,21 +236,46 @@ impl Matmul for GpuMatmul<'_> {
             };
             ctx.queue()
                 .write_buffer(&pbuf, 0, bytemuck::bytes_of(&params));
-            let dims = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
-            let idx = ctx.dispatch("dequant_matmul", &pipeline, &bind, dims);
-            ctx.wait(Some(idx))?;
-            let yc: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read_back(
+            run_chunk(
+                ctx,
+                "dequant_matmul",
+                &pipeline,
+                &bind,
                 &ybuf,
-                0,
-                (p * rr.len() * 4) as u64,
-            )?);
-            for i in 0..p {
-                y[i * out + rr.start..i * out + rr.end]
-                    .copy_from_slice(&yc[i * rr.len()..(i + 1) * rr.len()]);
-            }
+                &mut y,
+                p,
+                out,
+                rr,
+            )?;
         }
         Ok(y)
     }
+}
+
+/// Dispatches one chunk of weight rows `rr` (outputs [p, rr.len()] in
+/// `ybuf`) and copies its columns into Y [p, out].
+#[allow(clippy::too_many_arguments)]
+fn run_chunk(
+    ctx: &GpuContext,
+    entry_point: &str,
+    pipeline: &wgpu::ComputePipeline,
+    bind: &wgpu::BindGroup,
+    ybuf: &wgpu::Buffer,
+    y: &mut [f32],
+    p: usize,
+    out: usize,
+    rr: std::ops::Range<usize>,
+) -> shears_core::Result<()> {
+    let dims = (rr.len().div_ceil(TS) as u32, p.div_ceil(TS) as u32, 1);
+    let idx = ctx.dispatch(entry_point, pipeline, bind, dims);
+    ctx.wait(Some(idx))?;
+    let yc: Vec<f32> =
+        bytemuck::pod_collect_to_vec(&ctx.read_back(ybuf, 0, (p * rr.len() * 4) as u64)?);
+    for i in 0..p {
+        y[i * out + rr.start..i * out + rr.end]
+            .copy_from_slice(&yc[i * rr.len()..(i + 1) * rr.len()]);
+    }
+    Ok(())
 }
 
 pub(crate) fn matmul_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {

@@ -85,33 +85,22 @@ impl<'a> GpuQuant<'a> {
             )));
         }
         let per = per.min(rows);
-        let storage = |label: &str, size: usize, extra| {
-            ctx.buffer(
-                label,
-                size as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-            )
-        };
-        let src = storage(
+        let src = ctx.storage(
             "quant src",
             per * cols * esize + 4,
             wgpu::BufferUsages::empty(),
         );
-        let code_buf = storage(
+        let code_buf = ctx.storage(
             "quant codes",
             (per * cols).div_ceil(4) * 4,
             wgpu::BufferUsages::COPY_SRC,
         );
-        let qp_buf = storage(
+        let qp_buf = ctx.storage(
             "quant params",
             per * groups * 20,
             wgpu::BufferUsages::COPY_SRC,
         );
-        let pbuf = ctx.buffer(
-            "quant uniforms",
-            32,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        let pbuf = ctx.uniform("quant uniforms", 32);
         let layout = quant_layout(ctx);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("quant"),
@@ -229,29 +218,18 @@ impl<'a> GpuQuant<'a> {
                 ctx.chunk_bytes()
             )));
         }
-        let storage = |label: &str, size: usize, extra| {
-            ctx.buffer(
-                label,
-                size as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-            )
-        };
-        let src = storage(
+        let src = ctx.storage(
             "gguf src",
             per * cols * esize + 4,
             wgpu::BufferUsages::empty(),
         );
-        let blocks = storage(
+        let blocks = ctx.storage(
             "gguf blocks",
             (per * row_bytes).next_multiple_of(4),
             wgpu::BufferUsages::COPY_SRC,
         );
-        let unused = storage("gguf unused", 4, wgpu::BufferUsages::empty());
-        let pbuf = ctx.buffer(
-            "gguf uniforms",
-            32,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        let unused = ctx.storage("gguf unused", 4, wgpu::BufferUsages::empty());
+        let pbuf = ctx.uniform("gguf uniforms", 32);
         let layout = quant_layout(ctx);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("gguf"),
@@ -338,20 +316,13 @@ impl<'a> GpuQuant<'a> {
                 "a row of {cols} elements is larger than one GPU binding ({budget} bytes)"
             )));
         }
-        let storage = |label: &str, size: usize, extra| {
-            ctx.buffer(
-                label,
-                size as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
-            )
-        };
-        let src = storage("dequant codes", per * wpr * 4, wgpu::BufferUsages::empty());
-        let sbuf = storage(
+        let src = ctx.storage("dequant codes", per * wpr * 4, wgpu::BufferUsages::empty());
+        let sbuf = ctx.storage(
             "dequant scales",
             per * groups * 4,
             wgpu::BufferUsages::empty(),
         );
-        let zbuf = storage(
+        let zbuf = ctx.storage(
             "dequant zero points",
             if w.zero_points.is_some() {
                 per * groups * 4
@@ -360,16 +331,12 @@ impl<'a> GpuQuant<'a> {
             },
             wgpu::BufferUsages::empty(),
         );
-        let obuf = storage(
+        let obuf = ctx.storage(
             "dequant out",
             (per * cols * esize).next_multiple_of(4),
             wgpu::BufferUsages::COPY_SRC,
         );
-        let pbuf = ctx.buffer(
-            "dequant uniforms",
-            32,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        );
+        let pbuf = ctx.uniform("dequant uniforms", 32);
         let layout = dequant_layout(ctx);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("dequantize_packed"),

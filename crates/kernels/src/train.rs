@@ -77,16 +77,8 @@ impl<'a> GpuTrain<'a> {
             dummy: ctx.buffer("train dummy", 16, storage),
             // One per writable slot: a buffer may not be bound writable twice.
             spares: std::array::from_fn(|_| ctx.buffer("train spare", 16, storage)),
-            params: ctx.buffer(
-                "train params",
-                48,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            ),
-            mm_params: ctx.buffer(
-                "train product params",
-                32,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            ),
+            params: ctx.uniform("train params", 48),
+            mm_params: ctx.uniform("train product params", 32),
             layout,
         }
     }

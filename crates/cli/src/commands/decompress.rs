@@ -50,9 +50,24 @@ impl Layer<'_> {
         v
     }
 
+    /// The scales [out, groups] as f32 and, when asymmetric, the unpacked
+    /// zero points.
+    pub fn params(
+        &self,
+        ckpt: &Checkpoint,
+        rs: &ReadScheme,
+    ) -> Result<(Vec<f32>, Option<Vec<i32>>), Error> {
+        let scales = ckpt.view(self.scale).to_f32()?;
+        let groups = scales.len() / self.out;
+        let zps = self
+            .zero_point
+            .map(|z| unpack_cols(&i32s(ckpt.view(z).bytes()), self.out, groups, rs.spec.bits));
+        Ok((scales, zps))
+    }
+
     /// The codes and parameters as stored.
     pub fn read(&self, ckpt: &Checkpoint, rs: &ReadScheme) -> Result<Quantized, Error> {
-        let scales = ckpt.view(self.scale).to_f32()?;
+        let (scales, zps) = self.params(ckpt, rs)?;
         let codes: Vec<i8> = if rs.packed {
             unpack_rows(
                 &i32s(ckpt.view(self.codes).bytes()),
@@ -67,11 +82,7 @@ impl Layer<'_> {
                 .map(|&b| b as i8)
                 .collect()
         };
-        let groups = scales.len() / self.out;
-        let zps = match self.zero_point {
-            Some(z) => unpack_cols(&i32s(ckpt.view(z).bytes()), self.out, groups, rs.spec.bits),
-            None => vec![0; self.out * groups],
-        };
+        let zps = zps.unwrap_or_else(|| vec![0; scales.len()]);
         Ok(Quantized {
             rows: self.out,
             cols: self.inn,
@@ -254,21 +265,17 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
             }
             Some(l) => {
                 let dtype = l.scale.dtype;
-                let q = l.read(&ckpt, &rs)?;
                 let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
                 let bytes = if rs.packed && float_out {
                     // Straight from the packed words (fast CPU path or GPU,
                     // both byte-identical to the reference below).
                     let words = i32s(ckpt.view(l.codes).bytes());
-                    let scales: Vec<f32> = q.params.iter().map(|p| p.scale).collect();
-                    let zps: Option<Vec<i32>> = l
-                        .zero_point
-                        .map(|_| q.params.iter().map(|p| p.zero_point).collect());
+                    let (scales, zps) = l.params(&ckpt, &rs)?;
                     let packed = PackedWeight {
-                        rows: q.rows,
-                        cols: q.cols,
+                        rows: l.out,
+                        cols: l.inn,
                         bits: rs.spec.bits,
-                        group: q.group,
+                        group: rs.spec.group_len(l.inn),
                         words: &words,
                         scales: &scales,
                         zero_points: zps.as_deref(),
@@ -280,7 +287,7 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
                         }
                     }
                 } else {
-                    let values = q.dequantized();
+                    let values = l.read(&ckpt, &rs)?.dequantized();
                     let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
                     encode_f32(dtype, &values, &mut bytes);
                     bytes

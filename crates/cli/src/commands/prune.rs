@@ -234,28 +234,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
     let (select, mask) = (backend.select(), backend.mask());
     let (verify_select, verify_mask) = backend.verifier();
 
-    let global = match s.mode {
-        Mode::Unstructured {
-            sparsity,
-            scope: Scope::Global,
-        } => {
-            let items: Vec<Scored> = chosen
-                .iter()
-                .zip(&aux)
-                .map(|(&i, x)| (ckpt.view(&ckpt.tensors[i]), x.scorer(s.method)))
-                .collect();
-            let n: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
-            let k = prune_count(sparsity, n);
-            let cut = global_cut(select.as_ref(), &items, k)?;
-            tracing::info!(
-                "global cut: {k} of {n} weights, key {:#010x} with {} ties",
-                cut.key,
-                cut.ties
-            );
-            Some(cut)
-        }
-        _ => None,
-    };
+    let global = global_scope_cut(&ckpt, &chosen, &aux, &s, select.as_ref())?;
     let mut ties_left = global.map_or(0, |c| c.ties);
 
     let start = Instant::now();
@@ -365,6 +344,38 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
     let dest = writer.finish()?;
     tracing::info!("wrote {} in {seconds:.2} s", dest.display());
     Ok(())
+}
+
+/// The one cut of `--scope global` over every chosen tensor (a first,
+/// read-only pass), or `None` for the other modes.
+pub(crate) fn global_scope_cut(
+    ckpt: &Checkpoint,
+    chosen: &[usize],
+    aux: &[Aux],
+    s: &Settings,
+    select: &dyn Select,
+) -> Result<Option<Cut>> {
+    let Mode::Unstructured {
+        sparsity,
+        scope: Scope::Global,
+    } = s.mode
+    else {
+        return Ok(None);
+    };
+    let items: Vec<Scored> = chosen
+        .iter()
+        .zip(aux)
+        .map(|(&i, x)| (ckpt.view(&ckpt.tensors[i]), x.scorer(s.method)))
+        .collect();
+    let n: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
+    let k = prune_count(sparsity, n);
+    let cut = global_cut(select, &items, k)?;
+    tracing::info!(
+        "global cut: {k} of {n} weights, key {:#010x} with {} ties",
+        cut.key,
+        cut.ties
+    );
+    Ok(Some(cut))
 }
 
 pub(crate) fn load_aux<'c>(

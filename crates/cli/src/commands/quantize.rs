@@ -20,11 +20,11 @@ use shears_core::reference::quant::{quantize_matrix, QuantSpec, Quantized, Round
 use shears_core::{encode_f32, Checkpoint, TensorBuf, TensorInfo, TensorView};
 use shears_kernels::GpuQuant;
 
-use shears_core::reference::select::{global_cut, prune_count, Cut, Scored};
+use shears_core::reference::select::Cut;
 
 use crate::args::{BackendChoice, PruneArgs, QuantizeArgs};
 use crate::backend::Backend;
-use crate::commands::prune::{self, Mode, Scope};
+use crate::commands::prune::{self, Mode};
 use crate::output::{human_bytes, Out};
 use crate::pipeline::{self, Piece};
 use crate::plan::{self, Decision};
@@ -203,28 +203,7 @@ pub fn run_with(
     // Global scope: one cut over every selected tensor, found by a first
     // (read-only) pass; ties at the cut are pruned in tensor order.
     let global = match &prune_settings {
-        Some(ps) => match ps.mode {
-            Mode::Unstructured {
-                sparsity,
-                scope: Scope::Global,
-            } => {
-                let items: Vec<Scored> = chosen_idx
-                    .iter()
-                    .zip(&aux)
-                    .map(|(&i, x)| (ckpt.view(&ckpt.tensors[i]), x.scorer(ps.method)))
-                    .collect();
-                let n: u64 = items.iter().map(|(w, _)| w.numel() as u64).sum();
-                let k = prune_count(sparsity, n);
-                let cut = global_cut(select.as_ref(), &items, k)?;
-                tracing::info!(
-                    "global cut: {k} of {n} weights, key {:#010x} with {} ties",
-                    cut.key,
-                    cut.ties
-                );
-                Some(cut)
-            }
-            _ => None,
-        },
+        Some(ps) => prune::global_scope_cut(&ckpt, &chosen_idx, &aux, ps, select.as_ref())?,
         None => None,
     };
     let mut ties_left = global.map_or(0, |c| c.ties);

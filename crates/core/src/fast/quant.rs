@@ -271,18 +271,6 @@ pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Re
     Ok(q)
 }
 
-/// Quantizes a [rows, cols] float tensor and measures what it lost
-/// ([`ErrorStats`]) in the same pass, while each row is in cache.
-pub fn quantize_view_with_stats(
-    spec: &QuantSpec,
-    w: &TensorView,
-    rounding: Rounding,
-) -> Result<(Quantized, ErrorStats)> {
-    let mut q = Quantized::default();
-    let stats = quantize_view_into(spec, w, rounding, true, &mut q)?;
-    Ok((q, stats))
-}
-
 /// Quantizes into `out`, reusing its buffers (a loop over tensors then
 /// allocates, and page-faults in, its code buffer once instead of once per
 /// tensor); returns the error statistics when `want_stats` (else zeros).

@@ -7,8 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::reference::quant::{QParams, QuantSpec};
-use crate::train::cpu::{adam_one, fake_quant_one, CpuDevice};
+use crate::train::cpu::{adam_slice, fake_quant_row, mse_row, CpuDevice};
 use crate::train::device::{AdamStep, Device, GridShape};
 use crate::Result;
 
@@ -220,13 +219,8 @@ impl Device for FastCpuDevice {
             .zip(row_sums.par_iter_mut())
             .enumerate()
             .for_each(|(r, (d, s))| {
-                let mut acc = 0.0f32;
-                for (j, dv) in d.iter_mut().enumerate() {
-                    let e = y[r * cols + j] - target[r * cols + j];
-                    acc += e * e;
-                    *dv = scale * e;
-                }
-                *s = acc;
+                let span = r * cols..(r + 1) * cols;
+                *s = mse_row(&y[span.clone()], &target[span], d, scale);
             });
         let total: f64 = row_sums.iter().map(|&v| v as f64).sum();
         Ok(total / (rows * cols) as f64)
@@ -242,21 +236,15 @@ impl Device for FastCpuDevice {
         n: usize,
         step: AdamStep,
     ) -> Result<()> {
-        // Pieces in parallel, with the reference's formula per element.
+        // Pieces in parallel, each through the reference's loop.
         w[..n]
             .par_chunks_mut(PIECE)
             .zip(m[..n].par_chunks_mut(PIECE))
             .zip(v[..n].par_chunks_mut(PIECE))
             .enumerate()
             .for_each(|(i, ((wp, mp), vp))| {
-                let at = i * PIECE;
-                for (j, ((wi, mi), vi)) in wp.iter_mut().zip(mp).zip(vp).enumerate() {
-                    if mask.is_some_and(|k| k[at + j] == 0.0) {
-                        (*wi, *mi, *vi) = (0.0, 0.0, 0.0);
-                        continue;
-                    }
-                    adam_one(wi, mi, vi, g[at + j], step);
-                }
+                let span = i * PIECE..i * PIECE + wp.len();
+                adam_slice(wp, &g[span.clone()], mp, vp, mask.map(|k| &k[span]), step);
             });
         Ok(())
     }
@@ -271,25 +259,20 @@ impl Device for FastCpuDevice {
         cols: usize,
         grid: GridShape,
     ) -> Result<()> {
-        // Rows in parallel, with the reference quantizer per element.
-        let spec = QuantSpec {
-            bits: grid.bits,
-            group: Some(grid.group),
-            symmetric: zero_points.is_none(),
-        };
+        // Rows in parallel, each through the reference's row.
         let groups = cols.div_ceil(grid.group.max(1));
         wq[..rows * cols]
             .par_chunks_mut(cols.max(1))
             .enumerate()
             .for_each(|(r, out)| {
-                for (c, o) in out.iter_mut().enumerate() {
-                    let gi = r * groups + c / grid.group;
-                    let p = QParams {
-                        scale: scales[gi],
-                        zero_point: zero_points.map_or(0, |z| z[gi] as i32),
-                    };
-                    *o = fake_quant_one(&spec, w[r * cols + c], p);
-                }
+                let g = r * groups..(r + 1) * groups;
+                fake_quant_row(
+                    &w[r * cols..(r + 1) * cols],
+                    &scales[g.clone()],
+                    zero_points.map(|z| &z[g]),
+                    out,
+                    grid,
+                );
             });
         Ok(())
     }

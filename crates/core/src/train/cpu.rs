@@ -41,21 +41,67 @@ fn softmax_row(z: &[f32], t: f32, p: &mut [f32]) -> (f32, f32) {
     (mx, sum)
 }
 
-/// One Adam step of one unmasked weight (the formula of [`Device::adam`]).
-#[inline(always)]
-pub(crate) fn adam_one(w: &mut f32, m: &mut f32, v: &mut f32, g: f32, s: AdamStep) {
-    *m = s.beta1 * *m + (1.0 - s.beta1) * g;
-    *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
-    *w -= s.lr * (*m * s.c1) / ((*v * s.c2).sqrt() + s.eps);
+// The reference's loops over one row or slice, in the order the trait
+// documents; the fast CPU path runs the same functions on pieces in
+// parallel, so its results are these bit for bit.
+
+/// One row of [`Device::mse`]: writes `dy = scale·(y − t)` and returns
+/// Σ(y − t)² summed in increasing column, f32.
+pub(crate) fn mse_row(y: &[f32], t: &[f32], dy: &mut [f32], scale: f32) -> f32 {
+    let mut sum = 0.0f32;
+    for ((d, &a), &b) in dy.iter_mut().zip(y).zip(t) {
+        let e = a - b;
+        sum += e * e;
+        *d = scale * e;
+    }
+    sum
 }
 
-/// The fake-quantized value of `w` on (scale, zero point) `p`.
-#[inline(always)]
-pub(crate) fn fake_quant_one(spec: &QuantSpec, w: f32, p: QParams) -> f32 {
-    quant::dequantize(
-        quant::quantize(spec, w, p, Rounding::Nearest, DType::F32),
-        p,
-    )
+/// [`Device::adam`] on matching slices.
+pub(crate) fn adam_slice(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    mask: Option<&[f32]>,
+    s: AdamStep,
+) {
+    for i in 0..w.len() {
+        if mask.is_some_and(|k| k[i] == 0.0) {
+            (w[i], m[i], v[i]) = (0.0, 0.0, 0.0);
+            continue;
+        }
+        m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * g[i];
+        v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * g[i] * g[i];
+        w[i] -= s.lr * (m[i] * s.c1) / ((v[i] * s.c2).sqrt() + s.eps);
+    }
+}
+
+/// [`Device::fake_quant`] of one row: `scales` (and `zero_points`) are the
+/// row's groups.
+pub(crate) fn fake_quant_row(
+    w: &[f32],
+    scales: &[f32],
+    zero_points: Option<&[f32]>,
+    out: &mut [f32],
+    grid: GridShape,
+) {
+    let spec = QuantSpec {
+        bits: grid.bits,
+        group: Some(grid.group),
+        symmetric: zero_points.is_none(),
+    };
+    for (c, (o, &x)) in out.iter_mut().zip(w).enumerate() {
+        let g = c / grid.group;
+        let p = QParams {
+            scale: scales[g],
+            zero_point: zero_points.map_or(0, |z| z[g] as i32),
+        };
+        *o = quant::dequantize(
+            quant::quantize(&spec, x, p, Rounding::Nearest, DType::F32),
+            p,
+        );
+    }
 }
 
 /// The class index a label stored as f32 stands for, checked against `cols`.
@@ -262,13 +308,13 @@ impl Device for CpuDevice {
         let scale = 2.0 / (rows * cols) as f32;
         let mut total = 0.0f64;
         for r in 0..rows {
-            let mut row = 0.0f32;
-            for j in r * cols..(r + 1) * cols {
-                let d = y[j] - target[j];
-                row += d * d;
-                dy[j] = scale * d;
-            }
-            total += row as f64;
+            let span = r * cols..(r + 1) * cols;
+            total += mse_row(
+                &y[span.clone()],
+                &target[span.clone()],
+                &mut dy[span],
+                scale,
+            ) as f64;
         }
         Ok(total / (rows * cols) as f64)
     }
@@ -283,15 +329,14 @@ impl Device for CpuDevice {
         n: usize,
         s: AdamStep,
     ) -> Result<()> {
-        for i in 0..n {
-            if mask.is_some_and(|mk| mk[i] == 0.0) {
-                w[i] = 0.0;
-                m[i] = 0.0;
-                v[i] = 0.0;
-                continue;
-            }
-            adam_one(&mut w[i], &mut m[i], &mut v[i], g[i], s);
-        }
+        adam_slice(
+            &mut w[..n],
+            &g[..n],
+            &mut m[..n],
+            &mut v[..n],
+            mask.map(|k| &k[..n]),
+            s,
+        );
         Ok(())
     }
 
@@ -305,22 +350,16 @@ impl Device for CpuDevice {
         cols: usize,
         grid: GridShape,
     ) -> Result<()> {
-        let spec = QuantSpec {
-            bits: grid.bits,
-            group: Some(grid.group),
-            symmetric: zero_points.is_none(),
-        };
         let groups = cols.div_ceil(grid.group);
         for r in 0..rows {
-            for c in 0..cols {
-                let gi = r * groups + c / grid.group;
-                let p = QParams {
-                    scale: scales[gi],
-                    zero_point: zero_points.map_or(0, |z| z[gi] as i32),
-                };
-                let i = r * cols + c;
-                wq[i] = fake_quant_one(&spec, w[i], p);
-            }
+            let g = r * groups..(r + 1) * groups;
+            fake_quant_row(
+                &w[r * cols..(r + 1) * cols],
+                &scales[g.clone()],
+                zero_points.map(|z| &z[g]),
+                &mut wq[r * cols..(r + 1) * cols],
+                grid,
+            );
         }
         Ok(())
     }
