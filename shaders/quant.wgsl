@@ -142,7 +142,12 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
             if (SYMMETRIC == 1u) {
                 scale = div_rn(max(abs(l), abs(h)), (qmax - qmin) / 2.0);
             } else {
-                scale = div_rn(h - l, qmax - qmin);
+                // As the reference: halved from 2^126 on, so h − l cannot overflow.
+                if (max(abs(l), abs(h)) >= 0x1p126f) {
+                    scale = div_rn(h * 0.5 - l * 0.5, (qmax - qmin) * 0.5);
+                } else {
+                    scale = div_rn(h - l, qmax - qmin);
+                }
                 if (scale != 0.0) {
                     zp = i32(round(clamp(qmin - div_rn(l, scale), qmin, qmax)));
                 }

@@ -45,6 +45,15 @@ fn check(
         )
         .into());
     }
+    same_codes(&want, &got, &x)
+}
+
+/// Parameters bit-exact and codes exact between the reference and the GPU.
+fn same_codes(
+    want: &shears::core::reference::quant::Quantized,
+    got: &shears::core::reference::quant::Quantized,
+    x: &[f32],
+) -> Result<(), Failed> {
     for (i, (a, b)) in want.params.iter().zip(&got.params).enumerate() {
         if a.scale.to_bits() != b.scale.to_bits() || a.zero_point != b.zero_point {
             return Err(
@@ -65,6 +74,38 @@ fn check(
         return Err("code count differs".into());
     }
     Ok(())
+}
+
+/// Rows spanning more than f32::MAX (±3e38, ±1e38) under asymmetric
+/// schemes: max − min would overflow; both backends halve the range first
+/// and give the same finite scales and codes.
+fn check_huge_range(ctx: &GpuContext, spec: QuantSpec, dtype: DType) -> Result<(), Failed> {
+    let cols = spec.group.unwrap_or(33).max(33);
+    let rows = 4;
+    let mut x = test_values(rows * cols, 77, false);
+    for (r, (lo, hi)) in [
+        (-3e38f32, 3e38f32),
+        (-1e38, 2e38),
+        (-3.3e38, 1.0),
+        (0.5, 3.3e38),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        x[r * cols] = lo;
+        x[r * cols + cols - 1] = hi;
+    }
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let w = buf.view();
+    let x = w.to_f32().map_err(|e| e.to_string())?;
+    let want = quantize_matrix(&spec, &x, rows, cols, dtype, Rounding::Nearest);
+    if let Some(p) = want.params.iter().find(|p| !p.scale.is_finite()) {
+        return Err(format!("reference scale not finite: {p:?}").into());
+    }
+    let (got, _) = GpuQuant::new(ctx)
+        .quantize_view_with_stats(&spec, &w, Rounding::Nearest)
+        .map_err(|e| e.to_string())?;
+    same_codes(&want, &got, &x)
 }
 
 /// GGUF blocks from the GPU against the reference, on values placed next
@@ -359,6 +400,22 @@ fn main() {
                     );
                 }
             }
+        }
+    }
+    for dtype in [DType::F32, DType::BF16] {
+        for (sname, spec) in schemes.into_iter().filter(|(_, s)| !s.symmetric) {
+            let gpu = gpu.clone();
+            trials.push(
+                Trial::test(
+                    format!("quant::huge_range::{sname}::{dtype}"),
+                    move || match &gpu {
+                        Err(r) => Err(r.clone().into()),
+                        Ok(None) => Ok(()),
+                        Ok(Some(p)) => check_huge_range(&p.0, spec, dtype),
+                    },
+                )
+                .with_ignored_flag(skip),
+            );
         }
     }
     // The golden dense weights, every golden scheme, both roundings.

@@ -314,7 +314,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub scheme: String,
     /// Inputs per group for the int4 schemes (must divide in_features).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub group_size: Option<usize>,
     /// nearest (round-to-nearest of the exact quotient) or
     /// compressed-tensors (bit for bit what that library writes).
@@ -355,8 +355,8 @@ pub struct CheckArgs {
     /// file's `<weight>.inputs`.
     #[arg(long)]
     pub validate: bool,
-    /// Seeded Gaussian probe rows for --validate.
-    #[arg(long, default_value_t = 64)]
+    /// Seeded Gaussian probe rows for --validate (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     pub probe_rows: usize,
     /// Also compute every mask, code, scale and zero point with the CPU
     /// reference path and exit 1 on any difference, writing nothing.
@@ -375,6 +375,32 @@ pub struct SelectArgs {
     /// Leave tensors matching this glob alone (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// A selected tensor holding NaN or ±inf: `error` refuses the run
+    /// naming the tensor, the count and the first row (nothing is written);
+    /// `keep` leaves such tensors unchanged and uncompressed (which costs
+    /// one extra read of the selected tensors, to find them before the
+    /// output is laid out).
+    #[arg(long, value_enum, default_value_t = NonFinitePolicy::Error)]
+    pub non_finite: NonFinitePolicy,
+}
+
+/// What `--non-finite` does with a tensor holding NaN or ±inf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum NonFinitePolicy {
+    /// Refuse the run, naming the tensor.
+    #[default]
+    Error,
+    /// Leave the tensor unchanged (not pruned, not quantized).
+    Keep,
+}
+
+/// A whole number of at least 1 (clap value parser).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 1 && v <= usize::MAX as i128 => Ok(v as usize),
+        Ok(_) => Err(format!("must be a whole number of at least 1, got {s}")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -392,7 +418,7 @@ pub struct CompressArgs {
     #[arg(long)]
     pub scheme: Option<String>,
     /// Inputs per group for the int4 schemes.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub group_size: Option<usize>,
     /// nearest or compressed-tensors.
     #[arg(long)]

@@ -77,10 +77,33 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     EXIT_BAD_INPUT
 }
 
+/// On SIGINT, SIGTERM or SIGHUP: remove this run's partial outputs, then
+/// exit with 128 + the signal's number, as a shell reports it. Without
+/// this, an interrupted run would leave its hidden temporary folder
+/// behind (a later run removes such leftovers too, but only if there is
+/// one).
+fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    shears_core::checkpoint::partials::remove_all();
+                    std::process::exit(128 + sig);
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "cannot watch for signals ({e}); an interrupted run may leave a temporary folder"
+        ),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     plan::SYNC.store(cli.global.sync, std::sync::atomic::Ordering::Relaxed);
+    clean_up_on_signals();
     let mut out = output::Out::new();
     let quiet = cli.global.quiet;
     let result = match &cli.command {

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 use shears_core::checkpoint::{ShardSpec, WriterOptions};
-use shears_core::{Checkpoint, TensorInfo};
+use shears_core::{Checkpoint, TensorInfo, TensorView};
+
+use crate::args::NonFinitePolicy;
 
 /// What happens to one tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,11 @@ pub fn select(ckpt: &Checkpoint, include: &[String], exclude: &[String]) -> Resu
             if excluded {
                 return Decision::Keep("excluded".into());
             }
+            if t.shape.contains(&0) {
+                // Nothing to compress, and no buffer may be sized from the
+                // other dimensions of an empty tensor.
+                return Decision::Keep("empty".into());
+            }
             match default_exclusion(t) {
                 None => Decision::Compress,
                 Some(why) if included && t.shape.len() == 2 && t.dtype.is_float_computable() => {
@@ -118,6 +125,43 @@ pub fn select(ckpt: &Checkpoint, include: &[String], exclude: &[String]) -> Resu
         decisions,
         unmatched,
     })
+}
+
+/// Applies `--non-finite` to the selection before the output is laid out:
+/// with `keep`, every selected tensor holding NaN or ±inf is read once and
+/// kept unchanged (a warning names each); with `error` nothing is read
+/// here, and the command refuses such a tensor when it reaches it
+/// ([`refuse_non_finite`]).
+pub fn apply_non_finite(ckpt: &Checkpoint, sel: &mut Selection, policy: NonFinitePolicy) {
+    if policy != NonFinitePolicy::Keep {
+        return;
+    }
+    for (t, d) in ckpt.tensors.iter().zip(sel.decisions.iter_mut()) {
+        if *d != Decision::Compress {
+            continue;
+        }
+        let view = ckpt.view(t);
+        if let Some(nf) = view.non_finite() {
+            tracing::warn!("{}: kept unchanged (--non-finite keep): {nf}", t.name);
+            *d = Decision::Keep("non-finite values".into());
+        }
+        view.release(0..t.nbytes());
+    }
+}
+
+/// The error for a selected tensor holding NaN or ±inf, under
+/// `--non-finite error`: quantizing it would spread NaN over its row or
+/// group (or silently turn NaN into 0), and pruning cannot rank it.
+pub fn refuse_non_finite(ckpt: &Checkpoint, t: &TensorInfo, view: &TensorView) -> Result<()> {
+    match view.non_finite() {
+        None => Ok(()),
+        Some(nf) => anyhow::bail!(
+            "{}: tensor '{}': {nf}; shears does not compress non-finite weights \
+             (pass --non-finite keep to leave such tensors unchanged)",
+            ckpt.path_of(t).display(),
+            t.name
+        ),
+    }
 }
 
 /// Output shards with the input's file names and no tensors yet: every
@@ -143,6 +187,7 @@ pub fn writer_options(ckpt: &Checkpoint, model: &Path, force: bool) -> WriterOpt
         force,
         sync: SYNC.load(std::sync::atomic::Ordering::Relaxed),
         protected: vec![model.to_path_buf()],
+        side_files: ckpt.extra_files.iter().map(|f| f.name.clone()).collect(),
         metadata: ckpt
             .shards
             .first()

@@ -319,7 +319,7 @@ fn quantized_student_stays_on_its_grid() {
 /// A one-layer checkpoint file.
 fn one_layer(path: &Path, name: &str, shape: [usize; 2], values: &[f32]) {
     let t = TensorBuf::from_f32(DType::F32, shape.to_vec(), values).unwrap();
-    shears_core::checkpoint::write_file(path, &[(name.to_string(), t)], true).unwrap();
+    shears_core::checkpoint::write_file(path, &[(name.to_string(), t)], true, &[]).unwrap();
 }
 
 /// A seeded 8x16 teacher with half its weights zero, and a student with

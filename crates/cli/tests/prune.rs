@@ -319,7 +319,7 @@ fn calibration_problems_name_the_file_and_tensor() {
             ));
         }
         let p = dir.path().join(format!("c{}.safetensors", tensors.len()));
-        shears_core::checkpoint::write_file(&p, &tensors, true).unwrap();
+        shears_core::checkpoint::write_file(&p, &tensors, true, &[]).unwrap();
         p
     };
     let missing = keep("model.layers.1.mlp.up_proj.weight.input_norm", None);

@@ -170,7 +170,7 @@ pub fn synthesize(
             TensorBuf::from_f32(DType::BF16, vec![outf, inf], &grad)?,
         ));
     }
-    crate::checkpoint::write_file(out, &tensors, force)?;
+    crate::checkpoint::write_file(out, &tensors, force, &[ckpt.root.clone()])?;
     Ok(out.to_path_buf())
 }
 

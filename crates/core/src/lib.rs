@@ -15,4 +15,4 @@ pub mod train;
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use tensor::{checked_numel, decode_f32, encode_f32, TensorBuf, TensorView};
+pub use tensor::{checked_numel, decode_f32, encode_f32, NonFinite, TensorBuf, TensorView};

@@ -20,7 +20,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use shears_core::checkpoint::paths::read_bounded;
 
 use crate::args::{BackendChoice, CheckArgs, CompressArgs, PruneArgs, QuantizeArgs, SelectArgs};
 use crate::commands::quantize;
@@ -55,11 +56,15 @@ struct QuantRecipe {
     rounding: Option<String>,
 }
 
+/// Largest recipe file read (a recipe is a few lines).
+const RECIPE_LIMIT: u64 = 1 << 20;
+
 pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let recipe: Recipe = match &a.recipe {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
+            let bytes = read_bounded(p, RECIPE_LIMIT)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
             toml::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: {}",
@@ -115,6 +120,7 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
         select: SelectArgs {
             include: include.clone(),
             exclude: exclude.clone(),
+            non_finite: a.select.non_finite,
         },
         force: a.force,
     };
@@ -130,7 +136,11 @@ pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) 
         checks: CheckArgs::default(),
         report: None,
         dry_run: a.dry_run,
-        select: SelectArgs { include, exclude },
+        select: SelectArgs {
+            include,
+            exclude,
+            non_finite: a.select.non_finite,
+        },
         seed: a.seed,
         force: a.force,
     };

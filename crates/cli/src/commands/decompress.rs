@@ -5,9 +5,9 @@
 //! written.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::fast::quant::dequantize_packed;
 use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
@@ -58,7 +58,7 @@ impl Layer<'_> {
         rs: &ReadScheme,
     ) -> Result<(Vec<f32>, Option<Vec<i32>>), Error> {
         let scales = ckpt.view(self.scale).to_f32()?;
-        let groups = scales.len() / self.out;
+        let groups = self.scale.shape[1];
         let zps = self
             .zero_point
             .map(|z| unpack_cols(&i32s(ckpt.view(z).bytes()), self.out, groups, rs.spec.bits));
@@ -97,14 +97,18 @@ impl Layer<'_> {
     }
 }
 
-/// The parsed `config.json` of a checkpoint folder and its path.
-pub fn read_json_config(model: &Path) -> Result<(serde_json::Value, PathBuf)> {
-    let config_path = model.join("config.json");
-    let text = std::fs::read(&config_path)
-        .with_context(|| format!("{}: cannot read", config_path.display()))?;
-    let config: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::format(&config_path, format!("not valid JSON: {e}")))?;
-    Ok((config, config_path))
+/// The parsed `config.json` of a checkpoint folder (a JSON object, read
+/// with a size limit and the link policy) and its path, for messages.
+pub fn read_json_config(ckpt: &Checkpoint) -> Result<(serde_json::Value, PathBuf)> {
+    let config_path = ckpt.root.join("config.json");
+    match ckpt.config()? {
+        Some(map) => Ok((serde_json::Value::Object(map), config_path)),
+        None => Err(Error::format(
+            &config_path,
+            "missing: a compressed-tensors checkpoint describes its quantization there",
+        )
+        .into()),
+    }
 }
 
 fn i32s(b: &[u8]) -> Vec<i32> {
@@ -142,9 +146,16 @@ pub fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>
                 ));
             }
             let b = ckpt.view(st).bytes();
-            let dim =
-                |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
-            (dim(0), dim(1))
+            let dim = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+            let (o, i) = (dim(0), dim(1));
+            if o < 0 || i < 0 {
+                return Err(bad(
+                    &shape_name,
+                    format!("[{o}, {i}] is not a shape (negative dimension)"),
+                ));
+            }
+            // Bounded below by the codes' own shape, checked next.
+            (o as usize, i as usize)
         } else {
             if codes.dtype != DType::I8 || codes.shape.len() != 2 {
                 return Err(bad(
@@ -217,7 +228,7 @@ pub fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>
 
 pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
-    let (mut config, config_path) = read_json_config(&a.model)?;
+    let (mut config, config_path) = read_json_config(&ckpt)?;
     let rs = read_config(&config, &config_path)?;
     let layers = layers(&ckpt, &rs)?;
 
@@ -266,7 +277,9 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
             Some(l) => {
                 let dtype = l.scale.dtype;
                 let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
-                let bytes = if rs.packed && float_out {
+                let bytes = if l.out == 0 || l.inn == 0 {
+                    Vec::new() // an empty weight: nothing to decode
+                } else if rs.packed && float_out {
                     // Straight from the packed words (fast CPU path or GPU,
                     // both byte-identical to the reference below).
                     let words = i32s(ckpt.view(l.codes).bytes());
@@ -305,7 +318,7 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
     }
     writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
     for f in &ckpt.extra_files {
-        if f.file_name().is_some_and(|n| n != "config.json") {
+        if f.name != "config.json" {
             writer.copy_file(f)?;
         }
     }

@@ -22,8 +22,12 @@ pub fn model(
     quiet: bool,
     out: &mut Out,
 ) -> Result<()> {
-    let plan = FitPlan::new(&a.fit, a.temperature, a.alpha)?;
-    check_output(&a.output, plan.force)?;
+    let mut plan = FitPlan::new(&a.fit, a.temperature, a.alpha)?;
+    plan.inputs = [a.data.clone(), a.teacher.clone()]
+        .into_iter()
+        .chain(a.init.clone())
+        .collect();
+    check_output(&a.output, &plan)?;
     let teacher = Mlp::load(&a.teacher)?;
     let data = Dataset::load(&a.data)?;
     if teacher.inputs() != data.cols {

@@ -47,13 +47,18 @@ fn compute_stats(ckpt: &Checkpoint, choice: BackendChoice, quiet: bool) -> Resul
         progress.tensor(ti, ckpt.tensors.len(), &info.name);
         let view = ckpt.view(info);
         let s = if info.dtype.is_float_computable() {
-            let s = kernels.stats(&view).map_err(|e| {
+            let ctx = |e: shears_core::Error| {
                 anyhow::anyhow!(
                     "{}: tensor '{}': {e}",
                     ckpt.path_of(info).display(),
                     info.name
                 )
-            })?;
+            };
+            let mut s = kernels.stats(&view).map_err(ctx)?;
+            if s.overflowed() {
+                // Values near 1e30 overflow the tiles' f32 sums: redo them in f64.
+                s = TensorStats::exact(&view).map_err(ctx)?;
+            }
             Some(s)
         } else {
             None

@@ -198,10 +198,11 @@ struct Row {
 pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let s = settings(a)?;
     let ckpt = Checkpoint::open(&a.model)?;
-    let selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
+    let mut selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
     for g in &selection.unmatched {
         tracing::warn!("pattern '{g}' matched no tensor");
     }
+    plan::apply_non_finite(&ckpt, &mut selection, a.select.non_finite);
     let chosen: Vec<usize> = selection.compressed().collect();
     if chosen.is_empty() {
         tracing::warn!("no tensor is selected for pruning; the output is a copy");
@@ -250,6 +251,7 @@ pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> 
         match here {
             None => copy_tensor(&mut writer, &view)?,
             Some(x) => {
+                plan::refuse_non_finite(&ckpt, info, &view)?;
                 let t0 = Instant::now();
                 let scorer = x.scorer(s.method);
                 let ctx = |e: shears_core::Error| {

@@ -93,15 +93,37 @@ pub fn run_with(
     }
     let spec = scheme.spec(a.group_size);
     let ckpt = Checkpoint::open(&a.model)?;
-    let selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
+    let mut selection = plan::select(&ckpt, &a.select.include, &a.select.exclude)?;
     for g in &selection.unmatched {
         tracing::warn!("pattern '{g}' matched no tensor");
     }
+    plan::apply_non_finite(&ckpt, &mut selection, a.select.non_finite);
     let chosen: Vec<bool> = selection
         .decisions
         .iter()
         .map(|d| *d == Decision::Compress)
         .collect();
+    if !chosen.contains(&true) {
+        tracing::warn!("no tensor is selected for quantization; the output is a copy");
+    }
+    // The output's config, validated before any work: the input's own
+    // (a JSON object) or, when there is none, one holding only the
+    // quantization_config, so the output still says how to read it.
+    let config = match format {
+        Format::CompressedTensors => Some(match ckpt.config()? {
+            Some(c) => c,
+            None => {
+                tracing::warn!(
+                    "{} has no config.json: the output's config.json holds only the \
+                     quantization_config; add the model's own fields (architectures, \
+                     model_type, …) before loading it in vLLM or transformers",
+                    a.model.display()
+                );
+                serde_json::Map::new()
+            }
+        }),
+        Format::Dense => None,
+    };
     // Refuse what cannot be quantized before any work.
     for (t, &c) in ckpt.tensors.iter().zip(&chosen) {
         if !c {
@@ -233,6 +255,7 @@ pub fn run_with(
                     ignore.push(p.to_string());
                 }
             } else {
+                plan::refuse_non_finite(&ckpt, t, &view)?;
                 let t0 = Instant::now();
                 // Prune first (compress), then quantize what is left.
                 let mut sparsity = None;
@@ -378,23 +401,21 @@ pub fn run_with(
         Ok(())
     })?;
     progress.finish();
+    if let Some(mut config) = config {
+        let mut qc = quantization_config(scheme, &spec, ignore.clone());
+        if let Some(ps) = &prune_settings {
+            let all: u64 = ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
+            qc["sparsity_config"] = sparsity_config(
+                ps.mode,
+                zeros_total as f64 / all.max(1) as f64,
+                ignore.clone(),
+            );
+        }
+        config.insert("quantization_config".into(), qc);
+        writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
+    }
     for f in &ckpt.extra_files {
-        if f.file_name().is_some_and(|n| n == "config.json") && format == Format::CompressedTensors
-        {
-            let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let mut config: serde_json::Value = serde_json::from_slice(&text)
-                .with_context(|| format!("{}: not valid JSON", f.display()))?;
-            config["quantization_config"] = quantization_config(scheme, &spec, ignore.clone());
-            if let Some(ps) = &prune_settings {
-                let all: u64 = ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
-                config["quantization_config"]["sparsity_config"] = sparsity_config(
-                    ps.mode,
-                    zeros_total as f64 / all.max(1) as f64,
-                    ignore.clone(),
-                );
-            }
-            writer.add_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
-        } else {
+        if !(f.name == "config.json" && format == Format::CompressedTensors) {
             writer.copy_file(f)?;
         }
     }

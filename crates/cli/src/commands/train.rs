@@ -47,6 +47,8 @@ pub struct FitPlan {
     pub log: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub force: bool,
+    /// Files the run reads, which its output must never replace.
+    pub inputs: Vec<PathBuf>,
 }
 
 impl FitPlan {
@@ -82,6 +84,7 @@ impl FitPlan {
             log: a.log.clone(),
             report: a.report.clone(),
             force: a.force,
+            inputs: Vec::new(),
         })
     }
 }
@@ -139,17 +142,19 @@ pub fn start_model(
     Ok(m)
 }
 
-/// Fails early when the output exists and --force is not given.
-pub fn check_output(path: &Path, force: bool) -> Result<()> {
-    if path.exists() && !force {
-        bail!("{}: exists (use --force to replace it)", path.display());
-    }
+/// Fails early when the single-file output exists (without --force, or
+/// when it is not an earlier output), is an input, or sits inside one.
+pub fn check_output(path: &Path, plan: &FitPlan) -> Result<()> {
+    shears_core::checkpoint::check_single_file(path, plan.force, &plan.inputs)?;
     Ok(())
 }
 
 pub fn run(a: &TrainArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    let plan = FitPlan::new(&a.fit, 1.0, 1.0)?;
-    check_output(&a.output, plan.force)?;
+    let mut plan = FitPlan::new(&a.fit, 1.0, 1.0)?;
+    plan.inputs = std::iter::once(a.data.clone())
+        .chain(a.init.clone())
+        .collect();
+    check_output(&a.output, &plan)?;
     let data = Dataset::load(&a.data)?;
     let model = start_model(
         a.hidden.as_deref(),
@@ -270,7 +275,7 @@ pub fn fit(
         quiet,
     };
     let r = on_device(backend, job)?;
-    r.model.save(output, plan.force)?;
+    r.model.save(output, plan.force, &plan.inputs)?;
     if let Some(path) = &plan.log {
         let mut csv = String::from("epoch,loss\n");
         for (i, l) in r.log.epoch_losses.iter().enumerate() {

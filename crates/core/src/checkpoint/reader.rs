@@ -12,6 +12,7 @@ use memmap2::Mmap;
 use serde_json::Value;
 
 use super::header;
+use super::paths::{read_bounded, Access, LinkPolicy, CONFIG_LIMIT, INDEX_LIMIT};
 use crate::{DType, Error, Result, TensorView};
 
 /// File name of the shard index Hugging Face writes beside sharded weights.
@@ -71,6 +72,17 @@ impl TensorInfo {
     }
 }
 
+/// A file of the model folder that is not a weight (config.json, tokenizer
+/// files), copied beside any output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideFile {
+    /// Its name in the folder (and in the output).
+    pub name: String,
+    /// Where its bytes are read from: the file itself, or the target of a
+    /// link that resolves inside the folder (or the Hugging Face cache).
+    pub path: PathBuf,
+}
+
 /// How the checkpoint was laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -93,8 +105,8 @@ pub struct Checkpoint {
     /// Tensors in storage order (shard by shard, by offset).
     pub tensors: Vec<TensorInfo>,
     /// Files of the folder that are not weights (config.json, tokenizer
-    /// files), to be copied beside any output.
-    pub extra_files: Vec<PathBuf>,
+    /// files), to be copied beside any output, in name order.
+    pub extra_files: Vec<SideFile>,
     /// The index's own `metadata` object, when there is an index.
     pub index_metadata: Option<Value>,
     by_name: HashMap<String, usize>,
@@ -102,6 +114,11 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Opens and validates the checkpoint at `path` (file or folder).
+    ///
+    /// In a folder, links are followed only into the folder itself or the
+    /// Hugging Face cache's `blobs/` ([`LinkPolicy`]): a side file that
+    /// points elsewhere is skipped with a warning, a shard or index that
+    /// does is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
@@ -109,6 +126,7 @@ impl Checkpoint {
             let shard = open_shard(&root)?;
             return Checkpoint::assemble(root, Layout::File, vec![shard], Vec::new(), None);
         }
+        let policy = LinkPolicy::for_folder(&root)?;
         let mut weights = Vec::new();
         let mut extra = Vec::new();
         let mut index = None;
@@ -117,22 +135,36 @@ impl Checkpoint {
             let entry = entry.map_err(|e| Error::io(&root, e))?;
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !p.is_file() {
-                tracing::debug!("skipping {} (not a file)", p.display());
-                continue;
-            }
+            let is_weight = name == INDEX_FILE || name.ends_with(".safetensors");
+            let resolved = match policy.access(&p) {
+                Access::File(resolved) => resolved,
+                Access::Folder => {
+                    tracing::debug!("skipping {} (a folder)", p.display());
+                    continue;
+                }
+                Access::Refused(why) if is_weight => {
+                    return Err(Error::format(&p, format!("refused: {why}")));
+                }
+                Access::Refused(why) => {
+                    tracing::warn!("skipping {}: {why}", p.display());
+                    continue;
+                }
+            };
             if name == INDEX_FILE {
-                index = Some(p);
+                index = Some(resolved);
             } else if name.ends_with(".safetensors") {
-                weights.push(p);
+                weights.push((name, resolved));
             } else {
-                extra.push(p);
+                extra.push(SideFile {
+                    name,
+                    path: resolved,
+                });
             }
         }
         weights.sort();
-        extra.sort();
+        extra.sort_by(|a, b| a.name.cmp(&b.name));
         match index {
-            Some(index_path) => Checkpoint::open_indexed(root, &index_path, extra),
+            Some(index_path) => Checkpoint::open_indexed(root, &index_path, &weights, extra),
             None => {
                 if weights.is_empty() {
                     return Err(Error::format(
@@ -142,20 +174,55 @@ impl Checkpoint {
                 }
                 let shards = weights
                     .iter()
-                    .map(|p| open_shard(p))
+                    .map(|(name, p)| open_shard_named(&root.join(name), p))
                     .collect::<Result<_>>()?;
                 Checkpoint::assemble(root, Layout::Folder, shards, extra, None)
             }
         }
     }
 
-    fn open_indexed(root: PathBuf, index_path: &Path, extra: Vec<PathBuf>) -> Result<Self> {
-        let text = std::fs::read(index_path).map_err(|e| Error::io(index_path, e))?;
+    /// The parsed `config.json` beside the weights, if there is one. It is
+    /// read with a size limit and must be a JSON object.
+    pub fn config(&self) -> Result<Option<serde_json::Map<String, Value>>> {
+        let Some(f) = self.side_file("config.json") else {
+            return Ok(None);
+        };
+        let shown = self.root.join(&f.name);
+        let text = read_bounded(&f.path, CONFIG_LIMIT).map_err(|e| relabel(e, &shown))?;
+        match serde_json::from_slice(&text) {
+            Ok(Value::Object(map)) => Ok(Some(map)),
+            Ok(other) => Err(Error::format(
+                &shown,
+                format!("is {}, not a JSON object", json_kind(&other)),
+            )),
+            Err(e) => Err(Error::format(&shown, format!("not valid JSON: {e}"))),
+        }
+    }
+
+    /// The side file called `name`, if the folder has one.
+    pub fn side_file(&self, name: &str) -> Option<&SideFile> {
+        self.extra_files.iter().find(|f| f.name == name)
+    }
+
+    fn open_indexed(
+        root: PathBuf,
+        resolved_index: &Path,
+        on_disk: &[(String, PathBuf)],
+        extra: Vec<SideFile>,
+    ) -> Result<Self> {
+        let index_path = &root.join(INDEX_FILE);
+        let text = read_bounded(resolved_index, INDEX_LIMIT).map_err(|e| relabel(e, index_path))?;
         let json: Value = serde_json::from_slice(&text)
             .map_err(|e| Error::format(index_path, format!("not valid JSON: {e}")))?;
         let Some(Value::Object(weight_map)) = json.get("weight_map") else {
             return Err(Error::format(index_path, "missing 'weight_map' object"));
         };
+        if weight_map.is_empty() {
+            return Err(Error::format(
+                index_path,
+                "'weight_map' names no tensor (an index must list every tensor of every shard)",
+            ));
+        }
         let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (tensor, file) in weight_map {
             let Value::String(file) = file else {
@@ -172,16 +239,28 @@ impl Checkpoint {
             }
             wanted.entry(file.clone()).or_default().push(tensor.clone());
         }
+        // Every shard on disk must be accounted for: one the index forgot
+        // would silently drop its tensors from every output.
+        for (name, _) in on_disk {
+            if !wanted.contains_key(name) {
+                return Err(Error::format(
+                    index_path,
+                    format!(
+                        "shard '{name}' is in the folder but the index names none of its tensors \
+                         (remove the file, or add its tensors to 'weight_map')"
+                    ),
+                ));
+            }
+        }
         let mut shards = Vec::with_capacity(wanted.len());
         for file in wanted.keys() {
-            let p = root.join(file);
-            if !p.is_file() {
+            let Some((_, resolved)) = on_disk.iter().find(|(n, _)| n == file) else {
                 return Err(Error::format(
                     index_path,
                     format!("index names shard '{file}', which does not exist"),
                 ));
-            }
-            shards.push(open_shard(&p)?);
+            };
+            shards.push(open_shard_named(&root.join(file), resolved)?);
         }
         let ckpt = Checkpoint::assemble(
             root,
@@ -205,11 +284,20 @@ impl Checkpoint {
             }
         }
         if ckpt.tensors.len() != weight_map.len() {
-            tracing::warn!(
-                "{}: shards hold {} tensors the index does not name",
-                index_path.display(),
-                ckpt.tensors.len() - weight_map.len()
-            );
+            let unnamed = ckpt
+                .tensors
+                .iter()
+                .find(|t| !weight_map.contains_key(&t.name))
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+            return Err(Error::tensor(
+                index_path,
+                unnamed,
+                format!(
+                    "stored in a shard but not named by the index ({} tensors are not)",
+                    ckpt.tensors.len() - weight_map.len()
+                ),
+            ));
         }
         Ok(ckpt)
     }
@@ -218,7 +306,7 @@ impl Checkpoint {
         root: PathBuf,
         layout: Layout,
         shards: Vec<(Shard, Vec<header::HeaderEntry>)>,
-        extra_files: Vec<PathBuf>,
+        extra_files: Vec<SideFile>,
         index_metadata: Option<Value>,
     ) -> Result<Self> {
         let mut tensors = Vec::new();
@@ -286,8 +374,35 @@ fn kept_name(kept: &[Shard], i: usize) -> String {
     kept.get(i).map(|s| s.file_name()).unwrap_or_default()
 }
 
+/// An error about `resolved` (a link's target) told about `shown` (the
+/// name in the folder), so messages name what the user sees.
+fn relabel(e: Error, shown: &Path) -> Error {
+    match e {
+        Error::Io { err, .. } => Error::io(shown, err),
+        Error::Format { reason, .. } => Error::format(shown, reason),
+        other => other,
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn open_shard(path: &Path) -> Result<(Shard, Vec<header::HeaderEntry>)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    open_shard_named(path, path)
+}
+
+/// Opens the shard whose bytes are at `resolved` (a link's target, or
+/// `path` itself), named `path` in messages.
+fn open_shard_named(path: &Path, resolved: &Path) -> Result<(Shard, Vec<header::HeaderEntry>)> {
+    let file = File::open(resolved).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len < 8 {
         return Err(Error::format(

@@ -3,9 +3,16 @@
 //! Every header is computed from the list of output tensors before any data
 //! exists, so tensor data can be written as it is produced, one tensor (or
 //! one piece of a tensor) at a time, never holding the checkpoint in memory.
-//! All files go into a hidden temporary folder beside the destination, which
-//! is renamed into place only by [`CheckpointWriter::finish`]; dropping an
-//! unfinished writer removes the temporary folder.
+//! All files go into a hidden temporary folder beside the destination
+//! ([`Partial`]), which is renamed into place only by
+//! [`CheckpointWriter::finish`]; dropping an unfinished writer removes the
+//! temporary folder, and so does a signal (see [`super::partials`]).
+//!
+//! `--force` replaces only what looks like an earlier output: a folder
+//! holding a safetensors checkpoint and its side files and nothing else,
+//! or, for single-file writers, a safetensors file. Anything else (a
+//! folder of documents, a file where a folder goes) is refused naming what
+//! it holds.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,7 +20,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::header;
-use super::reader::INDEX_FILE;
+use super::partials::Partial;
+use super::reader::{SideFile, INDEX_FILE};
 use crate::tensor::checked_numel;
 use crate::{DType, Error, Result};
 
@@ -55,6 +63,10 @@ pub struct WriterOptions {
     pub force: bool,
     /// Paths that must never be replaced or written into (the inputs).
     pub protected: Vec<PathBuf>,
+    /// Names of the side files (tokenizer, configs) an earlier output of
+    /// this kind holds besides its weights: with `force`, a destination
+    /// folder holding only these and safetensors files may be replaced.
+    pub side_files: Vec<String>,
     /// Flush every shard to stable storage (fsync) before the folder is
     /// renamed into place, so a power cut cannot leave a complete-looking
     /// folder with missing data. Without it the rename still makes the
@@ -106,7 +118,9 @@ struct PlannedShard {
 pub struct CheckpointWriter {
     dest: PathBuf,
     tmp: PathBuf,
+    partial: Option<Partial>,
     force: bool,
+    side_files: Vec<String>,
     sync: bool,
     shards: Vec<PlannedShard>,
     /// Position: shard, tensor inside it, bytes of it already written.
@@ -114,7 +128,6 @@ pub struct CheckpointWriter {
     tensor: usize,
     written: usize,
     file: Option<BufWriter<File>>,
-    finished: bool,
 }
 
 impl CheckpointWriter {
@@ -152,31 +165,19 @@ impl CheckpointWriter {
                 names: spec.tensors.into_iter().map(|t| t.name).collect(),
             });
         }
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let base = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let tmp = parent.join(format!(".{base}.shears-partial-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let partial = Partial::folder(&dest)?;
         let mut w = CheckpointWriter {
             dest,
-            tmp,
+            tmp: partial.path.clone(),
+            partial: Some(partial),
             force: opts.force,
+            side_files: opts.side_files,
             sync: opts.sync,
             shards: planned,
             shard: 0,
             tensor: 0,
             written: 0,
             file: None,
-            finished: false,
         };
         if !w.shards.is_empty() {
             w.open_shard()?;
@@ -250,13 +251,11 @@ impl CheckpointWriter {
         std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))
     }
 
-    /// Copies a file of the input folder into the output under its own name.
-    pub fn copy_file(&mut self, src: &Path) -> Result<()> {
-        let name = src
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{} has no file name", src.display())))?;
-        let to = self.tmp.join(name);
-        std::fs::copy(src, &to).map_err(|e| Error::io(src, e))?;
+    /// Copies a side file of the input folder into the output under its
+    /// own name (its bytes read from where the link policy resolved it).
+    pub fn copy_file(&mut self, src: &SideFile) -> Result<()> {
+        let to = self.tmp.join(&src.name);
+        std::fs::copy(&src.path, &to).map_err(|e| Error::io(&src.path, e))?;
         Ok(())
     }
 
@@ -287,26 +286,16 @@ impl CheckpointWriter {
             let text = serde_json::to_vec_pretty(&index).expect("index serialises");
             self.add_file(INDEX_FILE, &text)?;
         }
-        if self.dest.exists() {
-            if !self.force {
-                return Err(Error::format(
-                    &self.dest,
-                    "exists (use --force to replace it)",
-                ));
-            }
-            let old = self.tmp.with_extension("old");
-            std::fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-            let removed = if old.is_dir() {
-                std::fs::remove_dir_all(&old)
-            } else {
-                std::fs::remove_file(&old)
-            };
-            removed.map_err(|e| Error::io(&old, e))?;
-        } else {
-            std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        self.file = None;
+        if self.force {
+            // Checked again: the destination may have changed meanwhile.
+            replaceable_folder(&self.dest, &self.side_files)?;
         }
-        self.finished = true;
+        let partial = self
+            .partial
+            .take()
+            .expect("an unfinished writer has its partial");
+        partial.commit(&self.dest, self.force)?;
         Ok(self.dest.clone())
     }
 
@@ -374,10 +363,9 @@ impl CheckpointWriter {
 
 impl Drop for CheckpointWriter {
     fn drop(&mut self) {
-        if !self.finished {
-            self.file = None;
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
+        // Close the open shard before its partial folder is removed.
+        self.file = None;
+        self.partial = None;
     }
 }
 
@@ -395,10 +383,87 @@ fn check_destination(dest: &Path, opts: &WriterOptions) -> Result<()> {
             ));
         }
     }
-    if dest.exists() && !opts.force {
-        return Err(Error::format(dest, "exists (use --force to replace it)"));
+    if std::fs::symlink_metadata(dest).is_ok() {
+        if !opts.force {
+            return Err(Error::format(dest, "exists (use --force to replace it)"));
+        }
+        replaceable_folder(dest, &opts.side_files)?;
     }
     Ok(())
+}
+
+/// Whether `--force` may replace `dest` with a checkpoint folder: when it
+/// is missing, or a folder of regular files holding a safetensors
+/// checkpoint and otherwise only JSON files and the `side_files` names.
+fn replaceable_folder(dest: &Path, side_files: &[String]) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let refuse = |why: String| {
+        Err(Error::format(
+            dest,
+            format!(
+                "{why}; --force replaces only an earlier output (a checkpoint folder), \
+                 so remove it yourself or choose another output"
+            ),
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("is a file, not a checkpoint folder".into());
+    }
+    let listing = std::fs::read_dir(dest).map_err(|e| Error::io(dest, e))?;
+    let mut weights = 0usize;
+    let mut other = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| Error::io(dest, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file && (name.ends_with(".safetensors") || name == INDEX_FILE) {
+            weights += 1;
+        } else if !(is_file && (name.ends_with(".json") || side_files.contains(&name))) {
+            other.push(name);
+        }
+    }
+    if !other.is_empty() {
+        other.sort();
+        let more = if other.len() > 3 { " …" } else { "" };
+        other.truncate(3);
+        return refuse(format!(
+            "holds files that are not part of a checkpoint ({}{more})",
+            other.join(", ")
+        ));
+    }
+    if weights == 0 {
+        return refuse("holds no safetensors checkpoint".into());
+    }
+    Ok(())
+}
+
+/// Whether `--force` may replace `dest` with a single safetensors file:
+/// when it is missing, or a safetensors file (by name and first bytes).
+fn replaceable_file(dest: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    let looks_like_safetensors = meta.is_file()
+        && dest.extension().is_some_and(|e| e == "safetensors")
+        && std::fs::File::open(dest)
+            .and_then(|mut f| {
+                use std::io::Read;
+                let mut head = [0u8; 9];
+                f.read_exact(&mut head).map(|()| head[8] == b'{')
+            })
+            .unwrap_or(false);
+    if looks_like_safetensors {
+        Ok(())
+    } else {
+        Err(Error::format(
+            dest,
+            "is not a safetensors file; --force replaces only an earlier output of this kind, \
+             so remove it yourself or choose another output",
+        ))
+    }
 }
 
 /// Canonical form of a path that may not exist yet: its nearest existing
@@ -430,11 +495,16 @@ fn canonical_lenient(p: &Path) -> PathBuf {
 }
 
 /// Writes a small single-file checkpoint held in memory at `path`, through
-/// a temporary name renamed into place.
-pub fn write_file(path: &Path, tensors: &[(String, crate::TensorBuf)], force: bool) -> Result<()> {
-    if path.exists() && !force {
-        return Err(Error::format(path, "exists (use --force to replace it)"));
-    }
+/// a temporary name renamed into place (removed on any error). `path` must
+/// not be, or sit inside, any of `protected` (the run's inputs); `force`
+/// replaces only an earlier safetensors file.
+pub fn write_file(
+    path: &Path,
+    tensors: &[(String, crate::TensorBuf)],
+    force: bool,
+    protected: &[PathBuf],
+) -> Result<()> {
+    check_single_file(path, force, protected)?;
     let mut entries = Vec::with_capacity(tensors.len());
     let mut offset = 0;
     for (name, t) in tensors {
@@ -446,11 +516,39 @@ pub fn write_file(path: &Path, tensors: &[(String, crate::TensorBuf)], force: bo
         ));
         offset += t.data.len();
     }
-    let mut bytes = header::encode(&entries, &BTreeMap::new());
+    let partial = Partial::file(path)?;
+    let mut file = File::create(&partial.path).map_err(|e| Error::io(path, e))?;
+    file.write_all(&header::encode(&entries, &BTreeMap::new()))
+        .map_err(|e| Error::io(path, e))?;
     for (_, t) in tensors {
-        bytes.extend_from_slice(&t.data);
+        file.write_all(&t.data).map_err(|e| Error::io(path, e))?;
     }
-    let tmp = path.with_extension("shears-partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    file.flush().map_err(|e| Error::io(path, e))?;
+    drop(file);
+    partial.commit(path, force)
+}
+
+/// The checks of a single-file output before any work: not an input,
+/// not inside one, and replaceable when it exists (with `force`).
+pub fn check_single_file(path: &Path, force: bool, protected: &[PathBuf]) -> Result<()> {
+    let canon_dest = canonical_lenient(path);
+    for p in protected {
+        let canon = canonical_lenient(p);
+        if canon_dest == canon || canon_dest.starts_with(&canon) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "output would overwrite or sit inside the input {}",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if !force {
+            return Err(Error::format(path, "exists (use --force to replace it)"));
+        }
+        replaceable_file(path)?;
+    }
+    Ok(())
 }

@@ -441,18 +441,29 @@ impl ErrorStats {
         }
     }
 
-    /// ‖x − x̂‖ / ‖x‖ (0 for an all-zero weight).
+    /// Whether the sums could be measured (a sum that overflowed or met a
+    /// NaN measures nothing, and must not read as a perfect score).
+    pub fn measured(&self) -> bool {
+        self.sum_sq.is_finite() && self.sum_sq_err.is_finite() && !self.max_abs.is_nan()
+    }
+
+    /// ‖x − x̂‖ / ‖x‖ (0 for an all-zero weight; NaN when not measured).
     pub fn relative(&self) -> f64 {
-        if self.sum_sq > 0.0 {
+        if !self.measured() {
+            f64::NAN
+        } else if self.sum_sq > 0.0 {
             (self.sum_sq_err / self.sum_sq).sqrt()
         } else {
             0.0
         }
     }
 
-    /// Signal-to-quantization-noise ratio in dB (infinite without noise).
+    /// Signal-to-quantization-noise ratio in dB (infinite without noise;
+    /// NaN when not measured).
     pub fn sqnr_db(&self) -> f64 {
-        if self.sum_sq_err > 0.0 {
+        if !self.measured() {
+            f64::NAN
+        } else if self.sum_sq_err > 0.0 {
             10.0 * (self.sum_sq / self.sum_sq_err).log10()
         } else {
             f64::INFINITY

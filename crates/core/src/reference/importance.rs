@@ -169,6 +169,24 @@ impl TensorStats {
         }
     }
 
+    /// Whether a tile's f32 partial sums overflowed (finite values past
+    /// about 1e17 square past f32::MAX): then the sums are redone exactly
+    /// by [`TensorStats::exact`].
+    pub fn overflowed(&self) -> bool {
+        !(self.sum.is_finite() && self.sum_sq.is_finite())
+    }
+
+    /// The statistics summed in f64, value by value (slower than the tiled
+    /// kernels; for tensors whose tiled sums overflowed). Min, max, zeros
+    /// and the non-finite count are the same as the tiled kernels give.
+    pub fn exact(w: &TensorView) -> Result<Self> {
+        let x = w.to_f32()?;
+        let mut s = TensorStats::from_tiles(x.len() as u64, x.chunks(TILE).map(reduce_tile));
+        let finite = x.iter().filter(|v| v.is_finite()).map(|&v| v as f64);
+        (s.sum, s.sum_sq) = finite.fold((0.0, 0.0), |(a, b), v| (a + v, b + v * v));
+        Ok(s)
+    }
+
     /// Mean of the finite values.
     pub fn mean(&self) -> f64 {
         let n = self.count - self.nonfinite;

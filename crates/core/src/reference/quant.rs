@@ -95,6 +95,11 @@ pub fn qparams(spec: &QuantSpec, values: &[f32], dtype: DType) -> QParams {
     qparams_of_range(spec, lo, hi, dtype)
 }
 
+/// From this magnitude (2^126) on, an asymmetric range is halved before its
+/// width is taken, so `max − min` cannot overflow; the GPU uses the same
+/// bound (`shaders/quant.wgsl`), so both give the same scale.
+pub const HALVED_RANGE_FROM: f32 = 8.507_059e37;
+
 /// The parameters of a group whose values span `lo..=hi` (NaN ignored, 0
 /// included), for a weight of `dtype`.
 #[inline]
@@ -104,7 +109,14 @@ pub fn qparams_of_range(spec: &QuantSpec, lo: f32, hi: f32, dtype: DType) -> QPa
         let amax = lo.abs().max(hi.abs());
         (amax / ((qmax - qmin) / 2.0), 0)
     } else {
-        let s = (hi - lo) / (qmax - qmin);
+        // hi − lo overflows f32 when the range spans more than f32::MAX (a
+        // row holding ±3e38): both halves are exact there, so halving
+        // first gives the same scale without the overflow.
+        let s = if lo.abs().max(hi.abs()) >= HALVED_RANGE_FROM {
+            (hi * 0.5 - lo * 0.5) / ((qmax - qmin) * 0.5)
+        } else {
+            (hi - lo) / (qmax - qmin)
+        };
         let zp = if s == 0.0 {
             0
         } else {

@@ -93,8 +93,9 @@ impl Mlp {
     }
 
     /// Writes the model as f32 safetensors at `path` (through a temporary
-    /// name renamed into place; an existing file only with `force`).
-    pub fn save(&self, path: &Path, force: bool) -> Result<()> {
+    /// name renamed into place; an existing safetensors file only with
+    /// `force`; never one of `protected`, the run's inputs).
+    pub fn save(&self, path: &Path, force: bool, protected: &[std::path::PathBuf]) -> Result<()> {
         let mut tensors = Vec::with_capacity(2 * self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             tensors.push((
@@ -106,7 +107,7 @@ impl Mlp {
                 TensorBuf::from_f32(DType::F32, vec![l.outputs], &l.bias)?,
             ));
         }
-        write_file(path, &tensors, force)
+        write_file(path, &tensors, force, protected)
     }
 
     /// Reads a model, checking its names (only `layers.{i}.weight` and

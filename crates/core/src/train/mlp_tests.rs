@@ -107,12 +107,12 @@ fn save_and_load_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     let m = Mlp::new(&[5, 7, 2, 3], 9).unwrap();
-    m.save(&path, false).unwrap();
+    m.save(&path, false, &[]).unwrap();
     assert_eq!(Mlp::load(&path).unwrap(), m);
     assert_eq!((m.inputs(), m.classes(), m.hidden()), (5, 3, vec![7, 2]));
-    let e = m.save(&path, false).unwrap_err().to_string();
+    let e = m.save(&path, false, &[]).unwrap_err().to_string();
     assert!(e.contains("exists"), "{e}");
-    m.save(&path, true).unwrap();
+    m.save(&path, true, &[]).unwrap();
 }
 
 /// Tensor names and shapes of a model file.
@@ -127,7 +127,7 @@ fn write(path: &std::path::Path, tensors: Layout) {
             (n.to_string(), t)
         })
         .collect();
-    write_file(path, &bufs, true).unwrap();
+    write_file(path, &bufs, true, &[]).unwrap();
 }
 
 #[test]

@@ -12,7 +12,6 @@
 //! output folder appears only when complete.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -29,7 +28,7 @@ use shears_core::{encode_f32, Checkpoint, Error, TensorInfo};
 use super::report::{self, LayerRow};
 use crate::args::{BackendChoice, DistillLayersArgs};
 use crate::commands::decompress::{self, read_json_config};
-use crate::commands::train::{check_output, on_device, OnDevice};
+use crate::commands::train::{on_device, OnDevice};
 use crate::output::Out;
 use crate::plan;
 use crate::progress::Progress;
@@ -85,11 +84,11 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
     })
 }
 
-/// Whether `path` is a compressed-tensors folder (its config.json has a
+/// Whether `ckpt` is a compressed-tensors folder (its config.json has a
 /// `quantization_config`).
-fn is_compressed(path: &Path) -> bool {
-    path.join("config.json").is_file()
-        && read_json_config(path)
+fn is_compressed(ckpt: &Checkpoint) -> bool {
+    ckpt.side_file("config.json").is_some()
+        && read_json_config(ckpt)
             .map(|(c, _)| c.get("quantization_config").is_some())
             .unwrap_or(false)
 }
@@ -222,19 +221,21 @@ pub fn run(
     out: &mut Out,
 ) -> Result<()> {
     let cfg = config(a)?;
-    check_output(&a.output, a.force)?;
-    if is_compressed(&a.teacher) {
+    if a.output.exists() && !a.force {
+        bail!("{}: exists (use --force to replace it)", a.output.display());
+    }
+    let teacher = Checkpoint::open(&a.teacher)?;
+    if is_compressed(&teacher) {
         bail!(
             "{}: the teacher is a compressed-tensors checkpoint; give the dense one (or `shears decompress` it first)",
             a.teacher.display()
         );
     }
-    let teacher = Checkpoint::open(&a.teacher)?;
     let student_ckpt = Checkpoint::open(&a.student)?;
     // A compressed-tensors student keeps its config.json as it is: the
     // grid is fixed, so the quantization_config still describes it.
-    let scheme = if is_compressed(&a.student) {
-        let (c, p) = read_json_config(&a.student)?;
+    let scheme = if is_compressed(&student_ckpt) {
+        let (c, p) = read_json_config(&student_ckpt)?;
         Some(read_config(&c, &p)?)
     } else {
         None
