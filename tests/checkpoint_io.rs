@@ -149,25 +149,47 @@ fn existing_output_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
     std::fs::create_dir(&dest).unwrap();
-    std::fs::write(dest.join("keep"), b"old").unwrap();
+    // An earlier output: weights, a config and a side file of the input.
+    std::fs::write(dest.join("model.safetensors"), b"old").unwrap();
+    std::fs::write(dest.join("config.json"), b"{}").unwrap();
+    std::fs::write(dest.join("tokenizer.model"), b"old").unwrap();
     let shards = plan_shards(vec![t("a", DType::U8, &[2])], 0).unwrap();
     let err = CheckpointWriter::create(&dest, shards.clone(), WriterOptions::default())
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("exists") && err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read(dest.join("keep")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read(dest.join("model.safetensors")).unwrap(),
+        b"old"
+    );
 
     let opts = WriterOptions {
         force: true,
+        side_files: vec!["tokenizer.model".into()],
         ..Default::default()
     };
-    let mut w = CheckpointWriter::create(&dest, shards, opts).unwrap();
+    let mut w = CheckpointWriter::create(&dest, shards.clone(), opts.clone()).unwrap();
     w.write(&[1, 2]).unwrap();
     w.finish().unwrap();
-    assert!(!dest.join("keep").exists());
-    assert!(dest.join("model.safetensors").exists());
+    assert!(!dest.join("tokenizer.model").exists());
+    assert_ne!(
+        std::fs::read(dest.join("model.safetensors")).unwrap(),
+        b"old"
+    );
     assert!(leftovers(dir.path()).is_empty());
+
+    // Not an earlier output: --force refuses, naming what the folder holds.
+    std::fs::write(dest.join("keep"), b"mine").unwrap();
+    let err = CheckpointWriter::create(&dest, shards, opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("keep") && err.contains("earlier output"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dest.join("keep")).unwrap(), b"mine");
 }
 
 #[test]
