@@ -186,6 +186,13 @@ pub fn run_with(
         .map(|p| Calibration::open(p))
         .transpose()?;
     let chosen_idx: Vec<usize> = (0..chosen.len()).filter(|&i| chosen[i]).collect();
+    if let (Some(c), true) = (&calib, a.checks.validate) {
+        // The calibration rows --validate will read, checked before any work.
+        for &i in &chosen_idx {
+            let t = &ckpt.tensors[i];
+            c.input_rows(&t.name, t.shape[1])?;
+        }
+    }
     let aux = match (prune, &prune_settings) {
         (Some(p), Some(ps)) => prune::load_aux(&ckpt, &chosen_idx, ps, calib.as_ref(), p)?,
         _ => Vec::new(),

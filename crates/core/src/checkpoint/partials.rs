@@ -87,10 +87,12 @@ impl Partial {
         }
     }
 
-    /// A fresh temporary file name for the single file `dest`.
+    /// A fresh temporary file name for the single file `dest`, after
+    /// removing the abandoned partial files of earlier runs for it.
     pub fn file(dest: &Path) -> Result<Partial> {
         let parent = parent_of(dest);
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        remove_abandoned(dest);
         let path = parent.join(format!("{}{:016x}", prefix_of(dest), rand::random::<u64>()));
         live().push(path.clone());
         Ok(Partial { path, lock: None })
@@ -190,9 +192,10 @@ pub fn remove_all() {
     std::mem::forget(registry);
 }
 
-/// Removes the partial folders of earlier runs for `dest` whose writer is
-/// gone: their lock is free (or, without a lock file, they are older than
-/// an hour). A live writer's folder is left alone.
+/// Removes the partial outputs of earlier runs for `dest` whose writer is
+/// gone: folders whose lock is free (or, without a lock file, older than
+/// an hour), and single files older than an hour (a single-file writer
+/// takes seconds). A live writer's partial is left alone.
 pub fn remove_abandoned(dest: &Path) {
     let parent = parent_of(dest);
     let prefix = prefix_of(dest);
@@ -209,7 +212,17 @@ pub fn remove_abandoned(dest: &Path) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        let old = || {
+            meta.modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE)
+        };
         if !meta.is_dir() {
+            if meta.is_file() && old() {
+                tracing::info!("removing {} (left by an interrupted run)", path.display());
+                let _ = std::fs::remove_file(&path);
+            }
             continue;
         }
         let abandoned = match File::open(path.join(LOCK_FILE)) {
@@ -218,11 +231,7 @@ pub fn remove_abandoned(dest: &Path) {
                 Err(TryLockError::WouldBlock) => false,
                 Err(TryLockError::Error(_)) => false,
             },
-            Err(_) => meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .is_some_and(|age| age > UNLOCKED_GRACE),
+            Err(_) => old(),
         };
         if abandoned {
             tracing::info!("removing {} (left by an interrupted run)", path.display());
@@ -272,6 +281,18 @@ mod tests {
         assert!(other.exists() && young.exists());
         remove_abandoned(&dest);
         assert!(live.path.exists(), "a live writer's folder was removed");
+    }
+
+    #[test]
+    fn an_uncommitted_single_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("model.safetensors");
+        let p = Partial::file(&dest).unwrap();
+        // A write that fails half-way (ENOSPC) leaves a partial file; the
+        // writer's error path drops the Partial.
+        std::fs::write(&p.path, b"half").unwrap();
+        drop(p);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
