@@ -170,7 +170,7 @@ pub fn synthesize(
             TensorBuf::from_f32(DType::BF16, vec![outf, inf], &grad)?,
         ));
     }
-    crate::checkpoint::write_file(out, &tensors, force, &[ckpt.root.clone()])?;
+    crate::checkpoint::write_file(out, &tensors, force, std::slice::from_ref(&ckpt.root))?;
     Ok(out.to_path_buf())
 }
 
