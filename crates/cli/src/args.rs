@@ -260,25 +260,26 @@ pub struct PruneArgs {
     /// Output folder (must not exist unless --force).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Fraction of weights to prune in each scope, in [0, 1).
-    #[arg(long, default_value = "0.5", allow_hyphen_values = true)]
-    pub sparsity: String,
+    /// Fraction of weights to prune in each scope, in [0, 1) (default 0.5).
+    #[arg(long, allow_hyphen_values = true, value_parser = sparsity)]
+    pub sparsity: Option<f64>,
     /// How weights are scored: magnitude, wanda (|w|·‖x_j‖, needs
-    /// --calibration), taylor (|w·g|, needs --calibration), random.
-    #[arg(long, default_value = "magnitude")]
-    pub method: String,
+    /// --calibration), taylor (|w·g|, needs --calibration), random
+    /// (default magnitude).
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
     /// Where the fraction applies: row (each output row alike), tensor, or
     /// global (one threshold over every selected tensor). Default: row for
     /// wanda, tensor otherwise.
-    #[arg(long)]
-    pub scope: Option<String>,
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
     /// N:M semi-structured pattern along the input dimension, e.g. 2:4
     /// (keeps N of every M consecutive weights; replaces --sparsity).
-    #[arg(long)]
-    pub pattern: Option<String>,
+    #[arg(long, value_parser = pattern)]
+    pub pattern: Option<Pattern>,
     /// Prune whole output rows or input columns by L2 norm instead.
-    #[arg(long)]
-    pub structured: Option<String>,
+    #[arg(long, value_enum)]
+    pub structured: Option<Axis>,
     /// Calibration safetensors: `<weight>.input_norm` [in] (wanda),
     /// `<weight>.grad` [out, in] (taylor), `<weight>.inputs` [n, in]
     /// (validation inputs, optional).
@@ -311,19 +312,19 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     /// w8a16 (int8 per channel), w4a16 (int4, groups of 128), w4a16-asym
     /// (with zero points) or w8a8 (int8 weights, dynamic int8 activations).
-    #[arg(long)]
-    pub scheme: String,
+    #[arg(long, value_enum)]
+    pub scheme: SchemeArg,
     /// Inputs per group for the int4 schemes (must divide in_features).
     #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub group_size: Option<usize>,
     /// nearest (round-to-nearest of the exact quotient) or
     /// compressed-tensors (bit for bit what that library writes).
-    #[arg(long, default_value = "nearest")]
-    pub rounding: String,
+    #[arg(long, value_enum, default_value_t = RoundingArg::Nearest)]
+    pub rounding: RoundingArg,
     /// compressed-tensors (packed codes + config) or dense (dequantized
     /// values in the input's dtype and names).
-    #[arg(long, default_value = "compressed-tensors")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = FormatArg::CompressedTensors)]
+    pub format: FormatArg,
     /// Calibration safetensors with `<weight>.inputs` [n, in]: the inputs
     /// --validate feeds each layer (seeded probes otherwise).
     #[arg(long)]
@@ -394,6 +395,92 @@ pub enum NonFinitePolicy {
     Keep,
 }
 
+/// How weights are scored (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodArg {
+    Magnitude,
+    Wanda,
+    Taylor,
+    Random,
+}
+
+/// Where a sparsity applies (`--scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeArg {
+    Row,
+    Tensor,
+    Global,
+}
+
+/// Which whole slices `--structured` prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Axis {
+    Rows,
+    #[value(alias = "columns")]
+    Cols,
+}
+
+/// The quantization scheme (`--scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+pub enum SchemeArg {
+    #[serde(rename = "w8a16")]
+    W8a16,
+    #[serde(rename = "w4a16")]
+    W4a16,
+    #[serde(rename = "w4a16-asym")]
+    W4a16Asym,
+    #[serde(rename = "w8a8")]
+    W8a8,
+}
+
+/// How quotients round to codes (`--rounding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoundingArg {
+    Nearest,
+    CompressedTensors,
+}
+
+/// The output format of `quantize` (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    CompressedTensors,
+    Dense,
+}
+
+/// An N:M pattern: N kept of every M consecutive inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pattern {
+    pub n: usize,
+    pub m: usize,
+}
+
+/// `2:4` → N:M with 0 < N < M ≤ 16 (clap value parser, recipes too).
+pub fn pattern(s: &str) -> Result<Pattern, String> {
+    let bad = || format!("'{s}' is not N:M with 0 < N < M ≤ 16 (for example 2:4)");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let n: usize = a.trim().parse().map_err(|_| bad())?;
+    let m: usize = b.trim().parse().map_err(|_| bad())?;
+    if n == 0 || n >= m || m > 16 {
+        return Err(bad());
+    }
+    Ok(Pattern { n, m })
+}
+
+/// A fraction in [0, 1) (clap value parser, recipes too).
+pub fn sparsity(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{s} is outside [0, 1)"));
+    }
+    Ok(v)
+}
+
 /// A whole number of at least 1 (clap value parser).
 fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i128>() {
@@ -415,26 +502,26 @@ pub struct CompressArgs {
     #[arg(long)]
     pub recipe: Option<PathBuf>,
     /// Quantization scheme: w8a16, w4a16, w4a16-asym, w8a8.
-    #[arg(long)]
-    pub scheme: Option<String>,
+    #[arg(long, value_enum)]
+    pub scheme: Option<SchemeArg>,
     /// Inputs per group for the int4 schemes.
     #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub group_size: Option<usize>,
     /// nearest or compressed-tensors.
-    #[arg(long)]
-    pub rounding: Option<String>,
+    #[arg(long, value_enum)]
+    pub rounding: Option<RoundingArg>,
     /// Fraction pruned in each scope, in [0, 1).
-    #[arg(long, allow_hyphen_values = true)]
-    pub sparsity: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_parser = sparsity)]
+    pub sparsity: Option<f64>,
     /// magnitude, wanda, taylor or random.
-    #[arg(long)]
-    pub method: Option<String>,
-    /// row or tensor.
-    #[arg(long)]
-    pub scope: Option<String>,
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// row, tensor or global.
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
     /// N:M pattern, e.g. 2:4.
-    #[arg(long)]
-    pub pattern: Option<String>,
+    #[arg(long, value_parser = pattern)]
+    pub pattern: Option<Pattern>,
     /// Calibration safetensors (see `shears prune --help`).
     #[arg(long)]
     pub calibration: Option<PathBuf>,

@@ -1,13 +1,23 @@
 //! Turning `--backend` into a compute backend, and saying which one runs.
 
 use anyhow::Result;
-use shears_core::fast::{self, importance::FastCpu};
+use shears_core::fast::FastCpu;
+use shears_core::ops::quant::Quant;
 use shears_core::reference::{
-    self, importance::Importance, mask::Mask, matmul::Matmul, select::Select,
+    importance::Importance, mask::Mask, matmul::Matmul, select::Select, Reference,
 };
-use shears_kernels::{DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuSelect};
+use shears_kernels::{
+    DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
+};
 
 use crate::args::BackendChoice;
+
+/// The families `--verify` recomputes with ([`Backend::verifier`]).
+pub struct Verifier {
+    pub select: Box<dyn Select>,
+    pub mask: Box<dyn Mask>,
+    pub quant: Box<dyn Quant>,
+}
 
 /// The backend a command computes on.
 pub enum Backend {
@@ -60,7 +70,7 @@ impl Backend {
     /// The select family on this backend.
     pub fn select(&self) -> Box<dyn Select + '_> {
         match self {
-            Backend::Cpu => Box::new(fast::select::FastCpu),
+            Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuSelect::new(ctx)),
         }
     }
@@ -68,7 +78,7 @@ impl Backend {
     /// The mask family on this backend.
     pub fn mask(&self) -> Box<dyn Mask + '_> {
         match self {
-            Backend::Cpu => Box::new(fast::mask::FastCpu),
+            Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuMask::new(ctx)),
         }
     }
@@ -76,24 +86,34 @@ impl Backend {
     /// The matmul family on this backend.
     pub fn matmul(&self) -> Box<dyn Matmul + '_> {
         match self {
-            Backend::Cpu => Box::new(fast::matmul::FastCpu),
+            Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuMatmul::new(ctx)),
+        }
+    }
+
+    /// The quant family on this backend.
+    pub fn quant(&self) -> Box<dyn Quant + '_> {
+        match self {
+            Backend::Cpu => Box::new(FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuQuant::new(ctx)),
         }
     }
 
     /// What `--verify` compares against: the plain CPU reference when the
     /// fast CPU path runs, the fast CPU path (held to the reference by the
     /// tests) when the GPU runs.
-    pub fn verifier(&self) -> (Box<dyn Select>, Box<dyn Mask>) {
+    pub fn verifier(&self) -> Verifier {
         match self {
-            Backend::Cpu => (
-                Box::new(reference::select::Reference),
-                Box::new(reference::mask::Reference),
-            ),
-            Backend::Gpu(_) => (
-                Box::new(fast::select::FastCpu),
-                Box::new(fast::mask::FastCpu),
-            ),
+            Backend::Cpu => Verifier {
+                select: Box::new(Reference),
+                mask: Box::new(Reference),
+                quant: Box::new(Reference),
+            },
+            Backend::Gpu(_) => Verifier {
+                select: Box::new(FastCpu),
+                mask: Box::new(FastCpu),
+                quant: Box::new(FastCpu),
+            },
         }
     }
 

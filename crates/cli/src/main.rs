@@ -5,10 +5,11 @@
 mod args;
 mod backend;
 mod commands;
+mod engine;
 mod output;
 mod pipeline;
-mod plan;
 mod progress;
+mod select;
 
 use clap::Parser;
 
@@ -99,10 +100,36 @@ fn clean_up_on_signals() {
     }
 }
 
+/// Parses the command line; a usage error is printed as one line (clap's
+/// message, its hints joined) and exits 2 like every bad input. Help and
+/// version go to stdout as clap prints them.
+fn parse_args() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", one_line(&e.to_string()));
+            std::process::exit(EXIT_BAD_INPUT);
+        }
+    }
+}
+
+/// clap's multi-line usage error as one line: its message and hints
+/// (possible values, similar flags) joined, the "--help" footer dropped.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args();
     init_logging(cli.global.verbose, cli.global.quiet);
-    plan::SYNC.store(cli.global.sync, std::sync::atomic::Ordering::Relaxed);
+    select::SYNC.store(cli.global.sync, std::sync::atomic::Ordering::Relaxed);
     clean_up_on_signals();
     let mut out = output::Out::new();
     let quiet = cli.global.quiet;

@@ -14,12 +14,13 @@ use shears_core::TensorView;
 /// Pieces in flight between compute and the writer.
 pub const WINDOW: usize = 2;
 
-/// One piece of output, in checkpoint order.
+/// One whole output tensor, by name, in checkpoint order: the writer
+/// checks the name and size against the header it planned.
 pub enum Piece<'a> {
     /// A tensor copied unchanged from the mapped input.
-    View(TensorView<'a>),
+    View(String, TensorView<'a>),
     /// Bytes computed for the output.
-    Bytes(Vec<u8>),
+    Bytes(String, Vec<u8>),
 }
 
 /// Where the command loop sends its pieces.
@@ -49,11 +50,11 @@ pub fn streamed<'a, T>(
             let mut writer = writer;
             for piece in rx {
                 match piece {
-                    Piece::View(v) => {
-                        writer.write(v.bytes())?;
+                    Piece::View(name, v) => {
+                        writer.write_tensor(&name, v.bytes())?;
                         v.release(0..v.bytes().len());
                     }
-                    Piece::Bytes(b) => writer.write(&b)?,
+                    Piece::Bytes(name, b) => writer.write_tensor(&name, &b)?,
                 }
             }
             Ok(writer)

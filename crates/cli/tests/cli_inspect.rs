@@ -73,8 +73,27 @@ fn a_closed_pipe_is_not_an_error() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = run(&["inspect"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(&["inspect", &asset(), "--backend", "tpu"]);
-    assert_eq!(out.status.code(), Some(2));
+    // Through shears' own mapping: one line (clap's message with its hints
+    // joined, no usage block), exit 2, nothing on stdout.
+    for (args, must) in [
+        (vec!["inspect"], vec!["MODEL"]),
+        (
+            vec!["inspect", "assets", "--backend", "tpu"],
+            vec!["'tpu'", "auto, gpu, cpu"],
+        ),
+        (
+            vec!["quantize", "m", "-o", "o", "--scheme", "w3"],
+            vec!["w8a16, w4a16"],
+        ),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        for m in must {
+            assert!(err.contains(m), "{args:?}: '{m}' missing from {err}");
+        }
+        assert!(out.stdout.is_empty());
+    }
 }

@@ -623,7 +623,15 @@ fn the_readme_recipe_include_line_sits_where_it_is_accepted() {
         .map(|l| l.trim_start().strip_prefix("# ").unwrap_or(l))
         .filter(|l| l.contains('=') || l.starts_with('['))
         .map(|l| format!("{l}\n"))
-        .collect();
+        .collect::<String>()
+        // The example's calibration file, made real.
+        .replace(
+            "calib.safetensors",
+            repo_root()
+                .join("assets/tiny-llama-calibration.safetensors")
+                .to_str()
+                .unwrap(),
+        );
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("r.toml");
     std::fs::write(&recipe, &uncommented).unwrap();

@@ -275,7 +275,7 @@ fn bad(extra: &[&str], must: &[&str]) {
 fn bad_input_is_refused_cleanly() {
     bad(
         &["--sparsity", "1.0"],
-        &["--sparsity 1.0 is outside [0, 1)"],
+        &["--sparsity", "1.0 is outside [0, 1)"],
     );
     bad(&["--sparsity", "-0.1"], &["outside [0, 1)"]);
     bad(&["--sparsity", "half"], &["not a number"]);
@@ -283,8 +283,19 @@ fn bad_input_is_refused_cleanly() {
         bad(&["--pattern", p], &["--pattern", p]);
     }
     bad(&["--method", "wanda"], &["needs --calibration"]);
-    bad(&["--method", "best"], &["--method 'best'"]);
-    bad(&["--scope", "layer"], &["--scope 'layer'"]);
+    bad(
+        &["--method", "best"],
+        &["'best'", "--method", "magnitude, wanda"],
+    );
+    bad(
+        &["--scope", "layer"],
+        &["'layer'", "--scope", "row, tensor, global"],
+    );
+    // An explicit --sparsity beside --pattern is refused whatever its value.
+    bad(
+        &["--pattern", "2:4", "--sparsity", "0.5"],
+        &["drop --sparsity"],
+    );
     bad(
         &["--pattern", "3:7"],
         &["model.layers.0.self_attn.q_proj.weight", "groups of 7"],

@@ -442,3 +442,37 @@ fn dequant_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
         ],
     )
 }
+/// The GPU's quant family behind the shared trait. Pruned elements
+/// (`keep` 0) are zeroed in a copy before the upload.
+impl shears_core::ops::quant::Quant for GpuQuant<'_> {
+    fn backend(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn quantize(
+        &self,
+        spec: &QuantSpec,
+        w: &TensorView,
+        keep: Option<&[u8]>,
+        rounding: Rounding,
+        out: &mut Quantized,
+    ) -> shears_core::Result<ErrorStats> {
+        let (q, stats) = match keep {
+            None => self.quantize_view_with_stats(spec, w, rounding)?,
+            Some(k) => {
+                let pruned = shears_core::TensorBuf {
+                    dtype: w.dtype(),
+                    shape: w.shape().to_vec(),
+                    data: shears_core::reference::mask::zero_pruned(w.dtype(), w.bytes(), k),
+                };
+                self.quantize_view_with_stats(spec, &pruned.view(), rounding)?
+            }
+        };
+        *out = q;
+        Ok(stats)
+    }
+
+    fn dequantize_packed(&self, w: &PackedWeight, dtype: DType) -> shears_core::Result<Vec<u8>> {
+        Ok(GpuQuant::dequantize_packed(self, w, dtype)?)
+    }
+}

@@ -6,11 +6,11 @@ use shears_core::Checkpoint;
 
 use crate::args::CalibrationArgs;
 use crate::output::Out;
-use crate::plan;
+use crate::select;
 
 pub fn run(a: &CalibrationArgs, out: &mut Out) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
-    let selection = plan::select(&ckpt, &[], &[])?;
+    let selection = select::select(&ckpt, &[], &[])?;
     let names: Vec<&str> = selection
         .compressed()
         .map(|i| ckpt.tensors[i].name.as_str())

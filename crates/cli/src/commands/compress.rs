@@ -6,7 +6,7 @@
 //! exclude = []
 //!
 //! [prune]                        # optional
-//! pattern = "2:4"                # or: sparsity = 0.5, scope = "row" | "tensor"
+//! pattern = "2:4"                # or: sparsity = 0.5, scope = "row" | "tensor" | "global"
 //! method = "magnitude"           # magnitude | wanda | taylor | random
 //! calibration = "calib.safetensors"
 //!
@@ -23,9 +23,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use shears_core::checkpoint::paths::read_bounded;
 
-use crate::args::{BackendChoice, CheckArgs, CompressArgs, PruneArgs, QuantizeArgs, SelectArgs};
-use crate::commands::quantize;
+use crate::args::{
+    pattern, sparsity, BackendChoice, CompressArgs, FormatArg, MethodArg, RoundingArg, SchemeArg,
+    ScopeArg,
+};
+use crate::engine::config::{PruneConfig, PruneFlags, QuantConfig};
+use crate::engine::{self, RunConfig};
 use crate::output::Out;
+
+/// Largest recipe file read (a recipe is a few lines).
+const RECIPE_LIMIT: u64 = 1 << 20;
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +49,8 @@ struct Recipe {
 #[serde(deny_unknown_fields)]
 struct PruneRecipe {
     sparsity: Option<f64>,
-    method: Option<String>,
-    scope: Option<String>,
+    method: Option<MethodArg>,
+    scope: Option<ScopeArg>,
     pattern: Option<String>,
     calibration: Option<PathBuf>,
 }
@@ -51,101 +58,98 @@ struct PruneRecipe {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QuantRecipe {
-    scheme: Option<String>,
+    scheme: Option<SchemeArg>,
     group_size: Option<usize>,
-    rounding: Option<String>,
+    rounding: Option<RoundingArg>,
 }
 
-/// Largest recipe file read (a recipe is a few lines).
-const RECIPE_LIMIT: u64 = 1 << 20;
+/// Reads and parses a recipe (bounded; one line on any error).
+fn read_recipe(p: &std::path::Path) -> Result<Recipe> {
+    let bytes = read_bounded(p, RECIPE_LIMIT)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            p.display(),
+            e.to_string().lines().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
 
-pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    let recipe: Recipe = match &a.recipe {
-        Some(p) => {
-            let bytes = read_bounded(p, RECIPE_LIMIT)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", p.display()))?;
-            toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    p.display(),
-                    e.to_string().lines().collect::<Vec<_>>().join(" ")
-                )
-            })?
-        }
+/// The run `shears compress` asks for: the recipe's fields, each
+/// overridden by its flag when given.
+pub fn config(a: &CompressArgs) -> Result<RunConfig> {
+    let recipe = match &a.recipe {
+        Some(p) => read_recipe(p)?,
         None => Recipe::default(),
     };
     let pr = recipe.prune.unwrap_or_default();
     let qr = recipe.quantize.unwrap_or_default();
-    let scheme = a.scheme.clone().or(qr.scheme).ok_or_else(|| {
+    let bad = |field: &str, e: String| {
+        anyhow::anyhow!(
+            "{}: [prune] {field}: {e}",
+            a.recipe
+                .as_deref()
+                .unwrap_or(std::path::Path::new("recipe"))
+                .display()
+        )
+    };
+    let recipe_pattern = pr
+        .pattern
+        .as_deref()
+        .map(pattern)
+        .transpose()
+        .map_err(|e| bad("pattern", e))?;
+    let recipe_sparsity = pr
+        .sparsity
+        .map(|s| sparsity(&s.to_string()))
+        .transpose()
+        .map_err(|e| bad("sparsity", e))?;
+    let flags = PruneFlags {
+        sparsity: a.sparsity.or(recipe_sparsity),
+        method: a.method.or(pr.method),
+        scope: a.scope.or(pr.scope),
+        pattern: a.pattern.or(recipe_pattern),
+        structured: None,
+    };
+    let calibration = a.calibration.clone().or(pr.calibration);
+    let prunes = flags.pattern.is_some() || flags.sparsity.is_some();
+    if !prunes && (flags.method.is_some() || flags.scope.is_some()) {
+        bail!("--method and --scope need a pruning: give --sparsity or --pattern");
+    }
+    let scheme = a.scheme.or(qr.scheme).ok_or_else(|| {
         anyhow::anyhow!("no quantization scheme: give --scheme or [quantize] scheme in a recipe")
     })?;
-    let include = if a.select.include.is_empty() {
-        recipe.include
-    } else {
-        a.select.include.clone()
-    };
-    let exclude = if a.select.exclude.is_empty() {
-        recipe.exclude
-    } else {
-        a.select.exclude.clone()
-    };
-    let pattern = a.pattern.clone().or(pr.pattern);
-    let sparsity = a.sparsity.clone().or(pr.sparsity.map(|s| s.to_string()));
-    if pattern.is_some() && sparsity.is_some() {
-        bail!("--pattern sets the sparsity; drop --sparsity");
+    if !prunes {
+        tracing::info!("no pruning asked for (no pattern or sparsity): quantizing only");
     }
-    let prunes = pattern.is_some() || sparsity.is_some();
-    let method = a
-        .method
-        .clone()
-        .or(pr.method)
-        .unwrap_or_else(|| "magnitude".into());
-    let q = QuantizeArgs {
+    let pick =
+        |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
+    Ok(RunConfig {
         model: a.model.clone(),
         output: a.output.clone(),
-        scheme,
-        group_size: a.group_size.or(qr.group_size),
-        rounding: a
-            .rounding
-            .clone()
-            .or(qr.rounding)
-            .unwrap_or_else(|| "nearest".into()),
-        format: "compressed-tensors".into(),
-        calibration: a.calibration.clone().or(pr.calibration.clone()),
+        force: a.force,
+        include: pick(&a.select.include, recipe.include),
+        exclude: pick(&a.select.exclude, recipe.exclude),
+        non_finite: a.select.non_finite,
         checks: a.checks.clone(),
         seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
-        select: SelectArgs {
-            include: include.clone(),
-            exclude: exclude.clone(),
-            non_finite: a.select.non_finite,
-        },
-        force: a.force,
-    };
-    let p = PruneArgs {
-        model: a.model.clone(),
-        output: a.output.clone(),
-        sparsity: sparsity.unwrap_or_else(|| "0.5".into()),
-        method,
-        scope: a.scope.clone().or(pr.scope),
-        pattern,
-        structured: None,
-        calibration: a.calibration.clone().or(pr.calibration),
-        checks: CheckArgs::default(),
-        report: None,
-        dry_run: a.dry_run,
-        select: SelectArgs {
-            include,
-            exclude,
-            non_finite: a.select.non_finite,
-        },
-        seed: a.seed,
-        force: a.force,
-    };
-    if !prunes {
-        tracing::info!("no pruning asked for (no pattern or sparsity): quantizing only");
-    }
-    quantize::run_with(&q, prunes.then_some(&p), choice, quiet, out)
+        prune: prunes
+            .then(|| PruneConfig::new(flags, calibration.is_some()))
+            .transpose()?,
+        calibration,
+        quant: Some(QuantConfig::new(
+            scheme,
+            a.group_size.or(qr.group_size),
+            a.rounding.or(qr.rounding).unwrap_or(RoundingArg::Nearest),
+            FormatArg::CompressedTensors,
+        )?),
+    })
+}
+
+pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+    engine::run(&config(a)?, choice, quiet, out)
 }

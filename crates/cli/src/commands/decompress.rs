@@ -9,18 +9,18 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
-use shears_core::fast::quant::dequantize_packed;
 use shears_core::formats::compressed_tensors::{read_config, ReadScheme};
+use shears_core::ops::quant::Quant;
 use shears_core::reference::matmul::PackedWeight;
 use shears_core::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
 use shears_core::{encode_f32, Checkpoint, DType, Error, TensorInfo};
-use shears_kernels::GpuQuant;
 
 use crate::args::{BackendChoice, DecompressArgs};
 use crate::backend::Backend;
 use crate::output::{human_bytes, Out};
-use crate::plan;
+use crate::pipeline::{self, Piece};
 use crate::progress::Progress;
+use crate::select;
 
 /// One quantized layer found in a compressed-tensors checkpoint: its
 /// tensors (checked against the config) and the weight's shape.
@@ -115,6 +115,41 @@ fn i32s(b: &[u8]) -> Vec<i32> {
     b.chunks_exact(4)
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The dense weight of a quantized layer, as bytes of its scales' dtype:
+/// straight from the packed words on the backend's quant family (every
+/// backend byte-identical to the reference), or, for int8 `int-quantized`
+/// layers, from the codes.
+fn dense_bytes(
+    ckpt: &Checkpoint,
+    rs: &ReadScheme,
+    l: &Layer,
+    quant: &dyn Quant,
+) -> Result<Vec<u8>> {
+    let dtype = l.scale.dtype;
+    let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+    if l.out == 0 || l.inn == 0 {
+        return Ok(Vec::new()); // an empty weight: nothing to decode
+    }
+    if rs.packed && float_out {
+        let words = i32s(ckpt.view(l.codes).bytes());
+        let (scales, zps) = l.params(ckpt, rs)?;
+        let packed = PackedWeight {
+            rows: l.out,
+            cols: l.inn,
+            bits: rs.spec.bits,
+            group: rs.spec.group_len(l.inn),
+            words: &words,
+            scales: &scales,
+            zero_points: zps.as_deref(),
+        };
+        return Ok(quant.dequantize_packed(&packed, dtype)?);
+    }
+    let values = l.read(ckpt, rs)?.dequantized();
+    let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+    encode_f32(dtype, &values, &mut bytes);
+    Ok(bytes)
 }
 
 /// Finds and checks every quantized layer against the scheme.
@@ -243,7 +278,7 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
         }
         consumed.insert(format!("{}.weight_shape", l.prefix));
     }
-    let mut shards = plan::empty_shards(&ckpt);
+    let mut shards = select::empty_shards(&ckpt);
     let mut order = Vec::new();
     for t in &ckpt.tensors {
         if let Some(l) = layers.iter().find(|l| std::ptr::eq(l.scale, t)) {
@@ -262,56 +297,35 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
             order.push((t, None));
         }
     }
-    let opts = plan::writer_options(&ckpt, &a.model, a.force);
-    let mut writer = CheckpointWriter::create(&a.output, shards, opts)?;
+    let opts = select::writer_options(&ckpt, &a.model, a.force);
+    let writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
+    let quant = backend.quant();
     let mut progress = Progress::bytes(ckpt.total_bytes(), "decompress", quiet);
-    let mut done = 0u64;
     let mut written = 0u64;
-    for (t, layer) in order {
-        match layer {
-            None => {
-                writer.write(ckpt.view(t).bytes())?;
-                written += t.nbytes() as u64;
+    // Streamed like every command: decoding overlaps the writer thread.
+    let ((), mut writer) = pipeline::streamed(writer, |sink| {
+        let mut done = 0u64;
+        for (ti, (t, layer)) in order.iter().enumerate() {
+            if let Some((next, _)) = order.get(ti + 1) {
+                ckpt.view(next).prefetch();
             }
-            Some(l) => {
-                let dtype = l.scale.dtype;
-                let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
-                let bytes = if l.out == 0 || l.inn == 0 {
-                    Vec::new() // an empty weight: nothing to decode
-                } else if rs.packed && float_out {
-                    // Straight from the packed words (fast CPU path or GPU,
-                    // both byte-identical to the reference below).
-                    let words = i32s(ckpt.view(l.codes).bytes());
-                    let (scales, zps) = l.params(&ckpt, &rs)?;
-                    let packed = PackedWeight {
-                        rows: l.out,
-                        cols: l.inn,
-                        bits: rs.spec.bits,
-                        group: rs.spec.group_len(l.inn),
-                        words: &words,
-                        scales: &scales,
-                        zero_points: zps.as_deref(),
-                    };
-                    match &backend {
-                        Backend::Cpu => dequantize_packed(&packed, dtype)?,
-                        Backend::Gpu(ctx) => {
-                            GpuQuant::new(ctx).dequantize_packed(&packed, dtype)?
-                        }
-                    }
-                } else {
-                    let values = l.read(&ckpt, &rs)?.dequantized();
-                    let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
-                    encode_f32(dtype, &values, &mut bytes);
-                    bytes
-                };
-                writer.write(&bytes)?;
-                written += bytes.len() as u64;
+            match layer {
+                None => {
+                    sink.send(Piece::View(t.name.clone(), ckpt.view(t)))?;
+                    written += t.nbytes() as u64;
+                }
+                Some(l) => {
+                    let bytes = dense_bytes(&ckpt, &rs, l, quant.as_ref())?;
+                    written += bytes.len() as u64;
+                    sink.send(Piece::Bytes(format!("{}.weight", l.prefix), bytes))?;
+                }
             }
+            done += t.nbytes() as u64;
+            progress.set(done);
         }
-        done += t.nbytes() as u64;
-        progress.set(done);
-    }
+        Ok(())
+    })?;
     progress.finish();
     if let Some(obj) = config.as_object_mut() {
         obj.remove("quantization_config");

@@ -13,9 +13,7 @@ use crate::{Result, TensorView};
 const GROUP: usize = 1 << 22;
 const BLOCK: usize = 1 << 15;
 
-/// The multi-threaded CPU backend of the mask family.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FastCpu;
+pub use super::FastCpu;
 
 impl Mask for FastCpu {
     fn apply_cut(&self, w: &TensorView, scorer: &Scorer, cut: Cut) -> Result<(Vec<u8>, u64)> {

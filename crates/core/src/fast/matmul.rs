@@ -6,9 +6,7 @@ use rayon::prelude::*;
 use crate::reference::matmul::{check_packed, check_shapes, Matmul, PackedWeight};
 use crate::{Result, TensorView};
 
-/// The multi-threaded CPU backend of the matmul family.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FastCpu;
+pub use super::FastCpu;
 
 impl Matmul for FastCpu {
     fn masked_matmul(

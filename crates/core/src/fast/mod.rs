@@ -2,6 +2,11 @@
 //! them bit for bit (products, which sum in another order, within
 //! `MATMUL_RTOL`). This is what `--backend cpu` runs.
 
+/// The fast CPU backend (`--backend cpu`): multi-threaded, one type
+/// implementing every kernel family's trait, equal to [`crate::reference`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastCpu;
+
 pub mod importance;
 pub mod keys;
 pub mod mask;

@@ -422,54 +422,7 @@ pub fn pack_rows_le(codes: &[i8], rows: usize, cols: usize, bits: u32) -> Vec<u8
     out
 }
 
-/// What quantization lost on a layer: the largest |x − x̂|, Σ(x − x̂)² and
-/// Σx², in f64.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ErrorStats {
-    pub max_abs: f64,
-    pub sum_sq_err: f64,
-    pub sum_sq: f64,
-}
-
-impl ErrorStats {
-    /// The statistics of two parts together.
-    pub fn merge(self, b: ErrorStats) -> ErrorStats {
-        ErrorStats {
-            max_abs: self.max_abs.max(b.max_abs),
-            sum_sq_err: self.sum_sq_err + b.sum_sq_err,
-            sum_sq: self.sum_sq + b.sum_sq,
-        }
-    }
-
-    /// Whether the sums could be measured (a sum that overflowed or met a
-    /// NaN measures nothing, and must not read as a perfect score).
-    pub fn measured(&self) -> bool {
-        self.sum_sq.is_finite() && self.sum_sq_err.is_finite() && !self.max_abs.is_nan()
-    }
-
-    /// ‖x − x̂‖ / ‖x‖ (0 for an all-zero weight; NaN when not measured).
-    pub fn relative(&self) -> f64 {
-        if !self.measured() {
-            f64::NAN
-        } else if self.sum_sq > 0.0 {
-            (self.sum_sq_err / self.sum_sq).sqrt()
-        } else {
-            0.0
-        }
-    }
-
-    /// Signal-to-quantization-noise ratio in dB (infinite without noise;
-    /// NaN when not measured).
-    pub fn sqnr_db(&self) -> f64 {
-        if !self.measured() {
-            f64::NAN
-        } else if self.sum_sq_err > 0.0 {
-            10.0 * (self.sum_sq / self.sum_sq_err).log10()
-        } else {
-            f64::INFINITY
-        }
-    }
-}
+pub use crate::ops::quant::ErrorStats;
 
 /// [`ErrorStats`] of `q` against the weight it came from, rows in
 /// parallel, each group's parameters looked up once.
@@ -630,4 +583,25 @@ pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> 
             },
         )?;
     Ok(out)
+}
+/// The fast CPU path of the quant family behind its trait.
+impl crate::ops::quant::Quant for super::FastCpu {
+    fn backend(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn quantize(
+        &self,
+        spec: &QuantSpec,
+        w: &TensorView,
+        keep: Option<&[u8]>,
+        rounding: Rounding,
+        out: &mut Quantized,
+    ) -> Result<ErrorStats> {
+        quantize_masked_into(spec, w, keep, rounding, true, out)
+    }
+
+    fn dequantize_packed(&self, w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8>> {
+        dequantize_packed(w, dtype)
+    }
 }

@@ -16,9 +16,7 @@ const GROUP: usize = 1 << 24;
 /// Elements one task scores at a time.
 const BLOCK: usize = 1 << 16;
 
-/// The multi-threaded CPU backend of the select family.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FastCpu;
+pub use super::FastCpu;
 
 /// Runs `f` over the keys of `w`, block by block in parallel, folding into
 /// per-task accumulators merged with `merge`; pages are released per group.

@@ -243,9 +243,7 @@ pub trait Importance {
     }
 }
 
-/// The plain, single-threaded specification.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Reference;
+pub use super::Reference;
 
 /// Reduces one tile (up to [`TILE`] values) the specified way.
 pub fn reduce_tile(x: &[f32]) -> TilePartial {

@@ -133,9 +133,7 @@ pub trait Mask {
     fn nm(&self, w: &TensorView, scorer: &Scorer, n: usize, m: usize) -> Result<Vec<u8>>;
 }
 
-/// The plain specification.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Reference;
+pub use super::Reference;
 
 fn keys(w: &TensorView, scorer: &Scorer) -> Result<Vec<u32>> {
     let mut k = Vec::new();

@@ -1,6 +1,12 @@
 //! CPU references: the specification of every kernel family, plain and
 //! single-threaded. The GPU and the fast CPU path must agree with them.
 
+/// The CPU reference backend: the plain, single-threaded specification
+/// of every kernel family (importance, select, mask, matmul, quant), one
+/// type implementing each family's trait.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reference;
+
 pub mod gguf;
 pub mod importance;
 pub mod mask;

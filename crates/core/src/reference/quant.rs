@@ -276,6 +276,71 @@ pub fn unpack_rows(words: &[i32], rows: usize, cols: usize, bits: u32) -> Vec<i8
     out
 }
 
+/// The specification of the quant family behind its trait: decode, zero
+/// the pruned elements, [`quantize_matrix`]; error sums in f64.
+impl crate::ops::quant::Quant for super::Reference {
+    fn backend(&self) -> &'static str {
+        "reference"
+    }
+
+    fn quantize(
+        &self,
+        spec: &QuantSpec,
+        w: &crate::TensorView,
+        keep: Option<&[u8]>,
+        rounding: Rounding,
+        out: &mut Quantized,
+    ) -> crate::Result<crate::ops::quant::ErrorStats> {
+        let (rows, cols) = w.matrix_dims();
+        let mut x = w.to_f32()?;
+        if let Some(k) = keep {
+            if k.len() != x.len() {
+                return Err(crate::Error::Invalid(format!(
+                    "the mask holds {} entries, the weight {}",
+                    k.len(),
+                    x.len()
+                )));
+            }
+            x.iter_mut()
+                .zip(k)
+                .filter(|(_, &k)| k == 0)
+                .for_each(|(v, _)| *v = 0.0);
+        }
+        *out = quantize_matrix(spec, &x, rows, cols, w.dtype(), rounding);
+        let mut stats = crate::ops::quant::ErrorStats::default();
+        for (i, &v) in x.iter().enumerate() {
+            let e = (v - dequantize(out.codes[i] as i32, out.params_at(i))) as f64;
+            stats.max_abs = stats.max_abs.max(e.abs());
+            stats.sum_sq_err += e * e;
+            stats.sum_sq += v as f64 * v as f64;
+        }
+        Ok(stats)
+    }
+
+    fn dequantize_packed(
+        &self,
+        w: &super::matmul::PackedWeight,
+        dtype: DType,
+    ) -> crate::Result<Vec<u8>> {
+        w.check()?;
+        let codes = unpack_rows(w.words, w.rows, w.cols, w.bits);
+        let groups = w.groups();
+        let mut values = vec![0.0f32; codes.len()];
+        for (i, v) in values.iter_mut().enumerate() {
+            let (r, c) = (i / w.cols, i % w.cols);
+            let g = r * groups + c / w.group;
+            let p = QParams {
+                scale: w.scales[g],
+                zero_point: w.zero_points.map_or(0, |z| z[g]),
+            };
+            *v = dequantize(codes[i] as i32, p);
+        }
+        let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+        crate::encode_f32(dtype, &values, &mut bytes);
+        Ok(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

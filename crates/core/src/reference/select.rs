@@ -313,9 +313,7 @@ pub trait Select {
     fn row_cuts(&self, w: &TensorView, scorer: &Scorer, k: u64) -> Result<Vec<Cut>>;
 }
 
-/// The plain specification.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Reference;
+pub use super::Reference;
 
 fn all_keys(w: &TensorView, scorer: &Scorer) -> Result<Vec<u32>> {
     let mut keys = Vec::new();

@@ -30,8 +30,8 @@ use crate::args::{BackendChoice, DistillLayersArgs};
 use crate::commands::decompress::{self, read_json_config};
 use crate::commands::train::{on_device, OnDevice};
 use crate::output::Out;
-use crate::plan;
 use crate::progress::Progress;
+use crate::select;
 
 /// One layer to distill.
 struct Target {
@@ -161,7 +161,7 @@ fn targets(
     teacher: &Checkpoint,
     s: &Student,
 ) -> Result<(Vec<Target>, Vec<String>)> {
-    let selection = plan::select(teacher, &a.select.include, &a.select.exclude)?;
+    let selection = select::select(teacher, &a.select.include, &a.select.exclude)?;
     let selected: std::collections::HashSet<&str> = selection
         .compressed()
         .map(|i| teacher.tensors[i].name.as_str())
@@ -331,7 +331,7 @@ impl OnDevice for Job<'_> {
                 owner.insert(b, i);
             }
         }
-        let mut shards = plan::empty_shards(ckpt);
+        let mut shards = select::empty_shards(ckpt);
         for t in &ckpt.tensors {
             shards[t.shard].tensors.push(OutputTensor {
                 name: t.name.clone(),
@@ -339,7 +339,7 @@ impl OnDevice for Job<'_> {
                 shape: t.shape.clone(),
             });
         }
-        let opts = plan::writer_options(ckpt, &self.a.student, self.a.force);
+        let opts = select::writer_options(ckpt, &self.a.student, self.a.force);
         let mut opts = opts;
         opts.protected.push(self.a.teacher.clone());
         let mut writer = CheckpointWriter::create(&self.a.output, shards, opts)?;

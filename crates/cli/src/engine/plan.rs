@@ -1,0 +1,286 @@
+//! The validated plan of a run: per tensor of the checkpoint, what happens
+//! to it (keep and why, prune, quantize, both) and the output layout
+//! (names, dtypes, shards, config). Built before any tensor byte is read
+//! (except with `--non-finite keep`, which must look at the data), so
+//! `--dry-run` validates everything the real run would.
+
+use anyhow::{bail, Result};
+use shears_core::calibration::Calibration;
+use shears_core::checkpoint::{OutputTensor, ShardSpec};
+use shears_core::formats::compressed_tensors::layer_tensors;
+use shears_core::reference::mask::check_nm;
+use shears_core::Checkpoint;
+
+use super::config::{Format, Mode, RunConfig};
+use super::masks::{load_aux, prune_count_for, Aux};
+use crate::output::{human_bytes, Out};
+use crate::select::{self, Decision};
+
+/// What happens to one tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Copied unchanged, with the reason.
+    Keep(String),
+    /// Pruned (and quantized when the run quantizes).
+    Compress,
+}
+
+/// A run, validated and laid out.
+pub struct Plan<'c> {
+    pub cfg: &'c RunConfig,
+    pub ckpt: &'c Checkpoint,
+    /// One action per tensor of `ckpt`, in storage order.
+    pub actions: Vec<Action>,
+    /// Indices of the tensors whose action is `Compress`.
+    pub chosen: Vec<usize>,
+    /// --include / --exclude patterns that matched no tensor.
+    pub unmatched: Vec<String>,
+    /// Scoring inputs of each chosen tensor (pruning runs only).
+    pub aux: Vec<Aux<'c>>,
+    /// The calibration file, when the run has one.
+    pub calibration: Option<&'c Calibration>,
+    /// The output's config.json (compressed-tensors output only): the
+    /// input's own, or an empty object for a checkpoint without one.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The output shards: the input's file names, each tensor's output
+    /// tensors in order.
+    pub shards: Vec<ShardSpec>,
+}
+
+impl<'c> Plan<'c> {
+    /// Checks `cfg` against `ckpt` and lays out the output; refuses, with
+    /// one line naming the file and tensor, anything the run could not do.
+    pub fn build(
+        cfg: &'c RunConfig,
+        ckpt: &'c Checkpoint,
+        calib: Option<&'c Calibration>,
+    ) -> Result<Self> {
+        let mut selection = select::select(ckpt, &cfg.include, &cfg.exclude)?;
+        for g in &selection.unmatched {
+            tracing::warn!("pattern '{g}' matched no tensor");
+        }
+        select::apply_non_finite(ckpt, &mut selection, cfg.non_finite);
+        let chosen: Vec<usize> = selection.compressed().collect();
+        if chosen.is_empty() {
+            let what = if cfg.quant.is_some() {
+                "quantization"
+            } else {
+                "pruning"
+            };
+            tracing::warn!("no tensor is selected for {what}; the output is a copy");
+        }
+        for &i in &chosen {
+            check_tensor(cfg, ckpt, i)?;
+        }
+        let config = output_config(cfg, ckpt)?;
+        if let (Some(c), true, true) = (calib, cfg.checks.validate, cfg.quant.is_some()) {
+            // The calibration rows --validate will read, checked up front.
+            for &i in &chosen {
+                let t = &ckpt.tensors[i];
+                c.input_rows(&t.name, t.shape[1])?;
+            }
+        }
+        let aux = match &cfg.prune {
+            Some(p) => load_aux(ckpt, &chosen, p, calib, cfg.checks.validate, cfg.seed)?,
+            None => Vec::new(),
+        };
+        let actions = std::mem::take(&mut selection.decisions)
+            .into_iter()
+            .map(|d| match d {
+                Decision::Compress => Action::Compress,
+                Decision::Keep(why) => Action::Keep(why),
+            })
+            .collect();
+        let mut plan = Plan {
+            cfg,
+            ckpt,
+            actions,
+            chosen,
+            unmatched: selection.unmatched,
+            aux,
+            calibration: calib,
+            config,
+            shards: Vec::new(),
+        };
+        plan.shards = plan.layout();
+        Ok(plan)
+    }
+
+    /// The output tensors, shard by shard, in the input's order.
+    fn layout(&self) -> Vec<ShardSpec> {
+        let mut shards = select::empty_shards(self.ckpt);
+        for (t, action) in self.ckpt.tensors.iter().zip(&self.actions) {
+            let list = &mut shards[t.shard].tensors;
+            match (action, &self.cfg.quant) {
+                (Action::Compress, Some(q)) if q.format == Format::CompressedTensors => {
+                    let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+                    list.extend(layer_tensors(
+                        prefix, t.shape[0], t.shape[1], t.dtype, q.scheme, &q.spec,
+                    ));
+                }
+                _ => list.push(OutputTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                }),
+            }
+        }
+        shards
+    }
+
+    /// What the run does to a chosen tensor, in words.
+    pub fn describe_compress(&self) -> String {
+        let parts: Vec<String> = [
+            self.cfg.prune.map(|p| p.describe()),
+            self.cfg.quant.map(|q| q.describe()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        parts.join(" + ")
+    }
+
+    /// Prints the plan (`--dry-run`): every tensor, its action, bytes
+    /// before and after.
+    pub fn print(&self, out: &mut Out) {
+        let ckpt = self.ckpt;
+        let w = ckpt
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        out.line(&format!(
+            "plan for {} ({} tensors):",
+            ckpt.root.display(),
+            ckpt.tensors.len()
+        ));
+        out.line(&format!(
+            "{:<w$}  {:<6} {:<14} {:>10} {:>10}  action",
+            "name", "dtype", "shape", "bytes", "after"
+        ));
+        let after = self.bytes_after();
+        let mut pruned = 0u64;
+        for (i, (t, a)) in ckpt.tensors.iter().zip(&self.actions).enumerate() {
+            let action = match a {
+                Action::Compress => {
+                    if let Some(p) = &self.cfg.prune {
+                        pruned += prune_count_for(t, p.mode);
+                    }
+                    self.describe_compress()
+                }
+                Action::Keep(why) => format!("keep ({why})"),
+            };
+            out.line(&format!(
+                "{:<w$}  {:<6} {:<14} {:>10} {:>10}  {action}",
+                t.name,
+                t.dtype.name(),
+                format!("{:?}", t.shape),
+                human_bytes(t.nbytes() as u64),
+                human_bytes(after[i])
+            ));
+        }
+        let before = ckpt.total_bytes();
+        let total: u64 = after.iter().sum();
+        out.line(&format!(
+            "{} of {} tensors compressed{}; checkpoint {} -> {}",
+            self.chosen.len(),
+            ckpt.tensors.len(),
+            if self.cfg.prune.is_some() {
+                format!(", about {pruned} weights zeroed")
+            } else {
+                String::new()
+            },
+            human_bytes(before),
+            human_bytes(total)
+        ));
+        for g in &self.unmatched {
+            out.line(&format!("warning: pattern '{g}' matched no tensor"));
+        }
+    }
+
+    /// Output bytes of each input tensor.
+    fn bytes_after(&self) -> Vec<u64> {
+        let mut sizes = self
+            .ckpt
+            .tensors
+            .iter()
+            .map(|t| t.nbytes() as u64)
+            .collect::<Vec<_>>();
+        if let Some(q) = &self.cfg.quant {
+            if q.format == Format::CompressedTensors {
+                for &i in &self.chosen {
+                    let t = &self.ckpt.tensors[i];
+                    let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+                    sizes[i] =
+                        layer_tensors(prefix, t.shape[0], t.shape[1], t.dtype, q.scheme, &q.spec)
+                            .iter()
+                            .map(|o| o.nbytes().unwrap_or(0) as u64)
+                            .sum();
+                }
+            }
+        }
+        sizes
+    }
+}
+
+/// Refuses a chosen tensor the run cannot compress.
+fn check_tensor(cfg: &RunConfig, ckpt: &Checkpoint, i: usize) -> Result<()> {
+    let t = &ckpt.tensors[i];
+    let path = ckpt.path_of(t).display();
+    if !t.dtype.is_float_computable() {
+        bail!(
+            "{path}: tensor '{}': dtype {} cannot be compressed",
+            t.name,
+            t.dtype
+        );
+    }
+    if let Some(q) = &cfg.quant {
+        if !t.name.ends_with(".weight") {
+            bail!(
+                "{path}: tensor '{}': only `.weight` tensors of Linear layers can be quantized",
+                t.name
+            );
+        }
+        if let Some(g) = q.spec.group {
+            if !t.shape[1].is_multiple_of(g) {
+                bail!(
+                    "{path}: tensor '{}': group size {g} does not divide its {} input columns",
+                    t.name,
+                    t.shape[1]
+                );
+            }
+        }
+    }
+    if let Some(Mode::Pattern { n, m }) = cfg.prune.map(|p| p.mode) {
+        check_nm(n, m, t.shape[1])
+            .map_err(|e| anyhow::anyhow!("{path}: tensor '{}': {e}", t.name))?;
+    }
+    Ok(())
+}
+
+/// The output's config.json, read and checked before any work: the
+/// input's own (a JSON object) or, when there is none, an empty one that
+/// will hold only the quantization_config, so the output still says how
+/// to read it.
+fn output_config(
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    match &cfg.quant {
+        Some(q) if q.format == Format::CompressedTensors => Ok(Some(match ckpt.config()? {
+            Some(c) => c,
+            None => {
+                tracing::warn!(
+                    "{} has no config.json: the output's config.json holds only the \
+                     quantization_config; add the model's own fields (architectures, \
+                     model_type, …) before loading it in vLLM or transformers",
+                    cfg.model.display()
+                );
+                serde_json::Map::new()
+            }
+        })),
+        _ => Ok(None),
+    }
+}
