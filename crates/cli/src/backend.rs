@@ -1,16 +1,25 @@
 //! Turning `--backend` into a compute backend, and saying which one runs.
 
 use anyhow::Result;
+use shears_core::fast::train::FastCpuDevice;
 use shears_core::fast::FastCpu;
 use shears_core::ops::quant::Quant;
 use shears_core::reference::{
     importance::Importance, mask::Mask, matmul::Matmul, select::Select, Reference,
 };
+use shears_core::train::Device;
 use shears_kernels::{
-    DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
+    DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect, GpuTrain,
 };
 
 use crate::args::BackendChoice;
+
+/// Work that runs on any training backend (`shears train`, `distill`,
+/// `evaluate`): the backend picks the [`Device`] and calls `run`.
+pub trait OnDevice {
+    type Output;
+    fn run<D: Device>(self, dev: &D) -> Result<Self::Output>;
+}
 
 /// The families `--verify` recomputes with ([`Backend::verifier`]).
 pub struct Verifier {
@@ -114,6 +123,15 @@ impl Backend {
                 mask: Box::new(FastCpu),
                 quant: Box::new(FastCpu),
             },
+        }
+    }
+
+    /// Runs a training job on this backend's training device: the fast
+    /// CPU path, or the GPU (`shaders/train.wgsl`).
+    pub fn train<J: OnDevice>(&self, job: J) -> Result<J::Output> {
+        match self {
+            Backend::Cpu => job.run(&FastCpuDevice),
+            Backend::Gpu(ctx) => job.run(&GpuTrain::new(ctx)),
         }
     }
 

@@ -10,6 +10,7 @@ mod output;
 mod pipeline;
 mod progress;
 mod select;
+mod training;
 
 use clap::Parser;
 

@@ -76,7 +76,10 @@ fn bad_quantize_input_is_refused_cleanly() {
     let out = dir.path().join("out");
     let dense = golden("bf16/dense");
     for (args, must) in [
-        (vec!["--scheme", "w3a16"], "invalid value 'w3a16' for '--scheme"),
+        (
+            vec!["--scheme", "w3a16"],
+            "invalid value 'w3a16' for '--scheme",
+        ),
         (
             vec!["--scheme", "w4a16", "--group-size", "100"],
             "group size 100 does not divide",

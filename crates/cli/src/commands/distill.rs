@@ -3,6 +3,7 @@
 //! al. 2015); `layers` repairs the compressed linear layers of a checkpoint
 //! against its dense original (ZeroQuant's LKD, in [`layers`]).
 
+mod job;
 mod layers;
 mod report;
 
@@ -12,8 +13,8 @@ use anyhow::{bail, Result};
 use shears_core::train::{Dataset, Mlp};
 
 use crate::args::{BackendChoice, DistillModelArgs};
-use crate::commands::train::{check_output, fit, start_model, FitPlan, Teacher};
 use crate::output::Out;
+use crate::training::{check_output, fit, start_model, FitPlan, Teacher};
 
 /// `shears distill model --teacher T --data FILE --hidden 16 -o STUDENT`.
 pub fn model(

@@ -7,8 +7,8 @@ use serde_json::json;
 use shears_core::train::{evaluate, stratified_split, Dataset, Device, Metrics, Mlp};
 
 use crate::args::{BackendChoice, EvaluateArgs, SplitChoice};
-use crate::commands::train::{check_fraction, on_device, OnDevice};
 use crate::output::Out;
+use crate::training::{check_fraction, on_device, OnDevice};
 
 /// Logits of a model on a data set, on a training backend.
 struct Score<'a> {

@@ -60,22 +60,7 @@ pub fn print(
     out: &mut Out,
 ) -> Result<()> {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
-    let format = match scheme {
-        Some(rs) => format!(
-            "compressed-tensors, int{} {}{}",
-            rs.spec.bits,
-            match rs.spec.group {
-                Some(g) => format!("group {g}"),
-                None => "per channel".into(),
-            },
-            if rs.spec.symmetric {
-                ""
-            } else {
-                ", asymmetric"
-            }
-        ),
-        None => "dense".into(),
-    };
+    let format = describe_format(scheme);
     let inputs = match &a.calibration {
         Some(p) => format!("calibration inputs from {}", p.display()),
         None => format!("{} seeded Gaussian probe rows per layer", a.probe_rows),
@@ -126,6 +111,36 @@ pub fn print(
         100.0 * (1.0 - after / before.max(f64::MIN_POSITIVE))
     ));
     out.line(&format!("wrote {}", a.output.display()));
+    write_json(a, rows, &format, (before, after, total))
+}
+
+/// The student's format in words.
+fn describe_format(scheme: Option<&ReadScheme>) -> String {
+    match scheme {
+        Some(rs) => format!(
+            "compressed-tensors, int{} {}{}",
+            rs.spec.bits,
+            match rs.spec.group {
+                Some(g) => format!("group {g}"),
+                None => "per channel".into(),
+            },
+            if rs.spec.symmetric {
+                ""
+            } else {
+                ", asymmetric"
+            }
+        ),
+        None => "dense".into(),
+    }
+}
+
+/// `--report FILE.json`: the run's settings, the means and every row.
+fn write_json(
+    a: &DistillLayersArgs,
+    rows: &[LayerRow],
+    format: &str,
+    (before, after, total): (f64, f64, f64),
+) -> Result<()> {
     if let Some(path) = &a.report {
         let doc = json!({
             "command": "distill layers",

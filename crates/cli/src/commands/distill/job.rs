@@ -1,0 +1,306 @@
+//! The backend half of `shears distill layers`: each target layer
+//! distilled on the training device, its output encoded as the student
+//! stores it, and the checkpoint streamed to the writer thread.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use shears_core::calibration::Calibration;
+use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
+use shears_core::reference::matmul::probe_inputs;
+use shears_core::reference::quant::round_to;
+use shears_core::train::{
+    distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, LkdConfig, LkdResult,
+};
+use shears_core::{encode_f32, Checkpoint, DType};
+
+use super::layers::{Student, Target};
+use super::report::LayerRow;
+use crate::args::DistillLayersArgs;
+use crate::pipeline::{self, Piece};
+use crate::progress::Progress;
+use crate::select;
+use crate::training::OnDevice;
+
+/// Distillation and writing on one backend.
+pub(super) struct Job<'a> {
+    pub(super) a: &'a DistillLayersArgs,
+    pub(super) cfg: LkdConfig,
+    pub(super) teacher: &'a Checkpoint,
+    pub(super) student: &'a Student<'a>,
+    pub(super) targets: &'a [Target],
+    pub(super) calibration: Option<&'a Calibration>,
+    pub(super) quiet: bool,
+}
+
+/// A distilled layer's output bytes (None: the student's own bytes are
+/// kept) and how many of its tensors are still to be written.
+struct Written {
+    weight: Option<Vec<u8>>,
+    bias: Option<Vec<u8>>,
+    pending: usize,
+}
+
+impl OnDevice for Job<'_> {
+    type Output = Vec<LayerRow>;
+
+    fn run<D: Device>(self, dev: &D) -> Result<Vec<LayerRow>> {
+        let s = self.student;
+        let ckpt = s.ckpt;
+        // Which target each replaced student tensor belongs to.
+        let mut owner: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            owner.insert(&t.stored, i);
+            if let Some(b) = &t.student_bias {
+                owner.insert(b, i);
+            }
+        }
+        let mut shards = select::empty_shards(ckpt);
+        for t in &ckpt.tensors {
+            shards[t.shard].tensors.push(OutputTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            });
+        }
+        let opts = select::writer_options(ckpt, &self.a.student, self.a.force);
+        let mut opts = opts;
+        opts.protected.push(self.a.teacher.clone());
+        let writer = CheckpointWriter::create(&self.a.output, shards, opts)?;
+        let mut progress = Progress::bytes(ckpt.total_bytes(), "distill", self.quiet);
+        let mut cache: HashMap<usize, Written> = HashMap::new();
+        let mut rows = Vec::new();
+        let mut done = 0u64;
+        // Streamed like every command: training overlaps the writer thread.
+        let ((), mut writer) = pipeline::streamed(writer, |sink| {
+            for t in &ckpt.tensors {
+                let Some(&i) = owner.get(t.name.as_str()) else {
+                    sink.send(Piece::View(t.name.clone(), ckpt.view(t)))?;
+                    done += t.nbytes() as u64;
+                    progress.set(done);
+                    continue;
+                };
+                let w = match cache.entry(i) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        progress.tensor(rows.len(), self.targets.len(), &self.targets[i].name);
+                        let (row, w) = self.distill(dev, i)?;
+                        tracing::debug!(
+                            "{}: {:.5} -> {:.5}",
+                            row.name,
+                            row.error_before,
+                            row.error_after
+                        );
+                        rows.push(row);
+                        e.insert(w)
+                    }
+                };
+                let is_bias = Some(&t.name) == self.targets[i].student_bias.as_ref();
+                let bytes = if is_bias {
+                    w.bias.take()
+                } else {
+                    w.weight.take()
+                };
+                match bytes {
+                    Some(b) => sink.send(Piece::Bytes(t.name.clone(), b))?,
+                    None => sink.send(Piece::View(t.name.clone(), ckpt.view(t)))?,
+                }
+                w.pending -= 1;
+                if w.pending == 0 {
+                    cache.remove(&i);
+                }
+                done += t.nbytes() as u64;
+                progress.set(done);
+            }
+            Ok(())
+        })?;
+        progress.finish();
+        for f in &ckpt.extra_files {
+            writer.copy_file(f)?;
+        }
+        writer.finish()?;
+        Ok(rows)
+    }
+}
+
+impl Job<'_> {
+    /// The input rows of target `i`: its calibration inputs, or seeded
+    /// Gaussian probes.
+    fn inputs(&self, i: usize) -> Result<(Vec<f32>, usize)> {
+        let t = &self.targets[i];
+        if let Some(c) = self.calibration {
+            return Ok(c.inputs(&t.name, t.inn)?.expect("checked before training"));
+        }
+        let n = self.a.probe_rows;
+        let seed = self.a.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9);
+        Ok((probe_inputs(n, t.inn, seed), n))
+    }
+
+    /// The student's weight of target `t` as f32, its fixed grid when
+    /// quantized, and the dtype it is stored in.
+    fn student_weight(&self, t: &Target) -> Result<(Vec<f32>, Option<Grid>, DType)> {
+        let s = self.student;
+        match t.quant {
+            Some(q) => {
+                let rs = s.scheme.as_ref().expect("quantized layers have a scheme");
+                let l = &s.quantized[q];
+                let qz = l.read(s.ckpt, rs)?;
+                let grid = Grid {
+                    shape: GridShape {
+                        bits: rs.spec.bits,
+                        group: qz.group,
+                    },
+                    scales: qz.params.iter().map(|p| p.scale).collect(),
+                    zero_points: (!rs.spec.symmetric)
+                        .then(|| qz.params.iter().map(|p| p.zero_point as f32).collect()),
+                };
+                Ok((qz.dequantized(), Some(grid), l.scale.dtype))
+            }
+            None => {
+                let info = s.ckpt.get(&t.stored).expect("checked");
+                let w = s.ckpt.view(info).to_f32().with_context(|| {
+                    format!("{}: tensor '{}'", s.ckpt.path_of(info).display(), t.stored)
+                })?;
+                Ok((w, None, info.dtype))
+            }
+        }
+    }
+
+    /// The trained weight as it will be written: its values (rounded to
+    /// the stored dtype or on the grid), its bytes, and the kept weights it
+    /// turned into exact zeros.
+    fn encode_weight(
+        &self,
+        t: &Target,
+        r: &LkdResult,
+        grid: Option<&Grid>,
+        dtype: DType,
+        mask: &[f32],
+    ) -> (Vec<f32>, Vec<u8>, usize) {
+        let (values, bytes) = match (grid, &r.codes) {
+            (Some(g), Some(codes)) => {
+                let rs = self.student.scheme.as_ref().expect("scheme");
+                let bytes = if rs.packed {
+                    shears_core::fast::quant::pack_rows_le(codes, t.out, t.inn, rs.spec.bits)
+                } else {
+                    codes.iter().map(|&c| c as u8).collect()
+                };
+                (g.dequantize(codes, t.out, t.inn), bytes)
+            }
+            _ => {
+                let values: Vec<f32> = r.weight.iter().map(|&w| round_to(dtype, w)).collect();
+                let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+                encode_f32(dtype, &values, &mut bytes);
+                (values, bytes)
+            }
+        };
+        let nz = count_new_zeros(&values, mask);
+        (values, bytes, nz)
+    }
+
+    /// Distills target `i` and returns its report row and output bytes.
+    fn distill<D: Device>(&self, dev: &D, i: usize) -> Result<(LayerRow, Written)> {
+        let start = Instant::now();
+        let t = &self.targets[i];
+        let (s, teacher) = (self.student, self.teacher);
+        let f32s = |ckpt: &Checkpoint, name: &str| -> Result<Vec<f32>> {
+            let info = ckpt.get(name).expect("checked");
+            ckpt.view(info)
+                .to_f32()
+                .with_context(|| format!("{}: tensor '{name}'", ckpt.path_of(info).display()))
+        };
+        let teacher_w = f32s(teacher, &t.name)?;
+        let teacher_b = t
+            .teacher_bias
+            .as_ref()
+            .map(|b| f32s(teacher, b))
+            .transpose()?;
+        let student_b = t
+            .student_bias
+            .as_ref()
+            .map(|b| f32s(s.ckpt, b))
+            .transpose()?;
+        let bias_dtype = t
+            .student_bias
+            .as_ref()
+            .map(|b| s.ckpt.get(b).expect("checked").dtype);
+
+        // The student's weight, its mask and (quantized) its fixed grid.
+        let (weight, grid, dtype) = self.student_weight(t)?;
+        let mask: Vec<f32> = weight
+            .iter()
+            .map(|&w| if w == 0.0 { 0.0 } else { 1.0 })
+            .collect();
+        let kept = mask.iter().filter(|&&m| m != 0.0).count();
+
+        let (x, n) = self.inputs(i)?;
+        let held = ((n as f64 * self.a.held_out_fraction).round() as usize).clamp(1, n - 1);
+        let (x_train, x_held) = x.split_at((n - held) * t.inn);
+        let problem = LayerProblem {
+            inputs: t.inn,
+            outputs: t.out,
+            x_train,
+            x_held,
+            teacher_weight: &teacher_w,
+            teacher_bias: teacher_b.as_deref(),
+            student_weight: &weight,
+            student_bias: student_b.as_deref(),
+            mask: Some(&mask),
+            grid: grid.as_ref(),
+        };
+        let r =
+            distill_layer(dev, &problem, &self.cfg).with_context(|| format!("layer {}", t.name))?;
+
+        // What would be written, and its error measured as written.
+        let bias_out = match (&r.bias, bias_dtype) {
+            (Some(b), Some(dt)) => Some(b.iter().map(|&v| round_to(dt, v)).collect::<Vec<_>>()),
+            _ => None,
+        };
+        let (values, weight_bytes, new_zeros) =
+            self.encode_weight(t, &r, grid.as_ref(), dtype, &mask);
+        let error_after = held_out_error(dev, &problem, &values, bias_out.as_deref())?;
+        let improved = error_after < r.error_before;
+        let bias_bytes = bias_out.as_ref().zip(bias_dtype).map(|(b, dt)| {
+            let mut bytes = vec![0u8; b.len() * dt.bits() / 8];
+            encode_f32(dt, b, &mut bytes);
+            bytes
+        });
+        let written = Written {
+            weight: improved.then_some(weight_bytes),
+            bias: bias_bytes.filter(|_| improved),
+            pending: 1 + usize::from(t.student_bias.is_some()),
+        };
+        let row = LayerRow {
+            name: t.name.clone(),
+            shape: [t.out, t.inn],
+            quantized: grid.is_some(),
+            density: kept as f64 / (t.out * t.inn) as f64,
+            train_rows: n - held,
+            held_rows: held,
+            error_before: r.error_before,
+            error_after: if improved {
+                error_after
+            } else {
+                r.error_before
+            },
+            trained_error: error_after,
+            kept_student: !improved,
+            new_zeros: if improved { new_zeros } else { 0 },
+            first_loss: r.losses.first().copied().unwrap_or(f64::NAN),
+            last_loss: r.losses.last().copied().unwrap_or(f64::NAN),
+            steps: r.losses.len(),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok((row, written))
+    }
+}
+
+/// Kept weights (mask 1) that the written layer stores as exactly zero.
+fn count_new_zeros(values: &[f32], mask: &[f32]) -> usize {
+    values
+        .iter()
+        .zip(mask)
+        .filter(|(&v, &m)| m != 0.0 && v == 0.0)
+        .count()
+}

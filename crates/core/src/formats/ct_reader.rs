@@ -1,0 +1,266 @@
+//! Reading compressed-tensors checkpoints (shears' or anyone's): the
+//! scheme from `config.json`, every quantized layer's tensors found and
+//! checked against it, and their dense values on any quant backend. Used
+//! by `shears decompress` and by `shears distill layers` for students.
+
+use serde_json::Value;
+
+use super::compressed_tensors::{read_config, ReadScheme};
+use crate::ops::quant::Quant;
+use crate::reference::matmul::PackedWeight;
+use crate::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
+use crate::{encode_f32, Checkpoint, DType, Error, Result, TensorInfo};
+
+/// One quantized layer found in a compressed-tensors checkpoint: its
+/// tensors (checked against the config) and the weight's shape.
+pub struct Layer<'c> {
+    /// The Linear's name: its weight was `<prefix>.weight`.
+    pub prefix: String,
+    /// `<prefix>.weight_packed` (I32) or, int-quantized, `<prefix>.weight` (I8).
+    pub codes: &'c TensorInfo,
+    pub scale: &'c TensorInfo,
+    pub zero_point: Option<&'c TensorInfo>,
+    pub out: usize,
+    pub inn: usize,
+}
+
+impl Layer<'_> {
+    /// The names of every tensor the layer is stored as.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = [Some(self.codes), Some(self.scale), self.zero_point]
+            .into_iter()
+            .flatten()
+            .map(|t| t.name.clone())
+            .collect();
+        let shape = format!("{}.weight_shape", self.prefix);
+        if self.codes.name.ends_with("_packed") {
+            v.push(shape);
+        }
+        v
+    }
+
+    /// The scales [out, groups] as f32 and, when asymmetric, the unpacked
+    /// zero points.
+    pub fn params(
+        &self,
+        ckpt: &Checkpoint,
+        rs: &ReadScheme,
+    ) -> Result<(Vec<f32>, Option<Vec<i32>>)> {
+        let scales = ckpt.view(self.scale).to_f32()?;
+        let groups = self.scale.shape[1];
+        let zps = self
+            .zero_point
+            .map(|z| unpack_cols(&i32s(ckpt.view(z).bytes()), self.out, groups, rs.spec.bits));
+        Ok((scales, zps))
+    }
+
+    /// The codes and parameters as stored.
+    pub fn read(&self, ckpt: &Checkpoint, rs: &ReadScheme) -> Result<Quantized> {
+        let (scales, zps) = self.params(ckpt, rs)?;
+        let codes: Vec<i8> = if rs.packed {
+            unpack_rows(
+                &i32s(ckpt.view(self.codes).bytes()),
+                self.out,
+                self.inn,
+                rs.spec.bits,
+            )
+        } else {
+            ckpt.view(self.codes)
+                .bytes()
+                .iter()
+                .map(|&b| b as i8)
+                .collect()
+        };
+        let zps = zps.unwrap_or_else(|| vec![0; scales.len()]);
+        Ok(Quantized {
+            rows: self.out,
+            cols: self.inn,
+            group: rs.spec.group_len(self.inn),
+            codes,
+            params: scales
+                .iter()
+                .zip(&zps)
+                .map(|(&scale, &zero_point)| QParams { scale, zero_point })
+                .collect(),
+        })
+    }
+}
+
+/// The quantization scheme of a compressed-tensors checkpoint, from its
+/// `config.json` (`None` when it has none, or no `quantization_config`:
+/// not a compressed-tensors checkpoint).
+pub fn scheme_of(ckpt: &Checkpoint) -> Result<Option<ReadScheme>> {
+    let Some(config) = ckpt.config()? else {
+        return Ok(None);
+    };
+    if !config.contains_key("quantization_config") {
+        return Ok(None);
+    }
+    let path = ckpt.root.join("config.json");
+    read_config(&Value::Object(config), &path).map(Some)
+}
+
+fn i32s(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The dense weight of a quantized layer, as bytes of its scales' dtype:
+/// straight from the packed words on the backend's quant family (every
+/// backend byte-identical to the reference), or, for int8 `int-quantized`
+/// layers, from the codes.
+pub fn dense_bytes(
+    ckpt: &Checkpoint,
+    rs: &ReadScheme,
+    l: &Layer,
+    quant: &dyn Quant,
+) -> Result<Vec<u8>> {
+    let dtype = l.scale.dtype;
+    let float_out = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+    if l.out == 0 || l.inn == 0 {
+        return Ok(Vec::new()); // an empty weight: nothing to decode
+    }
+    if rs.packed && float_out {
+        let words = i32s(ckpt.view(l.codes).bytes());
+        let (scales, zps) = l.params(ckpt, rs)?;
+        let packed = PackedWeight {
+            rows: l.out,
+            cols: l.inn,
+            bits: rs.spec.bits,
+            group: rs.spec.group_len(l.inn),
+            words: &words,
+            scales: &scales,
+            zero_points: zps.as_deref(),
+        };
+        return Ok(quant.dequantize_packed(&packed, dtype)?);
+    }
+    let values = l.read(ckpt, rs)?.dequantized();
+    let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+    encode_f32(dtype, &values, &mut bytes);
+    Ok(bytes)
+}
+
+/// Finds and checks every quantized layer against the scheme.
+pub fn layers<'c>(ckpt: &'c Checkpoint, rs: &ReadScheme) -> Result<Vec<Layer<'c>>> {
+    let mut found = Vec::new();
+    for t in &ckpt.tensors {
+        if let Some(prefix) = t.name.strip_suffix(".weight_scale") {
+            found.push(layer(ckpt, rs, prefix, t)?);
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::format(
+            &ckpt.root,
+            "no quantized layer (no *.weight_scale tensor) to decompress",
+        ));
+    }
+    Ok(found)
+}
+
+/// The shape a packed layer's `<prefix>.weight_shape` gives (I64 [2], no
+/// negative dimension).
+fn stored_shape(ckpt: &Checkpoint, prefix: &str, path: &std::path::Path) -> Result<(usize, usize)> {
+    let shape_name = format!("{prefix}.weight_shape");
+    let bad = |why: String| Error::tensor(path, &shape_name, why);
+    let st = ckpt.get(&shape_name).ok_or_else(|| bad("missing".into()))?;
+    if st.dtype != DType::I64 || st.shape != [2] {
+        return Err(bad(format!(
+            "{} {:?}, expected I64 [2]",
+            st.dtype, st.shape
+        )));
+    }
+    let b = ckpt.view(st).bytes();
+    let dim = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+    let (o, i) = (dim(0), dim(1));
+    if o < 0 || i < 0 {
+        return Err(bad(format!(
+            "[{o}, {i}] is not a shape (negative dimension)"
+        )));
+    }
+    // Bounded by the codes' own shape, which the caller checks next.
+    Ok((o as usize, i as usize))
+}
+
+/// The layer `<prefix>` whose scales are `t`, each tensor checked.
+fn layer<'c>(
+    ckpt: &'c Checkpoint,
+    rs: &ReadScheme,
+    prefix: &str,
+    t: &'c TensorInfo,
+) -> Result<Layer<'c>> {
+    {
+        let path = ckpt.path_of(t);
+        let bad = |name: &str, why: String| Error::tensor(path, name, why);
+        let codes_name = if rs.packed {
+            format!("{prefix}.weight_packed")
+        } else {
+            format!("{prefix}.weight")
+        };
+        let codes = ckpt
+            .get(&codes_name)
+            .ok_or_else(|| bad(&codes_name, "missing beside its weight_scale".into()))?;
+        let (out, inn) = if rs.packed {
+            stored_shape(ckpt, prefix, path)?
+        } else {
+            if codes.dtype != DType::I8 || codes.shape.len() != 2 {
+                return Err(bad(
+                    &codes_name,
+                    format!("{} {:?}, expected I8 [out, in]", codes.dtype, codes.shape),
+                ));
+            }
+            (codes.shape[0], codes.shape[1])
+        };
+        let per = (32 / rs.spec.bits) as usize;
+        if rs.packed && (codes.dtype != DType::I32 || codes.shape != [out, inn.div_ceil(per)]) {
+            return Err(bad(
+                &codes_name,
+                format!(
+                    "{} {:?}, but {}-bit codes of a [{out}, {inn}] weight need I32 [{out}, {}]",
+                    codes.dtype,
+                    codes.shape,
+                    rs.spec.bits,
+                    inn.div_ceil(per)
+                ),
+            ));
+        }
+        let groups = inn.div_ceil(rs.spec.group_len(inn));
+        if !t.dtype.is_float_computable() || t.shape != [out, groups] {
+            return Err(bad(
+                &t.name,
+                format!(
+                    "{} {:?}, expected a float [{out}, {groups}]",
+                    t.dtype, t.shape
+                ),
+            ));
+        }
+        let zero_point = if rs.spec.symmetric {
+            None
+        } else {
+            let zn = format!("{prefix}.weight_zero_point");
+            let z = ckpt
+                .get(&zn)
+                .ok_or_else(|| bad(&zn, "missing (the config says asymmetric)".into()))?;
+            if z.dtype != DType::I32 || z.shape != [out.div_ceil(per), groups] {
+                return Err(bad(
+                    &zn,
+                    format!(
+                        "{} {:?}, expected I32 [{}, {groups}]",
+                        z.dtype,
+                        z.shape,
+                        out.div_ceil(per)
+                    ),
+                ));
+            }
+            Some(z)
+        };
+        Ok(Layer {
+            prefix: prefix.to_string(),
+            codes,
+            scale: t,
+            zero_point,
+            out,
+            inn,
+        })
+    }
+}
