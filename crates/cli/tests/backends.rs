@@ -193,11 +193,14 @@ fn evaluate() -> Result<(), Failed> {
     Ok(())
 }
 
-fn trials() -> Vec<(String, Box<dyn FnOnce() -> Result<(), Failed> + Send>)> {
+/// A named check.
+type Check = (String, Box<dyn FnOnce() -> Result<(), Failed> + Send>);
+
+fn trials() -> Vec<Check> {
     let m = asset("tiny-llama");
     let calib = asset("tiny-llama-calibration.safetensors");
     let recipe = asset("compress-2of4-w4a16.toml");
-    let mut t: Vec<(String, Box<dyn FnOnce() -> Result<(), Failed> + Send>)> = Vec::new();
+    let mut t: Vec<Check> = Vec::new();
     let mut same = |name: &str, args: Vec<String>, input: Option<Vec<String>>| {
         t.push((name.to_string(), Box::new(move || identical(args, input))));
     };

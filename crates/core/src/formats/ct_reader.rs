@@ -133,7 +133,7 @@ pub fn dense_bytes(
             scales: &scales,
             zero_points: zps.as_deref(),
         };
-        return Ok(quant.dequantize_packed(&packed, dtype)?);
+        return quant.dequantize_packed(&packed, dtype);
     }
     let values = l.read(ckpt, rs)?.dequantized();
     let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
