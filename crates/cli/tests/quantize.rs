@@ -213,10 +213,11 @@ fn verify_catches_a_wrong_code_and_writes_nothing() {
 
 /// `--sync` (fsync every shard before the rename) writes the same bytes.
 #[test]
-fn sync_writes_the_same_checkpoint() {
+fn sync_flushes_every_shard_and_writes_the_same_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let asset = repo_root().join("assets/tiny-llama");
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut logs = Vec::new();
     for (out, sync) in [(&a, false), (&b, true)] {
         let mut args = vec![
             "quantize",
@@ -229,14 +230,21 @@ fn sync_writes_the_same_checkpoint() {
         if sync {
             args.push("--sync");
         }
-        let res = run(&args);
-        assert_eq!(
-            res.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&res.stderr)
-        );
+        let res = std::process::Command::new(common::shears_bin())
+            .args(&args)
+            .env("SHEARS_LOG", "warn,shears_core=debug")
+            .env("XDG_RUNTIME_DIR", common::xdg_runtime_dir())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr).into_owned();
+        assert_eq!(res.status.code(), Some(0), "{err}");
+        logs.push(err);
     }
+    // Observed, not assumed: each of the two shards is fsynced with
+    // --sync, none without.
+    let flushed = |log: &str| log.matches("flushed to disk (fsync)").count();
+    assert_eq!(flushed(&logs[0]), 0, "{}", logs[0]);
+    assert_eq!(flushed(&logs[1]), 2, "{}", logs[1]);
     for f in std::fs::read_dir(&a).unwrap() {
         let name = f.unwrap().file_name();
         assert_eq!(

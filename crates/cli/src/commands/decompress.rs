@@ -81,6 +81,7 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
                 }
                 Some(l) => {
                     let bytes = dense_bytes(&ckpt, &rs, l, quant.as_ref())?;
+                    l.release(&ckpt);
                     written += bytes.len() as u64;
                     sink.send(Piece::Bytes(format!("{}.weight", l.prefix), bytes))?;
                 }

@@ -112,6 +112,7 @@ struct Stage<'p, 'b> {
     ties_left: u64,
     qbuf: Quantized,
     mismatched: u64,
+    inject_fault: bool,
 }
 
 impl<'p, 'b> Stage<'p, 'b> {
@@ -135,6 +136,7 @@ impl<'p, 'b> Stage<'p, 'b> {
             ties_left: global.map_or(0, |c| c.ties),
             qbuf: Quantized::default(),
             mismatched: 0,
+            inject_fault: fault_injected(),
         })
     }
 
@@ -185,7 +187,11 @@ impl<'p, 'b> Stage<'p, 'b> {
             .quant
             .quantize(&q.spec, view, keep.as_deref(), q.rounding, &mut self.qbuf)
             .map_err(ctx)?;
-        inject_fault(&mut self.qbuf);
+        if self.inject_fault {
+            if let Some(c) = self.qbuf.codes.first_mut() {
+                *c = c.wrapping_add(1);
+            }
+        }
         let mut mismatches = mask_mismatches;
         if self.plan.cfg.checks.verify {
             let mut check = Quantized::default();
@@ -337,12 +343,10 @@ fn differing_codes(a: &Quantized, b: &Quantized) -> u64 {
     (codes + params) as u64
 }
 
-/// Test hook: `SHEARS_INJECT_FAULT=codes` makes one code wrong, so tests
-/// can watch `--verify` catch it (exit 1, nothing written).
-fn inject_fault(q: &mut Quantized) {
-    if std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes") {
-        if let Some(c) = q.codes.first_mut() {
-            *c = c.wrapping_add(1);
-        }
-    }
+/// Test seam, in debug builds only (what `cargo test` runs):
+/// `SHEARS_INJECT_FAULT=codes`, read once per run, makes the first code of
+/// every tensor wrong so tests can watch `--verify` catch it (exit 1,
+/// nothing written). Release builds have no such switch.
+fn fault_injected() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "codes")
 }

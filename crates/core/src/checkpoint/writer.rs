@@ -355,6 +355,7 @@ impl CheckpointWriter {
                 .map_err(|e| Error::io(&path, e.into_error()))?;
             if self.sync {
                 file.sync_all().map_err(|e| Error::io(&path, e))?;
+                tracing::debug!("{}: flushed to disk (fsync)", path.display());
             }
         }
         Ok(())

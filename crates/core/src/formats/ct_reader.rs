@@ -25,6 +25,17 @@ pub struct Layer<'c> {
 }
 
 impl Layer<'_> {
+    /// Gives the mapped pages of the layer's stored tensors back to the
+    /// OS once decoded, so a streaming pass holds one layer at a time.
+    pub fn release(&self, ckpt: &Checkpoint) {
+        for t in [Some(self.codes), Some(self.scale), self.zero_point]
+            .into_iter()
+            .flatten()
+        {
+            ckpt.view(t).release(0..t.nbytes());
+        }
+    }
+
     /// The names of every tensor the layer is stored as.
     pub fn tensor_names(&self) -> Vec<String> {
         let mut v: Vec<String> = [Some(self.codes), Some(self.scale), self.zero_point]
