@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `shears` binary cargo built for these tests.
@@ -39,4 +39,99 @@ pub fn xdg_runtime_dir() -> PathBuf {
 /// Root of the repository (for `assets/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+// Helpers of the hostile-input tests (hostile_inputs.rs, hostile_outputs.rs).
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2, one `error:` line naming every `names`, no panic.
+pub fn refused(o: &Output, names: &[&str]) -> String {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "panic: {e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {e}");
+    for n in names {
+        assert!(errors[0].contains(n), "'{n}' missing from: {e}");
+    }
+    errors[0].to_string()
+}
+
+pub fn ok(o: &Output) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(0), "stderr: {e}");
+    assert!(!e.contains("panicked"), "panic: {e}");
+}
+
+/// A copy of assets/tiny-llama in `dir/name`.
+pub fn tiny_llama(dir: &Path, name: &str) -> PathBuf {
+    let src = repo_root().join("assets/tiny-llama");
+    let dst = dir.join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+/// A safetensors file from a raw header and data.
+pub fn raw_file(path: &Path, header: &str, data: &[u8]) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A one-layer f32 model: `l.weight` [rows, cols] with `values`, beside a
+/// config.json.
+pub fn one_layer(dir: &Path, name: &str, rows: usize, cols: usize, values: &[f32]) -> PathBuf {
+    let m = dir.join(name);
+    std::fs::create_dir_all(&m).unwrap();
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = format!(
+        r#"{{"l.weight":{{"dtype":"F32","shape":[{rows},{cols}],"data_offsets":[0,{}]}}}}"#,
+        data.len()
+    );
+    raw_file(&m.join("model.safetensors"), &header, &data);
+    std::fs::write(m.join("config.json"), r#"{"model_type":"llama"}"#).unwrap();
+    m
+}
+
+pub fn values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+        .collect()
+}
+
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap_or_default();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Nothing but `keep` in `dir`: no output, no hidden partial folder.
+pub fn only(dir: &Path, keep: &[&str]) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want, "leftovers in {}", dir.display());
 }

@@ -1,0 +1,110 @@
+//! Typed values of flags and recipe fields: the enums clap parses
+//! (`ValueEnum`, and serde for recipes) and the value parsers of numbers
+//! and patterns, so no command compares strings.
+
+use clap::ValueEnum;
+
+/// What `--non-finite` does with a tensor holding NaN or ±inf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum NonFinitePolicy {
+    /// Refuse the run, naming the tensor.
+    #[default]
+    Error,
+    /// Leave the tensor unchanged (not pruned, not quantized).
+    Keep,
+}
+
+/// How weights are scored (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodArg {
+    Magnitude,
+    Wanda,
+    Taylor,
+    Random,
+}
+
+/// Where a sparsity applies (`--scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeArg {
+    Row,
+    Tensor,
+    Global,
+}
+
+/// Which whole slices `--structured` prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Axis {
+    Rows,
+    #[value(alias = "columns")]
+    Cols,
+}
+
+/// The quantization scheme (`--scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+pub enum SchemeArg {
+    #[serde(rename = "w8a16")]
+    W8a16,
+    #[serde(rename = "w4a16")]
+    W4a16,
+    #[serde(rename = "w4a16-asym")]
+    W4a16Asym,
+    #[serde(rename = "w8a8")]
+    W8a8,
+}
+
+/// How quotients round to codes (`--rounding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoundingArg {
+    Nearest,
+    CompressedTensors,
+}
+
+/// The output format of `quantize` (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    CompressedTensors,
+    Dense,
+}
+
+/// An N:M pattern: N kept of every M consecutive inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pattern {
+    pub n: usize,
+    pub m: usize,
+}
+
+/// `2:4` → N:M with 0 < N < M ≤ 16 (clap value parser, recipes too).
+pub fn pattern(s: &str) -> Result<Pattern, String> {
+    let bad = || format!("'{s}' is not N:M with 0 < N < M ≤ 16 (for example 2:4)");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let n: usize = a.trim().parse().map_err(|_| bad())?;
+    let m: usize = b.trim().parse().map_err(|_| bad())?;
+    if n == 0 || n >= m || m > 16 {
+        return Err(bad());
+    }
+    Ok(Pattern { n, m })
+}
+
+/// A fraction in [0, 1) (clap value parser, recipes too).
+pub fn sparsity(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{s} is outside [0, 1)"));
+    }
+    Ok(v)
+}
+
+/// A whole number of at least 1 (clap value parser).
+pub(crate) fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 1 && v <= usize::MAX as i128 => Ok(v as usize),
+        Ok(_) => Err(format!("must be a whole number of at least 1, got {s}")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
