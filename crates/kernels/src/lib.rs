@@ -2,6 +2,7 @@
 //! each kernel family has one module here and one WGSL file in `shaders/`,
 //! and implements the same trait as its CPU reference in shears-core.
 
+mod adapters;
 pub mod chunk;
 mod context;
 mod error;
