@@ -10,8 +10,9 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shears::core::fast::train::FastCpuDevice;
-use shears::core::train::{train, AdamStep, CpuDevice, Device, GridShape, Mlp, TrainConfig};
+use shears::core::fast::FastCpu;
+use shears::core::reference::Reference;
+use shears::core::train::{train, AdamStep, Device, GridShape, Mlp, TrainConfig};
 use shears::kernels::GpuTrain;
 use shears::testing::test_values;
 
@@ -132,10 +133,10 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(SAMPLES as u64));
         let id = |b: &str| BenchmarkId::new(b, "64-256-128-10 batch 32");
         g.bench_function(id("cpu-reference"), |b| {
-            b.iter(|| mlp_epoch(&CpuDevice, &x, &labels))
+            b.iter(|| mlp_epoch(&Reference, &x, &labels))
         });
         g.bench_function(id("cpu-fast"), |b| {
-            b.iter(|| mlp_epoch(&FastCpuDevice, &x, &labels))
+            b.iter(|| mlp_epoch(&FastCpu, &x, &labels))
         });
         if let Some(ctx) = &gpu {
             let dev = GpuTrain::new(ctx);
@@ -145,7 +146,7 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
-    bench_layer(c, "cpu-fast", &FastCpuDevice);
+    bench_layer(c, "cpu-fast", &FastCpu);
     if let Some(ctx) = &gpu {
         bench_layer(c, &format!("gpu {}", ctx.info.name), &GpuTrain::new(ctx));
     }

@@ -1,5 +1,5 @@
 //! GPU training operations (`shaders/train.wgsl`) and the fast CPU path
-//! (`FastCpuDevice`) against the CPU reference (`CpuDevice`): every op on odd shapes, fake-quantized values bit for bit,
+//! (`FastCpu`) against the CPU reference (`Reference`): every op on odd shapes, fake-quantized values bit for bit,
 //! and whole training runs (an MLP on labels, an MLP distilled from a
 //! teacher, a masked and quantized layer distilled layer-wise) whose loss
 //! curves agree within 1e-4 relative over their first 100 steps.
@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use shears::core::fast::train::FastCpuDevice;
+use shears::core::fast::FastCpu;
 use shears::core::reference::matmul::MATMUL_RTOL;
+use shears::core::reference::Reference;
 use shears::core::train::{
-    distill_layer, train, AdamStep, CpuDevice, Device, Grid, GridShape, LayerProblem, LkdConfig,
-    Mlp, TrainConfig,
+    distill_layer, train, AdamStep, Device, Grid, GridShape, LayerProblem, LkdConfig, Mlp,
+    TrainConfig,
 };
 use shears::kernels::{GpuContext, GpuTrain};
 use shears::testing::{test_gpu, test_values};
@@ -54,7 +55,7 @@ fn err(e: impl std::fmt::Display) -> Failed {
 
 /// Every op on both devices for one shape.
 fn ops<D: Device>(dev: &D, m: usize, k: usize, n: usize, seed: u64) -> Result<(), Failed> {
-    let cpu = CpuDevice;
+    let cpu = Reference;
     let g = |v: &[f32]| dev.upload(v).map_err(err);
     let a = test_values(m * k, seed, false);
     let b = test_values(k * n, seed + 1, false);
@@ -349,7 +350,7 @@ fn mlp_curves<D: Device>(dev: &D, distill: bool) -> Result<(), Failed> {
     };
     let teacher = if distill {
         let t = Mlp::new(&[dims, 32, classes], 9).map_err(err)?;
-        Some(t.logits(&CpuDevice, &x, rows).map_err(err)?)
+        Some(t.logits(&Reference, &x, rows).map_err(err)?)
     } else {
         None
     };
@@ -358,7 +359,7 @@ fn mlp_curves<D: Device>(dev: &D, distill: bool) -> Result<(), Failed> {
         let mut mlp = Mlp::new(&[dims, 20, 12, classes], 3).map_err(err)?;
         let log = if which == 0 {
             train(
-                &CpuDevice,
+                &Reference,
                 &mut mlp,
                 &x,
                 &labels,
@@ -421,7 +422,7 @@ fn layerwise_curves<D: Device>(dev: &D) -> Result<(), Failed> {
         lr: 1e-3,
         seed: 4,
     };
-    let a = distill_layer(&CpuDevice, &problem, &cfg).map_err(err)?;
+    let a = distill_layer(&Reference, &problem, &cfg).map_err(err)?;
     let b = distill_layer(dev, &problem, &cfg).map_err(err)?;
     curves("layer-wise", &a.losses, &b.losses, 100)
 }
@@ -486,7 +487,7 @@ fn main() {
         // The fast CPU path is held to the same tolerances (no GPU needed).
         trials.push(Trial::test(
             format!("fast_cpu::{}", case.name()),
-            move || case.run(&FastCpuDevice),
+            move || case.run(&FastCpu),
         ));
     }
     libtest_mimic::run(&args, trials).exit();

@@ -1,7 +1,6 @@
 //! Turning `--backend` into a compute backend, and saying which one runs.
 
 use anyhow::Result;
-use shears_core::fast::train::FastCpuDevice;
 use shears_core::fast::FastCpu;
 use shears_core::ops::quant::Quant;
 use shears_core::reference::{
@@ -130,7 +129,7 @@ impl Backend {
     /// CPU path, or the GPU (`shaders/train.wgsl`).
     pub fn train<J: OnDevice>(&self, job: J) -> Result<J::Output> {
         match self {
-            Backend::Cpu => job.run(&FastCpuDevice),
+            Backend::Cpu => job.run(&FastCpu),
             Backend::Gpu(ctx) => job.run(&GpuTrain::new(ctx)),
         }
     }

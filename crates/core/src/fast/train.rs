@@ -2,18 +2,15 @@
 //! time) on all cores with eight-lane sums over contiguous rows, and the
 //! elementwise ops (Adam, fake quantization, activations) rows in parallel
 //! with the reference's own formulas. Products sum in another order than
-//! [`CpuDevice`] (agreement within `MATMUL_RTOL`, like the GPU); every
+//! [`Reference`] (agreement within `MATMUL_RTOL`, like the GPU); every
 //! other op is bit-identical to it. This is what `--backend cpu` trains with.
 
 use rayon::prelude::*;
 
-use crate::train::cpu::{adam_slice, fake_quant_row, mse_row, CpuDevice};
+use crate::reference::train::{adam_slice, fake_quant_row, mse_row};
+use crate::reference::Reference;
 use crate::train::device::{AdamStep, Device, GridShape};
 use crate::Result;
-
-/// The multi-threaded CPU training backend; buffers are `Vec<f32>`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FastCpuDevice;
 
 /// Elements per parallel piece of an elementwise op.
 const PIECE: usize = 1 << 16;
@@ -76,23 +73,23 @@ where
         .for_each(|(i, o)| f(i * PIECE, o));
 }
 
-impl Device for FastCpuDevice {
+impl Device for super::FastCpu {
     type Buf = Vec<f32>;
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        CpuDevice.upload(data)
+        Reference.upload(data)
     }
 
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
-        CpuDevice.zeros(n)
+        Reference.zeros(n)
     }
 
     fn write(&self, b: &mut Vec<f32>, data: &[f32]) -> Result<()> {
-        CpuDevice.write(b, data)
+        Reference.write(b, data)
     }
 
     fn download(&self, b: &Vec<f32>) -> Result<Vec<f32>> {
-        CpuDevice.download(b)
+        Reference.download(b)
     }
 
     fn matmul(
@@ -136,7 +133,7 @@ impl Device for FastCpuDevice {
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, cols: usize) -> Result<()> {
-        CpuDevice.bias_grad(dy, db, rows, cols)
+        Reference.bias_grad(dy, db, rows, cols)
     }
 
     fn relu(&self, z: &Vec<f32>, h: &mut Vec<f32>, n: usize) -> Result<()> {
@@ -164,7 +161,7 @@ impl Device for FastCpuDevice {
     }
 
     fn gelu(&self, z: &Vec<f32>, h: &mut Vec<f32>, n: usize) -> Result<()> {
-        CpuDevice.gelu(z, h, n)
+        Reference.gelu(z, h, n)
     }
 
     fn gelu_backward(
@@ -174,7 +171,7 @@ impl Device for FastCpuDevice {
         dz: &mut Vec<f32>,
         n: usize,
     ) -> Result<()> {
-        CpuDevice.gelu_backward(z, dh, dz, n)
+        Reference.gelu_backward(z, dh, dz, n)
     }
 
     fn softmax(
@@ -185,7 +182,7 @@ impl Device for FastCpuDevice {
         cols: usize,
         t: f32,
     ) -> Result<()> {
-        CpuDevice.softmax(z, p, rows, cols, t)
+        Reference.softmax(z, p, rows, cols, t)
     }
 
     fn classification_loss(
@@ -199,7 +196,7 @@ impl Device for FastCpuDevice {
         temperature: f32,
         alpha: f32,
     ) -> Result<f64> {
-        CpuDevice.classification_loss(z, teacher, labels, dz, rows, cols, temperature, alpha)
+        Reference.classification_loss(z, teacher, labels, dz, rows, cols, temperature, alpha)
     }
 
     fn mse(

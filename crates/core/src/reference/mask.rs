@@ -37,6 +37,13 @@ pub fn mask_from_cut(keys: &[u32], cut: Cut) -> (Vec<u8>, u64) {
     (mask, ties)
 }
 
+/// Which of `scores` (for example row sums of squares) survive when the
+/// `k` smallest by (score, index) are pruned: 1 kept, 0 pruned.
+pub fn structured_keep(scores: &[f32], k: u64) -> Vec<u8> {
+    let keys: Vec<u32> = scores.iter().map(|&s| super::scores::key_of(s)).collect();
+    mask_from_cut(&keys, super::select::select_cut(&keys, k)).0
+}
+
 /// Checks an N:M pattern against a row length; the error names the reason.
 pub fn check_nm(n: usize, m: usize, cols: usize) -> Result<()> {
     if !(1..=16).contains(&m) || n >= m {

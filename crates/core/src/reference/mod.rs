@@ -14,3 +14,4 @@ pub mod matmul;
 pub mod quant;
 pub mod scores;
 pub mod select;
+pub mod train;

@@ -223,13 +223,6 @@ pub fn global_cut(s: &dyn Select, items: &[Scored], k: u64) -> Result<Cut> {
     })
 }
 
-/// Which of `scores` (for example row sums of squares) survive when the
-/// `k` smallest by (score, index) are pruned: 1 kept, 0 pruned.
-pub fn structured_keep(scores: &[f32], k: u64) -> Vec<u8> {
-    let keys: Vec<u32> = scores.iter().map(|&s| super::scores::key_of(s)).collect();
-    super::mask::mask_from_cut(&keys, select_cut(&keys, k)).0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The operations training is made of, as one trait. The CPU reference
-//! ([`super::cpu::CpuDevice`], buffers are `Vec<f32>`) is their
+//! ([`crate::reference::Reference`], buffers are `Vec<f32>`) is their
 //! specification; the GPU (`shears_kernels::GpuTrain`, `shaders/train.wgsl`)
 //! implements the same trait. The training loops (MLP classifiers,
 //! layer-wise distillation) are written once, generic over [`Device`], so

@@ -6,7 +6,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::*;
 use crate::reference::quant::qparams;
-use crate::train::CpuDevice;
+use crate::reference::Reference;
 
 /// The relative output error a student must reach when the teacher is
 /// exactly representable under its mask (issue 5).
@@ -69,7 +69,7 @@ fn representable_teacher_is_recovered_under_the_mask() {
         lr: 0.05,
         seed: 3,
     };
-    let r = distill_layer(&CpuDevice, &problem, &cfg).unwrap();
+    let r = distill_layer(&Reference, &problem, &cfg).unwrap();
     assert!(r.error_before > 0.5, "before {}", r.error_before);
     assert!(
         r.error_after < REPRESENTABLE_ERROR,
@@ -83,7 +83,7 @@ fn representable_teacher_is_recovered_under_the_mask() {
         }
     }
     assert_eq!(r.losses.len(), 150 * 4);
-    assert_eq!(r, distill_layer(&CpuDevice, &problem, &cfg).unwrap());
+    assert_eq!(r, distill_layer(&Reference, &problem, &cfg).unwrap());
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn quantized_student_stays_on_its_grid_and_improves() {
         lr: 1e-2,
         seed: 4,
     };
-    let r = distill_layer(&CpuDevice, &problem, &cfg).unwrap();
+    let r = distill_layer(&Reference, &problem, &cfg).unwrap();
     assert!(
         r.error_after < 0.9 * r.error_before,
         "before {} after {}",
@@ -151,7 +151,7 @@ fn quantized_student_stays_on_its_grid_and_improves() {
     let codes = r.codes.as_ref().unwrap();
     let deq = grid.dequantize(codes, out, inp);
     let mut fq = vec![0.0; inp * out];
-    CpuDevice
+    Reference
         .fake_quant(
             &r.weight,
             &grid.scales,
@@ -193,7 +193,7 @@ fn mismatched_shapes_are_errors() {
         lr: 1e-3,
         seed: 0,
     };
-    let e = distill_layer(&CpuDevice, &problem, &cfg)
+    let e = distill_layer(&Reference, &problem, &cfg)
         .unwrap_err()
         .to_string();
     assert!(
@@ -221,7 +221,7 @@ fn held_out_error_measures_the_given_weight() {
         mask: None,
         grid: None,
     };
-    let e = |w: &[f32], b: Option<&[f32]>| held_out_error(&CpuDevice, &problem, w, b).unwrap();
+    let e = |w: &[f32], b: Option<&[f32]>| held_out_error(&Reference, &problem, w, b).unwrap();
     assert_eq!(e(&teacher, Some(&bias)), 0.0);
     assert!(e(&teacher, None) > 0.0);
     let half: Vec<f32> = teacher.iter().map(|w| 0.5 * w).collect();
@@ -233,7 +233,7 @@ fn held_out_error_measures_the_given_weight() {
         },
         &half,
     );
-    let r = held_out_error(&CpuDevice, &t_no_bias, h_no_bias, Some(&zero_bias)).unwrap();
+    let r = held_out_error(&Reference, &t_no_bias, h_no_bias, Some(&zero_bias)).unwrap();
     assert!(
         (r - 0.5).abs() < 1e-6,
         "half the weight: relative error {r}"

@@ -4,8 +4,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::reference::Reference;
 use crate::train::metrics::{evaluate, predict};
-use crate::train::CpuDevice;
 
 /// Three well separated Gaussian blobs in 4 dimensions.
 fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
@@ -40,7 +40,7 @@ fn cfg(epochs: usize, seed: u64) -> TrainConfig {
 #[test]
 fn learns_separable_blobs_and_is_deterministic() {
     let (x, y) = blobs(150, 1);
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut a = Mlp::new(&[4, 8, 3], 3).unwrap();
     let log = train(&dev, &mut a, &x, &y, None, &cfg(20, 5), &mut |_, _| {}).unwrap();
     assert_eq!(log.epoch_losses.len(), 20);
@@ -67,7 +67,7 @@ fn learns_separable_blobs_and_is_deterministic() {
 #[test]
 fn a_student_distilled_from_a_teacher_agrees_with_it() {
     let (x, y) = blobs(150, 3);
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut teacher = Mlp::new(&[4, 16, 3], 1).unwrap();
     train(
         &dev,

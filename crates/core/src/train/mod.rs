@@ -1,18 +1,16 @@
 //! Training: the operations a training step is made of ([`Device`], with
-//! the CPU reference [`CpuDevice`]), data sets for classifiers, MLP
+//! the CPU reference in [`crate::reference::train`]), data sets for classifiers, MLP
 //! classifiers trained on labels or distilled from a teacher (Hinton et al.
 //! 2015), and layer-wise distillation of compressed linear layers
 //! (ZeroQuant's LKD). The loops are generic over [`Device`], so the CPU
 //! reference and the GPU run the same steps in the same order.
 
-pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod layerwise;
 pub mod metrics;
 pub mod mlp;
 
-pub use cpu::CpuDevice;
 pub use data::{stratified_split, Dataset, Split};
 pub use device::{AdamStep, Device, GridShape};
 pub use layerwise::{distill_layer, held_out_error, Grid, LayerProblem, LkdConfig, LkdResult};

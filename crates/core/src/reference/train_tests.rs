@@ -4,8 +4,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::CpuDevice;
 use crate::reference::quant::{self, QuantSpec, Rounding};
+use crate::reference::Reference;
 use crate::train::device::{AdamStep, Device, GridShape};
 use crate::DType;
 
@@ -48,7 +48,7 @@ fn dot(g: &[f32], y: &[f32]) -> f64 {
 
 #[test]
 fn matmul_matches_f64_in_every_layout() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (m, k, n) in [(1, 1, 1), (2, 3, 5), (7, 5, 3), (3, 7, 2)] {
         let a = randn(&mut rng, m * k);
@@ -80,7 +80,7 @@ fn matmul_matches_f64_in_every_layout() {
 #[test]
 fn linear_layer_gradients() {
     // y = x·wᵀ + b with x [r, i], w [o, i]; the three matmuls of training.
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for (r, i, o) in [(1, 1, 1), (2, 3, 5), (5, 7, 3)] {
         let x = randn(&mut rng, r * i);
@@ -108,7 +108,7 @@ fn linear_layer_gradients() {
 
 #[test]
 fn activation_gradients() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let n = 7;
     // Keep ReLU's inputs away from its kink at 0.
@@ -139,7 +139,7 @@ fn activation_gradients() {
 
 #[test]
 fn softmax_rows_sum_to_one_and_sharpen_with_low_temperature() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let z = vec![1.0, 2.0, 3.0, 1000.0, 0.0, -1000.0];
     let mut p = vec![0.0; 6];
     dev.softmax(&z, &mut p, 2, 3, 1.0).unwrap();
@@ -155,7 +155,7 @@ fn softmax_rows_sum_to_one_and_sharpen_with_low_temperature() {
 
 #[test]
 fn classification_loss_gradients() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     for (rows, cols) in [(1, 2), (3, 5), (5, 7)] {
         let z: Vec<f32> = randn(&mut rng, rows * cols)
@@ -192,7 +192,7 @@ fn classification_loss_gradients() {
 
 #[test]
 fn kl_is_zero_when_student_equals_teacher() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let z = vec![0.5, -1.0, 2.0, 0.0];
     let mut dz = vec![0.0; 4];
     let loss = dev
@@ -204,7 +204,7 @@ fn kl_is_zero_when_student_equals_teacher() {
 
 #[test]
 fn out_of_range_label_is_an_error() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut dz = vec![0.0; 2];
     let err = dev
         .classification_loss(&vec![0.0, 1.0], None, &vec![2.0], &mut dz, 1, 2, 1.0, 1.0)
@@ -214,7 +214,7 @@ fn out_of_range_label_is_an_error() {
 
 #[test]
 fn mse_gradient() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for (rows, cols) in [(1, 1), (3, 5), (7, 2)] {
         let y = randn(&mut rng, rows * cols);
@@ -237,7 +237,7 @@ fn mse_gradient() {
 
 #[test]
 fn adam_keeps_masked_weights_exactly_zero() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let n = 33;
     let mut w = randn(&mut rng, n);
@@ -262,7 +262,7 @@ fn adam_keeps_masked_weights_exactly_zero() {
 #[test]
 fn adam_first_step_moves_each_weight_by_lr() {
     // With bias correction, step 1 is w − lr·g/(|g| + eps) ≈ w − lr·sign(g).
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut w = vec![1.0f32, -2.0, 0.5];
     let g = vec![0.3f32, -4.0, 1e-3];
     let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
@@ -275,7 +275,7 @@ fn adam_first_step_moves_each_weight_by_lr() {
 
 #[test]
 fn fake_quant_lands_on_the_reference_grid() {
-    let dev = CpuDevice;
+    let dev = Reference;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for (rows, cols, bits, group, symmetric) in [
         (3, 8, 8, 8, true),

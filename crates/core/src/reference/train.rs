@@ -1,4 +1,4 @@
-//! The CPU reference of the training operations: plain single-threaded
+//! The CPU reference of the training family (`Device` on [`super::Reference`]): plain single-threaded
 //! loops in the order [`Device`]'s documentation specifies. It is the
 //! specification the GPU (`shears_kernels::GpuTrain`) is checked against,
 //! not a fast path.
@@ -12,10 +12,6 @@
 use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
 use crate::train::device::{AdamStep, Device, GridShape};
 use crate::{DType, Error, Result};
-
-/// The CPU reference backend; buffers are `Vec<f32>`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CpuDevice;
 
 /// √(2/π), the constant of GELU's tanh form.
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -115,7 +111,8 @@ fn class_of(label: f32, cols: usize) -> Result<usize> {
     }
 }
 
-impl Device for CpuDevice {
+/// The CPU reference as a training device; buffers are `Vec<f32>`.
+impl Device for super::Reference {
     type Buf = Vec<f32>;
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
@@ -366,5 +363,5 @@ impl Device for CpuDevice {
 }
 
 #[cfg(test)]
-#[path = "cpu_tests.rs"]
+#[path = "train_tests.rs"]
 mod tests;
