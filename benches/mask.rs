@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use shears::core::fast::mask::FastCpu;
 use shears::core::fast::select::FastCpu as FastSelect;
 use shears::core::reference::mask::Mask;
-use shears::core::reference::scores::Scorer;
+use shears::core::reference::score::Scorer;
 use shears::core::reference::select::{prune_count, tensor_cut};
 use shears::core::DType;
 use shears::kernels::GpuMask;

@@ -8,7 +8,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shears::core::fast::select::FastCpu;
-use shears::core::reference::scores::Scorer;
+use shears::core::reference::score::Scorer;
 use shears::core::reference::select::{prune_count, tensor_cut, Reference};
 use shears::core::DType;
 use shears::kernels::GpuSelect;

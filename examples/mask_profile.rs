@@ -6,7 +6,7 @@ use std::time::Instant;
 use shears::core::fast::mask::FastCpu;
 use shears::core::fast::select::FastCpu as FastSelect;
 use shears::core::reference::mask::Mask;
-use shears::core::reference::scores::Scorer;
+use shears::core::reference::score::Scorer;
 use shears::core::reference::select::{prune_count, tensor_cut};
 use shears::core::{DType, TensorBuf};
 

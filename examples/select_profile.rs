@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example select_profile`
 use shears::core::fast::select::FastCpu;
-use shears::core::reference::scores::Scorer;
+use shears::core::reference::score::Scorer;
 use shears::core::reference::select::*;
 use shears::core::{DType, TensorBuf};
 use std::time::Instant;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use libtest_mimic::{Arguments, Failed, Trial};
 use shears::core::reference::mask::{Mask, Reference as RefMask};
 use shears::core::reference::matmul::{probe_inputs, Matmul, Reference as RefMatmul, MATMUL_RTOL};
-use shears::core::reference::scores::{Method, Scorer};
+use shears::core::reference::score::{Method, Scorer};
 use shears::core::reference::select::{
     prune_count, select_cut, tensor_cut, Bracket, Reference as RefSelect, Select,
 };

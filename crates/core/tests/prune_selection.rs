@@ -2,11 +2,11 @@
 //! the census-based cut against the plain sort of the reference.
 
 use proptest::prelude::*;
-use shears_core::fast::keys::{keys_into, Scratch};
 use shears_core::fast::mask::FastCpu as FastMask;
+use shears_core::fast::score::{keys_into, Scratch};
 use shears_core::fast::select::FastCpu as FastSelect;
 use shears_core::reference::mask::{self, Mask, Reference as RefMask};
-use shears_core::reference::scores::{Method, Scorer};
+use shears_core::reference::score::{Method, Scorer};
 use shears_core::reference::select::{
     global_cut, prune_count, select_cut, tensor_cut, Reference as RefSelect, Select,
 };

@@ -10,7 +10,7 @@ pub mod importance;
 pub mod mask;
 pub mod matmul;
 pub mod quant;
-mod scored;
+mod score;
 pub mod select;
 pub mod source;
 pub mod train;

@@ -3,12 +3,12 @@
 //! elements, the host turns the counts into offsets, a second pass masks.
 
 use shears_core::reference::mask::{check_nm, Mask};
-use shears_core::reference::scores::Scorer;
+use shears_core::reference::score::Scorer;
 use shears_core::reference::select::Cut;
 use shears_core::TensorView;
 
 use crate::chunk::{groups, split};
-use crate::scored::ScoredJob;
+use crate::score::ScoredJob;
 use crate::{source, GpuContext};
 
 /// Elements per segment of `apply_cut` (mirrors SEG in the shader).

@@ -2,12 +2,12 @@
 //! side (bracket, resolution of the counts) is the shared code in
 //! `shears_core::reference::select`, so every backend finds the same cut.
 
-use shears_core::reference::scores::Scorer;
+use shears_core::reference::score::Scorer;
 use shears_core::reference::select::{Bracket, Census, Cut, Histogram, Select, BINS};
 use shears_core::TensorView;
 
 use crate::chunk::{groups, split};
-use crate::scored::ScoredJob;
+use crate::score::ScoredJob;
 use crate::{source, GpuContext};
 
 /// The select family on a GPU.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use shears_core::formats::compressed_tensors::Scheme;
 use shears_core::reference::quant::{QuantSpec, Rounding};
-use shears_core::reference::scores::Method;
+use shears_core::reference::score::Method;
 
 use crate::args::{
     Axis, CheckArgs, FormatArg, MethodArg, NonFinitePolicy, Pattern, RoundingArg, SchemeArg,

@@ -6,7 +6,7 @@ use anyhow::Result;
 use shears_core::calibration::Calibration;
 use shears_core::reference::importance::Importance;
 use shears_core::reference::mask::{expand_cols, expand_rows, structured_keep, Mask};
-use shears_core::reference::scores::{random_salt, Method, Scorer};
+use shears_core::reference::score::{random_salt, Method, Scorer};
 use shears_core::reference::select::{global_cut, prune_count, tensor_cut, Cut, Scored, Select};
 use shears_core::{Checkpoint, TensorInfo, TensorView};
 

@@ -231,7 +231,7 @@ impl<'p, 'b> Stage<'p, 'b> {
         &mut self,
         view: &TensorView,
         x: &Aux,
-        method: shears_core::reference::scores::Method,
+        method: shears_core::reference::score::Method,
         mode: super::config::Mode,
     ) -> shears_core::Result<(Vec<u8>, Option<u64>)> {
         let scorer = x.scorer(method);

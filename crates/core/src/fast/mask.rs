@@ -4,9 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::keys::{keys_into, Scratch};
+use super::score::{keys_into, Scratch};
 use crate::reference::mask::{check_nm, mask_from_cut, nm_group, Mask};
-use crate::reference::scores::Scorer;
+use crate::reference::score::Scorer;
 use crate::reference::select::Cut;
 use crate::{Result, TensorView};
 

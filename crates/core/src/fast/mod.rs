@@ -8,9 +8,9 @@
 pub struct FastCpu;
 
 pub mod importance;
-pub mod keys;
 pub mod mask;
 pub mod matmul;
 pub mod quant;
+pub mod score;
 pub mod select;
 pub mod train;

@@ -5,9 +5,9 @@
 
 use rayon::prelude::*;
 
-use super::keys::{keys_into, magnitude_key, Scratch};
+use super::score::{keys_into, magnitude_key, Scratch};
 
-use crate::reference::scores::{Method, Scorer};
+use crate::reference::score::{Method, Scorer};
 use crate::reference::select::{count_key, select_cut, Bracket, Census, Cut, Histogram, Select};
 use crate::{DType, Result, TensorView};
 

@@ -13,7 +13,7 @@
 
 use crate::{DType, Error, Result, TensorView};
 
-use super::scores::Scorer;
+use super::score::Scorer;
 use super::select::Cut;
 
 /// The mask a cut gives on `keys` (in index order), and how many of the
@@ -40,7 +40,7 @@ pub fn mask_from_cut(keys: &[u32], cut: Cut) -> (Vec<u8>, u64) {
 /// Which of `scores` (for example row sums of squares) survive when the
 /// `k` smallest by (score, index) are pruned: 1 kept, 0 pruned.
 pub fn structured_keep(scores: &[f32], k: u64) -> Vec<u8> {
-    let keys: Vec<u32> = scores.iter().map(|&s| super::scores::key_of(s)).collect();
+    let keys: Vec<u32> = scores.iter().map(|&s| super::score::key_of(s)).collect();
     mask_from_cut(&keys, super::select::select_cut(&keys, k)).0
 }
 

@@ -12,6 +12,6 @@ pub mod importance;
 pub mod mask;
 pub mod matmul;
 pub mod quant;
-pub mod scores;
+pub mod score;
 pub mod select;
 pub mod train;

@@ -3,7 +3,7 @@
 //! # Specification
 //!
 //! In a scope (a row, a tensor, or every selected tensor of a checkpoint in
-//! file order) of `n` elements with keys (see [`super::scores`]), exactly
+//! file order) of `n` elements with keys (see [`super::score`]), exactly
 //! `k = round(s·n)` elements are pruned: the `k` smallest in the total order
 //! (key, flat index). Equal keys are broken by index, lower index pruned
 //! first. The answer is a [`Cut`]: every key below `cut.key` is pruned, and
@@ -18,7 +18,7 @@
 
 use crate::{Result, TensorView};
 
-use super::scores::Scorer;
+use super::score::Scorer;
 
 /// Number of elements pruned out of `n` at sparsity `s`: round(s·n), halves
 /// away from zero.
@@ -121,7 +121,7 @@ pub fn count_key(h: &mut Histogram, key: u32, hi16: Option<u32>) {
 /// Whether every key of `w` has zero low 16 bits (bf16 magnitudes), so that
 /// the top-half histogram alone finds the cut in one pass.
 pub fn exact_top_half(w: &TensorView, scorer: &Scorer) -> bool {
-    scorer.method == super::scores::Method::Magnitude && w.dtype() == crate::DType::BF16
+    scorer.method == super::score::Method::Magnitude && w.dtype() == crate::DType::BF16
 }
 
 /// Finishes a cut from a backend's histograms when the bracket missed.

@@ -1,11 +1,11 @@
 //! Fast scoring: the keys of a block of elements, specialised per method
 //! and dtype so the common case (magnitude of bf16 or f32) never leaves
 //! integer registers and vectorises. Agrees with
-//! `reference::scores::Scorer::keys` element for element (tested).
+//! `reference::score::Scorer::keys` element for element (tested).
 
 use std::ops::Range;
 
-use crate::reference::scores::{score_key, Method, Scorer};
+use crate::reference::score::{score_key, Method, Scorer};
 use crate::{DType, Result, TensorView};
 
 /// Canonical magnitude key of f32 bits: sign cleared, NaN made 0x7fc00000.

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use shears_core::reference::scores::{Method, Scorer};
+use shears_core::reference::score::{Method, Scorer};
 use shears_core::{DType, TensorView};
 
 use crate::chunk::upload_window;
