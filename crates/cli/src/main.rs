@@ -130,7 +130,6 @@ fn one_line(text: &str) -> String {
 fn main() {
     let cli = parse_args();
     init_logging(cli.global.verbose, cli.global.quiet);
-    select::SYNC.store(cli.global.sync, std::sync::atomic::Ordering::Relaxed);
     clean_up_on_signals();
     let mut out = output::Out::new();
     let quiet = cli.global.quiet;
@@ -138,20 +137,18 @@ fn main() {
         Command::Devices(a) => commands::devices::run(a, &mut out),
         Command::Inspect(a) => commands::inspect::run(a, cli.global.backend, quiet, &mut out),
         Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
-        Command::Prune(a) => commands::prune::run(a, cli.global.backend, quiet, &mut out),
+        Command::Prune(a) => commands::prune::run(a, &cli.global, &mut out),
         Command::Calibration(a) => commands::calibration::run(a, &mut out),
-        Command::Compress(a) => commands::compress::run(a, cli.global.backend, quiet, &mut out),
-        Command::Decompress(a) => commands::decompress::run(a, cli.global.backend, quiet, &mut out),
-        Command::Quantize(a) => commands::quantize::run(a, cli.global.backend, quiet, &mut out),
+        Command::Compress(a) => commands::compress::run(a, &cli.global, &mut out),
+        Command::Decompress(a) => commands::decompress::run(a, &cli.global, &mut out),
+        Command::Quantize(a) => commands::quantize::run(a, &cli.global, &mut out),
         Command::Train(a) => commands::train::run(a, cli.global.backend, quiet, &mut out),
         Command::Evaluate(a) => commands::evaluate::run(a, cli.global.backend, &mut out),
         Command::Distill(a) => match &a.command {
             args::DistillCommand::Model(m) => {
                 commands::distill::model(m, cli.global.backend, quiet, &mut out)
             }
-            args::DistillCommand::Layers(l) => {
-                commands::distill::layers(l, cli.global.backend, quiet, &mut out)
-            }
+            args::DistillCommand::Layers(l) => commands::distill::layers(l, &cli.global, &mut out),
         },
     };
     out.flush();

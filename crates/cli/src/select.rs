@@ -177,15 +177,12 @@ pub fn empty_shards(ckpt: &Checkpoint) -> Vec<ShardSpec> {
 }
 
 /// Writer options for an output made from `model`: the input protected,
-/// its first shard's `__metadata__` kept.
-/// Whether outputs are flushed to disk before they appear (`--sync`), set
-/// once by `main` from the global flag.
-pub static SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn writer_options(ckpt: &Checkpoint, model: &Path, force: bool) -> WriterOptions {
+/// its first shard's `__metadata__` kept, shards fsynced when `sync`
+/// (`--sync`).
+pub fn writer_options(ckpt: &Checkpoint, model: &Path, force: bool, sync: bool) -> WriterOptions {
     WriterOptions {
         force,
-        sync: SYNC.load(std::sync::atomic::Ordering::Relaxed),
+        sync,
         protected: vec![model.to_path_buf()],
         side_files: ckpt.extra_files.iter().map(|f| f.name.clone()).collect(),
         metadata: ckpt

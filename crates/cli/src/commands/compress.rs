@@ -24,7 +24,7 @@ use anyhow::{bail, Result};
 use shears_core::checkpoint::paths::read_bounded;
 
 use crate::args::{
-    pattern, sparsity, BackendChoice, CompressArgs, FormatArg, MethodArg, RoundingArg, SchemeArg,
+    pattern, sparsity, CompressArgs, FormatArg, GlobalArgs, MethodArg, RoundingArg, SchemeArg,
     ScopeArg,
 };
 use crate::engine::config::{PruneConfig, PruneFlags, QuantConfig};
@@ -137,6 +137,7 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
         seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
+        sync: false,
         prune: prunes
             .then(|| PruneConfig::new(flags, calibration.is_some()))
             .transpose()?,
@@ -150,6 +151,10 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
     })
 }
 
-pub fn run(a: &CompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    engine::run(&config(a)?, choice, quiet, out)
+pub fn run(a: &CompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let cfg = RunConfig {
+        sync: g.sync,
+        ..config(a)?
+    };
+    engine::run(&cfg, g.backend, g.quiet, out)
 }

@@ -11,14 +11,15 @@ use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::formats::ct_reader::{dense_bytes, layers, scheme_of};
 use shears_core::{Checkpoint, Error};
 
-use crate::args::{BackendChoice, DecompressArgs};
+use crate::args::{DecompressArgs, GlobalArgs};
 use crate::backend::Backend;
 use crate::output::{human_bytes, Out};
 use crate::pipeline::{self, Piece};
 use crate::progress::Progress;
 use crate::select;
 
-pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+pub fn run(a: &DecompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let (choice, quiet) = (g.backend, g.quiet);
     let ckpt = Checkpoint::open(&a.model)?;
     let config_path = ckpt.root.join("config.json");
     let Some(rs) = scheme_of(&ckpt)? else {
@@ -61,7 +62,7 @@ pub fn run(a: &DecompressArgs, choice: BackendChoice, quiet: bool, out: &mut Out
             order.push((t, None));
         }
     }
-    let opts = select::writer_options(&ckpt, &a.model, a.force);
+    let opts = select::writer_options(&ckpt, &a.model, a.force, g.sync);
     let writer = CheckpointWriter::create(&a.output, shards, opts)?;
     let backend = Backend::open(choice)?;
     let quant = backend.quant();

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::args::{BackendChoice, PruneArgs};
+use crate::args::{GlobalArgs, PruneArgs};
 use crate::engine::config::{PruneConfig, PruneFlags};
 use crate::engine::{self, RunConfig};
 use crate::output::Out;
@@ -30,11 +30,16 @@ pub fn config(a: &PruneArgs) -> Result<RunConfig> {
         seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
+        sync: false,
         prune: Some(PruneConfig::new(flags, a.calibration.is_some())?),
         quant: None,
     })
 }
 
-pub fn run(a: &PruneArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    engine::run(&config(a)?, choice, quiet, out)
+pub fn run(a: &PruneArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let cfg = RunConfig {
+        sync: g.sync,
+        ..config(a)?
+    };
+    engine::run(&cfg, g.backend, g.quiet, out)
 }

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use crate::args::{BackendChoice, QuantizeArgs};
+use crate::args::{GlobalArgs, QuantizeArgs};
 use crate::engine::config::QuantConfig;
 use crate::engine::{self, RunConfig};
 use crate::output::Out;
@@ -25,6 +25,7 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
         seed: a.seed,
         report: a.report.clone(),
         dry_run: a.dry_run,
+        sync: false,
         prune: None,
         quant: Some(QuantConfig::new(
             a.scheme,
@@ -35,6 +36,10 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
     })
 }
 
-pub fn run(a: &QuantizeArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    engine::run(&config(a)?, choice, quiet, out)
+pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let cfg = RunConfig {
+        sync: g.sync,
+        ..config(a)?
+    };
+    engine::run(&cfg, g.backend, g.quiet, out)
 }

@@ -218,6 +218,8 @@ pub struct RunConfig {
     pub seed: u64,
     pub report: Option<PathBuf>,
     pub dry_run: bool,
+    /// Flush each shard to disk before the output appears (`--sync`).
+    pub sync: bool,
     pub prune: Option<PruneConfig>,
     pub quant: Option<QuantConfig>,
 }

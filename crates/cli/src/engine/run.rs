@@ -30,7 +30,7 @@ use crate::CheckFailed;
 pub fn execute(plan: &Plan, backend: &Backend, quiet: bool, out: &mut Out) -> Result<()> {
     let cfg = plan.cfg;
     let ckpt = plan.ckpt;
-    let opts = crate::select::writer_options(ckpt, &cfg.model, cfg.force);
+    let opts = crate::select::writer_options(ckpt, &cfg.model, cfg.force, cfg.sync);
     let writer = CheckpointWriter::create(&cfg.output, plan.shards.clone(), opts)?;
     let mut stage = Stage::new(plan, backend)?;
     let start = Instant::now();

@@ -32,6 +32,8 @@ pub(super) struct Job<'a> {
     pub(super) targets: &'a [Target],
     pub(super) calibration: Option<&'a Calibration>,
     pub(super) quiet: bool,
+    /// `--sync`: shards fsynced before the output appears.
+    pub(super) sync: bool,
 }
 
 /// A distilled layer's output bytes (None: the student's own bytes are
@@ -64,7 +66,7 @@ impl OnDevice for Job<'_> {
                 shape: t.shape.clone(),
             });
         }
-        let opts = select::writer_options(ckpt, &self.a.student, self.a.force);
+        let opts = select::writer_options(ckpt, &self.a.student, self.a.force, self.sync);
         let mut opts = opts;
         opts.protected.push(self.a.teacher.clone());
         let writer = CheckpointWriter::create(&self.a.output, shards, opts)?;

@@ -20,7 +20,7 @@ use shears_core::{Checkpoint, Error, TensorInfo};
 
 use super::job::Job;
 use super::report;
-use crate::args::{BackendChoice, DistillLayersArgs};
+use crate::args::{DistillLayersArgs, GlobalArgs};
 use crate::output::Out;
 use crate::select;
 use crate::training::on_device;
@@ -197,12 +197,7 @@ fn targets(
     Ok((found, selection.unmatched))
 }
 
-pub fn run(
-    a: &DistillLayersArgs,
-    backend: BackendChoice,
-    quiet: bool,
-    out: &mut Out,
-) -> Result<()> {
+pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
     let cfg = config(a)?;
     if a.output.exists() && !a.force {
         bail!("{}: exists (use --force to replace it)", a.output.display());
@@ -270,8 +265,9 @@ pub fn run(
         student: &student,
         targets: &targets,
         calibration: calibration.as_ref(),
-        quiet,
+        quiet: g.quiet,
+        sync: g.sync,
     };
-    let rows = on_device(backend, job)?;
+    let rows = on_device(g.backend, job)?;
     report::print(a, &rows, student.scheme.as_ref(), out)
 }
