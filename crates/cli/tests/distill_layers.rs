@@ -12,15 +12,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{repo_root, run};
+use common::distill::*;
 use shears_core::reference::quant::unpack_rows;
-use shears_core::{Checkpoint, DType, TensorBuf};
+use shears_core::Checkpoint;
 
 /// Issue 5: distillation must lower the held-out relative output error of
 /// every pruned layer by at least this fraction.
 const MIN_REDUCTION: f64 = 0.30;
-/// Issue 5: the error reached when the teacher is representable.
-const REPRESENTABLE_ERROR: f64 = 1e-4;
 /// The report's f32 errors against this file's f64 recomputation.
 const REPORT_RTOL: f64 = 1e-3;
 /// Held-out rows of a 256-row calibration layer at the default fraction.
@@ -50,57 +48,6 @@ const FAST: [&str; 16] = [
 ];
 /// How many layers [`FAST`] distills.
 const FAST_LAYERS: usize = 2;
-
-fn asset() -> String {
-    repo_root().join("assets/tiny-llama").display().to_string()
-}
-
-fn calib() -> PathBuf {
-    repo_root().join("assets/tiny-llama-calibration.safetensors")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn report(path: &Path) -> Vec<serde_json::Value> {
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    doc["layers"].as_array().unwrap().clone()
-}
-
-/// ‖X·Aᵀ − X·Bᵀ‖ / ‖X·Aᵀ‖ in f64 over the rows of `x` [n, inn].
-fn output_error(x: &[f32], a: &[f32], b: &[f32], out: usize, inn: usize) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for row in x.chunks_exact(inn) {
-        for o in 0..out {
-            let (mut ya, mut yb) = (0.0f64, 0.0f64);
-            for (j, &xj) in row.iter().enumerate() {
-                ya += xj as f64 * a[o * inn + j] as f64;
-                yb += xj as f64 * b[o * inn + j] as f64;
-            }
-            num += (ya - yb).powi(2);
-            den += ya.powi(2);
-        }
-    }
-    (num / den).sqrt()
-}
-
-fn f32s(c: &Checkpoint, name: &str) -> Vec<f32> {
-    c.view(c.get(name).unwrap_or_else(|| panic!("{name} missing")))
-        .to_f32()
-        .unwrap()
-}
 
 /// The held-out calibration rows of `weight` (the last ones).
 fn held_out(cal: &Checkpoint, weight: &str, inn: usize) -> Vec<f32> {
@@ -314,165 +261,4 @@ fn quantized_student_stays_on_its_grid() {
             output_error(&x, &tw, &decode(&c1), outf, inn),
         );
     }
-}
-
-/// A one-layer checkpoint file.
-fn one_layer(path: &Path, name: &str, shape: [usize; 2], values: &[f32]) {
-    let t = TensorBuf::from_f32(DType::F32, shape.to_vec(), values).unwrap();
-    shears_core::checkpoint::write_file(path, &[(name.to_string(), t)], true, &[]).unwrap();
-}
-
-/// A seeded 8x16 teacher with half its weights zero, and a student with
-/// the same zeros and other values.
-fn representable(dir: &Path) -> (PathBuf, PathBuf) {
-    let (out, inn) = (8, 16);
-    let mut x = 0x2545_f491_u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % 2001) as f32 / 1000.0 - 1.0
-    };
-    let mut teacher = vec![0.0f32; out * inn];
-    let mut student = vec![0.0f32; out * inn];
-    for i in 0..out * inn {
-        if (i * 7 + i / 5) % 2 == 1 {
-            teacher[i] = next() + 0.01f32.copysign(next());
-            student[i] = next();
-        }
-    }
-    let (t, s) = (dir.join("t.safetensors"), dir.join("s.safetensors"));
-    one_layer(&t, "fc.weight", [out, inn], &teacher);
-    one_layer(&s, "fc.weight", [out, inn], &student);
-    (t, s)
-}
-
-#[test]
-fn representable_teacher_is_recovered() {
-    let dir = tempfile::tempdir().unwrap();
-    let (t, st) = representable(dir.path());
-    let out = dir.path().join("out");
-    let rep = dir.path().join("r.json");
-    ok(&[
-        "distill",
-        "layers",
-        "--teacher",
-        s(&t),
-        "--student",
-        s(&st),
-        "-o",
-        s(&out),
-        "--probe-rows",
-        "320",
-        "--held-out-fraction",
-        "0.2",
-        "--epochs",
-        "150",
-        "--batch-size",
-        "64",
-        "--lr",
-        "0.05",
-        "--report",
-        s(&rep),
-    ]);
-    let rows = report(&rep);
-    let after = rows[0]["error_after"].as_f64().unwrap();
-    assert!(rows[0]["error_before"].as_f64().unwrap() > 0.5);
-    assert!(after < REPRESENTABLE_ERROR, "error after {after}");
-    let w = f32s(&Checkpoint::open(&out).unwrap(), "fc.weight");
-    let tw = f32s(&Checkpoint::open(&t).unwrap(), "fc.weight");
-    for (i, (&a, &b)) in w.iter().zip(&tw).enumerate() {
-        assert_eq!(a == 0.0, b == 0.0, "fc.weight[{i}]: {a} vs teacher {b}");
-    }
-}
-
-/// Runs a command that must fail with exit code 2, print one error line
-/// containing every `must`, and write nothing.
-fn refused(args: &[&str], out: &Path, must: &[&str]) {
-    let res = run(args);
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert_eq!(res.status.code(), Some(2), "{args:?}: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    for m in must {
-        assert!(lines[0].contains(m), "{args:?}: missing '{m}' in {err}");
-    }
-    assert!(!out.exists(), "{} was written", out.display());
-}
-
-#[test]
-fn bad_inputs_are_refused_and_nothing_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (t, st) = representable(dir.path());
-    let out = dir.path().join("out");
-    let o = s(&out);
-    let base = |student: &Path| -> Vec<String> {
-        [
-            "distill",
-            "layers",
-            "--teacher",
-            s(&t),
-            "--student",
-            s(student),
-            "-o",
-            o,
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-    };
-    let call = |v: &[String], extra: &[&str], must: &[&str]| {
-        let mut a: Vec<&str> = v.iter().map(String::as_str).collect();
-        a.extend(extra);
-        refused(&a, &out, must);
-    };
-    // A student with another tensor name, and one with another shape.
-    let renamed = dir.path().join("renamed.safetensors");
-    one_layer(&renamed, "fc2.weight", [8, 16], &vec![1.0; 128]);
-    call(
-        &base(&renamed),
-        &[],
-        &["renamed.safetensors", "fc2.weight", "not in the teacher"],
-    );
-    let reshaped = dir.path().join("reshaped.safetensors");
-    one_layer(&reshaped, "fc.weight", [8, 15], &vec![1.0; 120]);
-    call(
-        &base(&reshaped),
-        &[],
-        &["reshaped.safetensors", "fc.weight", "[8, 15]", "[8, 16]"],
-    );
-    // Calibration inputs of the wrong width, and none for the layer.
-    let cal = dir.path().join("cal.safetensors");
-    one_layer(&cal, "fc.weight.inputs", [10, 15], &vec![1.0; 150]);
-    call(
-        &base(&st),
-        &["--calibration", s(&cal)],
-        &["cal.safetensors", "fc.weight.inputs", "[10, 15]"],
-    );
-    let other = dir.path().join("other.safetensors");
-    one_layer(&other, "fc9.weight.inputs", [10, 16], &vec![1.0; 160]);
-    call(
-        &base(&st),
-        &["--calibration", s(&other)],
-        &["other.safetensors", "fc.weight.inputs", "missing"],
-    );
-    // A student equal to the teacher has nothing to distill.
-    call(&base(&t), &[], &["no compressed linear layer"]);
-    call(
-        &base(&st),
-        &["--held-out-fraction", "1"],
-        &["--held-out-fraction"],
-    );
-}
-
-/// The calibration example is what its documented command makes.
-#[test]
-fn calibration_asset_matches_its_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.safetensors");
-    ok(&["calibration", &asset(), "-o", s(&f), "--rows", "256"]);
-    assert!(
-        std::fs::read(&f).unwrap() == std::fs::read(calib()).unwrap(),
-        "assets/tiny-llama-calibration.safetensors differs from a fresh one"
-    );
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+pub mod distill;
 use std::process::{Command, Output};
 
 /// The `shears` binary cargo built for these tests.

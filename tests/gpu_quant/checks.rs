@@ -1,0 +1,219 @@
+//! The checks of the quant family's GPU parity tests: GPU against the CPU
+//! reference for codes, scales and zero points (bit-exact), GGUF blocks,
+//! dequantized values and the dequant-matmul (within named tolerances).
+
+use libtest_mimic::Failed;
+use shears::core::fast::quant::{dequantize_packed, error_stats};
+use shears::core::reference::gguf::GgufType;
+use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
+use shears::core::reference::quant::round_to;
+use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
+use shears::core::{DType, TensorBuf};
+use shears::kernels::{GpuContext, GpuMatmul, GpuQuant};
+use shears::testing::test_values;
+
+/// The report's error statistics (max |x − x̂|, Σe², Σx²): f32 sums per
+/// group in other orders, f64 across groups.
+const STATS_RTOL: f64 = 1e-4;
+
+pub fn check(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    buf: &TensorBuf,
+    rounding: Rounding,
+) -> Result<(), Failed> {
+    let w = buf.view();
+    let (rows, cols) = w.matrix_dims();
+    let x = w.to_f32().map_err(|e| e.to_string())?;
+    let want = quantize_matrix(&spec, &x, rows, cols, w.dtype(), rounding);
+    let (got, stats) = GpuQuant::new(ctx)
+        .quantize_view_with_stats(&spec, &w, rounding)
+        .map_err(|e| e.to_string())?;
+    // The report's statistics: f32 sums in another order than the CPU's.
+    let cpu = error_stats(&w, &want).map_err(|e| e.to_string())?;
+    let near = |a: f64, b: f64| (a - b).abs() <= STATS_RTOL * a.abs().max(b.abs()) + 1e-30;
+    if !(near(cpu.max_abs, stats.max_abs)
+        && near(cpu.sum_sq_err, stats.sum_sq_err)
+        && near(cpu.sum_sq, stats.sum_sq))
+    {
+        return Err(format!(
+            "error statistics: CPU {cpu:?}, GPU {stats:?}; tolerance {STATS_RTOL:e} relative"
+        )
+        .into());
+    }
+    same_codes(&want, &got, &x)
+}
+
+/// Parameters bit-exact and codes exact between the reference and the GPU.
+fn same_codes(
+    want: &shears::core::reference::quant::Quantized,
+    got: &shears::core::reference::quant::Quantized,
+    x: &[f32],
+) -> Result<(), Failed> {
+    for (i, (a, b)) in want.params.iter().zip(&got.params).enumerate() {
+        if a.scale.to_bits() != b.scale.to_bits() || a.zero_point != b.zero_point {
+            return Err(
+                format!("group {i}: expected {a:?}, got {b:?}; tolerance: bit-exact").into(),
+            );
+        }
+    }
+    for (i, (a, b)) in want.codes.iter().zip(&got.codes).enumerate() {
+        if a != b {
+            return Err(format!(
+                "code {i} (x = {:e}): expected {a}, got {b}; tolerance: exact",
+                x[i]
+            )
+            .into());
+        }
+    }
+    if want.codes.len() != got.codes.len() {
+        return Err("code count differs".into());
+    }
+    Ok(())
+}
+
+/// Rows spanning more than f32::MAX (±3e38, ±1e38) under asymmetric
+/// schemes: max − min would overflow; both backends halve the range first
+/// and give the same finite scales and codes.
+pub fn check_huge_range(ctx: &GpuContext, spec: QuantSpec, dtype: DType) -> Result<(), Failed> {
+    let cols = spec.group.unwrap_or(33).max(33);
+    let rows = 4;
+    let mut x = test_values(rows * cols, 77, false);
+    for (r, (lo, hi)) in [
+        (-3e38f32, 3e38f32),
+        (-1e38, 2e38),
+        (-3.3e38, 1.0),
+        (0.5, 3.3e38),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        x[r * cols] = lo;
+        x[r * cols + cols - 1] = hi;
+    }
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let w = buf.view();
+    let x = w.to_f32().map_err(|e| e.to_string())?;
+    let want = quantize_matrix(&spec, &x, rows, cols, dtype, Rounding::Nearest);
+    if let Some(p) = want.params.iter().find(|p| !p.scale.is_finite()) {
+        return Err(format!("reference scale not finite: {p:?}").into());
+    }
+    let (got, _) = GpuQuant::new(ctx)
+        .quantize_view_with_stats(&spec, &w, Rounding::Nearest)
+        .map_err(|e| e.to_string())?;
+    same_codes(&want, &got, &x)
+}
+
+/// GGUF blocks from the GPU against the reference, on values placed next
+/// to the boundaries where x·(1/d) rounds (Q8_0) or x·(1/d) + 8.5
+/// truncates (Q4_0) to another code, nudged by −1, 0, +1 ulp.
+pub fn check_gguf(
+    ctx: &GpuContext,
+    kind: GgufType,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let noise = test_values(rows * cols, seed, false);
+    let mut x = vec![0.0f32; rows * cols];
+    for (b, block) in x.chunks_mut(32).enumerate() {
+        let a = round_to(dtype, 0.5 + (noise[b * 32].abs() % 0.5));
+        let (lead, d, top) = match kind {
+            GgufType::Q8_0 => (a, a / 127.0, 126.0),
+            GgufType::Q4_0 => (-a, -a / -8.0, 7.0),
+        };
+        block[0] = lead;
+        for (j, v) in block.iter_mut().enumerate().skip(1) {
+            let k = (noise[b * 32 + j] * 20.0).round().clamp(-top, top - 1.0);
+            let t = (k + 0.5) * d;
+            let nudged = f32::from_bits((t.to_bits() as i64 + (j as i64 % 3) - 1) as u32);
+            *v = round_to(dtype, nudged);
+        }
+    }
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
+    let want = kind.quantize(&decoded);
+    let got = GpuQuant::new(ctx)
+        .quantize_gguf(&buf.view(), kind)
+        .map_err(|e| e.to_string())?;
+    if want.len() != got.len() {
+        return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
+    }
+    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+        let bb = kind.block_bytes();
+        return Err(format!(
+            "block {} byte {}: expected {:#04x}, got {:#04x}; tolerance: exact",
+            i / bb,
+            i % bb,
+            want[i],
+            got[i]
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The GPU's dense values from packed codes against the CPU's.
+pub fn check_dense(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    dtype: DType,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let rows = 9;
+    let values = test_values(rows * cols, seed, true);
+    let q = quantize_matrix(&spec, &values, rows, cols, dtype, Rounding::Nearest);
+    let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+    let want = dequantize_packed(&parts.view(), dtype).map_err(|e| e.to_string())?;
+    let got = GpuQuant::new(ctx)
+        .dequantize_packed(&parts.view(), dtype)
+        .map_err(|e| e.to_string())?;
+    if want.len() != got.len() {
+        return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
+    }
+    if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+        return Err(format!(
+            "byte {i}: expected {}, got {}; tolerance: exact",
+            want[i], got[i]
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The GPU's dequantizing product against the reference's.
+pub fn check_dequant(
+    ctx: &GpuContext,
+    spec: QuantSpec,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let values = test_values(rows * cols, seed, false);
+    let q = quantize_matrix(&spec, &values, rows, cols, DType::F32, Rounding::Nearest);
+    let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
+    let p = 19;
+    let x = probe_inputs(p, cols, seed);
+    let want = Reference
+        .dequant_matmul(&x, p, &parts.view())
+        .map_err(|e| e.to_string())?;
+    let got = GpuMatmul::new(ctx)
+        .dequant_matmul(&x, p, &parts.view())
+        .map_err(|e| e.to_string())?;
+    let deq = q.dequantized();
+    for i in 0..p {
+        for o in 0..rows {
+            let scale: f32 = (0..cols)
+                .map(|k| (x[i * cols + k] * deq[o * cols + k]).abs())
+                .sum();
+            let (a, b) = (want[i * rows + o], got[i * rows + o]);
+            let tol = MATMUL_RTOL * scale + 1e-30;
+            if (a - b).abs() > tol {
+                return Err(format!("[{i}, {o}]: expected {a}, got {b}, tolerance {tol}").into());
+            }
+        }
+    }
+    Ok(())
+}
