@@ -14,6 +14,12 @@ mod training;
 
 use clap::Parser;
 
+/// mimalloc keeps and reuses freed pages: every tensor-sized buffer
+/// (codes, keys, masks, output bytes) would otherwise be a fresh mapping
+/// from the system allocator, faulted in page by page, tensor after tensor.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use args::{Cli, Command};
 
 /// Exit code for a check that found a difference (`--verify`).
