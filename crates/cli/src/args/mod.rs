@@ -119,9 +119,12 @@ pub struct PruneArgs {
     pub calibration: Option<PathBuf>,
     #[command(flatten)]
     pub checks: CheckArgs,
-    /// Write the report as JSON to this file.
+    /// Also write the report as JSON to this file (beside the table).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
     /// Print the plan (each tensor and what happens to it) and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -166,9 +169,12 @@ pub struct QuantizeArgs {
     /// Seed of the --validate probes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Write the report as JSON to this file.
+    /// Also write the report as JSON to this file (beside the table).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -254,9 +260,12 @@ pub struct CompressArgs {
     pub calibration: Option<PathBuf>,
     #[command(flatten)]
     pub checks: CheckArgs,
-    /// Write the report as JSON to this file.
+    /// Also write the report as JSON to this file (beside the table).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -318,6 +327,9 @@ pub struct InspectArgs {
     /// Machine-readable JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON to this file (beside the table).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -168,9 +168,12 @@ pub struct EvaluateArgs {
     /// Fraction of each class in the test split.
     #[arg(long, default_value_t = 0.25)]
     pub test_fraction: f64,
-    /// Write the metrics as JSON to this file.
+    /// Also write the metrics as JSON to this file (beside the table).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Print the metrics as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Rows of a data set to evaluate on.

@@ -136,6 +136,7 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
         checks: a.checks.clone(),
         seed: a.seed,
         report: a.report.clone(),
+        json: a.json,
         dry_run: a.dry_run,
         sync: false,
         prune: prunes

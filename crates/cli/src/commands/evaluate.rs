@@ -71,8 +71,7 @@ pub fn run(a: &EvaluateArgs, backend: BackendChoice, out: &mut Out) -> Result<()
         },
     )?;
 
-    if let Some(path) = &a.report {
-        let doc = json!({
+    let doc = json!({
             "model": a.model,
             "data": a.data,
             "split": name,
@@ -82,9 +81,14 @@ pub fn run(a: &EvaluateArgs, backend: BackendChoice, out: &mut Out) -> Result<()
             "correct": m.correct,
             "accuracy": m.accuracy,
             "confusion": m.confusion,
-        });
-        let text = serde_json::to_string_pretty(&doc).expect("JSON");
-        std::fs::write(path, text + "\n").with_context(|| format!("{}", path.display()))?;
+    });
+    let text = serde_json::to_string_pretty(&doc).expect("JSON");
+    if let Some(path) = &a.report {
+        std::fs::write(path, text.clone() + "\n").with_context(|| format!("{}", path.display()))?;
+    }
+    if a.json {
+        out.line(&text);
+        return Ok(());
     }
     out.line(&format!(
         "accuracy {:.2}% ({}/{}) on the {name} split of {} (seed {}, test fraction {})",

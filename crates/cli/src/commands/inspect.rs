@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use shears_core::reference::importance::TensorStats;
 use shears_core::{Checkpoint, DType};
@@ -21,12 +21,17 @@ pub fn run(args: &InspectArgs, choice: BackendChoice, quiet: bool, out: &mut Out
     } else {
         None
     };
+    let doc = json_doc(&ckpt, stats.as_ref());
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
     if args.json {
-        print_json(&ckpt, stats.as_ref(), out)
+        out.line(&serde_json::to_string_pretty(&doc)?);
     } else {
         print_table(&ckpt, stats.as_ref(), out);
-        Ok(())
     }
+    Ok(())
 }
 
 struct StatsRun {
@@ -198,7 +203,8 @@ fn print_table(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) {
     ));
 }
 
-fn print_json(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) -> Result<()> {
+/// The inspection as JSON (`--json`, `--report`).
+fn json_doc(ckpt: &Checkpoint, stats: Option<&StatsRun>) -> serde_json::Value {
     let tensors: Vec<_> = ckpt
         .tensors
         .iter()
@@ -253,6 +259,5 @@ fn print_json(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) -> Res
         doc["backend"] = json!(s.backend);
         doc["seconds"] = json!(s.seconds);
     }
-    out.line(&serde_json::to_string_pretty(&doc)?);
-    Ok(())
+    doc
 }

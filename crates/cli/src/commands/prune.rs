@@ -29,6 +29,7 @@ pub fn config(a: &PruneArgs) -> Result<RunConfig> {
         calibration: a.calibration.clone(),
         seed: a.seed,
         report: a.report.clone(),
+        json: a.json,
         dry_run: a.dry_run,
         sync: false,
         prune: Some(PruneConfig::new(flags, a.calibration.is_some())?),

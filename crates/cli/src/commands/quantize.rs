@@ -24,6 +24,7 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
         calibration: a.calibration.clone(),
         seed: a.seed,
         report: a.report.clone(),
+        json: a.json,
         dry_run: a.dry_run,
         sync: false,
         prune: None,

@@ -217,6 +217,8 @@ pub struct RunConfig {
     pub calibration: Option<PathBuf>,
     pub seed: u64,
     pub report: Option<PathBuf>,
+    /// The report as JSON on stdout instead of the table.
+    pub json: bool,
     pub dry_run: bool,
     /// Flush each shard to disk before the output appears (`--sync`).
     pub sync: bool,

@@ -143,19 +143,28 @@ impl Report {
         })
     }
 
-    /// Prints the table and writes `--report` when asked.
+    /// Prints the table (or, with `--json`, the JSON) and writes
+    /// `--report` when asked.
     pub fn emit(&self, plan: &Plan, out: &mut Out) -> Result<()> {
+        let json = plan.cfg.json;
         let doc = match (&plan.cfg.quant, &plan.cfg.prune) {
             (Some(q), _) => {
-                self.print_quant(plan, q, out);
+                if !json {
+                    self.print_quant(plan, q, out);
+                }
                 self.quant_json(plan, q)
             }
             (None, Some(p)) => {
-                self.print_prune(plan, out);
+                if !json {
+                    self.print_prune(plan, out);
+                }
                 self.prune_json(plan, p)
             }
             (None, None) => return Ok(()),
         };
+        if json {
+            out.line(&serde_json::to_string_pretty(&doc)?);
+        }
         if let Some(path) = &plan.cfg.report {
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)
                 .with_context(|| format!("writing the report {}", path.display()))?;
