@@ -1,4 +1,4 @@
-//! Adapter discovery: which graphics APIs to ask (`SHEARS_BACKEND`), every
+//! Adapter discovery: which graphics APIs to ask (`SHEARS_GRAPHICS_API`), every
 //! adapter they offer (`shears devices`), and the one a run takes
 //! (`SHEARS_ADAPTER`, else discrete before integrated, virtual, software).
 
@@ -60,10 +60,10 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
-/// Backends named by `SHEARS_BACKEND` (vulkan, metal, dx12, gl; several
+/// Backends named by `SHEARS_GRAPHICS_API` (vulkan, metal, dx12, gl; several
 /// may be given with commas), or every backend.
 pub fn backends_from_env() -> Result<wgpu::Backends> {
-    let Ok(v) = std::env::var("SHEARS_BACKEND") else {
+    let Ok(v) = std::env::var("SHEARS_GRAPHICS_API") else {
         return Ok(wgpu::Backends::all());
     };
     let mut out = wgpu::Backends::empty();
@@ -76,7 +76,7 @@ pub fn backends_from_env() -> Result<wgpu::Backends> {
             "" => continue,
             other => {
                 return Err(Error::NoAdapter(format!(
-                    "SHEARS_BACKEND={other} is not one of vulkan, metal, dx12, gl"
+                    "SHEARS_GRAPHICS_API={other} is not one of vulkan, metal, dx12, gl"
                 )))
             }
         };
@@ -109,7 +109,7 @@ fn type_rank(t: wgpu::DeviceType) -> u8 {
 }
 
 /// The adapter shears would use: compute-capable, on Vulkan, Metal or DX12
-/// (OpenGL when none of those has one) unless `SHEARS_BACKEND` says
+/// (OpenGL when none of those has one) unless `SHEARS_GRAPHICS_API` says
 /// otherwise, matching
 /// `SHEARS_ADAPTER` (a case-insensitive name substring) when set, high
 /// performance first (discrete, integrated, virtual, software).
@@ -125,7 +125,7 @@ pub fn pick_adapter() -> Result<wgpu::Adapter> {
             })
             .collect()
     };
-    let mut adapters = match std::env::var_os("SHEARS_BACKEND") {
+    let mut adapters = match std::env::var_os("SHEARS_GRAPHICS_API") {
         Some(_) => compute(backends_from_env()?),
         // Vulkan, Metal and DX12 first; OpenGL only when none of them has
         // an adapter (GL drivers are slower and noisier to probe).

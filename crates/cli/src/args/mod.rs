@@ -26,8 +26,8 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Where kernels run: a GPU when one exists (auto), a GPU or fail (gpu),
     /// or the multi-threaded CPU path (cpu). SHEARS_ADAPTER=<name> and
-    /// SHEARS_BACKEND=vulkan|metal|dx12|gl narrow the GPU choice.
-    #[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto, env = "SHEARS_COMPUTE")]
+    /// SHEARS_GRAPHICS_API=vulkan|metal|dx12|gl narrow the GPU choice.
+    #[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto, env = "SHEARS_BACKEND")]
     pub backend: BackendChoice,
     /// More log output (-v debug, -vv trace); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
