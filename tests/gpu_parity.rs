@@ -1,22 +1,20 @@
-//! GPU against CPU reference, kernel by kernel, dtype by dtype, over the
-//! sizes that break kernels (1, 2, 3, 5, 7, a workgroup ± 1, a tile ± 1) and
-//! over chunk boundaries with the chunk size forced small.
-//!
-//! Runs under libtest-mimic so that, without an adapter, every GPU case is
-//! reported as ignored (skipped), never as passed; `SHEARS_REQUIRE_GPU=1`
-//! turns a missing adapter into failures.
+//! The importance family on every backend (the fast CPU path, the GPU,
+//! the GPU with its chunk forced small) against the CPU reference, op by
+//! op, dtype by dtype, over the sizes that break kernels (1, 2, 3, 5, 7, a
+//! workgroup ± 1, a tile + 1) and over chunk boundaries. Each property is
+//! written once ([`parity::Backends`]); without an adapter the GPU cases
+//! are reported as ignored, and `SHEARS_REQUIRE_GPU=1` makes them fail.
 
-use std::sync::Arc;
-
-use libtest_mimic::{Arguments, Failed, Trial};
-use shears::core::fast::importance::FastCpu;
+use libtest_mimic::{Arguments, Failed};
+use shears::core::fast::FastCpu;
 use shears::core::reference::importance::{Importance, Reference, TILE};
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::{GpuContext, GpuImportance};
-use shears::testing::{test_gpu, test_values};
+use shears::testing::test_values;
 
-/// Bytes of one chunk in the small-chunk cases: a few hundred elements.
-const SMALL_CHUNK_BYTES: u64 = 1024;
+mod parity;
+
+use parity::{Backends, Families};
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -30,13 +28,13 @@ enum Op {
 const OPS: [Op; 5] = [Op::Abs, Op::Square, Op::RowSumsq, Op::ColSumsq, Op::Stats];
 
 /// Compares one op on one tensor: integer-exact (bit patterns) for every
-/// output, since the GPU follows the reference's order of operations.
-fn check(ctx: &GpuContext, op: Op, dtype: DType, shape: &[usize], seed: u64) -> Result<(), Failed> {
+/// output, since every backend follows the reference's order of operations.
+fn check(fam: &Families, op: Op, dtype: DType, shape: &[usize], seed: u64) -> Result<(), Failed> {
     let n: usize = shape.iter().product();
     let values = test_values(n, seed, true);
     let buf = TensorBuf::from_f32(dtype, shape.to_vec(), &values).map_err(|e| e.to_string())?;
     let w = buf.view();
-    let gpu = GpuImportance::new(ctx);
+    let gpu = fam.importance.as_ref();
     let cpu = Reference;
     let cmp = |name: &str, want: Vec<f32>, got: Vec<f32>| -> Result<(), Failed> {
         if want.len() != got.len() {
@@ -61,7 +59,10 @@ fn check(ctx: &GpuContext, op: Op, dtype: DType, shape: &[usize], seed: u64) -> 
     };
     let e = |e: shears::core::Error| Failed::from(e.to_string());
     let row_bytes = shape.last().copied().unwrap_or(1) * dtype.bits() / 8;
-    if matches!(op, Op::RowSumsq | Op::ColSumsq) && row_bytes + 4 > ctx.chunk_bytes() as usize {
+    let too_wide = fam
+        .gpu
+        .is_some_and(|ctx| row_bytes + 4 > ctx.chunk_bytes() as usize);
+    if matches!(op, Op::RowSumsq | Op::ColSumsq) && too_wide {
         // A row that cannot fit one binding must be refused clearly.
         let got = match op {
             Op::RowSumsq => gpu.row_sumsq(&w),
@@ -167,62 +168,25 @@ fn chunk_shapes() -> Vec<(&'static str, Vec<usize>)> {
 
 fn main() {
     let args = Arguments::from_args();
-    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().map(|c| {
-        c.map(|ctx| {
-            let small = GpuContext::new()
-                .expect("second context on the same adapter")
-                .with_chunk_bytes(SMALL_CHUNK_BYTES);
-            Arc::new((ctx, small))
-        })
-    });
+    let backends = Backends::open();
     let mut trials = Vec::new();
     let mut seed = 1u64;
     for dtype in [DType::F32, DType::F16, DType::BF16] {
-        for (small, list) in [(false, shapes()), (true, chunk_shapes())] {
-            for (label, shape) in list {
-                for op in OPS {
-                    seed += 1;
-                    let name = format!(
-                        "importance::{op:?}::{dtype}::{}{label}{shape:?}",
-                        if small { "small_chunk::" } else { "" }
-                    );
-                    let skip = matches!(gpu, Ok(None));
-                    let gpu = gpu.clone();
-                    let shape2 = shape.clone();
-                    let trial = Trial::test(name, move || match &gpu {
-                        Err(reason) => Err(reason.clone().into()),
-                        Ok(None) => Ok(()),
-                        Ok(Some(pair)) => {
-                            let ctx = if small { &pair.1 } else { &pair.0 };
-                            check(ctx, op, dtype, &shape2, seed)
-                        }
-                    });
-                    trials.push(trial.with_ignored_flag(skip));
-                }
+        // Chunk-boundary shapes matter on the small-chunk GPU; every
+        // backend runs every shape all the same.
+        for (label, shape) in shapes().into_iter().chain(chunk_shapes()) {
+            for op in OPS {
+                seed += 1;
+                let name = format!("importance::{op:?}::{dtype}::{label}{shape:?}");
+                let (shape, s) = (shape.clone(), seed);
+                trials.extend(backends.trials(&name, move |fam| check(fam, op, dtype, &shape, s)));
             }
         }
     }
-    let skip = matches!(gpu, Ok(None));
-    let gpu2 = gpu.clone();
-    trials.push(
-        Trial::test(
-            "checkpoint::assets_stats_gpu_equals_cpu",
-            move || match &gpu2 {
-                Err(reason) => Err(reason.clone().into()),
-                Ok(None) => Ok(()),
-                Ok(Some(pair)) => assets_stats_gpu_equals_cpu(&pair.0),
-            },
-        )
-        .with_ignored_flag(skip),
-    );
-    let gpu3 = gpu.clone();
-    trials.push(
-        Trial::test("runtime::broken_shader_is_named", move || match &gpu3 {
-            Err(reason) => Err(reason.clone().into()),
-            Ok(None) => Ok(()),
-            Ok(Some(pair)) => broken_shader_is_named(&pair.0),
-        })
-        .with_ignored_flag(skip),
-    );
+    trials.push(backends.gpu_trial(
+        "checkpoint::assets_stats_gpu_equals_cpu",
+        assets_stats_gpu_equals_cpu,
+    ));
+    trials.push(backends.gpu_trial("runtime::broken_shader_is_named", broken_shader_is_named));
     libtest_mimic::run(&args, trials).exit();
 }
