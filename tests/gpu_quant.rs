@@ -4,31 +4,23 @@
 //! rounding ties, the golden dense weights, and chunks forced small.
 //! Reported as ignored without an adapter; `SHEARS_REQUIRE_GPU=1` fails.
 
-use std::sync::Arc;
-
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::{Arguments, Failed};
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::quant::{QuantSpec, Rounding};
 use shears::core::{Checkpoint, DType, TensorBuf};
-use shears::kernels::GpuContext;
-use shears::testing::{near_ties, test_gpu};
+use shears::testing::near_ties;
 
 #[path = "gpu_quant/checks.rs"]
 mod checks;
+mod parity;
+
+use parity::Backends;
 
 use checks::{check, check_dense, check_dequant, check_gguf, check_huge_range};
 
 fn main() {
     let args = Arguments::from_args();
-    let gpu: Result<Option<Arc<(GpuContext, GpuContext)>>, String> = test_gpu().map(|c| {
-        c.map(|ctx| {
-            let small = GpuContext::new()
-                .expect("second context")
-                .with_chunk_bytes(1024);
-            Arc::new((ctx, small))
-        })
-    });
-    let skip = matches!(gpu, Ok(None));
+    let backends = Backends::open();
     let mut trials = Vec::new();
     let schemes = [
         (
@@ -65,6 +57,8 @@ fn main() {
         ),
     ];
     let mut seed = 500;
+    // Codes, scales and zero points, every scheme, rounding and dtype, on
+    // rows next to rounding ties.
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for (sname, spec) in schemes {
             let widths: Vec<usize> = match spec.group {
@@ -73,68 +67,34 @@ fn main() {
             };
             for cols in widths {
                 for rounding in [Rounding::Nearest, Rounding::CompressedTensors] {
-                    for small in [false, true] {
-                        seed += 1;
-                        let rows = if small { 9 } else { 5 };
-                        if small && cols * 4 > 1000 {
-                            continue;
-                        }
-                        let name = format!(
-                            "{}quant::{sname}::{dtype}::{rows}x{cols}::{rounding:?}",
-                            if small { "small_chunk::" } else { "" }
-                        );
-                        let buf = TensorBuf::from_f32(
-                            dtype,
-                            vec![rows, cols],
-                            &near_ties(&spec, dtype, rows, cols, seed),
-                        )
-                        .unwrap();
-                        let gpu = gpu.clone();
-                        trials.push(
-                            Trial::test(name, move || match &gpu {
-                                Err(r) => Err(r.clone().into()),
-                                Ok(None) => Ok(()),
-                                Ok(Some(p)) => {
-                                    check(if small { &p.1 } else { &p.0 }, spec, &buf, rounding)
-                                }
-                            })
-                            .with_ignored_flag(skip),
-                        );
-                    }
+                    seed += 1;
+                    let rows = 9;
+                    let name = format!("quant::{sname}::{dtype}::{rows}x{cols}::{rounding:?}");
+                    let values = near_ties(&spec, dtype, rows, cols, seed);
+                    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &values).unwrap();
+                    let buf = std::sync::Arc::new(buf);
+                    trials.extend(
+                        backends.trials(&name, move |fam| check(fam, spec, &buf, rounding)),
+                    );
                 }
             }
         }
     }
     // Y = X·dequant(Q)ᵀ from packed codes, within MATMUL_RTOL of the
-    // reference; rows split over chunks on the small context.
+    // reference; rows split over chunks on the small-chunk GPU.
     for (sname, spec) in schemes {
         let widths: Vec<usize> = match spec.group {
             None => vec![1, 7, 33, 129],
             Some(g) => vec![g, 3 * g],
         };
         for cols in widths {
-            for small in [false, true] {
-                seed += 1;
-                let name = format!(
-                    "{}dequant_matmul::{sname}::37x{cols}",
-                    if small { "small_chunk::" } else { "" }
-                );
-                let gpu = gpu.clone();
-                trials.push(
-                    Trial::test(name, move || match &gpu {
-                        Err(r) => Err(r.clone().into()),
-                        Ok(None) => Ok(()),
-                        Ok(Some(p)) => {
-                            check_dequant(if small { &p.1 } else { &p.0 }, spec, 37, cols, seed)
-                        }
-                    })
-                    .with_ignored_flag(skip),
-                );
-            }
+            seed += 1;
+            let (name, s) = (format!("dequant_matmul::{sname}::37x{cols}"), seed);
+            trials.extend(backends.trials(&name, move |fam| check_dequant(fam, spec, 37, cols, s)));
         }
     }
-    // Packed codes back to dense values: byte-identical to the CPU, every
-    // output dtype, rows split over chunks on the small context.
+    // Packed codes back to dense values: byte-identical to the reference,
+    // every output dtype.
     for (sname, spec) in schemes {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let widths: Vec<usize> = match spec.group {
@@ -142,86 +102,42 @@ fn main() {
                 Some(g) => vec![g, 3 * g],
             };
             for cols in widths {
-                for small in [false, true] {
-                    seed += 1;
-                    let name = format!(
-                        "{}dequantize_packed::{sname}::{dtype}::9x{cols}",
-                        if small { "small_chunk::" } else { "" }
-                    );
-                    let gpu = gpu.clone();
-                    trials.push(
-                        Trial::test(name, move || match &gpu {
-                            Err(r) => Err(r.clone().into()),
-                            Ok(None) => Ok(()),
-                            Ok(Some(p)) => check_dense(
-                                if small { &p.1 } else { &p.0 },
-                                spec,
-                                dtype,
-                                cols,
-                                seed,
-                            ),
-                        })
-                        .with_ignored_flag(skip),
-                    );
-                }
+                seed += 1;
+                let (name, s) = (
+                    format!("dequantize_packed::{sname}::{dtype}::9x{cols}"),
+                    seed,
+                );
+                trials.extend(
+                    backends.trials(&name, move |fam| check_dense(fam, spec, dtype, cols, s)),
+                );
             }
         }
     }
-    // GGUF blocks: byte-identical to ggml's reference functions, values
-    // next to rounding boundaries, every input dtype, chunked rows.
+    // GGUF blocks (a GPU API): byte-identical to ggml's reference
+    // functions, values next to rounding boundaries, every input dtype.
     for kind in [GgufType::Q8_0, GgufType::Q4_0] {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for (rows, cols) in [(1, 32), (7, 64), (13, 160)] {
-                for small in [false, true] {
-                    seed += 1;
-                    let name = format!(
-                        "{}gguf::{kind:?}::{dtype}::{rows}x{cols}",
-                        if small { "small_chunk::" } else { "" }
-                    );
-                    let gpu = gpu.clone();
-                    trials.push(
-                        Trial::test(name, move || match &gpu {
-                            Err(r) => Err(r.clone().into()),
-                            Ok(None) => Ok(()),
-                            Ok(Some(p)) => check_gguf(
-                                if small { &p.1 } else { &p.0 },
-                                kind,
-                                dtype,
-                                rows,
-                                cols,
-                                seed,
-                            ),
-                        })
-                        .with_ignored_flag(skip),
-                    );
-                }
+                seed += 1;
+                let (name, s) = (format!("gguf::{kind:?}::{dtype}::{rows}x{cols}"), seed);
+                trials.extend(backends.gpu_trials(&name, move |ctx| {
+                    check_gguf(ctx, kind, dtype, rows, cols, s)
+                }));
             }
         }
     }
     for dtype in [DType::F32, DType::BF16] {
         for (sname, spec) in schemes.into_iter().filter(|(_, s)| !s.symmetric) {
-            let gpu = gpu.clone();
-            trials.push(
-                Trial::test(
-                    format!("quant::huge_range::{sname}::{dtype}"),
-                    move || match &gpu {
-                        Err(r) => Err(r.clone().into()),
-                        Ok(None) => Ok(()),
-                        Ok(Some(p)) => check_huge_range(&p.0, spec, dtype),
-                    },
-                )
-                .with_ignored_flag(skip),
-            );
+            let name = format!("quant::huge_range::{sname}::{dtype}");
+            trials.extend(backends.trials(&name, move |fam| check_huge_range(fam, spec, dtype)));
         }
     }
     // The golden dense weights, every golden scheme, both roundings.
     for dtype in ["bf16", "f32"] {
-        let gpu = gpu.clone();
-        trials.push(
-            Trial::test(format!("quant::golden::{dtype}"), move || match &gpu {
-                Err(r) => Err(r.clone().into()),
-                Ok(None) => Ok(()),
-                Ok(Some(p)) => {
+        trials.extend(backends.trials(
+            &format!("quant::golden::{dtype}"),
+            move |fam| -> Result<(), Failed> {
+                {
                     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                         .join("tests/golden")
                         .join(dtype)
@@ -251,7 +167,7 @@ fn main() {
                             },
                         ] {
                             for rounding in [Rounding::Nearest, Rounding::CompressedTensors] {
-                                check(&p.0, spec, &buf, rounding).map_err(|e| {
+                                check(fam, spec, &buf, rounding).map_err(|e| {
                                     format!("{}: {}", t.name, e.message().unwrap_or_default())
                                 })?;
                             }
@@ -259,9 +175,8 @@ fn main() {
                     }
                     Ok(())
                 }
-            })
-            .with_ignored_flag(skip),
-        );
+            },
+        ));
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,15 +1,19 @@
-//! The checks of the quant family's GPU parity tests: GPU against the CPU
-//! reference for codes, scales and zero points (bit-exact), GGUF blocks,
-//! dequantized values and the dequant-matmul (within named tolerances).
+//! The checks of the quant family's parity tests: one backend's families
+//! against the CPU reference for codes, scales and zero points
+//! (bit-exact), dequantized values (bytes), the dequant-matmul (within
+//! named tolerances), and GPU GGUF blocks against ggml's reference.
 
 use libtest_mimic::Failed;
-use shears::core::fast::quant::{dequantize_packed, error_stats};
+use shears::core::fast::quant::error_stats;
+use shears::core::ops::quant::Quant;
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
 use shears::core::reference::quant::round_to;
-use shears::core::reference::quant::{quantize_matrix, QuantSpec, Rounding};
+use shears::core::reference::quant::{quantize_matrix, QuantSpec, Quantized, Rounding};
 use shears::core::{DType, TensorBuf};
-use shears::kernels::{GpuContext, GpuMatmul, GpuQuant};
+use shears::kernels::{GpuContext, GpuQuant};
+
+use crate::parity::{expect_row_refusal, refuses_row, Families};
 use shears::testing::test_values;
 
 /// The report's error statistics (max |x − x̂|, Σe², Σx²): f32 sums per
@@ -17,7 +21,7 @@ use shears::testing::test_values;
 const STATS_RTOL: f64 = 1e-4;
 
 pub fn check(
-    ctx: &GpuContext,
+    fam: &Families,
     spec: QuantSpec,
     buf: &TensorBuf,
     rounding: Rounding,
@@ -26,9 +30,12 @@ pub fn check(
     let (rows, cols) = w.matrix_dims();
     let x = w.to_f32().map_err(|e| e.to_string())?;
     let want = quantize_matrix(&spec, &x, rows, cols, w.dtype(), rounding);
-    let (got, stats) = GpuQuant::new(ctx)
-        .quantize_view_with_stats(&spec, &w, rounding)
-        .map_err(|e| e.to_string())?;
+    let mut got = Quantized::default();
+    let result = fam.quant.quantize(&spec, &w, None, rounding, &mut got);
+    if refuses_row(fam, cols * w.dtype().bits() / 8) {
+        return expect_row_refusal(result);
+    }
+    let stats = result.map_err(|e| e.to_string())?;
     // The report's statistics: f32 sums in another order than the CPU's.
     let cpu = error_stats(&w, &want).map_err(|e| e.to_string())?;
     let near = |a: f64, b: f64| (a - b).abs() <= STATS_RTOL * a.abs().max(b.abs()) + 1e-30;
@@ -75,7 +82,7 @@ fn same_codes(
 /// Rows spanning more than f32::MAX (±3e38, ±1e38) under asymmetric
 /// schemes: max − min would overflow; both backends halve the range first
 /// and give the same finite scales and codes.
-pub fn check_huge_range(ctx: &GpuContext, spec: QuantSpec, dtype: DType) -> Result<(), Failed> {
+pub fn check_huge_range(fam: &Families, spec: QuantSpec, dtype: DType) -> Result<(), Failed> {
     let cols = spec.group.unwrap_or(33).max(33);
     let rows = 4;
     let mut x = test_values(rows * cols, 77, false);
@@ -98,8 +105,9 @@ pub fn check_huge_range(ctx: &GpuContext, spec: QuantSpec, dtype: DType) -> Resu
     if let Some(p) = want.params.iter().find(|p| !p.scale.is_finite()) {
         return Err(format!("reference scale not finite: {p:?}").into());
     }
-    let (got, _) = GpuQuant::new(ctx)
-        .quantize_view_with_stats(&spec, &w, Rounding::Nearest)
+    let mut got = Quantized::default();
+    fam.quant
+        .quantize(&spec, &w, None, Rounding::Nearest, &mut got)
         .map_err(|e| e.to_string())?;
     same_codes(&want, &got, &x)
 }
@@ -156,7 +164,7 @@ pub fn check_gguf(
 
 /// The GPU's dense values from packed codes against the CPU's.
 pub fn check_dense(
-    ctx: &GpuContext,
+    fam: &Families,
     spec: QuantSpec,
     dtype: DType,
     cols: usize,
@@ -166,10 +174,14 @@ pub fn check_dense(
     let values = test_values(rows * cols, seed, true);
     let q = quantize_matrix(&spec, &values, rows, cols, dtype, Rounding::Nearest);
     let parts = PackedParts::from_quantized(&q, spec.bits, spec.symmetric);
-    let want = dequantize_packed(&parts.view(), dtype).map_err(|e| e.to_string())?;
-    let got = GpuQuant::new(ctx)
+    let want = Reference
         .dequantize_packed(&parts.view(), dtype)
         .map_err(|e| e.to_string())?;
+    let result = fam.quant.dequantize_packed(&parts.view(), dtype);
+    if refuses_row(fam, cols * dtype.bits() / 8) {
+        return expect_row_refusal(result);
+    }
+    let got = result.map_err(|e| e.to_string())?;
     if want.len() != got.len() {
         return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
     }
@@ -185,7 +197,7 @@ pub fn check_dense(
 
 /// The GPU's dequantizing product against the reference's.
 pub fn check_dequant(
-    ctx: &GpuContext,
+    fam: &Families,
     spec: QuantSpec,
     rows: usize,
     cols: usize,
@@ -199,7 +211,8 @@ pub fn check_dequant(
     let want = Reference
         .dequant_matmul(&x, p, &parts.view())
         .map_err(|e| e.to_string())?;
-    let got = GpuMatmul::new(ctx)
+    let got = fam
+        .matmul
         .dequant_matmul(&x, p, &parts.view())
         .map_err(|e| e.to_string())?;
     let deq = q.dequantized();

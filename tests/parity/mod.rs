@@ -62,6 +62,25 @@ impl<'a> Families<'a> {
     }
 }
 
+/// Whether a GPU backend must refuse rows of `row_bytes`: every GPU kernel
+/// keeps a whole row (plus a 4-byte header) inside one binding, and says so
+/// ("larger than one GPU binding") when it cannot.
+pub fn refuses_row(fam: &Families, row_bytes: usize) -> bool {
+    fam.gpu
+        .is_some_and(|ctx| row_bytes + 4 > ctx.chunk_bytes() as usize)
+}
+
+/// Checks that `r` is the clear refusal of a row wider than one binding.
+pub fn expect_row_refusal<T: std::fmt::Debug, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<(), Failed> {
+    match r {
+        Err(e) if e.to_string().contains("larger than one GPU binding") => Ok(()),
+        Err(e) => Err(format!("expected a 'larger than one GPU binding' error, got {e}").into()),
+        Ok(v) => Err(format!("expected a 'larger than one GPU binding' error, got {v:?}").into()),
+    }
+}
+
 type Gpus = Result<Option<Arc<(GpuContext, GpuContext)>>, String>;
 
 /// Every backend a parity property runs on.
@@ -114,6 +133,28 @@ impl Backends {
             );
         }
         out
+    }
+
+    /// GPU-only trials (an API the CPU backends do not share) on both GPU
+    /// contexts, named `<name>::gpu` and `<name>::gpu_small_chunk`.
+    pub fn gpu_trials<F>(&self, name: &str, check: F) -> Vec<Trial>
+    where
+        F: Fn(&GpuContext) -> Result<(), Failed> + Clone + Send + 'static,
+    {
+        let skip = matches!(self.gpu, Ok(None));
+        [false, true]
+            .into_iter()
+            .map(|small| {
+                let (gpu, check) = (self.gpu.clone(), check.clone());
+                let label = if small { "gpu_small_chunk" } else { "gpu" };
+                Trial::test(format!("{name}::{label}"), move || match &gpu {
+                    Err(reason) => Err(reason.clone().into()),
+                    Ok(None) => Ok(()),
+                    Ok(Some(pair)) => check(if small { &pair.1 } else { &pair.0 }),
+                })
+                .with_ignored_flag(skip)
+            })
+            .collect()
     }
 
     /// A GPU-only trial (runtime behaviour that has no CPU counterpart).
