@@ -137,7 +137,7 @@ fn main() {
     let cli = parse_args();
     init_logging(cli.global.verbose, cli.global.quiet);
     clean_up_on_signals();
-    let mut out = output::Out::new();
+    let mut out = output::Out::new(cli.global.quiet);
     let quiet = cli.global.quiet;
     let result = match &cli.command {
         Command::Devices(a) => commands::devices::run(a, &mut out),

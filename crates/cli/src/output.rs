@@ -1,5 +1,8 @@
 //! Everything printed on stdout goes through [`Out`], which stops quietly
-//! when the reader closes the pipe (`shears inspect … | head`).
+//! when the reader closes the pipe (`shears inspect … | head`). Under `-q`
+//! reports (tables, "wrote …") are not printed; what a command exists to
+//! print (`inspect`, `devices`, `evaluate`) and JSON the user asked for
+//! with `--json` are ([`Out::answer`]).
 
 use std::io::Write;
 
@@ -7,18 +10,30 @@ use std::io::Write;
 pub struct Out {
     out: std::io::BufWriter<std::io::Stdout>,
     closed: bool,
+    /// `-q`: reports are dropped, answers printed.
+    quiet: bool,
 }
 
 impl Out {
-    pub fn new() -> Self {
+    /// Stdout; `quiet` (`-q`) drops report lines.
+    pub fn new(quiet: bool) -> Self {
         Out {
             out: std::io::BufWriter::new(std::io::stdout()),
             closed: false,
+            quiet,
         }
     }
 
-    /// Prints one line (a newline is added).
+    /// Prints one line of a report (a newline is added); nothing under `-q`.
     pub fn line(&mut self, s: &str) {
+        if !self.quiet {
+            self.answer(s);
+        }
+    }
+
+    /// Prints one line the user asked for, even under `-q`: the output of
+    /// a command that exists to print, or `--json`.
+    pub fn answer(&mut self, s: &str) {
         if self.closed {
             return;
         }

@@ -312,3 +312,38 @@ fn stats_of_large_finite_values_are_finite() {
     assert!((mean + 1e30).abs() < 1e24, "mean {mean}: {text}");
     assert!((std - 2e30).abs() < 1e24, "std {std}: {text}");
 }
+
+// Issue 17: a group size that does not divide a layer offers a way forward.
+#[test]
+fn a_group_size_that_does_not_divide_names_those_that_do_and_auto_picks_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_layer(dir.path(), "m", 4, 576, &values(4 * 576));
+    let out = dir.path().join("q");
+    let line = refused(
+        &run(&["quantize", s(&m), "-o", s(&out), "--scheme", "w4a16"]),
+        &["l.weight", "128", "576"],
+    );
+    assert!(
+        line.contains("64 or 32") && line.contains("--group-size auto"),
+        "{line}"
+    );
+    let o = run(&[
+        "quantize",
+        s(&m),
+        "-o",
+        s(&out),
+        "--scheme",
+        "w4a16",
+        "--group-size",
+        "auto",
+        "--json",
+    ]);
+    ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["group_size"], 64, "the report states the group");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let groups = &config["quantization_config"]["config_groups"];
+    let g = groups.as_object().unwrap().values().next().unwrap();
+    assert_eq!(g["weights"]["group_size"], 64, "{config}");
+}

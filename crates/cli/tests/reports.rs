@@ -89,3 +89,25 @@ fn inspect_and_evaluate_report_alike() {
     assert_eq!(json["accuracy"], file["accuracy"]);
     assert!(table.contains("accuracy"), "{table}");
 }
+
+#[test]
+fn quiet_prints_no_report_but_what_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = asset("tiny-llama");
+    let out = dir.path().join("q").display().to_string();
+    let o = run(&["-q", "quantize", &m, "-o", &out, "--scheme", "w8a16"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        o.stdout.is_empty(),
+        "-q printed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let out2 = dir.path().join("q2").display().to_string();
+    let o = run(&[
+        "-q", "quantize", &m, "-o", &out2, "--scheme", "w8a16", "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json still prints");
+    assert_eq!(doc["scheme"], "w8a16");
+    let o = run(&["-q", "inspect", &m]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("lm_head.weight"));
+}

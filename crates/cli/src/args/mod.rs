@@ -32,7 +32,9 @@ pub struct GlobalArgs {
     /// More log output (-v debug, -vv trace); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors on stderr, no progress bar.
+    /// Quiet: errors only on stderr, no progress bar, and no report on
+    /// stdout (what `inspect`, `devices`, `evaluate` and `--json` print is
+    /// still printed).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Flush written checkpoints to disk (fsync) before they appear, so a
@@ -149,9 +151,11 @@ pub struct QuantizeArgs {
     /// (with zero points) or w8a8 (int8 weights, dynamic int8 activations).
     #[arg(long, value_enum)]
     pub scheme: SchemeArg,
-    /// Inputs per group for the int4 schemes (must divide in_features).
-    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
-    pub group_size: Option<usize>,
+    /// Inputs per group for the int4 schemes (must divide in_features), or
+    /// `auto`: the largest power of two up to 128 that divides every
+    /// selected layer.
+    #[arg(long, allow_negative_numbers = true, value_parser = group_size)]
+    pub group_size: Option<GroupSize>,
     /// nearest (round-to-nearest of the exact quotient) or
     /// compressed-tensors (bit for bit what that library writes).
     #[arg(long, value_enum, default_value_t = RoundingArg::Nearest)]
@@ -237,9 +241,9 @@ pub struct CompressArgs {
     /// Quantization scheme: w8a16, w4a16, w4a16-asym, w8a8.
     #[arg(long, value_enum)]
     pub scheme: Option<SchemeArg>,
-    /// Inputs per group for the int4 schemes.
-    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
-    pub group_size: Option<usize>,
+    /// Inputs per group for the int4 schemes, or `auto` (see `quantize`).
+    #[arg(long, allow_negative_numbers = true, value_parser = group_size)]
+    pub group_size: Option<GroupSize>,
     /// nearest or compressed-tensors.
     #[arg(long, value_enum)]
     pub rounding: Option<RoundingArg>,

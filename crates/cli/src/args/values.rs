@@ -100,6 +100,23 @@ pub fn sparsity(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--group-size`: a number of inputs, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSize {
+    Fixed(usize),
+    /// The largest power of two up to the scheme's default that divides
+    /// every selected layer.
+    Auto,
+}
+
+/// `128` or `auto` (clap value parser).
+pub fn group_size(s: &str) -> Result<GroupSize, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(GroupSize::Auto);
+    }
+    positive(s).map(GroupSize::Fixed)
+}
+
 /// A whole number of at least 1 (clap value parser).
 pub(crate) fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i128>() {

@@ -24,8 +24,8 @@ use anyhow::{bail, Result};
 use shears_core::checkpoint::paths::read_bounded;
 
 use crate::args::{
-    pattern, sparsity, CompressArgs, FormatArg, GlobalArgs, MethodArg, RoundingArg, SchemeArg,
-    ScopeArg,
+    pattern, sparsity, CompressArgs, FormatArg, GlobalArgs, GroupSize, MethodArg, RoundingArg,
+    SchemeArg, ScopeArg,
 };
 use crate::engine::config::{PruneConfig, PruneFlags, QuantConfig};
 use crate::engine::{self, RunConfig};
@@ -145,7 +145,7 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
         calibration,
         quant: Some(QuantConfig::new(
             scheme,
-            a.group_size.or(qr.group_size),
+            a.group_size.or(qr.group_size.map(GroupSize::Fixed)),
             a.rounding.or(qr.rounding).unwrap_or(RoundingArg::Nearest),
             FormatArg::CompressedTensors,
         )?),

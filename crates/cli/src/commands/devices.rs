@@ -8,22 +8,22 @@ use crate::output::{human_bytes, Out};
 pub fn run(args: &DevicesArgs, out: &mut Out) -> Result<()> {
     let adapters = shears_kernels::list_adapters()?;
     if args.json {
-        out.line(&serde_json::to_string_pretty(&adapters)?);
+        out.answer(&serde_json::to_string_pretty(&adapters)?);
         return Ok(());
     }
     if adapters.is_empty() {
-        out.line("no GPU adapter found; shears will use the CPU path");
-        out.line("(on Linux without a GPU, install Mesa's lavapipe: apt-get install mesa-vulkan-drivers)");
+        out.answer("no GPU adapter found; shears will use the CPU path");
+        out.answer("(on Linux without a GPU, install Mesa's lavapipe: apt-get install mesa-vulkan-drivers)");
         return Ok(());
     }
     for (i, a) in adapters.iter().enumerate() {
-        out.line(&format!("[{i}] {}", a.name));
-        out.line(&format!(
+        out.answer(&format!("[{i}] {}", a.name));
+        out.answer(&format!(
             "    backend      {} ({})",
             a.backend, a.device_type
         ));
-        out.line(&format!("    driver       {} {}", a.driver, a.driver_info));
-        out.line(&format!(
+        out.answer(&format!("    driver       {} {}", a.driver, a.driver_info));
+        out.answer(&format!(
             "    compute      {}",
             if a.compute {
                 "yes"
@@ -31,18 +31,18 @@ pub fn run(args: &DevicesArgs, out: &mut Out) -> Result<()> {
                 "no (shears cannot use it)"
             }
         ));
-        out.line(&format!(
+        out.answer(&format!(
             "    binding      {} per storage binding, {} per buffer",
             human_bytes(a.max_storage_buffer_binding_size),
             human_bytes(a.max_buffer_size)
         ));
-        out.line(&format!(
+        out.answer(&format!(
             "    workgroups   {} per dimension, {} invocations, {} shared",
             a.max_compute_workgroups_per_dimension,
             a.max_compute_invocations_per_workgroup,
             human_bytes(a.max_compute_workgroup_storage_size as u64)
         ));
-        out.line(&format!(
+        out.answer(&format!(
             "    alignment    {} bytes for storage offsets",
             a.min_storage_buffer_offset_alignment
         ));
@@ -51,7 +51,7 @@ pub fn run(args: &DevicesArgs, out: &mut Out) -> Result<()> {
         } else {
             a.features.join(", ")
         };
-        out.line(&format!("    features     {features}"));
+        out.answer(&format!("    features     {features}"));
     }
     Ok(())
 }

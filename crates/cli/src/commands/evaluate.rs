@@ -87,10 +87,10 @@ pub fn run(a: &EvaluateArgs, backend: BackendChoice, out: &mut Out) -> Result<()
         std::fs::write(path, text.clone() + "\n").with_context(|| format!("{}", path.display()))?;
     }
     if a.json {
-        out.line(&text);
+        out.answer(&text);
         return Ok(());
     }
-    out.line(&format!(
+    out.answer(&format!(
         "accuracy {:.2}% ({}/{}) on the {name} split of {} (seed {}, test fraction {})",
         100.0 * m.accuracy,
         m.correct,
@@ -99,9 +99,9 @@ pub fn run(a: &EvaluateArgs, backend: BackendChoice, out: &mut Out) -> Result<()
         a.seed,
         a.test_fraction
     ));
-    out.line("");
+    out.answer("");
     for line in confusion_table(&m.confusion) {
-        out.line(&line);
+        out.answer(&line);
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub fn run(args: &InspectArgs, choice: BackendChoice, quiet: bool, out: &mut Out
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
     if args.json {
-        out.line(&serde_json::to_string_pretty(&doc)?);
+        out.answer(&serde_json::to_string_pretty(&doc)?);
     } else {
         print_table(&ckpt, stats.as_ref(), out);
     }
@@ -121,14 +121,14 @@ fn totals(ckpt: &Checkpoint) -> BTreeMap<DType, (usize, u64, u64)> {
 }
 
 fn print_table(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) {
-    out.line(&format!(
+    out.answer(&format!(
         "{}: {} tensors in {}",
         ckpt.root.display(),
         ckpt.tensors.len(),
         layout_str(ckpt)
     ));
     if let Some(s) = stats {
-        out.line(&format!(
+        out.answer(&format!(
             "statistics on {} in {:.2} s",
             s.backend, s.seconds
         ));
@@ -150,7 +150,7 @@ fn print_table(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) {
             "absmax", "mean", "std", "zeros"
         );
     }
-    out.line(&head);
+    out.answer(&head);
     for (i, t) in ckpt.tensors.iter().enumerate() {
         let mut line = format!(
             "{:<w$}  {:<7} {:<16} {:>13} {:>11}",
@@ -177,13 +177,13 @@ fn print_table(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) {
                 None => line += "  (not a float tensor)",
             }
         }
-        out.line(&line);
+        out.answer(&line);
     }
-    out.line("");
-    out.line("totals by dtype:");
+    out.answer("");
+    out.answer("totals by dtype:");
     let (mut n, mut p, mut b) = (0usize, 0u64, 0u64);
     for (dtype, (count, params, bytes)) in totals(ckpt) {
-        out.line(&format!(
+        out.answer(&format!(
             "  {:<6} {:>6} tensors {:>16} params {:>11}",
             dtype.name(),
             count,
@@ -194,7 +194,7 @@ fn print_table(ckpt: &Checkpoint, stats: Option<&StatsRun>, out: &mut Out) {
         p += params;
         b += bytes;
     }
-    out.line(&format!(
+    out.answer(&format!(
         "  {:<6} {:>6} tensors {:>16} params {:>11}",
         "all",
         n,

@@ -11,8 +11,8 @@ use shears_core::reference::quant::{QuantSpec, Rounding};
 use shears_core::reference::score::Method;
 
 use crate::args::{
-    Axis, CheckArgs, FormatArg, MethodArg, NonFinitePolicy, Pattern, RoundingArg, SchemeArg,
-    ScopeArg,
+    Axis, CheckArgs, FormatArg, GroupSize, MethodArg, NonFinitePolicy, Pattern, RoundingArg,
+    SchemeArg, ScopeArg,
 };
 
 /// Where an unstructured sparsity applies.
@@ -149,6 +149,9 @@ pub enum Format {
 pub struct QuantConfig {
     pub scheme: Scheme,
     pub spec: QuantSpec,
+    /// `--group-size auto`: `spec.group` is lowered, when the plan is made,
+    /// to the largest power of two that divides every selected layer.
+    pub auto_group: bool,
     pub rounding: Rounding,
     pub format: Format,
 }
@@ -157,7 +160,7 @@ impl QuantConfig {
     /// Validates the flags.
     pub fn new(
         scheme: SchemeArg,
-        group_size: Option<usize>,
+        group_size: Option<GroupSize>,
         rounding: RoundingArg,
         format: FormatArg,
     ) -> Result<Self> {
@@ -173,9 +176,15 @@ impl QuantConfig {
                 scheme.name()
             );
         }
+        let (fixed, auto_group) = match group_size {
+            Some(GroupSize::Fixed(g)) => (Some(g), false),
+            Some(GroupSize::Auto) => (None, true),
+            None => (None, false),
+        };
         Ok(QuantConfig {
             scheme,
-            spec: scheme.spec(group_size),
+            spec: scheme.spec(fixed),
+            auto_group,
             rounding: match rounding {
                 RoundingArg::Nearest => Rounding::Nearest,
                 RoundingArg::CompressedTensors => Rounding::CompressedTensors,

@@ -29,6 +29,7 @@ pub fn run(cfg: &RunConfig, choice: BackendChoice, quiet: bool, out: &mut Out) -
         .as_ref()
         .map(|p| Calibration::open(p))
         .transpose()?;
+    let cfg = &plan::resolve_auto_group(cfg, &ckpt)?;
     let plan = plan::Plan::build(cfg, &ckpt, calib.as_ref())?;
     if cfg.dry_run {
         plan.print(out);

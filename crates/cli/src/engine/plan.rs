@@ -225,6 +225,49 @@ impl<'c> Plan<'c> {
     }
 }
 
+/// Powers of two below `g` (at least 8) that divide `cols`, largest first,
+/// at most two: what a refusal of group size `g` suggests.
+fn dividing_groups(cols: usize, g: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut d = g.next_power_of_two() / 2;
+    while d >= 8 && out.len() < 2 {
+        if cols.is_multiple_of(d) {
+            out.push(d);
+        }
+        d /= 2;
+    }
+    out
+}
+
+/// `--group-size auto` resolved against the checkpoint: the largest power
+/// of two up to the scheme's group that divides the inputs of every
+/// tensor the default rule and globs select (said on stderr).
+pub fn resolve_auto_group(cfg: &RunConfig, ckpt: &Checkpoint) -> Result<RunConfig> {
+    let mut cfg = cfg.clone();
+    let Some(q) = cfg.quant.as_mut().filter(|q| q.auto_group) else {
+        return Ok(cfg);
+    };
+    let Some(requested) = q.spec.group else {
+        return Ok(cfg);
+    };
+    let selection = select::select(ckpt, &cfg.include, &cfg.exclude)?;
+    let cols: Vec<usize> = selection
+        .compressed()
+        .map(|i| ckpt.tensors[i].shape[1])
+        .collect();
+    let mut g = if requested.is_power_of_two() {
+        requested
+    } else {
+        requested.next_power_of_two() / 2
+    };
+    while g > 1 && !cols.iter().all(|c| c.is_multiple_of(g)) {
+        g /= 2;
+    }
+    tracing::info!("--group-size auto: groups of {g}, the largest power of two up to {requested} that divides every selected layer");
+    q.spec.group = Some(g);
+    Ok(cfg)
+}
+
 /// Refuses a chosen tensor the run cannot compress.
 fn check_tensor(cfg: &RunConfig, ckpt: &Checkpoint, i: usize) -> Result<()> {
     let t = &ckpt.tensors[i];
@@ -245,8 +288,17 @@ fn check_tensor(cfg: &RunConfig, ckpt: &Checkpoint, i: usize) -> Result<()> {
         }
         if let Some(g) = q.spec.group {
             if !t.shape[1].is_multiple_of(g) {
+                let fits: Vec<String> = dividing_groups(t.shape[1], g)
+                    .iter()
+                    .map(usize::to_string)
+                    .collect();
+                let hint = match fits.first() {
+                    Some(best) => format!("; {} would (--group-size {best})", fits.join(" or ")),
+                    None => String::new(),
+                };
                 bail!(
-                    "{path}: tensor '{}': group size {g} does not divide its {} input columns",
+                    "{path}: tensor '{}': group size {g} does not divide its {} input columns{hint}, \
+                     or --group-size auto picks the largest that divides every selected layer",
                     t.name,
                     t.shape[1]
                 );

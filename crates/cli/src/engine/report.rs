@@ -163,7 +163,7 @@ impl Report {
             (None, None) => return Ok(()),
         };
         if json {
-            out.line(&serde_json::to_string_pretty(&doc)?);
+            out.answer(&serde_json::to_string_pretty(&doc)?);
         }
         if let Some(path) = &plan.cfg.report {
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)
@@ -312,6 +312,7 @@ impl Report {
             "model": plan.cfg.model,
             "output": plan.cfg.output,
             "scheme": q.scheme.name(),
+            "group_size": q.spec.group,
             "rounding": q.rounding,
             "tensors": rows,
             "totals": { "bytes_before": before, "bytes_after": after,

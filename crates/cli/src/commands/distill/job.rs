@@ -88,11 +88,16 @@ impl OnDevice for Job<'_> {
                     std::collections::hash_map::Entry::Vacant(e) => {
                         progress.tensor(rows.len(), self.targets.len(), &self.targets[i].name);
                         let (row, w) = self.distill(dev, i)?;
-                        tracing::debug!(
-                            "{}: {:.5} -> {:.5}",
+                        // A line per finished layer, so logs that are not a
+                        // terminal (no progress bar) still show the run moving.
+                        tracing::info!(
+                            "layer {}/{} {}: held-out error {:.5} -> {:.5} ({:.1} s)",
+                            rows.len() + 1,
+                            self.targets.len(),
                             row.name,
                             row.error_before,
-                            row.error_after
+                            row.error_after,
+                            row.seconds
                         );
                         rows.push(row);
                         e.insert(w)
