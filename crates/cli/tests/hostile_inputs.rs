@@ -251,3 +251,49 @@ fn the_readme_recipe_include_line_sits_where_it_is_accepted() {
         stderr(&o)
     );
 }
+
+// Issue 17: subfolders of the model folder (sentence-transformers keeps
+// its pooling and normalisation there) are carried over, under the same
+// link policy.
+#[cfg(unix)]
+#[test]
+fn subfolders_are_carried_over_and_links_in_them_checked() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_llama(dir.path(), "m");
+    std::fs::write(m.join("modules.json"), r#"[{"idx":0,"path":""}]"#).unwrap();
+    std::fs::create_dir(m.join("1_Pooling")).unwrap();
+    std::fs::write(
+        m.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension":256}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(m.join("2_Normalize")).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "token").unwrap();
+    symlink("../../secret.txt", m.join("1_Pooling/leak.txt")).unwrap();
+    let out = dir.path().join("q");
+    for _ in 0..2 {
+        let o = run(&[
+            "quantize",
+            s(&m),
+            "-o",
+            s(&out),
+            "--scheme",
+            "w8a16",
+            "--force",
+        ]);
+        ok(&o);
+    }
+    assert_eq!(
+        std::fs::read(out.join("1_Pooling/config.json")).unwrap(),
+        std::fs::read(m.join("1_Pooling/config.json")).unwrap()
+    );
+    assert!(out.join("2_Normalize").is_dir());
+    assert!(out.join("modules.json").is_file());
+    assert!(
+        !out.join("1_Pooling/leak.txt").exists(),
+        "a link out of the folder was copied"
+    );
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(config.contains("quantization_config"));
+}

@@ -64,9 +64,12 @@ pub(super) fn replaceable_folder(dest: &Path, side_files: &[String]) -> Result<(
         let entry = entry.map_err(|e| Error::io(dest, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if is_file && (name.ends_with(".safetensors") || name == INDEX_FILE) {
             weights += 1;
-        } else if !(is_file && (name.ends_with(".json") || side_files.contains(&name))) {
+        } else if !((is_file && name.ends_with(".json"))
+            || (is_file || is_dir) && side_files.contains(&name))
+        {
             other.push(name);
         }
     }

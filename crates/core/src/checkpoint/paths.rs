@@ -51,8 +51,8 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 pub enum Access {
     /// A regular file, at this (resolved) path.
     File(PathBuf),
-    /// A folder: not read as a file.
-    Folder,
+    /// A folder, at this (resolved) path.
+    Folder(PathBuf),
     /// Not to be read, and why (for the one warning or error line).
     Refused(String),
 }
@@ -89,7 +89,7 @@ impl LinkPolicy {
             Err(e) => return Access::Refused(format!("cannot be read: {e}")),
         };
         if meta.is_dir() {
-            return Access::Folder;
+            return Access::Folder(entry.to_path_buf());
         }
         if meta.is_file() {
             return Access::File(entry.to_path_buf());
@@ -109,7 +109,7 @@ impl LinkPolicy {
         }
         match std::fs::metadata(&target) {
             Ok(m) if m.is_file() => Access::File(target),
-            Ok(m) if m.is_dir() => Access::Folder,
+            Ok(m) if m.is_dir() => Access::Folder(target),
             _ => Access::Refused(format!(
                 "a link to {}, not a regular file",
                 target.display()

@@ -256,6 +256,12 @@ impl CheckpointWriter {
     /// own name (its bytes read from where the link policy resolved it).
     pub fn copy_file(&mut self, src: &SideFile) -> Result<()> {
         let to = self.tmp.join(&src.name);
+        if src.is_dir {
+            return std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e));
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
         std::fs::copy(&src.path, &to).map_err(|e| Error::io(&src.path, e))?;
         Ok(())
     }
