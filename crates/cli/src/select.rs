@@ -152,10 +152,11 @@ pub fn apply_non_finite(ckpt: &Checkpoint, sel: &mut Selection, policy: NonFinit
 /// The error for a selected tensor holding NaN or ±inf, under
 /// `--non-finite error`: quantizing it would spread NaN over its row or
 /// group (or silently turn NaN into 0), and pruning cannot rank it.
-pub fn refuse_non_finite(ckpt: &Checkpoint, t: &TensorInfo, view: &TensorView) -> Result<()> {
-    match view.non_finite() {
-        None => Ok(()),
-        Some(nf) => anyhow::bail!(
+/// Otherwise the tensor's count of exact zeros (found in the same pass).
+pub fn refuse_non_finite(ckpt: &Checkpoint, t: &TensorInfo, view: &TensorView) -> Result<u64> {
+    match view.scan() {
+        (None, zeros) => Ok(zeros),
+        (Some(nf), _) => anyhow::bail!(
             "{}: tensor '{}': {nf}; shears does not compress non-finite weights \
              (pass --non-finite keep to leave such tensors unchanged)",
             ckpt.path_of(t).display(),

@@ -262,3 +262,55 @@ fn quantized_student_stays_on_its_grid() {
         );
     }
 }
+
+/// Issue 17: a quantized student that was never pruned has no frozen
+/// weights (a code equal to the zero point is not a pruned weight); a
+/// pruned one keeps its zeros because its config says it was pruned.
+#[test]
+fn only_pruned_weights_are_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("w4");
+    ok(&["quantize", &asset(), "-o", s(&q), "--scheme", "w4a16", "-q"]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(q.join("config.json")).unwrap()).unwrap();
+    let sc = &config["quantization_config"]["sparsity_config"];
+    assert!(
+        sc.as_object().is_none_or(|o| o.is_empty()),
+        "a dense input is not sparse: {sc}"
+    );
+    let rep = dir.path().join("r.json");
+    let out = dir.path().join("d");
+    let (cal, teacher) = (calib(), asset());
+    let mut args = vec![
+        "distill",
+        "layers",
+        "--teacher",
+        &teacher,
+        "--student",
+        s(&q),
+        "--calibration",
+        s(&cal),
+        "-o",
+        s(&out),
+        "--report",
+        s(&rep),
+    ];
+    args.extend(FAST);
+    ok(&args);
+    for row in report(&rep) {
+        assert_eq!(
+            row["density"], 1.0,
+            "{}: weights frozen in an unpruned student",
+            row["name"]
+        );
+    }
+    // Pruned, then quantized by `quantize`: the config records the zeros.
+    let p = pruned(dir.path());
+    let pq = dir.path().join("pw4");
+    ok(&["quantize", s(&p), "-o", s(&pq), "--scheme", "w4a16", "-q"]);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pq.join("config.json")).unwrap()).unwrap();
+    let sc = &config["quantization_config"]["sparsity_config"];
+    let global = sc["global_sparsity"].as_f64().expect("a sparsity_config");
+    assert!(global > 0.3, "global sparsity {global}");
+}

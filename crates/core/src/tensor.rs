@@ -153,41 +153,54 @@ impl<'a> TensorView<'a> {
     /// value is finite (or the dtype is not a float). One pass over the
     /// bytes, on every core, exact: the same answer for every backend.
     pub fn non_finite(&self) -> Option<NonFinite> {
-        // Exponent bits all ones: ±inf or NaN.
-        let (size, mask): (usize, u32) = match self.dtype {
-            DType::F32 => (4, 0x7f80_0000),
-            DType::F16 => (2, 0x7c00),
-            DType::BF16 => (2, 0x7f80),
-            _ => return None,
+        self.scan().0
+    }
+
+    /// [`TensorView::non_finite`] and the number of ±0 values, in the same
+    /// pass (0 zeros for non-float dtypes).
+    pub fn scan(&self) -> (Option<NonFinite>, u64) {
+        // Exponent bits all ones: ±inf or NaN; all bits but the sign clear: ±0.
+        let (size, mask, magnitude): (usize, u32, u32) = match self.dtype {
+            DType::F32 => (4, 0x7f80_0000, 0x7fff_ffff),
+            DType::F16 => (2, 0x7c00, 0x7fff),
+            DType::BF16 => (2, 0x7f80, 0x7fff),
+            _ => return (None, 0),
         };
         let (_, cols) = self.matrix_dims();
         let row_bytes = (cols * size).max(size);
-        let bad = |row: &[u8]| -> u64 {
+        let count = |row: &[u8]| -> (u64, u64) {
+            let mut bad = 0u64;
+            let mut zeros = 0u64;
+            let mut see = |b: u32| {
+                bad += (b & mask == mask) as u64;
+                zeros += (b & magnitude == 0) as u64;
+            };
             if size == 4 {
                 row.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .filter(|&b| b & mask == mask)
-                    .count() as u64
+                    .for_each(|c| see(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
             } else {
                 row.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-                    .filter(|&b| b & mask == mask)
-                    .count() as u64
+                    .for_each(|c| see(u16::from_le_bytes([c[0], c[1]]) as u32));
             }
+            (bad, zeros)
         };
         use rayon::prelude::*;
-        let per_row: Vec<(usize, u64)> = self
+        let per_row: Vec<(usize, u64, u64)> = self
             .bytes()
             .par_chunks(row_bytes)
             .enumerate()
-            .map(|(i, row)| (i, bad(row)))
-            .filter(|&(_, n)| n > 0)
+            .map(|(i, row)| {
+                let (bad, zeros) = count(row);
+                (i, bad, zeros)
+            })
             .collect();
-        let first_row = per_row.first()?.0;
-        Some(NonFinite {
-            count: per_row.iter().map(|&(_, n)| n).sum(),
-            first_row,
-        })
+        let zeros = per_row.iter().map(|r| r.2).sum();
+        let mut bad_rows = per_row.iter().filter(|r| r.1 > 0);
+        let non_finite = bad_rows.next().map(|first| NonFinite {
+            count: per_row.iter().map(|r| r.1).sum(),
+            first_row: first.0,
+        });
+        (non_finite, zeros)
     }
 
     /// Bytes per element for the float dtypes kernels compute on.

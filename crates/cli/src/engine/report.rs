@@ -66,6 +66,9 @@ pub struct QuantRow {
     sparsity: Option<f64>,
     #[serde(skip)]
     zeros: u64,
+    /// Exact zeros of the input weight (before any pruning of this run).
+    #[serde(skip)]
+    pub input_zeros: u64,
     name: String,
     shape: Vec<usize>,
     bits: u32,
@@ -98,6 +101,7 @@ impl QuantRow {
         QuantRow {
             sparsity: zeros.map(|z| z as f64 / t.numel().max(1) as f64),
             zeros: zeros.unwrap_or(0),
+            input_zeros: 0,
             name: t.name.clone(),
             shape: t.shape.clone(),
             bits,
@@ -334,6 +338,30 @@ pub fn quantization_config(plan: &Plan, q: &QuantConfig, rows: &[Row]) -> Value 
         .filter_map(|(t, _)| t.name.strip_suffix(".weight").map(str::to_string))
         .collect();
     let mut qc = ct_config(q.scheme, &q.spec, ignore.clone());
+    let all: u64 = plan.ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
+    let input_zeros: u64 = rows
+        .iter()
+        .map(|r| match r {
+            Row::Quant(q) => q.input_zeros,
+            Row::Prune(_) => 0,
+        })
+        .sum();
+    if plan.cfg.prune.is_none() && input_zeros as f64 >= SPARSE_INPUT * all as f64 {
+        // An input pruned earlier (`shears prune`, then `quantize`): say so,
+        // so that `distill layers` keeps its zeros and runtimes know.
+        tracing::info!(
+            "the quantized weights were {:.1}% zeros before quantization: recorded as sparsity_config",
+            100.0 * input_zeros as f64 / all.max(1) as f64
+        );
+        qc["sparsity_config"] = sparsity_config(
+            Mode::Unstructured {
+                sparsity: 0.0,
+                scope: super::config::Scope::Tensor,
+            },
+            input_zeros as f64 / all.max(1) as f64,
+            ignore.clone(),
+        );
+    }
     if let Some(p) = &plan.cfg.prune {
         let zeros: u64 = rows
             .iter()
@@ -342,11 +370,15 @@ pub fn quantization_config(plan: &Plan, q: &QuantConfig, rows: &[Row]) -> Value 
                 Row::Prune(p) => p.pruned,
             })
             .sum();
-        let all: u64 = plan.ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
         qc["sparsity_config"] = sparsity_config(p.mode, zeros as f64 / all.max(1) as f64, ignore);
     }
     qc
 }
+
+/// Fraction of the checkpoint's weights that must be exact zeros before
+/// quantization for the output to record them as pruned (a dense model
+/// has almost none; a pruned one tens of percent).
+const SPARSE_INPUT: f64 = 0.10;
 
 /// The `sparsity_config` block describing pruned weights stored dense.
 fn sparsity_config(mode: Mode, global_sparsity: f64, mut ignore: Vec<String>) -> Value {

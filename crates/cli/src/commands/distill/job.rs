@@ -235,9 +235,13 @@ impl Job<'_> {
 
         // The student's weight, its mask and (quantized) its fixed grid.
         let (weight, grid, dtype) = self.student_weight(t)?;
+        // The mask comes from pruning only: a zero of a pruned student is a
+        // pruned weight; a quantized student that was not pruned keeps every
+        // weight trainable (a code equal to the zero point is not pruned).
+        let pruned = self.student.pruned;
         let mask: Vec<f32> = weight
             .iter()
-            .map(|&w| if w == 0.0 { 0.0 } else { 1.0 })
+            .map(|&w| if w == 0.0 && pruned { 0.0 } else { 1.0 })
             .collect();
         let kept = mask.iter().filter(|&&m| m != 0.0).count();
 

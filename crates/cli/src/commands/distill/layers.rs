@@ -46,6 +46,12 @@ pub(super) struct Student<'c> {
     /// The config and scheme of a compressed-tensors student.
     pub(super) scheme: Option<ReadScheme>,
     pub(super) quantized: Vec<ct_reader::Layer<'c>>,
+    /// Whether the student was pruned: dense (its zeros are the pruned
+    /// weights) or compressed-tensors with a `sparsity_config` (which
+    /// `compress`, and `quantize` of an input that was pruned, write). A
+    /// quantized student without one has no pruned weights, only weights
+    /// whose code is the zero point, and none of them is frozen.
+    pub(super) pruned: bool,
 }
 
 /// Checks the flags into the training settings.
@@ -217,10 +223,18 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
         Some(rs) => ct_reader::layers(&student_ckpt, rs)?,
         None => Vec::new(),
     };
+    let pruned = scheme.is_none()
+        || student_ckpt.config()?.is_some_and(|c| {
+            c.get("quantization_config")
+                .and_then(|q| q.get("sparsity_config"))
+                .and_then(|s| s.as_object())
+                .is_some_and(|s| !s.is_empty())
+        });
     let student = Student {
         ckpt: &student_ckpt,
         scheme,
         quantized,
+        pruned,
     };
     match_names(&teacher, &student)?;
     let (targets, unmatched) = targets(a, &teacher, &student)?;
