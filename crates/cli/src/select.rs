@@ -131,7 +131,7 @@ pub fn select(ckpt: &Checkpoint, include: &[String], exclude: &[String]) -> Resu
 /// with `keep`, every selected tensor holding NaN or ±inf is read once and
 /// kept unchanged (a warning names each); with `error` nothing is read
 /// here, and the command refuses such a tensor when it reaches it
-/// ([`refuse_non_finite`]).
+/// ([`check_values`]).
 pub fn apply_non_finite(ckpt: &Checkpoint, sel: &mut Selection, policy: NonFinitePolicy) {
     if policy != NonFinitePolicy::Keep {
         return;
@@ -153,7 +153,7 @@ pub fn apply_non_finite(ckpt: &Checkpoint, sel: &mut Selection, policy: NonFinit
 /// `--non-finite error`: quantizing it would spread NaN over its row or
 /// group (or silently turn NaN into 0), and pruning cannot rank it.
 /// Otherwise the tensor's count of exact zeros (found in the same pass).
-pub fn refuse_non_finite(ckpt: &Checkpoint, t: &TensorInfo, view: &TensorView) -> Result<u64> {
+pub fn check_values(ckpt: &Checkpoint, t: &TensorInfo, view: &TensorView) -> Result<u64> {
     match view.scan() {
         (None, zeros) => Ok(zeros),
         (Some(nf), _) => anyhow::bail!(

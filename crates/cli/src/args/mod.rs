@@ -87,13 +87,41 @@ pub enum Command {
     Distill(DistillArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct PruneArgs {
+/// What prune, quantize and compress share: input, output, checks,
+/// selection and the report.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// A .safetensors file or a checkpoint folder.
     pub model: PathBuf,
     /// Output folder (must not exist unless --force).
     #[arg(short, long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub checks: CheckArgs,
+    /// Also write the report as JSON to this file (beside the table).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the plan (each tensor, what happens to it, bytes before and
+    /// after) and stop, after every check the run would make.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Seed of the random method and of the --validate probes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace the output folder if it is an earlier output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Fraction of weights to prune in each scope, in [0, 1) (default 0.5).
     #[arg(long, allow_hyphen_values = true, value_parser = sparsity)]
     pub sparsity: Option<f64>,
@@ -119,34 +147,12 @@ pub struct PruneArgs {
     /// (validation inputs, optional).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    #[command(flatten)]
-    pub checks: CheckArgs,
-    /// Also write the report as JSON to this file (beside the table).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Print the report as JSON on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Print the plan (each tensor and what happens to it) and stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub select: SelectArgs,
-    /// Seed of the random method and of the probe inputs.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Replace the output folder if it exists.
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// A .safetensors file or a checkpoint folder.
-    pub model: PathBuf,
-    /// Output folder (must not exist unless --force).
-    #[arg(short, long)]
-    pub output: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// w8a16 (int8 per channel), w4a16 (int4, groups of 128), w4a16-asym
     /// (with zero points) or w8a8 (int8 weights, dynamic int8 activations).
     #[arg(long, value_enum)]
@@ -168,25 +174,6 @@ pub struct QuantizeArgs {
     /// --validate feeds each layer (seeded probes otherwise).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    #[command(flatten)]
-    pub checks: CheckArgs,
-    /// Seed of the --validate probes.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Also write the report as JSON to this file (beside the table).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Print the report as JSON on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Print the plan and stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub select: SelectArgs,
-    /// Replace the output folder if it exists.
-    #[arg(long)]
-    pub force: bool,
 }
 
 /// The checks `prune`, `quantize` and `compress` can run on every layer.
@@ -229,11 +216,8 @@ pub struct SelectArgs {
 
 #[derive(Debug, Args)]
 pub struct CompressArgs {
-    /// A .safetensors file or a checkpoint folder.
-    pub model: PathBuf,
-    /// Output folder (must not exist unless --force).
-    #[arg(short, long)]
-    pub output: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// A recipe TOML ([prune], [quantize], include / exclude); flags given
     /// on the command line override its fields.
     #[arg(long)]
@@ -262,25 +246,6 @@ pub struct CompressArgs {
     /// Calibration safetensors (see `shears prune --help`).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    #[command(flatten)]
-    pub checks: CheckArgs,
-    /// Also write the report as JSON to this file (beside the table).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Print the report as JSON on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Print the plan and stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub select: SelectArgs,
-    /// Seed of the random method.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Replace the output folder if it exists.
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -124,38 +124,26 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
     if !prunes {
         tracing::info!("no pruning asked for (no pattern or sparsity): quantizing only");
     }
-    let pick =
-        |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
-    Ok(RunConfig {
-        model: a.model.clone(),
-        output: a.output.clone(),
-        force: a.force,
-        include: pick(&a.select.include, recipe.include),
-        exclude: pick(&a.select.exclude, recipe.exclude),
-        non_finite: a.select.non_finite,
-        checks: a.checks.clone(),
-        seed: a.seed,
-        report: a.report.clone(),
-        json: a.json,
-        dry_run: a.dry_run,
-        sync: false,
-        prune: prunes
-            .then(|| PruneConfig::new(flags, calibration.is_some()))
-            .transpose()?,
-        calibration,
-        quant: Some(QuantConfig::new(
-            scheme,
-            a.group_size.or(qr.group_size.map(GroupSize::Fixed)),
-            a.rounding.or(qr.rounding).unwrap_or(RoundingArg::Nearest),
-            FormatArg::CompressedTensors,
-        )?),
-    })
+    let prune = prunes
+        .then(|| PruneConfig::new(flags, calibration.is_some()))
+        .transpose()?;
+    let quant = QuantConfig::new(
+        scheme,
+        a.group_size.or(qr.group_size.map(GroupSize::Fixed)),
+        a.rounding.or(qr.rounding).unwrap_or(RoundingArg::Nearest),
+        FormatArg::CompressedTensors,
+    )?;
+    let mut cfg = RunConfig::new(&a.run, calibration, prune, Some(quant));
+    // The recipe's globs, unless given on the command line.
+    if a.run.select.include.is_empty() {
+        cfg.include = recipe.include;
+    }
+    if a.run.select.exclude.is_empty() {
+        cfg.exclude = recipe.exclude;
+    }
+    Ok(cfg)
 }
 
 pub fn run(a: &CompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let cfg = RunConfig {
-        sync: g.sync,
-        ..config(a)?
-    };
-    engine::run(&cfg, g.backend, g.quiet, out)
+    engine::run(&config(a)?, g, out)
 }

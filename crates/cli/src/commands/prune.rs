@@ -18,29 +18,15 @@ pub fn config(a: &PruneArgs) -> Result<RunConfig> {
         pattern: a.pattern,
         structured: a.structured,
     };
-    Ok(RunConfig {
-        model: a.model.clone(),
-        output: a.output.clone(),
-        force: a.force,
-        include: a.select.include.clone(),
-        exclude: a.select.exclude.clone(),
-        non_finite: a.select.non_finite,
-        checks: a.checks.clone(),
-        calibration: a.calibration.clone(),
-        seed: a.seed,
-        report: a.report.clone(),
-        json: a.json,
-        dry_run: a.dry_run,
-        sync: false,
-        prune: Some(PruneConfig::new(flags, a.calibration.is_some())?),
-        quant: None,
-    })
+    let prune = PruneConfig::new(flags, a.calibration.is_some())?;
+    Ok(RunConfig::new(
+        &a.run,
+        a.calibration.clone(),
+        Some(prune),
+        None,
+    ))
 }
 
 pub fn run(a: &PruneArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let cfg = RunConfig {
-        sync: g.sync,
-        ..config(a)?
-    };
-    engine::run(&cfg, g.backend, g.quiet, out)
+    engine::run(&config(a)?, g, out)
 }

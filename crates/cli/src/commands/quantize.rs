@@ -13,34 +13,15 @@ use crate::output::Out;
 
 /// The run `shears quantize` asks for.
 pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
-    Ok(RunConfig {
-        model: a.model.clone(),
-        output: a.output.clone(),
-        force: a.force,
-        include: a.select.include.clone(),
-        exclude: a.select.exclude.clone(),
-        non_finite: a.select.non_finite,
-        checks: a.checks.clone(),
-        calibration: a.calibration.clone(),
-        seed: a.seed,
-        report: a.report.clone(),
-        json: a.json,
-        dry_run: a.dry_run,
-        sync: false,
-        prune: None,
-        quant: Some(QuantConfig::new(
-            a.scheme,
-            a.group_size,
-            a.rounding,
-            a.format,
-        )?),
-    })
+    let quant = QuantConfig::new(a.scheme, a.group_size, a.rounding, a.format)?;
+    Ok(RunConfig::new(
+        &a.run,
+        a.calibration.clone(),
+        None,
+        Some(quant),
+    ))
 }
 
 pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let cfg = RunConfig {
-        sync: g.sync,
-        ..config(a)?
-    };
-    engine::run(&cfg, g.backend, g.quiet, out)
+    engine::run(&config(a)?, g, out)
 }

@@ -12,7 +12,7 @@ use shears_core::reference::score::Method;
 
 use crate::args::{
     Axis, CheckArgs, FormatArg, GroupSize, MethodArg, NonFinitePolicy, Pattern, RoundingArg,
-    SchemeArg, ScopeArg,
+    RunArgs, SchemeArg, ScopeArg,
 };
 
 /// Where an unstructured sparsity applies.
@@ -233,4 +233,33 @@ pub struct RunConfig {
     pub sync: bool,
     pub prune: Option<PruneConfig>,
     pub quant: Option<QuantConfig>,
+}
+
+impl RunConfig {
+    /// The run the shared flags describe, with its calibration file, its
+    /// pruning and its quantization.
+    pub fn new(
+        a: &RunArgs,
+        calibration: Option<PathBuf>,
+        prune: Option<PruneConfig>,
+        quant: Option<QuantConfig>,
+    ) -> Self {
+        RunConfig {
+            model: a.model.clone(),
+            output: a.output.clone(),
+            force: a.force,
+            include: a.select.include.clone(),
+            exclude: a.select.exclude.clone(),
+            non_finite: a.select.non_finite,
+            checks: a.checks.clone(),
+            calibration,
+            seed: a.seed,
+            report: a.report.clone(),
+            json: a.json,
+            dry_run: a.dry_run,
+            sync: false,
+            prune,
+            quant,
+        }
+    }
 }

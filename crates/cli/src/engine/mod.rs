@@ -16,13 +16,17 @@ use shears_core::Checkpoint;
 
 pub use config::RunConfig;
 
-use crate::args::BackendChoice;
+use crate::args::GlobalArgs;
 use crate::backend::Backend;
 use crate::output::Out;
 
 /// Opens the checkpoint, plans the run, and prints the plan (`--dry-run`)
-/// or runs it.
-pub fn run(cfg: &RunConfig, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+/// or runs it with the global flags (backend, quiet, sync).
+pub fn run(cfg: &RunConfig, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let cfg = &RunConfig {
+        sync: g.sync,
+        ..cfg.clone()
+    };
     let ckpt = Checkpoint::open(&cfg.model)?;
     let calib = cfg
         .calibration
@@ -35,6 +39,6 @@ pub fn run(cfg: &RunConfig, choice: BackendChoice, quiet: bool, out: &mut Out) -
         plan.print(out);
         return Ok(());
     }
-    let backend = Backend::open(choice)?;
-    run::execute(&plan, &backend, quiet, out)
+    let backend = Backend::open(g.backend)?;
+    run::execute(&plan, &backend, g.quiet, out)
 }

@@ -54,7 +54,7 @@ pub fn execute(plan: &Plan, backend: &Backend, quiet: bool, out: &mut Out) -> Re
             match action {
                 Action::Keep(_) => sink.send(Piece::View(t.name.clone(), view))?,
                 Action::Compress => {
-                    let zeros = crate::select::refuse_non_finite(ckpt, t, &view)?;
+                    let zeros = crate::select::check_values(ckpt, t, &view)?;
                     let mut row = stage.compress(t, &view, aux.next(), sink)?;
                     if let Row::Quant(q) = &mut row {
                         q.input_zeros = zeros;
