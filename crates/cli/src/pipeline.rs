@@ -2,8 +2,8 @@
 //! last one's write: the command loop hands each output piece to a
 //! [`Sink`], a channel of at most `window` pieces in flight (the memory
 //! bound), and a scoped writer thread drains it into the
-//! [`CheckpointWriter`]. Input pages of a copied tensor are released once
-//! written.
+//! [`CheckpointWriter`]. Tensors copied unchanged go file-to-file in the
+//! kernel ([`CheckpointWriter::write_view`]).
 
 use std::sync::mpsc::{sync_channel, SyncSender};
 
@@ -50,10 +50,7 @@ pub fn streamed<'a, T>(
             let mut writer = writer;
             for piece in rx {
                 match piece {
-                    Piece::View(name, v) => {
-                        writer.write_tensor(&name, v.bytes())?;
-                        v.release(0..v.bytes().len());
-                    }
+                    Piece::View(name, v) => writer.write_view(&name, &v)?,
                     Piece::Bytes(name, b) => writer.write_tensor(&name, &b)?,
                 }
             }

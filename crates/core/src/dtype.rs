@@ -125,6 +125,40 @@ impl FromStr for DType {
     }
 }
 
+/// How many of the little-endian `size`-byte values in `bytes` have every
+/// `mask` bit set (NaN/inf) and how many have no `magnitude` bit set (±0).
+/// Eight bytes at a time, each lane tested without a branch: a lane is
+/// non-zero exactly when adding the lane-wide all-but-top-bit pattern
+/// carries into its top bit (the lanes' top bits are clear after masking),
+/// so one popcount counts the lanes of a word. Several times faster than a
+/// value-by-value loop, which the compiler does not vectorize.
+pub(crate) fn count_special(bytes: &[u8], size: usize, mask: u32, magnitude: u32) -> (u64, u64) {
+    let lanes = (8 / size) as u64;
+    let (low, top) = if size == 4 {
+        (0x7fff_ffff_7fff_ffffu64, 0x8000_0000_8000_0000u64)
+    } else {
+        (0x7fff_7fff_7fff_7fffu64, 0x8000_8000_8000_8000u64)
+    };
+    let spread = |m: u32| -> u64 { (0..lanes).fold(0, |acc, i| acc | (m as u64) << (i * 8 * size as u64)) };
+    let (wide_mask, wide_magnitude) = (spread(mask), spread(magnitude));
+    let nonzero = |x: u64| ((x + low) & top).count_ones() as u64;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let (mut bad, mut zeros) = (0u64, 0u64);
+    for w in words {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        // (x & mask) ^ mask is zero in a lane exactly when all mask bits are set.
+        bad += lanes - nonzero((x & wide_mask) ^ wide_mask);
+        zeros += lanes - nonzero(x & wide_magnitude);
+    }
+    for v in tail.chunks_exact(size) {
+        let b = v.iter().rev().fold(0u32, |acc, &x| acc << 8 | x as u32);
+        bad += (b & mask == mask) as u64;
+        zeros += (b & magnitude == 0) as u64;
+    }
+    (bad, zeros)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +178,38 @@ mod tests {
         assert_eq!(DType::F6E2M3.byte_len(4), Some(3));
         assert_eq!(DType::BF16.byte_len(5), Some(10));
         assert_eq!(DType::F32.byte_len(usize::MAX), None);
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time count equals a value-by-value count, for
+        /// 2- and 4-byte floats, any bits (zeros, NaN, inf drawn often)
+        /// and any length, tails included.
+        #[test]
+        fn special_counts_match_one_by_one(
+            picks in proptest::collection::vec((0u8..6, proptest::prelude::any::<u32>()), 0..67),
+            wide in proptest::prelude::any::<bool>(),
+        ) {
+            let (size, mask, magnitude) = if wide {
+                (4usize, 0x7f80_0000u32, 0x7fff_ffffu32)
+            } else {
+                (2, 0x7c00, 0x7fff)
+            };
+            let values: Vec<u32> = picks
+                .iter()
+                .map(|&(k, r)| match k {
+                    0 => 0,
+                    1 => r & !magnitude,
+                    2 => mask | (r & !mask),
+                    _ => r,
+                } & if wide { u32::MAX } else { 0xffff })
+                .collect();
+            let bytes: Vec<u8> = values
+                .iter()
+                .flat_map(|v| v.to_le_bytes()[..size].to_vec())
+                .collect();
+            let bad = values.iter().filter(|&&v| v & mask == mask).count() as u64;
+            let zeros = values.iter().filter(|&&v| v & magnitude == 0).count() as u64;
+            proptest::prop_assert_eq!(count_special(&bytes, size, mask, magnitude), (bad, zeros));
+        }
     }
 }

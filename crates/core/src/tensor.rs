@@ -17,9 +17,17 @@ pub struct TensorView<'a> {
     shape: &'a [usize],
     data: &'a [u8],
     /// The read-only file mapping `data` lives in, with the offset of `data`
-    /// inside it, when the view came from a checkpoint. Used only to give
-    /// pages back to the OS once they are consumed.
-    mapping: Option<(&'a memmap2::Mmap, usize)>,
+    /// inside it, when the view came from a checkpoint: used to give pages
+    /// back to the OS once they are consumed, and to copy the bytes
+    /// file-to-file without reading them ([`TensorView::source`]).
+    mapping: Option<(&'a MappedFile, usize)>,
+}
+
+/// A file opened read-only and mapped whole.
+#[derive(Debug)]
+pub struct MappedFile {
+    pub(crate) file: std::fs::File,
+    pub(crate) map: memmap2::Mmap,
 }
 
 impl<'a> TensorView<'a> {
@@ -50,13 +58,13 @@ impl<'a> TensorView<'a> {
     pub(crate) fn mapped(
         dtype: DType,
         shape: &'a [usize],
-        map: &'a memmap2::Mmap,
+        map: &'a MappedFile,
         range: Range<usize>,
     ) -> Self {
         TensorView {
             dtype,
             shape,
-            data: &map[range.clone()],
+            data: &map.map[range.clone()],
             mapping: Some((map, range.start)),
         }
     }
@@ -106,7 +114,7 @@ impl<'a> TensorView<'a> {
             // its pages only means later reads fault them in again from the
             // file, so no data visible through `&[u8]` changes.
             let _ = unsafe {
-                map.unchecked_advise_range(
+                map.map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
                     base + bytes.start,
                     len,
@@ -124,9 +132,18 @@ impl<'a> TensorView<'a> {
         #[cfg(unix)]
         if let Some((map, base)) = self.mapping {
             if !self.data.is_empty() {
-                let _ = map.advise_range(memmap2::Advice::WillNeed, base, self.data.len());
+                let _ = map
+                    .map
+                    .advise_range(memmap2::Advice::WillNeed, base, self.data.len());
             }
         }
+    }
+
+    /// The file this view's bytes live in and their offset there, when the
+    /// view came from a checkpoint, so a writer can copy them file-to-file
+    /// in the kernel instead of reading them through the mapping.
+    pub fn source(&self) -> Option<(&'a std::fs::File, u64)> {
+        self.mapping.map(|(m, base)| (&m.file, base as u64))
     }
 
     /// Decodes elements `range` into `out` as f32 (F32, F16 and BF16 only).
@@ -168,22 +185,7 @@ impl<'a> TensorView<'a> {
         };
         let (_, cols) = self.matrix_dims();
         let row_bytes = (cols * size).max(size);
-        let count = |row: &[u8]| -> (u64, u64) {
-            let mut bad = 0u64;
-            let mut zeros = 0u64;
-            let mut see = |b: u32| {
-                bad += (b & mask == mask) as u64;
-                zeros += (b & magnitude == 0) as u64;
-            };
-            if size == 4 {
-                row.chunks_exact(4)
-                    .for_each(|c| see(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-            } else {
-                row.chunks_exact(2)
-                    .for_each(|c| see(u16::from_le_bytes([c[0], c[1]]) as u32));
-            }
-            (bad, zeros)
-        };
+        let count = |row: &[u8]| crate::dtype::count_special(row, size, mask, magnitude);
         use rayon::prelude::*;
         let per_row: Vec<(usize, u64, u64)> = self
             .bytes()

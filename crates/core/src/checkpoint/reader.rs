@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::header;
 use super::paths::{read_bounded, Access, LinkPolicy, CONFIG_LIMIT, INDEX_LIMIT};
+use crate::tensor::MappedFile;
 use crate::{DType, Error, Result, TensorView};
 
 /// File name of the shard index Hugging Face writes beside sharded weights.
@@ -25,7 +26,7 @@ pub struct Shard {
     pub path: PathBuf,
     /// The file's `__metadata__` map.
     pub metadata: BTreeMap<String, String>,
-    map: Mmap,
+    map: MappedFile,
 }
 
 impl Shard {
@@ -39,12 +40,12 @@ impl Shard {
 
     /// Size of the file in bytes.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.map.len()
     }
 
     /// Whether the file is empty (never true for a validated shard).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.map.is_empty()
     }
 }
 
@@ -470,7 +471,7 @@ fn open_shard_named(path: &Path, resolved: &Path) -> Result<(Shard, Vec<header::
         Shard {
             path: path.to_path_buf(),
             metadata: header.metadata,
-            map,
+            map: MappedFile { file, map },
         },
         header.entries,
     ))

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::destination::{check_destination, replaceable_folder};
@@ -24,7 +24,7 @@ use super::header;
 use super::partials::Partial;
 use super::reader::{SideFile, INDEX_FILE};
 use crate::tensor::checked_numel;
-use crate::{DType, Error, Result};
+use crate::{DType, Error, Result, TensorView};
 
 /// Name, dtype and shape of one tensor to be written.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +244,49 @@ impl CheckpointWriter {
         } else {
             self.write(bytes)
         }
+    }
+
+    /// Writes one whole tensor copied unchanged from the input. A view that
+    /// came from a checkpoint file is copied file-to-file in the kernel
+    /// (`copy_file_range` on Linux, through `std::io::copy`, which falls back
+    /// to buffered reads and writes where the OS has no such call): its
+    /// pages are never faulted into this process. Other views are written
+    /// from their bytes.
+    pub fn write_view(&mut self, name: &str, view: &TensorView) -> Result<()> {
+        let Some((src, offset)) = view.source() else {
+            return self.write_tensor(name, view.bytes());
+        };
+        let len = view.bytes().len();
+        if self.next_tensor() != Some(name) || self.written != 0 {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}' written out of order (next is {:?})",
+                self.next_tensor()
+            )));
+        }
+        let size = self.shards[self.shard].sizes[self.tensor];
+        if len != size {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}': {len} bytes written, {size} planned"
+            )));
+        }
+        if size == 0 {
+            return self.step();
+        }
+        let path = self.tmp.join(&self.shards[self.shard].file_name);
+        let file = self.file.as_mut().expect("shard open");
+        // The input's file position is used by this copy only (everything
+        // else reads through the mapping), and one writer copies at a time.
+        let mut from = src;
+        from.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&path, e))?;
+        let copied = std::io::copy(&mut from.take(len as u64), file)
+            .map_err(|e| Error::io(&path, e))?;
+        if copied != len as u64 {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}': its input file ended after {copied} of {len} bytes"
+            )));
+        }
+        self.step()
     }
 
     /// Adds a non-weight file (for example config.json) to the output.

@@ -182,10 +182,16 @@ pub fn pack_rows_le(codes: &[i8], rows: usize, cols: usize, bits: u32) -> Vec<u8
                 }
             }
             _ => {
-                for (b, pair) in o.iter_mut().zip(c.chunks(2)) {
-                    let lo = ((pair[0] as i32 + 8) & 0xf) as u8;
-                    let hi = pair.get(1).map_or(0, |&q| ((q as i32 + 8) & 0xf) as u8);
-                    *b = lo | hi << 4;
+                // A code q in -8..=7 is stored as q + 8; whole pairs first,
+                // branch-free so the compiler vectorizes the loop.
+                let nibble = |q: i8| (q as u8).wrapping_add(8) & 0xf;
+                let pairs = c.chunks_exact(2);
+                let odd = pairs.remainder().first().copied();
+                for (b, pair) in o.iter_mut().zip(pairs) {
+                    *b = nibble(pair[0]) | nibble(pair[1]) << 4;
+                }
+                if let Some(q) = odd {
+                    o[cols / 2] = nibble(q);
                 }
             }
         });
