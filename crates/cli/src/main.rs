@@ -20,6 +20,22 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2 and v3 alike; the
+/// Rust bindings name the options around it, 14 and 16, but not this one).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory committed for reuse: by default mimalloc hands it
+/// back a second after a free, so each tensor's mask and output buffers
+/// were faulted in (and zeroed by the kernel) afresh, 5–10% of a compress
+/// run. Peak memory is unchanged: freed buffers are reused, not added to.
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: an option setter of the allocator, called first in main.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 use args::{Cli, Command};
 
 /// Exit code for a check that found a difference (`--verify`).
@@ -134,6 +150,7 @@ fn one_line(text: &str) -> String {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = parse_args();
     init_logging(cli.global.verbose, cli.global.quiet);
     clean_up_on_signals();

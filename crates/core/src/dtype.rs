@@ -125,36 +125,37 @@ impl FromStr for DType {
     }
 }
 
-/// How many of the little-endian `size`-byte values in `bytes` have every
-/// `mask` bit set (NaN/inf) and how many have no `magnitude` bit set (±0).
-/// Eight bytes at a time, each lane tested without a branch: a lane is
-/// non-zero exactly when adding the lane-wide all-but-top-bit pattern
-/// carries into its top bit (the lanes' top bits are clear after masking),
-/// so one popcount counts the lanes of a word. Several times faster than a
-/// value-by-value loop, which the compiler does not vectorize.
+/// How many of the little-endian `size`-byte values (2 or 4) in `bytes`
+/// have every `mask` bit set (NaN/inf) and how many have no `magnitude` bit
+/// set (±0); a trailing partial value is ignored. Written as plain
+/// compare-and-count loops with narrow counters so the compiler vectorizes
+/// them (about four times the speed of a word-at-a-time bit trick).
 pub(crate) fn count_special(bytes: &[u8], size: usize, mask: u32, magnitude: u32) -> (u64, u64) {
-    let lanes = (8 / size) as u64;
-    let (low, top) = if size == 4 {
-        (0x7fff_ffff_7fff_ffffu64, 0x8000_0000_8000_0000u64)
-    } else {
-        (0x7fff_7fff_7fff_7fffu64, 0x8000_8000_8000_8000u64)
-    };
-    let spread = |m: u32| -> u64 { (0..lanes).fold(0, |acc, i| acc | (m as u64) << (i * 8 * size as u64)) };
-    let (wide_mask, wide_magnitude) = (spread(mask), spread(magnitude));
-    let nonzero = |x: u64| ((x + low) & top).count_ones() as u64;
-    let words = bytes.chunks_exact(8);
-    let tail = words.remainder();
     let (mut bad, mut zeros) = (0u64, 0u64);
-    for w in words {
-        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-        // (x & mask) ^ mask is zero in a lane exactly when all mask bits are set.
-        bad += lanes - nonzero((x & wide_mask) ^ wide_mask);
-        zeros += lanes - nonzero(x & wide_magnitude);
-    }
-    for v in tail.chunks_exact(size) {
-        let b = v.iter().rev().fold(0u32, |acc, &x| acc << 8 | x as u32);
-        bad += (b & mask == mask) as u64;
-        zeros += (b & magnitude == 0) as u64;
+    if size == 2 {
+        let (mask, magnitude) = (mask as u16, magnitude as u16);
+        // 16-bit counters cannot overflow within a block of 8,192 values.
+        for block in bytes.chunks(2 * 8192) {
+            let (mut b, mut z) = (0u16, 0u16);
+            for c in block.chunks_exact(2) {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                b += (v & mask == mask) as u16;
+                z += (v & magnitude == 0) as u16;
+            }
+            bad += b as u64;
+            zeros += z as u64;
+        }
+    } else {
+        for block in bytes.chunks(4 << 20) {
+            let (mut b, mut z) = (0u32, 0u32);
+            for c in block.chunks_exact(4) {
+                let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                b += (v & mask == mask) as u32;
+                z += (v & magnitude == 0) as u32;
+            }
+            bad += b as u64;
+            zeros += z as u64;
+        }
     }
     (bad, zeros)
 }

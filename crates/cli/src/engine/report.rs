@@ -42,7 +42,7 @@ impl PruneRow {
         verify_mismatches: Option<u64>,
         t0: Instant,
     ) -> Self {
-        let pruned = keep.iter().filter(|&&k| k == 0).count() as u64;
+        let pruned = shears_core::fast::mask::pruned_count(keep);
         PruneRow {
             name: t.name.clone(),
             shape: t.shape.clone(),

@@ -215,7 +215,7 @@ impl<'p, 'b> Stage<'p, 'b> {
         let bytes_after = self.send_quantized(t, sink)?;
         let zeros = keep
             .as_ref()
-            .map(|m| m.iter().filter(|&&k| k == 0).count() as u64);
+            .map(|m| shears_core::fast::mask::pruned_count(m));
         Ok(Row::Quant(QuantRow::new(
             t,
             q.spec.bits,

@@ -279,8 +279,8 @@ impl CheckpointWriter {
         let mut from = src;
         from.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io(&path, e))?;
-        let copied = std::io::copy(&mut from.take(len as u64), file)
-            .map_err(|e| Error::io(&path, e))?;
+        let copied =
+            std::io::copy(&mut from.take(len as u64), file).map_err(|e| Error::io(&path, e))?;
         if copied != len as u64 {
             return Err(Error::Invalid(format!(
                 "tensor '{name}': its input file ended after {copied} of {len} bytes"

@@ -184,11 +184,16 @@ pub fn pack_rows_le(codes: &[i8], rows: usize, cols: usize, bits: u32) -> Vec<u8
             _ => {
                 // A code q in -8..=7 is stored as q + 8; whole pairs first,
                 // branch-free so the compiler vectorizes the loop.
-                let nibble = |q: i8| (q as u8).wrapping_add(8) & 0xf;
+                // Adding 8 modulo 16 flips bit 3, so a pair read as one
+                // little-endian u16 gets both offsets in one xor (no carry
+                // between them); its two nibbles then fold into one byte.
+                let nibble = |q: i8| (q as u8 & 0xf) ^ 8;
                 let pairs = c.chunks_exact(2);
                 let odd = pairs.remainder().first().copied();
                 for (b, pair) in o.iter_mut().zip(pairs) {
-                    *b = nibble(pair[0]) | nibble(pair[1]) << 4;
+                    let v = u16::from_le_bytes([pair[0] as u8, pair[1] as u8]);
+                    let v = (v & 0x0f0f) ^ 0x0808;
+                    *b = (v | v >> 4) as u8;
                 }
                 if let Some(q) = odd {
                     o[cols / 2] = nibble(q);

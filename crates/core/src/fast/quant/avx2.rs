@@ -47,19 +47,26 @@ unsafe fn range(x: &[f32]) -> (f32, f32) {
         lo = _mm256_min_ps(v, lo);
         hi = _mm256_max_ps(v, hi);
     }
-    let (mut l, mut h) = ([0.0f32; 8], [0.0f32; 8]);
-    _mm256_storeu_ps(l.as_mut_ptr(), lo);
-    _mm256_storeu_ps(h.as_mut_ptr(), hi);
-    let (mut lo, mut hi) = (0.0f32, 0.0f32);
-    for k in 0..8 {
-        lo = lo.min(l[k]);
-        hi = hi.max(h[k]);
-    }
+    let (mut lo, mut hi) = (
+        fold(lo, |a, b| _mm_min_ps(a, b)),
+        fold(hi, |a, b| _mm_max_ps(a, b)),
+    );
     for &v in &x[body..] {
         lo = lo.min(v);
         hi = hi.max(v);
     }
     (lo, hi)
+}
+
+/// The eight lanes of `v` combined by `op` (min, max or add) in three
+/// shuffle steps instead of a store and a scalar loop.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn fold(v: __m256, op: impl Fn(__m128, __m128) -> __m128) -> f32 {
+    let m = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let m = op(m, _mm_movehl_ps(m, m));
+    let m = op(m, _mm_shuffle_ps(m, m, 1));
+    _mm_cvtss_f32(m)
 }
 
 /// Rounds each lane to bf16 (half to even) and back.
@@ -142,7 +149,7 @@ pub unsafe fn quantize_row(
     p: &mut [QParams],
     group: usize,
     rounding: Rounding,
-    mut stats: Option<&mut super::ErrorStats>,
+    stats: Option<&mut super::ErrorStats>,
     keep: Option<&[u8]>,
 ) {
     let want_stats = stats.is_some();
@@ -155,6 +162,14 @@ pub unsafe fn quantize_row(
     let lo = _mm256_set1_ps(spec.qmin() as f32);
     let hi = _mm256_set1_ps(spec.qmax() as f32);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // What the row loses, in eight f32 lanes: max |x − x̂| (NaN skipped:
+    // max returns its second operand), Σe², Σx²; group tails in scalars.
+    let (mut mx, mut e2, mut x2) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let (mut tail_max, mut tail_e2, mut tail_x2) = (0.0f32, 0.0f32, 0.0f32);
     for (g, pg) in p.iter_mut().enumerate() {
         let start = g * group;
         let end = ((g + 1) * group).min(cols);
@@ -165,13 +180,6 @@ pub unsafe fn quantize_row(
         let inv = _mm256_set1_ps(1.0 / qp.scale);
         let zp = _mm256_set1_ps(qp.zero_point as f32);
         let zpi = _mm256_set1_epi32(qp.zero_point);
-        // What the group loses, in eight f32 lanes: max |x − x̂|
-        // (NaN skipped: max returns its second operand), Σe², Σx².
-        let (mut mx, mut e2, mut x2) = (
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-        );
         // A macro, not a closure: closures do not inherit AVX2.
         macro_rules! account {
             ($xv:expr, $q:expr) => {
@@ -213,17 +221,17 @@ pub unsafe fn quantize_row(
         for k in i..end {
             c[k] = quantize(spec, x[k], qp, rounding, dtype) as i8;
         }
-        let Some(stats) = stats.as_deref_mut() else {
-            continue;
-        };
-        let (mut m, mut se, mut sx) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
-        _mm256_storeu_ps(m.as_mut_ptr(), mx);
-        _mm256_storeu_ps(se.as_mut_ptr(), e2);
-        _mm256_storeu_ps(sx.as_mut_ptr(), x2);
-        let (tm, te, tx) = super::group_errors(&x[i..end], &c[i..end], qp);
-        let max = m.iter().fold(tm, |a, &v| a.max(v));
+        if want_stats && i < end {
+            let (tm, te, tx) = super::group_errors(&x[i..end], &c[i..end], qp);
+            tail_max = tail_max.max(tm);
+            tail_e2 += te;
+            tail_x2 += tx;
+        }
+    }
+    if let Some(stats) = stats {
+        let max = fold(mx, |a, b| _mm_max_ps(a, b)).max(tail_max);
         stats.max_abs = stats.max_abs.max(max as f64);
-        stats.sum_sq_err += (se.iter().sum::<f32>() + te) as f64;
-        stats.sum_sq += (sx.iter().sum::<f32>() + tx) as f64;
+        stats.sum_sq_err += (fold(e2, |a, b| _mm_add_ps(a, b)) + tail_e2) as f64;
+        stats.sum_sq += (fold(x2, |a, b| _mm_add_ps(a, b)) + tail_x2) as f64;
     }
 }
