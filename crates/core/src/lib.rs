@@ -8,6 +8,7 @@ mod error;
 pub mod fast;
 pub mod formats;
 pub mod generate;
+pub mod model;
 pub mod ops;
 pub mod reference;
 mod tensor;

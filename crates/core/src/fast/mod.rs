@@ -7,6 +7,7 @@
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastCpu;
 
+pub mod forward;
 pub mod importance;
 pub mod mask;
 pub mod matmul;

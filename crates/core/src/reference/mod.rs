@@ -7,6 +7,7 @@
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reference;
 
+pub mod forward;
 pub mod gguf;
 pub mod importance;
 pub mod mask;
