@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod commands;
 mod engine;
+mod lm;
 mod output;
 mod pipeline;
 mod progress;
@@ -162,6 +163,8 @@ fn main() {
         Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
         Command::Prune(a) => commands::prune::run(a, &cli.global, &mut out),
         Command::Calibration(a) => commands::calibration::run(a, &mut out),
+        Command::Eval(a) => commands::eval::run(a, cli.global.backend, quiet, &mut out),
+        Command::Calibrate(a) => commands::calibrate::run(a, cli.global.backend, quiet, &mut out),
         Command::Compress(a) => commands::compress::run(a, &cli.global, &mut out),
         Command::Decompress(a) => commands::decompress::run(a, &cli.global, &mut out),
         Command::Quantize(a) => commands::quantize::run(a, &cli.global, &mut out),

@@ -34,6 +34,17 @@ impl Progress {
         }
     }
 
+    /// A bar over `total` steps (layers, windows) labelled `what`.
+    pub fn steps(total: u64, what: &str, quiet: bool) -> Self {
+        let p = Progress::bytes(total, what, quiet);
+        p.bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        p
+    }
+
     /// Sets the position and, once a second has passed, shows the bar.
     pub fn set(&mut self, pos: u64) {
         self.bar.set_position(pos);

@@ -257,5 +257,50 @@ pub fn generate(
     }
     let config = serde_json::to_vec_pretty(&spec.config_json()).expect("config serialises");
     writer.add_file("config.json", &config)?;
+    if spec.vocab >= 256 {
+        let tok = serde_json::to_vec_pretty(&byte_tokenizer()).expect("tokenizer serialises");
+        writer.add_file("tokenizer.json", &tok)?;
+    }
     writer.finish()
+}
+
+/// A byte-level tokenizer.json with one token per byte (ids 0–255, no
+/// merges), for generated models with a vocabulary of at least 256: text
+/// then runs through them (`shears eval`, `shears calibrate`). Bytes are
+/// spelled as GPT-2's byte-level BPE spells them (printable Latin-1 as
+/// itself, the rest from U+0100 on), so the `tokenizers` crate reads it
+/// as an ordinary byte-level BPE.
+pub fn byte_tokenizer() -> serde_json::Value {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let mut next = 256u32;
+    let mut vocab = serde_json::Map::new();
+    for b in 0..256u32 {
+        let c = if printable(b) {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        let ch = char::from_u32(c).expect("a valid code point");
+        vocab.insert(ch.to_string(), b.into());
+    }
+    let byte_level = serde_json::json!({
+        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
+    });
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": []
+        }
+    })
 }

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod model;
 mod training;
 mod values;
 
+pub use model::*;
 pub use training::*;
 pub use values::*;
 
@@ -75,13 +77,21 @@ pub enum Command {
     /// Turn a compressed-tensors checkpoint (shears' or anyone's) back into
     /// dense safetensors in the original dtype.
     Decompress(DecompressArgs),
+    /// Run the model on text and write what activation-aware methods read
+    /// (each linear layer's input norms, sampled inputs and, with --gram,
+    /// XᵀX): the file `prune --calibration` and `distill layers` take.
+    Calibrate(CalibrateArgs),
+    /// Perplexity and next-token accuracy of a language model on text and,
+    /// with --ref, its agreement with a reference model (KL, top-1).
+    Eval(EvalArgs),
     /// Write a synthetic calibration file for a checkpoint (the format
     /// `prune --calibration` reads: input norms, gradients, inputs).
     Calibration(CalibrationArgs),
     /// Train an MLP classifier on a CSV data set from its labels (for
     /// example the teacher of `distill model`).
     Train(TrainArgs),
-    /// Accuracy and confusion matrix of an MLP classifier on a CSV data set.
+    /// Accuracy and confusion matrix of an MLP classifier on a CSV data set
+    /// (language models: `shears eval`).
     Evaluate(EvaluateArgs),
     /// Distillation: a student learns to reproduce a teacher.
     Distill(DistillArgs),
@@ -147,6 +157,8 @@ pub struct PruneArgs {
     /// (validation inputs, optional).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    #[command(flatten)]
+    pub calibration_text: CalibrationTextArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +258,8 @@ pub struct CompressArgs {
     /// Calibration safetensors (see `shears prune --help`).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    #[command(flatten)]
+    pub calibration_text: CalibrationTextArgs,
 }
 
 #[derive(Debug, Args)]

@@ -94,6 +94,9 @@ pub struct DistillLayersArgs {
     /// layer distilled (seeded Gaussian probes otherwise).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// In-process calibration of the teacher (see `shears prune --help`).
+    #[command(flatten)]
+    pub calibration_text: super::CalibrationTextArgs,
     /// Seeded Gaussian probe rows per layer when there is no calibration file.
     #[arg(long, default_value_t = 256)]
     pub probe_rows: usize,

@@ -79,7 +79,7 @@ fn read_recipe(p: &std::path::Path) -> Result<Recipe> {
 
 /// The run `shears compress` asks for: the recipe's fields, each
 /// overridden by its flag when given.
-pub fn config(a: &CompressArgs) -> Result<RunConfig> {
+pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig> {
     let recipe = match &a.recipe {
         Some(p) => read_recipe(p)?,
         None => Recipe::default(),
@@ -113,7 +113,7 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
         pattern: a.pattern.or(recipe_pattern),
         structured: None,
     };
-    let calibration = a.calibration.clone().or(pr.calibration);
+    let calibration = in_process.or(a.calibration.clone()).or(pr.calibration);
     let prunes = flags.pattern.is_some() || flags.sparsity.is_some();
     if !prunes && (flags.method.is_some() || flags.scope.is_some()) {
         bail!("--method and --scope need a pruning: give --sparsity or --pattern");
@@ -145,5 +145,6 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
 }
 
 pub fn run(a: &CompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    engine::run(&config(a)?, g, out)
+    let made = crate::lm::in_process(&a.run.model, &a.calibration_text, g.backend, g.quiet)?;
+    engine::run(&config(a, made.as_ref().map(|m| m.path.clone()))?, g, out)
 }

@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
+pub mod calibrate;
 pub mod calibration;
 pub mod compress;
 pub mod decompress;
 pub mod devices;
 pub mod distill;
+pub mod eval;
 pub mod evaluate;
 pub mod generate;
 pub mod inspect;

@@ -152,6 +152,17 @@ pub fn write_file(
     force: bool,
     protected: &[PathBuf],
 ) -> Result<()> {
+    write_file_with(path, tensors, &BTreeMap::new(), force, protected)
+}
+
+/// [`write_file`] with a `__metadata__` map.
+pub fn write_file_with(
+    path: &Path,
+    tensors: &[(String, crate::TensorBuf)],
+    metadata: &BTreeMap<String, String>,
+    force: bool,
+    protected: &[PathBuf],
+) -> Result<()> {
     check_single_file(path, force, protected)?;
     let mut entries = Vec::with_capacity(tensors.len());
     let mut offset = 0;
@@ -166,7 +177,7 @@ pub fn write_file(
     }
     let partial = Partial::file(path)?;
     let mut file = File::create(&partial.path).map_err(|e| Error::io(path, e))?;
-    file.write_all(&header::encode(&entries, &BTreeMap::new()))
+    file.write_all(&header::encode(&entries, metadata))
         .map_err(|e| Error::io(path, e))?;
     for (_, t) in tensors {
         file.write_all(&t.data).map_err(|e| Error::io(path, e))?;

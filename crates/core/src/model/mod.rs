@@ -2,7 +2,9 @@
 //! one decoder layer at a time, and the layer-by-layer runner that
 //! calibration and evaluation use.
 
+pub mod collect;
 pub mod config;
+pub mod eval;
 pub mod rope;
 
 pub use config::{Family, ModelConfig, RopeScaling};

@@ -115,6 +115,20 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
+/// The text ids of `files`, tokenized in order, stopping once `enough`
+/// tokens are read.
+pub fn read_tokens(tok: &TextTokenizer, files: &[PathBuf], enough: usize) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for f in files {
+        let text = read_text(f)?;
+        ids.extend(tok.encode(&text)?);
+        if ids.len() >= enough {
+            break;
+        }
+    }
+    Ok(ids)
+}
+
 /// Token sequences from text files: at most `max_tokens` tokens (whole
 /// sequences) of `seq_len` each, BOS first in each when the model wants
 /// it. Fails when the files hold less than one sequence.
@@ -131,14 +145,7 @@ pub fn sequences(
     }
     let per_seq = seq_len - tok.bos.is_some() as usize;
     let want_seqs = (max_tokens / seq_len).max(1);
-    let mut text_ids = Vec::new();
-    for f in files {
-        let text = read_text(f)?;
-        text_ids.extend(tok.encode(&text)?);
-        if text_ids.len() >= want_seqs * per_seq {
-            break;
-        }
-    }
+    let text_ids = read_tokens(tok, files, want_seqs * per_seq)?;
     let seqs = (text_ids.len() / per_seq).min(want_seqs);
     if seqs == 0 {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

@@ -13,6 +13,8 @@
 
 use anyhow::{bail, Result};
 use shears_core::calibration::Calibration;
+
+use crate::lm::in_process;
 use shears_core::formats::compressed_tensors::ReadScheme;
 use shears_core::formats::ct_reader::{self, scheme_of};
 use shears_core::train::LkdConfig;
@@ -71,7 +73,8 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
             a.held_out_fraction
         );
     }
-    if a.calibration.is_none() && a.probe_rows < 2 {
+    if a.calibration.is_none() && a.calibration_text.calibration_text.is_empty() && a.probe_rows < 2
+    {
         bail!("--probe-rows must be at least 2 (training and held-out rows)");
     }
     Ok(LkdConfig {
@@ -247,7 +250,12 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
             a.student.display()
         );
     }
-    let calibration = match &a.calibration {
+    let made = in_process(&a.teacher, &a.calibration_text, g.backend, g.quiet)?;
+    let calibration_path = made
+        .as_ref()
+        .map(|m| m.path.clone())
+        .or(a.calibration.clone());
+    let calibration = match &calibration_path {
         Some(p) => {
             let c = Calibration::open(p)?;
             for t in &targets {

@@ -1,0 +1,137 @@
+//! `shears eval MODEL --text FILE…`: perplexity and next-token accuracy of
+//! a language model (dense or compressed-tensors) on text and, with
+//! `--ref DENSE`, its agreement with a reference over the same predictions.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use shears_core::model::eval::{score, Scores, Windows};
+use shears_core::model::text::read_tokens;
+use shears_core::model::NoCapture;
+
+use crate::args::{BackendChoice, EvalArgs};
+use crate::lm::{forward_backend, run_layers, Model};
+use crate::output::{thousands, Out};
+
+pub fn run(a: &EvalArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+    let fw = forward_backend(backend)?;
+    let model = Model::open(&a.model)?;
+    let weights = model.weights()?;
+    let reference = a.reference.as_deref().map(Model::open).transpose()?;
+    let ref_weights = reference.as_ref().map(Model::weights).transpose()?;
+    if let Some(r) = &reference {
+        if r.cfg.vocab != model.cfg.vocab {
+            bail!(
+                "{}: its vocabulary has {} ids, {}'s has {}; --ref needs the same tokenizer",
+                a.reference.as_ref().expect("given").display(),
+                r.cfg.vocab,
+                a.model.display(),
+                model.cfg.vocab
+            );
+        }
+    }
+    let tok = model.tokenizer()?;
+    let seq_len = a.text.seq_len;
+    let per = seq_len.saturating_sub(tok.bos.is_some() as usize);
+    let stride = a.stride.unwrap_or(per);
+    let text = read_tokens(&tok, &a.text.text, a.text.tokens + per)?;
+    let windows = Windows::new(&text, tok.bos, seq_len, stride, a.text.tokens)?;
+    tracing::info!(
+        "{} windows of {seq_len} tokens (stride {stride}) from {} text tokens",
+        windows.len(),
+        text.len()
+    );
+    let start = std::time::Instant::now();
+    let xn = run_layers(
+        &weights,
+        fw.as_ref(),
+        &windows.ids,
+        seq_len,
+        &mut NoCapture,
+        "eval",
+        quiet,
+    )?;
+    let ref_states = match &ref_weights {
+        Some(w) => Some((
+            w.lm_head()?,
+            run_layers(
+                w,
+                fw.as_ref(),
+                &windows.ids,
+                seq_len,
+                &mut NoCapture,
+                "eval --ref",
+                quiet,
+            )?,
+        )),
+        None => None,
+    };
+    let head = weights.lm_head()?;
+    let scores = score(
+        fw.as_ref(),
+        &head,
+        &xn,
+        &windows,
+        ref_states.as_ref().map(|(h, x)| (h, x.as_slice())),
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    if a.json {
+        out.answer(&serde_json::to_string_pretty(&report(
+            a, &windows, &scores, seconds,
+        ))?);
+    } else {
+        print_table(a, &windows, &scores, seconds, out);
+    }
+    Ok(())
+}
+
+fn report(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64) -> serde_json::Value {
+    let mut v = json!({
+        "model": a.model,
+        "text": a.text.text,
+        "seq_len": w.seq_len,
+        "windows": w.len(),
+        "tokens": s.tokens,
+        "mean_nll": s.mean_nll,
+        "perplexity": s.perplexity,
+        "accuracy": s.accuracy,
+        "seconds": seconds,
+    });
+    if let Some(r) = &s.reference {
+        v["reference"] = json!({
+            "model": a.reference,
+            "perplexity": r.perplexity,
+            "accuracy": r.accuracy,
+            "top1_agreement": r.top1_agreement,
+            "kl_mean": r.kl_mean,
+            "kl_p99": r.kl_p99,
+        });
+    }
+    v
+}
+
+fn print_table(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64, out: &mut Out) {
+    out.line(&format!(
+        "{}: {} predictions in {} windows of {} tokens, {seconds:.1} s",
+        a.model.display(),
+        thousands(s.tokens as u64),
+        w.len(),
+        w.seq_len
+    ));
+    out.line(&format!("  perplexity        {:>10.4}", s.perplexity));
+    out.line(&format!("  mean NLL (nats)   {:>10.5}", s.mean_nll));
+    out.line(&format!("  next-token acc.   {:>9.2}%", 100.0 * s.accuracy));
+    if let Some(r) = &s.reference {
+        let name = a.reference.as_ref().expect("given").display();
+        out.line(&format!("  reference ({name}):"));
+        out.line(&format!("    perplexity      {:>10.4}", r.perplexity));
+        out.line(&format!("    next-token acc. {:>9.2}%", 100.0 * r.accuracy));
+        out.line(&format!(
+            "    top-1 agreement {:>9.2}%",
+            100.0 * r.top1_agreement
+        ));
+        out.line(&format!(
+            "    KL(ref‖model)   {:>10.5} nats/token mean, {:.5} p99",
+            r.kl_mean, r.kl_p99
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! What `calibrate` and `eval` share: opening a model folder (config,
+//! weights, tokenizer), choosing where the forward pass runs, and running
+//! the model layer by layer with progress.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use shears_core::model::eval::final_states;
+use shears_core::model::text::TextTokenizer;
+use shears_core::model::{Capture, ModelConfig, Weights};
+use shears_core::reference::forward::Forward;
+use shears_core::Checkpoint;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use shears_core::checkpoint::write_file_with;
+use shears_core::model::collect::InputStats;
+use shears_core::model::text::sequences;
+
+use crate::args::{BackendChoice, CalibrationTextArgs, TextArgs};
+use crate::progress::Progress;
+
+/// A model folder opened for a forward pass.
+pub struct Model {
+    pub ckpt: Checkpoint,
+    pub cfg: ModelConfig,
+}
+
+impl Model {
+    /// Opens `path`: its config.json (the family checked), its weights.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            bail!(
+                "{}: not a model folder (shears runs a folder holding config.json, \
+                 tokenizer.json and the weights)",
+                path.display()
+            );
+        }
+        let cfg = ModelConfig::from_file(&path.join("config.json"))?;
+        let ckpt = Checkpoint::open(path)?;
+        Ok(Model { ckpt, cfg })
+    }
+
+    /// The weights, each checked by name and shape.
+    pub fn weights(&self) -> Result<Weights<'_>> {
+        Ok(Weights::open(&self.ckpt, self.cfg.clone())?)
+    }
+
+    /// The tokenizer of the folder.
+    pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        Ok(TextTokenizer::open(&self.ckpt.root)?)
+    }
+}
+
+/// Where the forward pass runs. It has a CPU reference and the fast CPU
+/// path so far: `--backend auto` runs the fast CPU path (saying so), and
+/// `--backend gpu` is refused rather than silently run elsewhere.
+pub fn forward_backend(choice: BackendChoice) -> Result<Box<dyn Forward>> {
+    match choice {
+        BackendChoice::Cpu => Ok(Box::new(shears_core::fast::FastCpu)),
+        BackendChoice::Auto => {
+            tracing::info!(
+                "the forward pass runs on the CPU (its GPU kernels are not written yet)"
+            );
+            Ok(Box::new(shears_core::fast::FastCpu))
+        }
+        BackendChoice::Gpu => {
+            bail!("--backend gpu: the forward pass has no GPU kernels yet; use --backend cpu")
+        }
+    }
+}
+
+/// Runs `weights` over `ids` to the final normed states, a progress bar
+/// (and an info line) per decoder layer.
+pub fn run_layers(
+    weights: &Weights,
+    fw: &dyn Forward,
+    ids: &[u32],
+    seq_len: usize,
+    capture: &mut dyn Capture,
+    what: &str,
+    quiet: bool,
+) -> Result<Vec<f32>> {
+    let layers = weights.config().layers;
+    let mut progress = Progress::steps(layers as u64, what, quiet);
+    let start = std::time::Instant::now();
+    let xn = final_states(weights, fw, ids, seq_len, capture, &mut |i| {
+        progress.set(i as u64 + 1);
+        tracing::info!(
+            "{what}: layer {}/{layers} done ({:.1} s)",
+            i + 1,
+            start.elapsed().as_secs_f64()
+        );
+    })?;
+    progress.finish();
+    Ok(xn)
+}
+
+/// How a calibration run is set up.
+pub struct Settings<'a> {
+    pub model: &'a Path,
+    pub text: &'a TextArgs,
+    pub rows: usize,
+    pub gram: bool,
+    pub seed: u64,
+}
+
+/// Runs the model over the text and writes the calibration file at `to`;
+/// returns the tokens used and the number of linear layers.
+pub fn write_calibration(
+    s: &Settings,
+    fw: &dyn Forward,
+    to: &Path,
+    force: bool,
+    quiet: bool,
+) -> Result<(usize, usize)> {
+    let model = Model::open(s.model)?;
+    let weights = model.weights()?;
+    let tok = model.tokenizer()?;
+    let ids = sequences(&tok, &s.text.text, s.text.seq_len, s.text.tokens)?;
+    let mut stats = InputStats::new(ids.len(), s.rows, s.seed, s.gram);
+    run_layers(
+        &weights,
+        fw,
+        &ids,
+        s.text.seq_len,
+        &mut stats,
+        "calibrate",
+        quiet,
+    )?;
+    let tensors = stats.tensors()?;
+    let layers = tensors
+        .iter()
+        .filter(|(n, _)| n.ends_with(".input_norm"))
+        .count();
+    let text: Vec<String> = s
+        .text
+        .text
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let metadata = BTreeMap::from([
+        ("shears.calibration".to_string(), "activations".to_string()),
+        ("model".to_string(), s.model.display().to_string()),
+        ("text".to_string(), text.join("\n")),
+        ("tokens".to_string(), ids.len().to_string()),
+        ("seq_len".to_string(), s.text.seq_len.to_string()),
+        (
+            "bos".to_string(),
+            tok.bos.map_or("none".into(), |b| b.to_string()),
+        ),
+        ("rows".to_string(), s.rows.to_string()),
+        ("seed".to_string(), s.seed.to_string()),
+    ]);
+    let protected: Vec<PathBuf> = std::iter::once(s.model.to_path_buf())
+        .chain(s.text.text.iter().cloned())
+        .collect();
+    write_file_with(to, &tensors, &metadata, force, &protected)?;
+    Ok((ids.len(), layers))
+}
+
+/// A calibration file made in-process for `--calibration-text`, removed
+/// (with its temporary folder) when dropped.
+pub struct InProcess {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+/// Calibrates `model` on `--calibration-text` with `shears calibrate`'s
+/// defaults, when given; `None` otherwise.
+pub fn in_process(
+    model: &Path,
+    t: &CalibrationTextArgs,
+    backend: BackendChoice,
+    quiet: bool,
+) -> Result<Option<InProcess>> {
+    if t.calibration_text.is_empty() {
+        return Ok(None);
+    }
+    let fw = forward_backend(backend)?;
+    let text = TextArgs {
+        text: t.calibration_text.clone(),
+        tokens: t.calibration_tokens,
+        seq_len: t.calibration_seq_len,
+    };
+    let s = Settings {
+        model,
+        text: &text,
+        rows: DEFAULT_ROWS,
+        gram: false,
+        seed: 0,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("shears-calibration-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("a temporary folder for --calibration-text: {e}"))?;
+    let path = dir.path().join("calibration.safetensors");
+    let (tokens, _) = write_calibration(&s, fw.as_ref(), &path, false, quiet)?;
+    tracing::info!("calibrated in-process on {tokens} tokens");
+    Ok(Some(InProcess { _dir: dir, path }))
+}
+
+/// `--rows` default of `shears calibrate`, also used by --calibration-text.
+pub const DEFAULT_ROWS: usize = 256;
