@@ -109,7 +109,7 @@ pub fn check_family(family: &str, fw: &dyn Forward) {
     let err = scaled_error(&xn, &exp.f32(&format!("hidden.{layers}")));
     assert!(err <= tol, "{family}: final norm off by {err}");
     let head = weights.lm_head().unwrap();
-    let logits = runner.logits(&head, &xn);
+    let logits = runner.logits(&head, &xn).unwrap();
     let err = scaled_error(&logits, &exp.f32("logits"));
     assert!(
         err <= tol,
@@ -120,7 +120,7 @@ pub fn check_family(family: &str, fw: &dyn Forward) {
         "{family} on {}: logits within {err:.1e} of their peak",
         fw.backend()
     );
-    let nll = runner.nll(&head, &xn, &ids);
+    let nll = runner.nll(&head, &xn, &ids).unwrap();
     let want = exp.f32("nll");
     assert_eq!(nll.len(), seqs * (seq_len - 1));
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
@@ -159,6 +159,27 @@ fn fast_cpu_matches_transformers() {
     }
 }
 
+/// On the GPU (lavapipe in CI), with the weights' products in blocks of
+/// rows small enough to take the chunked path too.
+#[test]
+fn gpu_matches_transformers() {
+    let ctx = match shears::testing::test_gpu() {
+        Ok(Some(ctx)) => ctx,
+        Ok(None) => return,
+        Err(e) => panic!("{e}"),
+    };
+    let fw = shears::kernels::GpuForward::new(&ctx);
+    for family in FAMILIES {
+        check_family(family, &fw);
+    }
+    let small = shears::testing::test_gpu()
+        .unwrap()
+        .expect("opened once")
+        .with_chunk_bytes(64 * 1024);
+    let fw = shears::kernels::GpuForward::new(&small);
+    check_family("qwen3", &fw);
+}
+
 #[test]
 fn perplexities_match_ppl_json() {
     let text = std::fs::read_to_string(golden("ppl.json")).unwrap();
@@ -178,11 +199,13 @@ fn perplexities_match_ppl_json() {
                 .layer(&weights.layer(i).unwrap(), &mut x, &mut NoCapture)
                 .unwrap();
         }
-        let nll = runner.nll(
-            &weights.lm_head().unwrap(),
-            &runner.final_norm(&x).unwrap(),
-            &ids,
-        );
+        let nll = runner
+            .nll(
+                &weights.lm_head().unwrap(),
+                &runner.final_norm(&x).unwrap(),
+                &ids,
+            )
+            .unwrap();
         let mean = nll.iter().map(|&x| x as f64).sum::<f64>() / nll.len() as f64;
         let want = ppl[family].as_f64().unwrap();
         assert!(

@@ -3,12 +3,14 @@
 use anyhow::Result;
 use shears_core::fast::FastCpu;
 use shears_core::ops::quant::Quant;
+use shears_core::reference::forward::Forward;
 use shears_core::reference::{
     importance::Importance, mask::Mask, matmul::Matmul, select::Select, Reference,
 };
 use shears_core::train::Device;
 use shears_kernels::{
-    DeviceType, GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect, GpuTrain,
+    DeviceType, GpuContext, GpuForward, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
+    GpuTrain,
 };
 
 use crate::args::BackendChoice;
@@ -96,6 +98,14 @@ impl Backend {
         match self {
             Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuMatmul::new(ctx)),
+        }
+    }
+
+    /// The forward family on this backend.
+    pub fn forward(&self) -> Box<dyn Forward + '_> {
+        match self {
+            Backend::Cpu => Box::new(FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuForward::new(ctx)),
         }
     }
 

@@ -19,6 +19,7 @@ use shears_core::model::collect::InputStats;
 use shears_core::model::text::sequences;
 
 use crate::args::{BackendChoice, CalibrationTextArgs, TextArgs};
+use crate::backend::Backend;
 use crate::progress::Progress;
 
 /// A model folder opened for a forward pass.
@@ -50,24 +51,6 @@ impl Model {
     /// The tokenizer of the folder.
     pub fn tokenizer(&self) -> Result<TextTokenizer> {
         Ok(TextTokenizer::open(&self.ckpt.root)?)
-    }
-}
-
-/// Where the forward pass runs. It has a CPU reference and the fast CPU
-/// path so far: `--backend auto` runs the fast CPU path (saying so), and
-/// `--backend gpu` is refused rather than silently run elsewhere.
-pub fn forward_backend(choice: BackendChoice) -> Result<Box<dyn Forward>> {
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(shears_core::fast::FastCpu)),
-        BackendChoice::Auto => {
-            tracing::info!(
-                "the forward pass runs on the CPU (its GPU kernels are not written yet)"
-            );
-            Ok(Box::new(shears_core::fast::FastCpu))
-        }
-        BackendChoice::Gpu => {
-            bail!("--backend gpu: the forward pass has no GPU kernels yet; use --backend cpu")
-        }
     }
 }
 
@@ -178,7 +161,8 @@ pub fn in_process(
     if t.calibration_text.is_empty() {
         return Ok(None);
     }
-    let fw = forward_backend(backend)?;
+    let backend = Backend::open(backend)?;
+    let fw = backend.forward();
     let text = TextArgs {
         text: t.calibration_text.clone(),
         tokens: t.calibration_tokens,

@@ -193,6 +193,84 @@ fn evaluate() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A text file for the language-model commands.
+fn lm_text(dir: &Path) -> String {
+    let p = dir.join("text.txt");
+    let line = "shears runs the model on the GPU and on the CPU alike. ";
+    std::fs::write(&p, line.repeat(40)).unwrap();
+    s(&p)
+}
+
+/// `eval`: perplexity and accuracy within the forward family's tolerance.
+fn eval_lm() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lm_text(dir.path());
+    let args = strings(&[
+        "eval",
+        &asset("tiny-llama"),
+        "--text",
+        &text,
+        "--seq-len",
+        "128",
+        "--json",
+    ]);
+    let cpu: serde_json::Value = serde_json::from_str(&shears("cpu", &args, dir.path())?)?;
+    let gpu: serde_json::Value = serde_json::from_str(&shears("gpu", &args, dir.path())?)?;
+    close(
+        "perplexity",
+        cpu["perplexity"].as_f64().unwrap(),
+        gpu["perplexity"].as_f64().unwrap(),
+        1e-4,
+    )?;
+    if cpu["tokens"] != gpu["tokens"] {
+        return Err(format!("scored tokens differ: {cpu} vs {gpu}").into());
+    }
+    Ok(())
+}
+
+/// `calibrate`: every input norm within the forward family's tolerance
+/// of its largest value, the sampled rows' shapes equal.
+fn calibrate() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lm_text(dir.path());
+    let files = ["cpu.safetensors", "gpu.safetensors"].map(|f| s(&dir.path().join(f)));
+    for (backend, f) in ["cpu", "gpu"].iter().zip(&files) {
+        let args = strings(&[
+            "calibrate",
+            &asset("tiny-llama"),
+            "--text",
+            &text,
+            "--seq-len",
+            "64",
+            "-o",
+            f,
+        ]);
+        shears(backend, &args, dir.path())?;
+    }
+    let a = shears_core::Checkpoint::open(&files[0])?;
+    let b = shears_core::Checkpoint::open(&files[1])?;
+    for t in &a.tensors {
+        let u = b
+            .get(&t.name)
+            .ok_or(format!("{} missing on the GPU", t.name))?;
+        if u.shape != t.shape {
+            return Err(format!("{}: shapes differ", t.name).into());
+        }
+        if t.name.ends_with(".input_norm") {
+            let (x, y) = (a.view(t).to_f32()?, b.view(u).to_f32()?);
+            let peak = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = x
+                .iter()
+                .zip(&y)
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            if diff > 1e-4 * peak {
+                return Err(format!("{}: off by {diff} of {peak}", t.name).into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A named check.
 type Check = (String, Box<dyn FnOnce() -> Result<(), Failed> + Send>);
 
@@ -301,6 +379,8 @@ fn trials() -> Vec<Check> {
     t.push(("distill_layers".into(), Box::new(distill_layers)));
     t.push(("inspect_stats".into(), Box::new(inspect_stats)));
     t.push(("evaluate".into(), Box::new(evaluate)));
+    t.push(("eval".into(), Box::new(eval_lm)));
+    t.push(("calibrate".into(), Box::new(calibrate)));
     t
 }
 

@@ -6,6 +6,7 @@ mod adapters;
 pub mod chunk;
 mod context;
 mod error;
+pub mod forward;
 pub mod importance;
 pub mod mask;
 pub mod matmul;
@@ -20,6 +21,7 @@ pub use context::{
     DEFAULT_WINDOW_BYTES,
 };
 pub use error::{Error, Result};
+pub use forward::GpuForward;
 pub use importance::GpuImportance;
 pub use mask::GpuMask;
 pub use matmul::GpuMatmul;

@@ -32,6 +32,9 @@ pub const TRAIN: &str = concat!(
     include_str!("../../../shaders/train.wgsl")
 );
 
+/// `shaders/forward.wgsl`.
+pub const FORWARD: &str = include_str!("../../../shaders/forward.wgsl");
+
 /// Every shader module as it is compiled, by family name (select and mask
 /// carry the score prelude), for validation and the pipeline cache.
 pub const ALL: &[(&str, &str)] = &[
@@ -41,4 +44,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("matmul", MATMUL),
     ("quant", QUANT),
     ("train", TRAIN),
+    ("forward", FORWARD),
 ];

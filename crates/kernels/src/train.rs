@@ -48,6 +48,11 @@ impl GpuBuf {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The wgpu buffer, for other families' bind groups.
+    pub(crate) fn raw(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
 }
 
 /// The training operations on a GPU.

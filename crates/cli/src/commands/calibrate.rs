@@ -8,11 +8,13 @@
 use anyhow::Result;
 
 use crate::args::{BackendChoice, CalibrateArgs};
-use crate::lm::{forward_backend, write_calibration, Settings};
+use crate::backend::Backend;
+use crate::lm::{write_calibration, Settings};
 use crate::output::{human_bytes, thousands, Out};
 
 pub fn run(a: &CalibrateArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    let fw = forward_backend(backend)?;
+    let backend = Backend::open(backend)?;
+    let fw = backend.forward();
     let s = Settings {
         model: &a.model,
         text: &a.text,

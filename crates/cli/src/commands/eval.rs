@@ -9,11 +9,13 @@ use shears_core::model::text::read_tokens;
 use shears_core::model::NoCapture;
 
 use crate::args::{BackendChoice, EvalArgs};
-use crate::lm::{forward_backend, run_layers, Model};
+use crate::backend::Backend;
+use crate::lm::{run_layers, Model};
 use crate::output::{thousands, Out};
 
 pub fn run(a: &EvalArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
-    let fw = forward_backend(backend)?;
+    let backend = Backend::open(backend)?;
+    let fw = backend.forward();
     let model = Model::open(&a.model)?;
     let weights = model.weights()?;
     let reference = a.reference.as_deref().map(Model::open).transpose()?;
@@ -72,7 +74,7 @@ pub fn run(a: &EvalArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> 
         &xn,
         &windows,
         ref_states.as_ref().map(|(h, x)| (h, x.as_slice())),
-    );
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     if a.json {
         out.answer(&serde_json::to_string_pretty(&report(

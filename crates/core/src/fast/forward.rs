@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use crate::model::rope::RopeTable;
 use crate::reference::forward::{rotate, silu, AttnShape, Forward};
 use crate::reference::Reference;
+use crate::Result;
 
 pub use super::FastCpu;
 
@@ -58,12 +59,19 @@ impl Forward for FastCpu {
         "cpu"
     }
 
-    fn linear(&self, x: &[f32], p: usize, w: &[f32], out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    fn linear(
+        &self,
+        x: &[f32],
+        p: usize,
+        w: &[f32],
+        out: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
         let inn = x.len().checked_div(p).unwrap_or(0);
         assert_eq!(w.len(), out * inn, "weight is [out, in]");
         let mut y = vec![0.0f32; p * out];
         if p == 0 || out == 0 {
-            return y;
+            return Ok(y);
         }
         y.par_chunks_mut(ROW_BLOCK * out)
             .zip(x.par_chunks(ROW_BLOCK * inn))
@@ -79,33 +87,40 @@ impl Forward for FastCpu {
                     }
                 }
             });
-        y
+        Ok(y)
     }
 
-    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>> {
         let d = w.len();
         let mut y = vec![0.0f32; x.len()];
         y.par_chunks_mut(d * 64)
             .zip(x.par_chunks(d * 64))
-            .for_each(|(yc, xc)| {
-                let part = Reference.rms_norm(xc, w, eps);
-                yc.copy_from_slice(&part);
-            });
-        y
+            .try_for_each(|(yc, xc)| {
+                yc.copy_from_slice(&Reference.rms_norm(xc, w, eps)?);
+                Ok::<_, crate::Error>(())
+            })?;
+        Ok(y)
     }
 
-    fn rope(&self, x: &mut [f32], _seqs: usize, seq_len: usize, heads: usize, t: &RopeTable) {
+    fn rope(
+        &self,
+        x: &mut [f32],
+        _seqs: usize,
+        seq_len: usize,
+        heads: usize,
+        t: &RopeTable,
+    ) -> Result<()> {
         let width = heads * 2 * t.half;
-        if width == 0 {
-            return;
+        if width > 0 {
+            x.par_chunks_mut(width).enumerate().for_each(|(tok, row)| {
+                let pos = tok % seq_len;
+                rotate(row, t.cos(pos), t.sin(pos));
+            });
         }
-        x.par_chunks_mut(width).enumerate().for_each(|(tok, row)| {
-            let pos = tok % seq_len;
-            rotate(row, t.cos(pos), t.sin(pos));
-        });
+        Ok(())
     }
 
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Result<Vec<f32>> {
         let (d, l) = (s.head_dim, s.seq_len);
         let (qw, kw) = (s.heads * d, s.kv_heads * d);
         let group = s.heads / s.kv_heads;
@@ -175,21 +190,22 @@ impl Forward for FastCpu {
                 out[(sq * l + i) * qw + h * d..][..d].copy_from_slice(row);
             }
         }
-        out
+        Ok(out)
     }
 
-    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Vec<f32> {
-        gate.par_iter()
+    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Result<Vec<f32>> {
+        Ok(gate
+            .par_iter()
             .zip(up.par_iter())
             .map(|(&g, &u)| silu(g) * u)
-            .collect()
+            .collect())
     }
 
-    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Vec<f32> {
+    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<f32>> {
         logits
             .par_chunks_exact(vocab)
             .zip(targets.par_iter())
-            .map(|(row, &t)| Reference.nll(row, vocab, &[t])[0])
+            .map(|(row, &t)| Ok(Reference.nll(row, vocab, &[t])?[0]))
             .collect()
     }
 }

@@ -165,15 +165,16 @@ pub fn score(
     xn: &[f32],
     windows: &Windows,
     reference: Option<(&Linear, &[f32])>,
-) -> Scores {
+) -> Result<Scores> {
     let (l, h) = (windows.seq_len, head.inn);
     let mut points = Vec::new();
     for (s, &from) in windows.scored_from.iter().enumerate() {
         let rows = l - from; // predictions of tokens from..l
         let states = |x: &[f32]| x[(s * l + from - 1) * h..(s * l + l - 1) * h].to_vec();
-        let logits = fw.linear(&states(xn), rows, &head.w, head.out, None);
-        let ref_logits =
-            reference.map(|(rh, rx)| fw.linear(&states(rx), rows, &rh.w, rh.out, None));
+        let logits = fw.linear(&states(xn), rows, &head.w, head.out, None)?;
+        let ref_logits = reference
+            .map(|(rh, rx)| fw.linear(&states(rx), rows, &rh.w, rh.out, None))
+            .transpose()?;
         let targets = &windows.ids[s * l + from..s * l + l];
         let v = head.out;
         let batch: Vec<Point> = (0..rows)
@@ -208,7 +209,7 @@ pub fn score(
             .collect();
         points.extend(batch);
     }
-    summarize(&points, reference.is_some())
+    Ok(summarize(&points, reference.is_some()))
 }
 
 fn summarize(points: &[Point], with_ref: bool) -> Scores {

@@ -110,16 +110,16 @@ impl<'w, 'c> Runner<'w, 'c> {
         let lin =
             |l: &Linear, input: &[f32]| fw.linear(input, rows, &l.w, l.out, l.bias.as_deref());
 
-        let hn = fw.rms_norm(x, &lw.input_norm, c.rms_eps);
+        let hn = fw.rms_norm(x, &lw.input_norm, c.rms_eps)?;
         seen(&[&lw.q, &lw.k, &lw.v], &hn)?;
-        let (mut q, mut k, v) = (lin(&lw.q, &hn), lin(&lw.k, &hn), lin(&lw.v, &hn));
+        let (mut q, mut k, v) = (lin(&lw.q, &hn)?, lin(&lw.k, &hn)?, lin(&lw.v, &hn)?);
         if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            q = fw.rms_norm(&q, qn, c.rms_eps);
-            k = fw.rms_norm(&k, kn, c.rms_eps);
+            q = fw.rms_norm(&q, qn, c.rms_eps)?;
+            k = fw.rms_norm(&k, kn, c.rms_eps)?;
         }
         let seqs = rows / self.seq_len;
-        fw.rope(&mut q, seqs, self.seq_len, c.heads, &self.rope);
-        fw.rope(&mut k, seqs, self.seq_len, c.kv_heads, &self.rope);
+        fw.rope(&mut q, seqs, self.seq_len, c.heads, &self.rope)?;
+        fw.rope(&mut k, seqs, self.seq_len, c.kv_heads, &self.rope)?;
         let shape = AttnShape {
             seqs,
             seq_len: self.seq_len,
@@ -127,29 +127,29 @@ impl<'w, 'c> Runner<'w, 'c> {
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
         };
-        let a = fw.attention(&q, &k, &v, shape);
+        let a = fw.attention(&q, &k, &v, shape)?;
         drop((q, k, v));
         seen(&[&lw.o], &a)?;
-        add(x, &lin(&lw.o, &a));
+        add(x, &lin(&lw.o, &a)?);
         drop(a);
 
-        let hn = fw.rms_norm(x, &lw.post_norm, c.rms_eps);
+        let hn = fw.rms_norm(x, &lw.post_norm, c.rms_eps)?;
         seen(&[&lw.gate, &lw.up], &hn)?;
-        let m = fw.silu_mul(&lin(&lw.gate, &hn), &lin(&lw.up, &hn));
+        let m = fw.silu_mul(&lin(&lw.gate, &hn)?, &lin(&lw.up, &hn)?)?;
         drop(hn);
         seen(&[&lw.down], &m)?;
-        add(x, &lin(&lw.down, &m));
+        add(x, &lin(&lw.down, &m)?);
         Ok(())
     }
 
     /// The final RMSNorm of the states.
     pub fn final_norm(&self, x: &[f32]) -> Result<Vec<f32>> {
         let w = self.weights.dense("model.norm.weight")?;
-        Ok(self.fw.rms_norm(x, &w, self.cfg().rms_eps))
+        self.fw.rms_norm(x, &w, self.cfg().rms_eps)
     }
 
     /// Logits [rows, vocab] of normed states `xn`.
-    pub fn logits(&self, head: &Linear, xn: &[f32]) -> Vec<f32> {
+    pub fn logits(&self, head: &Linear, xn: &[f32]) -> Result<Vec<f32>> {
         let rows = xn.len() / self.cfg().hidden;
         self.fw.linear(xn, rows, &head.w, head.out, None)
     }
@@ -157,14 +157,14 @@ impl<'w, 'c> Runner<'w, 'c> {
     /// Next-token NLL of each position but the last of every sequence
     /// ([seqs, seq_len − 1]), from normed states, one sequence's logits at
     /// a time.
-    pub fn nll(&self, head: &Linear, xn: &[f32], ids: &[u32]) -> Vec<f32> {
+    pub fn nll(&self, head: &Linear, xn: &[f32], ids: &[u32]) -> Result<Vec<f32>> {
         let (h, l) = (self.cfg().hidden, self.seq_len);
         let mut out = Vec::with_capacity(ids.len());
         for (xs, ids) in xn.chunks(l * h).zip(ids.chunks(l)) {
-            let logits = self.logits(head, &xs[..(l - 1) * h]);
-            out.extend(self.fw.nll(&logits, self.cfg().vocab, &ids[1..]));
+            let logits = self.logits(head, &xs[..(l - 1) * h])?;
+            out.extend(self.fw.nll(&logits, self.cfg().vocab, &ids[1..])?);
         }
-        out
+        Ok(out)
     }
 }
 

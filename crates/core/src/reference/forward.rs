@@ -6,6 +6,7 @@
 //! [`FORWARD_RTOL`].
 
 use crate::model::rope::RopeTable;
+use crate::Result;
 
 /// Relative tolerance between backends on hidden states and logits, scaled
 /// by the largest magnitude of the compared tensor.
@@ -27,27 +28,41 @@ pub trait Forward: Sync {
     fn backend(&self) -> &'static str;
 
     /// Y [p, out] = X [p, in] · Wᵀ (+ b), W [out, in] row-major.
-    fn linear(&self, x: &[f32], p: usize, w: &[f32], out: usize, bias: Option<&[f32]>) -> Vec<f32>;
+    fn linear(
+        &self,
+        x: &[f32],
+        p: usize,
+        w: &[f32],
+        out: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>>;
 
     /// Each row of `x` (rows of `w.len()`) divided by its root mean square
     /// (+ eps under the root) and multiplied by `w`.
-    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Vec<f32>;
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>>;
 
     /// Rotates each head of `x` ([seqs·seq_len, heads·head_dim]) by its
     /// token's position in its sequence (0-based): element j pairs with
     /// j + head_dim/2, as transformers' `rotate_half` does.
-    fn rope(&self, x: &mut [f32], seqs: usize, seq_len: usize, heads: usize, table: &RopeTable);
+    fn rope(
+        &self,
+        x: &mut [f32],
+        seqs: usize,
+        seq_len: usize,
+        heads: usize,
+        table: &RopeTable,
+    ) -> Result<()>;
 
     /// Causal attention with grouped KV heads: q [tokens, heads·d], k and v
     /// [tokens, kv_heads·d]; returns [tokens, heads·d]. Scores are scaled
     /// by 1/√d and softmaxed in f32.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32>;
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Result<Vec<f32>>;
 
     /// silu(gate) · up, elementwise.
-    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Vec<f32>;
+    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Result<Vec<f32>>;
 
     /// −log softmax(logits[t])[targets[t]] per row of `vocab` logits.
-    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Vec<f32>;
+    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<f32>>;
 }
 
 /// The reference backend.
@@ -58,7 +73,14 @@ impl Forward for Reference {
         "cpu-reference"
     }
 
-    fn linear(&self, x: &[f32], p: usize, w: &[f32], out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    fn linear(
+        &self,
+        x: &[f32],
+        p: usize,
+        w: &[f32],
+        out: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
         let inn = x.len().checked_div(p).unwrap_or(0);
         let mut y = vec![0.0f32; p * out];
         for i in 0..p {
@@ -72,10 +94,10 @@ impl Forward for Reference {
                 y[i * out + o] = s + bias.map_or(0.0, |b| b[o]);
             }
         }
-        y
+        Ok(y)
     }
 
-    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>> {
         let d = w.len();
         let mut y = vec![0.0f32; x.len()];
         for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
@@ -88,10 +110,17 @@ impl Forward for Reference {
                 yr[k] = w[k] * (xr[k] * inv);
             }
         }
-        y
+        Ok(y)
     }
 
-    fn rope(&self, x: &mut [f32], seqs: usize, seq_len: usize, heads: usize, t: &RopeTable) {
+    fn rope(
+        &self,
+        x: &mut [f32],
+        seqs: usize,
+        seq_len: usize,
+        heads: usize,
+        t: &RopeTable,
+    ) -> Result<()> {
         let width = heads * 2 * t.half;
         for tok in 0..seqs * seq_len {
             let pos = tok % seq_len;
@@ -101,9 +130,10 @@ impl Forward for Reference {
                 t.sin(pos),
             );
         }
+        Ok(())
     }
 
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Result<Vec<f32>> {
         let d = s.head_dim;
         let (qw, kw) = (s.heads * d, s.kv_heads * d);
         let group = s.heads / s.kv_heads;
@@ -142,15 +172,15 @@ impl Forward for Reference {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
-    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Vec<f32> {
-        gate.iter().zip(up).map(|(&g, &u)| silu(g) * u).collect()
+    fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Result<Vec<f32>> {
+        Ok(gate.iter().zip(up).map(|(&g, &u)| silu(g) * u).collect())
     }
 
-    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Vec<f32> {
-        logits
+    fn nll(&self, logits: &[f32], vocab: usize, targets: &[u32]) -> Result<Vec<f32>> {
+        Ok(logits
             .chunks_exact(vocab)
             .zip(targets)
             .map(|(row, &t)| {
@@ -161,7 +191,7 @@ impl Forward for Reference {
                 }
                 max + sum.ln() - row[t as usize]
             })
-            .collect()
+            .collect())
     }
 }
 
