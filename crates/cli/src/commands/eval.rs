@@ -76,17 +76,38 @@ pub fn run(a: &EvalArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> 
         ref_states.as_ref().map(|(h, x)| (h, x.as_slice())),
     )?;
     let seconds = start.elapsed().as_secs_f64();
+    // What the passes computed: every layer over every window, and the
+    // output projection over the scored predictions.
+    let passes = 1 + ref_states.is_some() as usize;
+    let flops = passes as f64
+        * (model.cfg.layers as f64 * model.cfg.layer_flops(windows.ids.len(), seq_len)
+            + 2.0 * (model.cfg.vocab * model.cfg.hidden * scores.tokens) as f64);
+    let speed = Speed {
+        seconds,
+        tokens_per_s: (passes * windows.ids.len()) as f64 / seconds,
+        gflops: flops / seconds / 1e9,
+        backend: backend.describe(),
+    };
     if a.json {
         out.answer(&serde_json::to_string_pretty(&report(
-            a, &windows, &scores, seconds,
+            a, &windows, &scores, &speed,
         ))?);
     } else {
-        print_table(a, &windows, &scores, seconds, out);
+        print_table(a, &windows, &scores, &speed, out);
     }
     Ok(())
 }
 
-fn report(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64) -> serde_json::Value {
+/// How fast the passes ran.
+struct Speed {
+    seconds: f64,
+    tokens_per_s: f64,
+    /// Achieved GFLOP/s (see `ModelConfig::layer_flops`).
+    gflops: f64,
+    backend: String,
+}
+
+fn report(a: &EvalArgs, w: &Windows, s: &Scores, sp: &Speed) -> serde_json::Value {
     let mut v = json!({
         "model": a.model,
         "text": a.text.text,
@@ -96,7 +117,10 @@ fn report(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64) -> serde_json::Va
         "mean_nll": s.mean_nll,
         "perplexity": s.perplexity,
         "accuracy": s.accuracy,
-        "seconds": seconds,
+        "seconds": sp.seconds,
+        "tokens_per_s": sp.tokens_per_s,
+        "gflops": sp.gflops,
+        "backend": sp.backend,
     });
     if let Some(r) = &s.reference {
         v["reference"] = json!({
@@ -111,13 +135,17 @@ fn report(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64) -> serde_json::Va
     v
 }
 
-fn print_table(a: &EvalArgs, w: &Windows, s: &Scores, seconds: f64, out: &mut Out) {
+fn print_table(a: &EvalArgs, w: &Windows, s: &Scores, sp: &Speed, out: &mut Out) {
     out.line(&format!(
-        "{}: {} predictions in {} windows of {} tokens, {seconds:.1} s",
+        "{}: {} predictions in {} windows of {} tokens",
         a.model.display(),
         thousands(s.tokens as u64),
         w.len(),
         w.seq_len
+    ));
+    out.line(&format!(
+        "  {:.1} s on {}: {:.0} tokens/s, {:.1} GFLOP/s",
+        sp.seconds, sp.backend, sp.tokens_per_s, sp.gflops
     ));
     out.line(&format!("  perplexity        {:>10.4}", s.perplexity));
     out.line(&format!("  mean NLL (nats)   {:>10.5}", s.mean_nll));

@@ -164,6 +164,21 @@ impl ModelConfig {
         })
     }
 
+    /// FLOPs of one decoder layer over `tokens` tokens in sequences of
+    /// `seq_len`: 2 per multiply-add of the seven products, and of QKᵀ and
+    /// PV over the causal half attention needs (norms, RoPE and softmax
+    /// left out: a few per value).
+    pub fn layer_flops(&self, tokens: usize, seq_len: usize) -> f64 {
+        let (h, q, kv) = (
+            self.hidden,
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+        );
+        let linear = (h * q + 2 * h * kv + q * h + 3 * h * self.intermediate) as f64;
+        let attention = 2.0 * (self.heads * self.head_dim) as f64 * (seq_len + 1) as f64 / 2.0;
+        2.0 * (linear + attention) * tokens as f64
+    }
+
     /// Parameters of one decoder layer's weights (norms and biases included).
     pub fn layer_params(&self) -> usize {
         let (h, q, kv) = (
