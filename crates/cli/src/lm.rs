@@ -14,7 +14,7 @@ use shears_core::Checkpoint;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use shears_core::checkpoint::write_file_with;
+use shears_core::checkpoint::FileWriter;
 use shears_core::model::collect::InputStats;
 use shears_core::model::text::sequences;
 
@@ -102,21 +102,6 @@ pub fn write_calibration(
     let weights = model.weights()?;
     let tok = model.tokenizer()?;
     let ids = sequences(&tok, &s.text.text, s.text.seq_len, s.text.tokens)?;
-    let mut stats = InputStats::new(ids.len(), s.rows, s.seed, s.gram);
-    run_layers(
-        &weights,
-        fw,
-        &ids,
-        s.text.seq_len,
-        &mut stats,
-        "calibrate",
-        quiet,
-    )?;
-    let tensors = stats.tensors()?;
-    let layers = tensors
-        .iter()
-        .filter(|(n, _)| n.ends_with(".input_norm"))
-        .count();
     let text: Vec<String> = s
         .text
         .text
@@ -139,8 +124,21 @@ pub fn write_calibration(
     let protected: Vec<PathBuf> = std::iter::once(s.model.to_path_buf())
         .chain(s.text.text.iter().cloned())
         .collect();
-    write_file_with(to, &tensors, &metadata, force, &protected)?;
-    Ok((ids.len(), layers))
+    // Each layer's statistics are written as the layer finishes.
+    let plan = InputStats::plan(&model.cfg, ids.len(), s.rows, s.gram);
+    let sink = FileWriter::create(to, &plan, &metadata, force, &protected)?;
+    let mut stats = InputStats::streaming(ids.len(), s.rows, s.seed, s.gram, sink);
+    run_layers(
+        &weights,
+        fw,
+        &ids,
+        s.text.seq_len,
+        &mut stats,
+        "calibrate",
+        quiet,
+    )?;
+    stats.finish()?;
+    Ok((ids.len(), 7 * model.cfg.layers))
 }
 
 /// A calibration file made in-process for `--calibration-text`, removed

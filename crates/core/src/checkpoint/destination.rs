@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::header;
 use super::partials::Partial;
 use super::reader::INDEX_FILE;
-use super::writer::WriterOptions;
+use super::writer::{OutputTensor, WriterOptions};
 use crate::{Error, Result};
 
 pub(super) fn check_destination(dest: &Path, opts: &WriterOptions) -> Result<()> {
@@ -163,28 +163,109 @@ pub fn write_file_with(
     force: bool,
     protected: &[PathBuf],
 ) -> Result<()> {
-    check_single_file(path, force, protected)?;
-    let mut entries = Vec::with_capacity(tensors.len());
-    let mut offset = 0;
+    let planned: Vec<OutputTensor> = tensors
+        .iter()
+        .map(|(name, t)| OutputTensor {
+            name: name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let mut w = FileWriter::create(path, &planned, metadata, force, protected)?;
     for (name, t) in tensors {
-        entries.push((
-            name.clone(),
-            t.dtype,
-            t.shape.clone(),
-            offset..offset + t.data.len(),
-        ));
-        offset += t.data.len();
+        w.write_tensor(name, &t.data)?;
     }
-    let partial = Partial::file(path)?;
-    let mut file = File::create(&partial.path).map_err(|e| Error::io(path, e))?;
-    file.write_all(&header::encode(&entries, metadata))
-        .map_err(|e| Error::io(path, e))?;
-    for (_, t) in tensors {
-        file.write_all(&t.data).map_err(|e| Error::io(path, e))?;
+    w.finish()
+}
+
+/// A single-file checkpoint written tensor by tensor in a planned order
+/// (the header first, from the plan), under a temporary name renamed into
+/// place by [`FileWriter::finish`]; dropped unfinished, it leaves nothing.
+pub struct FileWriter {
+    path: PathBuf,
+    force: bool,
+    partial: Option<Partial>,
+    file: Option<std::io::BufWriter<File>>,
+    planned: Vec<(String, usize)>,
+    next: usize,
+}
+
+impl FileWriter {
+    /// Checks `path` like [`write_file`] and writes the header of `tensors`.
+    pub fn create(
+        path: &Path,
+        tensors: &[OutputTensor],
+        metadata: &BTreeMap<String, String>,
+        force: bool,
+        protected: &[PathBuf],
+    ) -> Result<Self> {
+        check_single_file(path, force, protected)?;
+        let mut entries = Vec::with_capacity(tensors.len());
+        let mut planned = Vec::with_capacity(tensors.len());
+        let mut offset = 0;
+        for t in tensors {
+            let n = t.nbytes()?;
+            entries.push((t.name.clone(), t.dtype, t.shape.clone(), offset..offset + n));
+            planned.push((t.name.clone(), n));
+            offset += n;
+        }
+        let partial = Partial::file(path)?;
+        let file = File::create(&partial.path).map_err(|e| Error::io(path, e))?;
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        file.write_all(&header::encode(&entries, metadata))
+            .map_err(|e| Error::io(path, e))?;
+        Ok(FileWriter {
+            path: path.to_path_buf(),
+            force,
+            partial: Some(partial),
+            file: Some(file),
+            planned,
+            next: 0,
+        })
     }
-    file.flush().map_err(|e| Error::io(path, e))?;
-    drop(file);
-    partial.commit(path, force)
+
+    /// Writes the next planned tensor.
+    pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self.planned.get(self.next) {
+            Some((n, size)) if n == name && *size == bytes.len() => {}
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor '{name}' ({} bytes) written where {other:?} was planned",
+                    self.path.display(),
+                    bytes.len()
+                )))
+            }
+        }
+        let file = self.file.as_mut().expect("open until finished");
+        file.write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks every planned tensor was written and renames the file into
+    /// place.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some((name, _)) = self.planned.get(self.next) {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{name}' was never written",
+                self.path.display()
+            )));
+        }
+        let file = self.file.take().expect("open until finished");
+        file.into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        let partial = self.partial.take().expect("unfinished");
+        partial.commit(&self.path, self.force)
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Close the file before its partial is removed.
+        self.file = None;
+        self.partial = None;
+    }
 }
 
 /// The checks of a single-file output before any work: not an input,

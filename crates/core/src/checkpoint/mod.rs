@@ -8,6 +8,6 @@ pub mod paths;
 mod reader;
 mod writer;
 
-pub use destination::{check_single_file, write_file, write_file_with};
+pub use destination::{check_single_file, write_file, write_file_with, FileWriter};
 pub use reader::{Checkpoint, Layout, Shard, SideFile, TensorInfo, INDEX_FILE};
 pub use writer::{plan_shards, CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};

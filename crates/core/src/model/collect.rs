@@ -12,7 +12,10 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::config::ModelConfig;
 use super::runner::Capture;
+use super::weights::{layer_name, LINEARS};
+use crate::checkpoint::{FileWriter, OutputTensor};
 use crate::{DType, Result, TensorBuf};
 
 /// What is kept of one input.
@@ -28,12 +31,15 @@ struct Acc {
 
 /// A [`Capture`] that reduces every linear layer's inputs; see the module
 /// docs. Rows are sampled at the same token positions for every layer.
+/// With a writer, each decoder layer's tensors are written as the layer
+/// finishes and dropped, so memory holds one layer's statistics.
 pub struct InputStats {
     picks: Vec<usize>,
     gram: bool,
     /// Keyed by the first weight name of the input.
     accs: BTreeMap<String, Acc>,
     order: Vec<String>,
+    sink: Option<FileWriter>,
 }
 
 impl InputStats {
@@ -48,12 +54,60 @@ impl InputStats {
             gram,
             accs: BTreeMap::new(),
             order: Vec::new(),
+            sink: None,
         }
     }
 
-    /// The calibration tensors, in the order the layers were reached:
-    /// `<weight>.input_norm` [in] f32, `<weight>.inputs` [rows, in] bf16,
-    /// and with XᵀX `<weight>.input_gram` [in, in] f32, for every weight.
+    /// [`InputStats::new`] writing each layer's tensors into `sink` (planned
+    /// with [`InputStats::plan`]) as the layer finishes.
+    pub fn streaming(tokens: usize, rows: usize, seed: u64, gram: bool, sink: FileWriter) -> Self {
+        InputStats {
+            sink: Some(sink),
+            ..InputStats::new(tokens, rows, seed, gram)
+        }
+    }
+
+    /// The tensors a calibration file of `cfg` over `tokens` tokens holds,
+    /// in the order they are written (layer by layer, weights as
+    /// [`LINEARS`] lists them).
+    pub fn plan(cfg: &ModelConfig, tokens: usize, rows: usize, gram: bool) -> Vec<OutputTensor> {
+        let n = rows.min(tokens);
+        let mut v = Vec::new();
+        for i in 0..cfg.layers {
+            for lin in LINEARS {
+                let inn = match lin {
+                    "self_attn.o_proj" => cfg.heads * cfg.head_dim,
+                    "mlp.down_proj" => cfg.intermediate,
+                    _ => cfg.hidden,
+                };
+                let w = layer_name(i, &format!("{lin}.weight"));
+                let t = |suffix: &str, dtype, shape| OutputTensor {
+                    name: format!("{w}.{suffix}"),
+                    dtype,
+                    shape,
+                };
+                v.push(t("input_norm", DType::F32, vec![inn]));
+                v.push(t("inputs", DType::BF16, vec![n, inn]));
+                if gram {
+                    v.push(t("input_gram", DType::F32, vec![inn, inn]));
+                }
+            }
+        }
+        v
+    }
+
+    /// Completes the file of a streaming collection.
+    pub fn finish(mut self) -> Result<()> {
+        match self.sink.take() {
+            Some(w) => w.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// The calibration tensors collected so far, in the order the layers
+    /// were reached: `<weight>.input_norm` [in] f32, `<weight>.inputs`
+    /// [rows, in] bf16, and with XᵀX `<weight>.input_gram` [in, in] f32,
+    /// for every weight.
     pub fn tensors(&self) -> Result<Vec<(String, TensorBuf)>> {
         let mut out = Vec::new();
         for key in &self.order {
@@ -80,6 +134,20 @@ impl InputStats {
 }
 
 impl Capture for InputStats {
+    fn layer_done(&mut self, _layer: usize) -> Result<()> {
+        if self.sink.is_none() {
+            return Ok(());
+        }
+        let tensors = self.tensors()?;
+        self.accs.clear();
+        self.order.clear();
+        let sink = self.sink.as_mut().expect("checked");
+        for (name, t) in &tensors {
+            sink.write_tensor(name, &t.data)?;
+        }
+        Ok(())
+    }
+
     fn inputs(&mut self, names: &[String], x: &[f32], rows: usize) -> Result<()> {
         let inn = x.len() / rows.max(1);
         let key = names[0].clone();

@@ -104,6 +104,8 @@ pub fn final_states(
     for i in 0..weights.config().layers {
         let lw = weights.layer(i)?;
         runner.layer(&lw, &mut x, capture)?;
+        drop(lw);
+        capture.layer_done(i)?;
         on_layer(i);
     }
     runner.final_norm(&x)

@@ -11,13 +11,18 @@ use crate::reference::forward::{AttnShape, Forward};
 use crate::{Error, Result};
 
 /// Tokens per chunk of a layer's work (whole sequences; at least one).
-pub const CHUNK_TOKENS: usize = 2048;
+pub const CHUNK_TOKENS: usize = 1024;
 
 /// Receives the inputs of each decoder linear layer as a pass reaches it.
 pub trait Capture {
     /// `names` are the weights that read these rows (q/k/v share one input,
     /// gate/up another); `x` is [rows, in].
     fn inputs(&mut self, names: &[String], x: &[f32], rows: usize) -> Result<()>;
+
+    /// Called once decoder layer `layer` has run over every sequence.
+    fn layer_done(&mut self, _layer: usize) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether inputs are wanted at all (the runner skips the names).
     fn wanted(&self) -> bool {
