@@ -2,21 +2,18 @@
 //! weights, tokenizer), choosing where the forward pass runs, and running
 //! the model layer by layer with progress.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use sha2::{Digest, Sha256};
+use shears_core::checkpoint::FileWriter;
+use shears_core::model::collect::InputStats;
 use shears_core::model::eval::final_states;
-use shears_core::model::text::TextTokenizer;
+use shears_core::model::text::{sequences, TextTokenizer};
 use shears_core::model::{Capture, ModelConfig, Weights};
 use shears_core::reference::forward::Forward;
 use shears_core::Checkpoint;
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use shears_core::checkpoint::FileWriter;
-use shears_core::model::collect::InputStats;
-use shears_core::model::text::sequences;
 
 use crate::args::{BackendChoice, CalibrationTextArgs, TextArgs};
 use crate::backend::Backend;
@@ -120,6 +117,8 @@ pub fn write_calibration(
         ),
         ("rows".to_string(), s.rows.to_string()),
         ("seed".to_string(), s.seed.to_string()),
+        ("text_sha256".to_string(), files_sha256(&s.text.text)?),
+        ("model_fingerprint".to_string(), fingerprint(&model)?),
     ]);
     let protected: Vec<PathBuf> = std::iter::once(s.model.to_path_buf())
         .chain(s.text.text.iter().cloned())
@@ -185,3 +184,57 @@ pub fn in_process(
 
 /// `--rows` default of `shears calibrate`, also used by --calibration-text.
 pub const DEFAULT_ROWS: usize = 256;
+
+/// Writes a synthetic calibration file for the weights `prune` would
+/// select in `model` (test data; see `shears_core::calibration`).
+pub fn synthetic_calibration(
+    model: &Path,
+    output: &Path,
+    rows: usize,
+    seed: u64,
+    force: bool,
+    out: &mut crate::output::Out,
+) -> Result<()> {
+    let ckpt = Checkpoint::open(model)?;
+    let selection = crate::select::select(&ckpt, &[], &[])?;
+    let names: Vec<&str> = selection
+        .compressed()
+        .map(|i| ckpt.tensors[i].name.as_str())
+        .collect();
+    if names.is_empty() {
+        bail!("{}: no linear weights to calibrate", ckpt.root.display());
+    }
+    shears_core::calibration::synthesize(&ckpt, &names, rows, seed, output, force)?;
+    out.line(&format!(
+        "wrote {} (synthetic, test data: {} layers: input_norm, inputs [{rows}, in], grad)",
+        output.display(),
+        names.len()
+    ));
+    Ok(())
+}
+
+/// SHA-256 of each file, hex, one per line.
+fn files_sha256(files: &[PathBuf]) -> Result<String> {
+    let mut lines = Vec::new();
+    for f in files {
+        let mut h = Sha256::new();
+        let mut file = std::fs::File::open(f).map_err(|e| shears_core::Error::io(f, e))?;
+        std::io::copy(&mut file, &mut h).map_err(|e| shears_core::Error::io(f, e))?;
+        lines.push(format!("{:x}", h.finalize()));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// SHA-256 of a model's config.json and every tensor's name, dtype and
+/// shape (its architecture and layout, not its values: cheap to compute
+/// and the same for a model and its fine-tunes).
+fn fingerprint(model: &Model) -> Result<String> {
+    let mut h = Sha256::new();
+    if let Some(cfg) = model.ckpt.config()? {
+        h.update(serde_json::to_vec(&cfg)?);
+    }
+    for t in &model.ckpt.tensors {
+        h.update(format!("{} {} {:?}\n", t.name, t.dtype, t.shape));
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

@@ -167,9 +167,49 @@ fn bad_inputs_are_refused_and_nothing_is_written() {
 fn calibration_asset_matches_its_command() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.safetensors");
-    ok(&["calibration", &asset(), "-o", s(&f), "--rows", "256"]);
+    ok(&[
+        "generate",
+        s(&f),
+        "--calibration-for",
+        &asset(),
+        "--rows",
+        "256",
+    ]);
     assert!(
         std::fs::read(&f).unwrap() == std::fs::read(calib()).unwrap(),
         "assets/tiny-llama-calibration.safetensors differs from a fresh one"
+    );
+    // The old command still makes the same file, saying where it moved.
+    let old = dir.path().join("old.safetensors");
+    let o = common::run(&["calibration", &asset(), "-o", s(&old), "--rows", "256"]);
+    assert!(common::stderr(&o).contains("--calibration-for"));
+    assert_eq!(std::fs::read(&old).unwrap(), std::fs::read(&f).unwrap());
+}
+
+/// A synthetic file says so in its metadata, and using it to prune warns
+/// (it would ruin a real model) while a real one does not.
+#[test]
+fn synthetic_calibration_is_marked_and_warned_about() {
+    let ckpt = shears_core::Checkpoint::open(calib()).unwrap();
+    assert_eq!(ckpt.shards[0].metadata["shears.calibration"], "synthetic");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p");
+    let o = common::run(&[
+        "prune",
+        &asset(),
+        "-o",
+        s(&out),
+        "--method",
+        "wanda",
+        "--calibration",
+        s(&calib()),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let e = common::stderr(&o);
+    assert!(
+        e.contains("synthetic activations") && e.contains("shears calibrate"),
+        "{e}"
     );
 }

@@ -17,6 +17,7 @@ fn links_out_of_the_model_folder_are_not_copied() {
     let dir = tempfile::tempdir().unwrap();
     let m = tiny_llama(dir.path(), "m");
     std::fs::write(dir.path().join("secret.txt"), "HF_TOKEN=hf_secret_value").unwrap();
+    std::fs::remove_file(m.join("tokenizer.json")).unwrap();
     symlink("../secret.txt", m.join("tokenizer.json")).unwrap();
     symlink("/proc/self/environ", m.join("special_tokens_map.json")).unwrap();
     std::fs::write(m.join("generation_config.json"), "{}").unwrap();

@@ -347,3 +347,47 @@ fn a_group_size_that_does_not_divide_names_those_that_do_and_auto_picks_one() {
     let g = groups.as_object().unwrap().values().next().unwrap();
     assert_eq!(g["weights"]["group_size"], 64, "{config}");
 }
+
+// The same through a recipe: `group_size = "auto"` (what the shipped
+// recipe says, so it works on 576-wide models too); another word is
+// refused naming the recipe.
+#[test]
+fn a_recipe_group_size_may_be_auto() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_layer(dir.path(), "m", 4, 576, &values(4 * 576));
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "[quantize]\nscheme = \"w4a16\"\ngroup_size = \"auto\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("q");
+    let o = run(&[
+        "compress",
+        s(&m),
+        "-o",
+        s(&out),
+        "--recipe",
+        s(&recipe),
+        "--json",
+    ]);
+    ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["group_size"], 64);
+    std::fs::write(
+        &recipe,
+        "[quantize]\nscheme = \"w4a16\"\ngroup_size = \"big\"\n",
+    )
+    .unwrap();
+    refused(
+        &run(&[
+            "compress",
+            s(&m),
+            "-o",
+            s(&dir.path().join("q2")),
+            "--recipe",
+            s(&recipe),
+        ]),
+        &["r.toml"],
+    );
+}

@@ -110,6 +110,8 @@ fn calibrate_then_wanda_equals_calibration_text() {
     let md = &ckpt.shards[0].metadata;
     assert_eq!(md["shears.calibration"], "activations");
     assert_eq!(md["seq_len"], "128");
+    assert_eq!(md["text_sha256"].len(), 64, "one SHA-256 per text file");
+    assert_eq!(md["model_fingerprint"].len(), 64);
     let norms = ckpt
         .tensors
         .iter()

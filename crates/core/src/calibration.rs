@@ -20,6 +20,10 @@ use rand_distr::StandardNormal;
 
 use crate::{Checkpoint, DType, Error, Result, TensorBuf, TensorInfo, TensorView};
 
+/// The `__metadata__` key saying what a calibration file holds:
+/// `activations` (`shears calibrate`) or `synthetic` (`shears calibration`).
+pub const KIND_KEY: &str = "shears.calibration";
+
 /// An opened calibration file.
 #[derive(Debug)]
 pub struct Calibration {
@@ -37,6 +41,16 @@ impl Calibration {
     /// Path of the file, for messages.
     pub fn path(&self) -> &Path {
         &self.ckpt.root
+    }
+
+    /// Whether the file says it holds made-up activations
+    /// (`shears calibration`), not a model's real ones.
+    pub fn is_synthetic(&self) -> bool {
+        self.ckpt
+            .shards
+            .first()
+            .and_then(|s| s.metadata.get(KIND_KEY))
+            .is_some_and(|k| k == "synthetic")
     }
 
     fn entry(&self, key: &str, want: &[usize], dtype_ok: bool) -> Result<Option<&TensorInfo>> {
@@ -170,7 +184,14 @@ pub fn synthesize(
             TensorBuf::from_f32(DType::BF16, vec![outf, inf], &grad)?,
         ));
     }
-    crate::checkpoint::write_file(out, &tensors, force, std::slice::from_ref(&ckpt.root))?;
+    let metadata = [(KIND_KEY.to_string(), "synthetic".to_string())].into();
+    crate::checkpoint::write_file_with(
+        out,
+        &tensors,
+        &metadata,
+        force,
+        std::slice::from_ref(&ckpt.root),
+    )?;
     Ok(out.to_path_buf())
 }
 

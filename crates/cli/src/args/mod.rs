@@ -61,7 +61,8 @@ pub enum Command {
     /// Show the tensors of a checkpoint (file or folder), optionally with
     /// statistics computed on the chosen backend.
     Inspect(InspectArgs),
-    /// Write a seeded Llama-shaped checkpoint (test data and benchmarks).
+    /// Write a seeded Llama-shaped checkpoint, or with --calibration-for a
+    /// synthetic calibration file (test data and benchmarks).
     Generate(GenerateArgs),
     /// Zero the least important weights: magnitude, Wanda, Taylor or random
     /// scores; per row, tensor or globally; N:M patterns; whole rows or
@@ -84,8 +85,9 @@ pub enum Command {
     /// Perplexity and next-token accuracy of a language model on text and,
     /// with --ref, its agreement with a reference model (KL, top-1).
     Eval(EvalArgs),
-    /// Write a synthetic calibration file for a checkpoint (the format
-    /// `prune --calibration` reads: input norms, gradients, inputs).
+    /// Moved: `shears generate FILE --calibration-for MODEL` (synthetic test
+    /// data); real calibration is `shears calibrate`.
+    #[command(hide = true)]
     Calibration(CalibrationArgs),
     /// Train an MLP classifier on a CSV data set from its labels (for
     /// example the teacher of `distill model`).
@@ -317,8 +319,18 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Output folder (must not exist unless --force).
+    /// Output folder (must not exist unless --force), or the calibration
+    /// file with --calibration-for.
     pub out: PathBuf,
+    /// Write a synthetic calibration file for this checkpoint instead:
+    /// made-up, seeded activations (input norms, gradients, input rows) in
+    /// the format `prune --calibration` reads, marked synthetic in its
+    /// metadata. Test data: real calibration is `shears calibrate`.
+    #[arg(long, value_name = "MODEL")]
+    pub calibration_for: Option<PathBuf>,
+    /// Input rows per layer of a --calibration-for file.
+    #[arg(long, default_value_t = 256)]
+    pub rows: usize,
     /// Hidden size.
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,

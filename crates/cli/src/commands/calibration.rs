@@ -1,29 +1,16 @@
-//! `shears calibration MODEL -o FILE`: a synthetic calibration file in the
-//! format `prune --calibration` reads, for the weights prune would select.
+//! `shears calibration MODEL -o FILE`, kept (hidden) for old scripts: the
+//! synthetic calibration file is now `shears generate FILE --calibration-for
+//! MODEL`, so that it is not mistaken for `shears calibrate`.
 
 use anyhow::Result;
-use shears_core::Checkpoint;
 
 use crate::args::CalibrationArgs;
 use crate::output::Out;
-use crate::select;
 
 pub fn run(a: &CalibrationArgs, out: &mut Out) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model)?;
-    let selection = select::select(&ckpt, &[], &[])?;
-    let names: Vec<&str> = selection
-        .compressed()
-        .map(|i| ckpt.tensors[i].name.as_str())
-        .collect();
-    if names.is_empty() {
-        anyhow::bail!("{}: no linear weights to calibrate", ckpt.root.display());
-    }
-    shears_core::calibration::synthesize(&ckpt, &names, a.rows, a.seed, &a.output, a.force)?;
-    out.line(&format!(
-        "wrote {} ({} layers: input_norm, inputs [{}, in], grad)",
-        a.output.display(),
-        names.len(),
-        a.rows
-    ));
-    Ok(())
+    tracing::warn!(
+        "`shears calibration` moved to `shears generate FILE --calibration-for MODEL` \
+         (synthetic test data); calibration from real text is `shears calibrate`"
+    );
+    crate::lm::synthetic_calibration(&a.model, &a.output, a.rows, a.seed, a.force, out)
 }

@@ -12,7 +12,7 @@
 //!
 //! [quantize]
 //! scheme = "w4a16"               # w8a16 | w4a16 | w4a16-asym | w8a8
-//! group_size = 128
+//! group_size = 128               # or "auto": the largest power of two ≤ 128 dividing every layer
 //! rounding = "nearest"           # nearest | compressed-tensors
 //! ```
 //!
@@ -59,8 +59,32 @@ struct PruneRecipe {
 #[serde(deny_unknown_fields)]
 struct QuantRecipe {
     scheme: Option<SchemeArg>,
-    group_size: Option<usize>,
+    group_size: Option<RecipeGroup>,
     rounding: Option<RoundingArg>,
+}
+
+/// `group_size = 128` or `group_size = "auto"` in a recipe.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(untagged)]
+enum RecipeGroup {
+    Fixed(usize),
+    Named(AutoWord),
+}
+
+/// The one word a recipe's group_size may be.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AutoWord {
+    Auto,
+}
+
+impl From<RecipeGroup> for GroupSize {
+    fn from(g: RecipeGroup) -> GroupSize {
+        match g {
+            RecipeGroup::Fixed(n) => GroupSize::Fixed(n),
+            RecipeGroup::Named(AutoWord::Auto) => GroupSize::Auto,
+        }
+    }
 }
 
 /// Reads and parses a recipe (bounded; one line on any error).
@@ -129,7 +153,7 @@ pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig
         .transpose()?;
     let quant = QuantConfig::new(
         scheme,
-        a.group_size.or(qr.group_size.map(GroupSize::Fixed)),
+        a.group_size.or(qr.group_size.map(GroupSize::from)),
         a.rounding.or(qr.rounding).unwrap_or(RoundingArg::Nearest),
         FormatArg::CompressedTensors,
     )?;

@@ -1,5 +1,6 @@
 //! `shears generate OUT`: a seeded Llama-shaped checkpoint, for the assets
-//! folder, tests and benchmarks at any size.
+//! folder, tests and benchmarks at any size; with `--calibration-for MODEL`
+//! a synthetic calibration file for MODEL.
 
 use anyhow::{Context, Result};
 use shears_core::generate::{generate, LlamaSpec};
@@ -10,6 +11,11 @@ use crate::output::{human_bytes, parse_size, Out};
 use crate::progress::Progress;
 
 pub fn run(args: &GenerateArgs, quiet: bool, out: &mut Out) -> Result<()> {
+    if let Some(model) = &args.calibration_for {
+        return crate::lm::synthetic_calibration(
+            model, &args.out, args.rows, args.seed, args.force, out,
+        );
+    }
     let dtype = match args.dtype.to_ascii_lowercase().as_str() {
         "f32" | "float32" => DType::F32,
         "f16" | "float16" => DType::F16,

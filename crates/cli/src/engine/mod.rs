@@ -33,6 +33,14 @@ pub fn run(cfg: &RunConfig, g: &GlobalArgs, out: &mut Out) -> Result<()> {
         .as_ref()
         .map(|p| Calibration::open(p))
         .transpose()?;
+    if let Some(c) = calib.as_ref().filter(|c| c.is_synthetic()) {
+        tracing::warn!(
+            "{} holds synthetic activations (made by `shears calibration`, for tests): on a real \
+             model they give far worse results than real ones; make those with `shears calibrate` \
+             or pass --calibration-text",
+            c.path().display()
+        );
+    }
     let cfg = &plan::resolve_auto_group(cfg, &ckpt)?;
     let plan = plan::Plan::build(cfg, &ckpt, calib.as_ref())?;
     if cfg.dry_run {

@@ -9,5 +9,6 @@ mod reader;
 mod writer;
 
 pub use destination::{check_single_file, write_file, write_file_with, FileWriter};
-pub use reader::{Checkpoint, Layout, Shard, SideFile, TensorInfo, INDEX_FILE};
+pub use paths::SideFile;
+pub use reader::{Checkpoint, Layout, Shard, TensorInfo, INDEX_FILE};
 pub use writer::{plan_shards, CheckpointWriter, OutputTensor, ShardSpec, WriterOptions};

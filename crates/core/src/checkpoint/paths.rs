@@ -174,3 +174,64 @@ mod tests {
         }
     }
 }
+
+/// A file (or subfolder) of the model folder that is not a weight
+/// (config.json, tokenizer files, a sentence-transformers `1_Pooling/`),
+/// copied beside any output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideFile {
+    /// Its path relative to the model folder (and to the output), `/`
+    /// separated: `tokenizer.json`, `1_Pooling/config.json`.
+    pub name: String,
+    /// Where its bytes are read from: the file itself, or the target of a
+    /// link that resolves inside the folder (or the Hugging Face cache).
+    pub path: PathBuf,
+    /// A subfolder (created in the output; its files are entries of their
+    /// own, listed after it).
+    pub is_dir: bool,
+}
+
+/// Deepest subfolder and most side entries carried over.
+const SIDE_DEPTH: usize = 8;
+const SIDE_ENTRIES: usize = 10_000;
+
+/// The files and subfolders under the subfolder `dir` (named `rel`), each
+/// through the link policy; a folder reached twice (a link loop) is
+/// skipped.
+pub(crate) fn side_folder(
+    policy: &LinkPolicy,
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<SideFile>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    let depth = rel.matches('/').count() + 1;
+    let canon = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+    if depth > SIDE_DEPTH || out.len() >= SIDE_ENTRIES || !seen.insert(canon) {
+        tracing::warn!(
+            "skipping {} (too deep, too many files, or a link loop)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    out.push(SideFile {
+        name: rel.to_string(),
+        path: dir.to_path_buf(),
+        is_dir: true,
+    });
+    let listing = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = format!("{rel}/{}", entry.file_name().to_string_lossy());
+        match policy.access(&entry.path()) {
+            Access::File(path) => out.push(SideFile {
+                name,
+                path,
+                is_dir: false,
+            }),
+            Access::Folder(path) => side_folder(policy, &path, &name, out, seen)?,
+            Access::Refused(why) => tracing::warn!("skipping {}: {why}", entry.path().display()),
+        }
+    }
+    Ok(())
+}

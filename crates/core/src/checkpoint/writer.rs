@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use super::destination::{check_destination, replaceable_folder};
 use super::header;
 use super::partials::Partial;
-use super::reader::{SideFile, INDEX_FILE};
+use super::paths::SideFile;
+use super::reader::INDEX_FILE;
 use crate::tensor::checked_numel;
 use crate::{DType, Error, Result, TensorView};
 
