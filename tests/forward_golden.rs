@@ -1,4 +1,5 @@
-//! The forward pass against transformers' (../shared/golden/forward/, see
+//! The forward pass against transformers' (tests/golden/forward/, copied
+//! from ../shared/golden/forward; see
 //! its README): five tiny checkpoints of the families shears runs, with
 //! the logits, every layer's hidden states, the next-token NLL and each
 //! linear layer's input statistics transformers computed in float32.
@@ -15,7 +16,7 @@ const FAMILIES: [&str; 5] = ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"
 
 fn golden(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/golden/forward")
+        .join("tests/golden/forward")
         .join(family)
 }
 

@@ -1,4 +1,4 @@
-//! The tokenizer against Hugging Face's (../shared/golden/forward/tokenizer):
+//! The tokenizer against Hugging Face's (tests/golden/forward/tokenizer):
 //! SmolLM2-135M's byte-level BPE `tokenizer.json` must give exactly the ids
 //! the reference library gave for each case (spaces, tabs, numbers, CJK,
 //! emoji, Greek, code, the empty text), and text files must become
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use shears::core::model::text::{read_text, sequences, TextTokenizer};
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/forward/tokenizer")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/forward/tokenizer")
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn text(dir: &Path) -> PathBuf {
 
 /// A golden forward model (vocab 512) with the assets' byte-level tokenizer.
 fn golden_with_tokenizer(dir: &Path, family: &str) -> PathBuf {
-    let src = repo_root().join("../shared/golden/forward").join(family);
+    let src = repo_root().join("tests/golden/forward").join(family);
     let dst = dir.join(family);
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "model.safetensors"] {
