@@ -1,6 +1,7 @@
 //! The float schemes against what llm-compressor 0.14 (compressed-tensors
 //! 0.20.1) wrote for the golden dense checkpoints (tests/golden, copied
-//! from ../shared/golden): every FP8 code and scale byte for byte.
+//! from ../shared/golden): every FP8 and FP4 code, scale and global scale
+//! byte for byte, bf16 and f32.
 
 use std::path::PathBuf;
 
@@ -72,5 +73,107 @@ fn fp8_channel_matches_the_golden_files() {
 fn fp8_block_matches_the_golden_files() {
     for dtype in ["bf16", "f32"] {
         check_fp8(dtype, "fp8-block", Some(128));
+    }
+}
+
+/// The dense values and shape of `name` in the `dtype` golden folder.
+fn dense_weight(dtype: &str, name: &str) -> (Vec<f32>, usize, usize, DType) {
+    let dense = golden(&format!("{dtype}/dense"));
+    let w = dense.get(name).unwrap();
+    (
+        dense.view(w).to_f32().unwrap(),
+        w.shape[0],
+        w.shape[1],
+        w.dtype,
+    )
+}
+
+/// Checks packed codes and scale bytes of one FP4 layer against the golden.
+fn same_fp4(what: &str, q: &shears::core::reference::fp4::Fp4, gold: &Checkpoint, prefix: &str) {
+    let packed = gold.view(gold.get(&format!("{prefix}.weight_packed")).unwrap());
+    let scales = gold.view(gold.get(&format!("{prefix}.weight_scale")).unwrap());
+    if let Some(i) = q
+        .scales
+        .iter()
+        .zip(scales.bytes())
+        .position(|(a, b)| a != b)
+    {
+        panic!(
+            "{what} {prefix}: scale {i} of {}: ours {}, theirs {}",
+            q.scales.len(),
+            q.scales[i],
+            scales.bytes()[i]
+        );
+    }
+    let ours = q.packed();
+    let diff = ours
+        .iter()
+        .zip(packed.bytes())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(diff, 0, "{what} {prefix}: {diff} packed bytes differ");
+}
+
+const LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+#[test]
+fn mxfp4_matches_the_golden_files() {
+    use shears::core::reference::fp4::quantize_mxfp4;
+    for dtype in ["bf16", "f32"] {
+        let gold = golden(&format!("{dtype}/mxfp4a16"));
+        for l in LINEARS {
+            let prefix = format!("model.layers.0.{l}");
+            let (x, rows, cols, dt) = dense_weight(dtype, &format!("{prefix}.weight"));
+            same_fp4(dtype, &quantize_mxfp4(&x, rows, cols, dt), &gold, &prefix);
+        }
+    }
+}
+
+#[test]
+fn nvfp4_matches_the_golden_files() {
+    use shears::core::reference::fp4::{nv_global_scale, quantize_nvfp4};
+    for dtype in ["bf16", "f32"] {
+        let gold = golden(&format!("{dtype}/nvfp4a16"));
+        // q/k/v share a global scale, and so do gate/up.
+        for fused in [
+            &LINEARS[0..3],
+            &LINEARS[3..4],
+            &LINEARS[4..6],
+            &LINEARS[6..7],
+        ] {
+            let weights: Vec<_> = fused
+                .iter()
+                .map(|l| dense_weight(dtype, &format!("model.layers.0.{l}.weight")))
+                .collect();
+            let amax = weights
+                .iter()
+                .flat_map(|w| w.0.iter())
+                .fold(0.0f32, |m, v| m.max(v.abs()));
+            let gs = nv_global_scale(amax, weights[0].3);
+            for (l, (x, rows, cols, dt)) in fused.iter().zip(&weights) {
+                let prefix = format!("model.layers.0.{l}");
+                let g = gold.view(gold.get(&format!("{prefix}.weight_global_scale")).unwrap());
+                let want = f32::from_le_bytes(g.bytes().try_into().unwrap());
+                assert_eq!(
+                    gs.to_bits(),
+                    want.to_bits(),
+                    "{dtype} {prefix}: global scale {gs} vs {want}"
+                );
+                same_fp4(
+                    dtype,
+                    &quantize_nvfp4(x, *rows, *cols, gs, *dt),
+                    &gold,
+                    &prefix,
+                );
+            }
+        }
     }
 }

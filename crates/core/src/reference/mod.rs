@@ -8,6 +8,7 @@
 pub struct Reference;
 
 pub mod forward;
+pub mod fp4;
 pub mod fp8;
 pub mod gguf;
 pub mod importance;
