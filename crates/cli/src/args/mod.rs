@@ -168,7 +168,9 @@ pub struct QuantizeArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// w8a16 (int8 per channel), w4a16 (int4, groups of 128), w4a16-asym
-    /// (with zero points) or w8a8 (int8 weights, dynamic int8 activations).
+    /// (with zero points), w8a8 (int8 weights, dynamic int8 activations),
+    /// fp8 (FP8 E4M3, a scale per channel) or fp8-block (FP8 E4M3, a scale
+    /// per 128×128 block).
     #[arg(long, value_enum)]
     pub scheme: SchemeArg,
     /// Inputs per group for the int4 schemes (must divide in_features), or

@@ -52,6 +52,13 @@ pub enum SchemeArg {
     W4a16Asym,
     #[serde(rename = "w8a8")]
     W8a8,
+    /// FP8 E4M3 weights, one scale per output channel.
+    #[serde(rename = "fp8")]
+    Fp8,
+    /// FP8 E4M3 weights, one scale per 128×128 block.
+    #[serde(rename = "fp8-block")]
+    #[value(name = "fp8-block")]
+    Fp8Block,
 }
 
 /// How quotients round to codes (`--rounding`).

@@ -169,10 +169,14 @@ impl QuantConfig {
             SchemeArg::W4a16 => Scheme::W4A16,
             SchemeArg::W4a16Asym => Scheme::W4A16Asym,
             SchemeArg::W8a8 => Scheme::W8A8,
+            SchemeArg::Fp8 => Scheme::Fp8,
+            SchemeArg::Fp8Block => Scheme::Fp8Block,
         };
-        if group_size.is_some() && matches!(scheme, Scheme::W8A16 | Scheme::W8A8) {
+        if group_size.is_some()
+            && (matches!(scheme, Scheme::W8A16 | Scheme::W8A8) || scheme.is_float())
+        {
             bail!(
-                "--group-size applies to the int4 schemes; {} is per channel",
+                "--group-size applies to the int4 schemes; {} has its own scales",
                 scheme.name()
             );
         }

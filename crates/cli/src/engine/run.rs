@@ -13,7 +13,7 @@ use shears_core::reference::mask::zero_pruned;
 use shears_core::reference::matmul::{probe_inputs, relative_error, PackedParts};
 use shears_core::reference::quant::Quantized;
 use shears_core::reference::select::Cut;
-use shears_core::{encode_f32, TensorInfo, TensorView};
+use shears_core::{encode_f32, DType, TensorInfo, TensorView};
 
 use super::config::Format;
 use super::masks::{global_scope_cut, make_mask, Aux, MaskFamilies};
@@ -186,6 +186,19 @@ impl<'p, 'b> Stage<'p, 'b> {
                 t0,
             )));
         };
+        if q.scheme.is_float() {
+            let z = keep.as_deref().map(shears_core::fast::mask::pruned_count);
+            let (stats, error, bytes, diff) = self
+                .compress_float(t, view, keep.as_deref(), sink)
+                .map_err(ctx)?;
+            let mismatches = diff.map(|d| d + mask_mismatches.unwrap_or(0));
+            if let Some(d) = mismatches.filter(|&d| d > 0) {
+                tracing::error!("{}: {d} values differ from the CPU reference", t.name);
+                self.mismatched += d;
+            }
+            let row = QuantRow::new(t, 8, z, bytes, &stats, error, mismatches, t0);
+            return Ok(Row::Quant(row));
+        }
         let stats = self
             .quant
             .quantize(&q.spec, view, keep.as_deref(), q.rounding, &mut self.qbuf)
@@ -290,6 +303,91 @@ impl<'p, 'b> Stage<'p, 'b> {
                 Ok(n)
             }
         }
+    }
+
+    /// An FP8 layer: codes and scales on the fast CPU path (the float
+    /// schemes have no GPU kernels yet), checked against the reference
+    /// under --verify, measured, validated, and sent. Returns the error
+    /// statistics, the output error, the bytes written and, under
+    /// --verify, how many codes and scales differ.
+    #[allow(clippy::type_complexity)]
+    fn compress_float(
+        &self,
+        t: &TensorInfo,
+        view: &TensorView,
+        keep: Option<&[u8]>,
+        sink: &Sink,
+    ) -> shears_core::Result<(
+        shears_core::ops::quant::ErrorStats,
+        Option<f64>,
+        u64,
+        Option<u64>,
+    )> {
+        use shears_core::reference::fp8;
+        let q = self.plan.cfg.quant.expect("a quantizing run");
+        let (rows, cols) = view.matrix_dims();
+        let mut x = view.to_f32()?;
+        if let Some(k) = keep {
+            x.iter_mut()
+                .zip(k)
+                .filter(|(_, &k)| k == 0)
+                .for_each(|(v, _)| *v = 0.0);
+        }
+        let block = q.scheme.block();
+        let fq = shears_core::fast::fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
+        let diff = self.plan.cfg.checks.verify.then(|| {
+            let r = fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
+            let codes = fq
+                .codes
+                .iter()
+                .zip(&r.codes)
+                .filter(|(a, b)| a != b)
+                .count();
+            let scales = fq.scales.iter().zip(&r.scales);
+            (codes + scales.filter(|(a, b)| a.to_bits() != b.to_bits()).count()) as u64
+        });
+        let deq = fq.dequantized();
+        let mut stats = shears_core::ops::quant::ErrorStats::default();
+        for (&a, &b) in x.iter().zip(&deq) {
+            let e = (a - b) as f64;
+            stats.max_abs = stats.max_abs.max(e.abs());
+            stats.sum_sq_err += e * e;
+            stats.sum_sq += (a as f64) * (a as f64);
+        }
+        let error = match self.plan.cfg.checks.validate {
+            true => {
+                let given = match self.plan.calibration {
+                    Some(c) => c.inputs(&t.name, cols)?,
+                    None => None,
+                };
+                let (xs, p) = given.unwrap_or_else(|| self.probes(cols));
+                let dense = shears_core::TensorBuf::from_f32(DType::F32, vec![rows, cols], &deq)?;
+                let mm = self.backend.matmul();
+                let y = mm.masked_matmul(&xs, p, view, None)?;
+                let yhat = mm.masked_matmul(&xs, p, &dense.view(), None)?;
+                Some(relative_error(&y, &yhat))
+            }
+            false => None,
+        };
+        let send = |name: String, bytes: Vec<u8>| {
+            sink.send(Piece::Bytes(name, bytes))
+                .map_err(|e| shears_core::Error::Invalid(e.to_string()))
+        };
+        if q.format == Format::Dense {
+            let mut bytes = vec![0u8; t.nbytes()];
+            encode_f32(t.dtype, &deq, &mut bytes);
+            let n = bytes.len() as u64;
+            send(t.name.clone(), bytes)?;
+            return Ok((stats, error, n, diff));
+        }
+        let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
+        let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
+        encode_f32(t.dtype, &fq.scales, &mut scales);
+        let n = (fq.codes.len() + scales.len()) as u64;
+        send(names[0].name.clone(), fq.codes)?;
+        send(names[1].name.clone(), scales)?;
+        Ok((stats, error, n, diff))
     }
 
     /// Seeded probe rows for validation.

@@ -8,6 +8,7 @@
 pub struct FastCpu;
 
 pub mod forward;
+pub mod fp8;
 pub mod importance;
 pub mod mask;
 pub mod matmul;

@@ -25,6 +25,12 @@ pub enum Scheme {
     /// int8 per channel weights + dynamic per-token int8 activations,
     /// `int-quantized`.
     W8A8,
+    /// FP8 E4M3 weights with one scale per output channel, dynamic
+    /// per-token FP8 activations, `float-quantized` (FP8_DYNAMIC).
+    Fp8,
+    /// FP8 E4M3 weights with one scale per 128×128 block, dynamic
+    /// per-group-of-128 activations, `float-quantized` (FP8_BLOCK).
+    Fp8Block,
 }
 
 impl Scheme {
@@ -35,11 +41,11 @@ impl Scheme {
             "w4a16" => Scheme::W4A16,
             "w4a16-asym" => Scheme::W4A16Asym,
             "w8a8" => Scheme::W8A8,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym or w8a8)"
-                )))
-            }
+            "fp8" => Scheme::Fp8,
+            "fp8-block" => Scheme::Fp8Block,
+            other => return Err(Error::Invalid(format!(
+                "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym, w8a8, fp8 or fp8-block)"
+            ))),
         })
     }
 
@@ -50,6 +56,21 @@ impl Scheme {
             Scheme::W4A16 => "w4a16",
             Scheme::W4A16Asym => "w4a16-asym",
             Scheme::W8A8 => "w8a8",
+            Scheme::Fp8 => "fp8",
+            Scheme::Fp8Block => "fp8-block",
+        }
+    }
+
+    /// Whether the codes are floats (FP8) rather than integers.
+    pub fn is_float(self) -> bool {
+        matches!(self, Scheme::Fp8 | Scheme::Fp8Block)
+    }
+
+    /// The block edge of a block-scaled scheme.
+    pub fn block(self) -> Option<usize> {
+        match self {
+            Scheme::Fp8Block => Some(128),
+            _ => None,
         }
     }
 
@@ -57,7 +78,7 @@ impl Scheme {
     /// `group` is given (grouped schemes only).
     pub fn spec(self, group: Option<usize>) -> QuantSpec {
         match self {
-            Scheme::W8A16 | Scheme::W8A8 => QuantSpec {
+            Scheme::W8A16 | Scheme::W8A8 | Scheme::Fp8 | Scheme::Fp8Block => QuantSpec {
                 bits: 8,
                 group: None,
                 symmetric: true,
@@ -79,6 +100,7 @@ impl Scheme {
     pub fn format(self) -> &'static str {
         match self {
             Scheme::W8A8 => "int-quantized",
+            Scheme::Fp8 | Scheme::Fp8Block => "float-quantized",
             _ => "pack-quantized",
         }
     }
@@ -103,6 +125,18 @@ pub fn layer_tensors(
         Scheme::W8A8 => vec![
             t("weight", DType::I8, vec![out, inn]),
             t("weight_scale", dtype, vec![out, groups]),
+        ],
+        Scheme::Fp8 => vec![
+            t("weight", DType::F8E4M3, vec![out, inn]),
+            t("weight_scale", dtype, vec![out, 1]),
+        ],
+        Scheme::Fp8Block => vec![
+            t("weight", DType::F8E4M3, vec![out, inn]),
+            t(
+                "weight_scale",
+                dtype,
+                vec![out.div_ceil(128), inn.div_ceil(128)],
+            ),
         ],
         _ => {
             let per = (32 / spec.bits) as usize;
@@ -153,6 +187,9 @@ pub fn layer_bytes(q: &Quantized, dtype: DType, scheme: Scheme, spec: &QuantSpec
 /// `scheme`; `ignore` names every module left dense.
 pub fn quantization_config(scheme: Scheme, spec: &QuantSpec, mut ignore: Vec<String>) -> Value {
     ignore.sort();
+    if scheme.is_float() {
+        return float_config(scheme, ignore);
+    }
     let weights = json!({
         "dynamic": false,
         "group_size": spec.group,
@@ -195,12 +232,64 @@ pub fn quantization_config(scheme: Scheme, spec: &QuantSpec, mut ignore: Vec<Str
     })
 }
 
+/// The `quantization_config` of the FP8 presets, as llm-compressor 0.14
+/// (compressed-tensors 0.20.1) writes them.
+fn float_config(scheme: Scheme, ignore: Vec<String>) -> Value {
+    let (name, weights, input) = match scheme {
+        Scheme::Fp8Block => (
+            "FP8_BLOCK",
+            json!({
+                "block_structure": [128, 128], "dynamic": false, "group_size": null,
+                "num_bits": 8, "strategy": "block", "symmetric": true, "type": "float",
+            }),
+            json!({
+                "dynamic": true, "group_size": 128, "num_bits": 8,
+                "strategy": "group", "symmetric": true, "type": "float",
+            }),
+        ),
+        _ => (
+            "FP8_DYNAMIC",
+            json!({
+                "dynamic": false, "group_size": null, "num_bits": 8,
+                "strategy": "channel", "symmetric": true, "type": "float",
+            }),
+            json!({
+                "dynamic": true, "group_size": null, "num_bits": 8,
+                "strategy": "token", "symmetric": true, "type": "float",
+            }),
+        ),
+    };
+    json!({
+        "config_groups": {
+            name: {
+                "format": scheme.format(),
+                "input_activations": input,
+                "output_activations": null,
+                "targets": ["Linear"],
+                "weights": weights,
+            }
+        },
+        "format": scheme.format(),
+        "global_compression_ratio": null,
+        "ignore": ignore,
+        "kv_cache_scheme": null,
+        "moe_sparsity_config": null,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+        "transform_config": {},
+        "version": "0.20.1",
+    })
+}
+
 /// What a compressed-tensors checkpoint's config says about its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadScheme {
     pub spec: QuantSpec,
-    /// `pack-quantized` (true) or `int-quantized` (false).
+    /// `pack-quantized` (true) or `int-quantized` / `float-quantized`.
     pub packed: bool,
+    /// `float-quantized` FP8 E4M3 weights: `Some(None)` one scale per
+    /// channel, `Some(Some(b))` per b×b block.
+    pub float: Option<Option<usize>>,
 }
 
 /// Reads the weight scheme from `quantization_config` (the first config
@@ -213,10 +302,10 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
     let format = qc.get("format").and_then(Value::as_str).unwrap_or("");
     let packed = match format {
         "pack-quantized" => true,
-        "int-quantized" => false,
+        "int-quantized" | "float-quantized" => false,
         other => {
             return Err(bad(&format!(
-                "format '{other}' is not pack-quantized or int-quantized"
+                "format '{other}' is not pack-quantized, int-quantized or float-quantized"
             )))
         }
     };
@@ -242,7 +331,41 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
     if bits != 4 && bits != 8 {
         return Err(bad(&format!("num_bits {bits}; shears reads 4 and 8")));
     }
-    if w.get("type").and_then(Value::as_str) != Some("int") {
+    let kind = w.get("type").and_then(Value::as_str);
+    if format == "float-quantized" {
+        if kind != Some("float") || bits != 8 {
+            return Err(bad("float-quantized weights that are not 8-bit floats"));
+        }
+        let float = match w.get("strategy").and_then(Value::as_str) {
+            Some("channel") => None,
+            Some("block") => {
+                let b: Vec<u64> = w
+                    .get("block_structure")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                match b.as_slice() {
+                    [r, c] if r == c && *r > 0 => Some(*r as usize),
+                    _ => return Err(bad("block strategy without a square block_structure")),
+                }
+            }
+            other => {
+                return Err(bad(&format!(
+                    "FP8 strategy {other:?}; shears reads channel and block"
+                )))
+            }
+        };
+        return Ok(ReadScheme {
+            spec: QuantSpec {
+                bits: 8,
+                group: None,
+                symmetric: true,
+            },
+            packed: false,
+            float: Some(float),
+        });
+    }
+    if kind != Some("int") {
         return Err(bad("weights type is not int"));
     }
     let group = match w.get("strategy").and_then(Value::as_str) {
@@ -267,5 +390,6 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
             symmetric,
         },
         packed,
+        float: None,
     })
 }

@@ -65,8 +65,15 @@ impl Layer<'_> {
         Ok((scales, zps))
     }
 
-    /// The codes and parameters as stored.
+    /// The codes and parameters as stored (integer layers only).
     pub fn read(&self, ckpt: &Checkpoint, rs: &ReadScheme) -> Result<Quantized> {
+        if rs.float.is_some() {
+            return Err(Error::tensor(
+                ckpt.path_of(self.codes),
+                &self.codes.name,
+                "an FP8 layer has no integer grid (layer-wise distillation of FP8 students is not supported yet)",
+            ));
+        }
         let (scales, zps) = self.params(ckpt, rs)?;
         let codes: Vec<i8> = if rs.packed {
             unpack_rows(
@@ -132,6 +139,19 @@ pub fn dense_bytes(
     if l.out == 0 || l.inn == 0 {
         return Ok(Vec::new()); // an empty weight: nothing to decode
     }
+    if let Some(block) = rs.float {
+        let fq = crate::reference::fp8::Fp8 {
+            rows: l.out,
+            cols: l.inn,
+            block,
+            codes: ckpt.view(l.codes).bytes().to_vec(),
+            scales: ckpt.view(l.scale).to_f32()?,
+        };
+        let values = fq.dequantized();
+        let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+        encode_f32(dtype, &values, &mut bytes);
+        return Ok(bytes);
+    }
     if rs.packed && float_out {
         let words = i32s(ckpt.view(l.codes).bytes());
         let (scales, zps) = l.params(ckpt, rs)?;
@@ -193,6 +213,48 @@ fn stored_shape(ckpt: &Checkpoint, prefix: &str, path: &std::path::Path) -> Resu
     Ok((o as usize, i as usize))
 }
 
+/// An FP8 layer: E4M3 codes [out, in] and scales per channel ([out, 1])
+/// or per `block` tile, checked.
+fn float_layer<'c>(
+    ckpt: &'c Checkpoint,
+    prefix: &str,
+    codes: &'c TensorInfo,
+    t: &'c TensorInfo,
+    block: Option<usize>,
+) -> Result<Layer<'c>> {
+    let path = ckpt.path_of(t);
+    if codes.dtype != DType::F8E4M3 || codes.shape.len() != 2 {
+        return Err(Error::tensor(
+            path,
+            &codes.name,
+            format!(
+                "{} {:?}, expected F8_E4M3 [out, in]",
+                codes.dtype, codes.shape
+            ),
+        ));
+    }
+    let (out, inn) = (codes.shape[0], codes.shape[1]);
+    let want = match block {
+        None => vec![out, 1],
+        Some(b) => vec![out.div_ceil(b), inn.div_ceil(b)],
+    };
+    if !t.dtype.is_float_computable() || t.shape != want {
+        return Err(Error::tensor(
+            path,
+            &t.name,
+            format!("{} {:?}, expected a float {want:?}", t.dtype, t.shape),
+        ));
+    }
+    Ok(Layer {
+        prefix: prefix.to_string(),
+        codes,
+        scale: t,
+        zero_point: None,
+        out,
+        inn,
+    })
+}
+
 /// The layer `<prefix>` whose scales are `t`, each tensor checked.
 fn layer<'c>(
     ckpt: &'c Checkpoint,
@@ -211,6 +273,9 @@ fn layer<'c>(
         let codes = ckpt
             .get(&codes_name)
             .ok_or_else(|| bad(&codes_name, "missing beside its weight_scale".into()))?;
+        if let Some(block) = rs.float {
+            return float_layer(ckpt, prefix, codes, t, block);
+        }
         let (out, inn) = if rs.packed {
             stored_shape(ckpt, prefix, path)?
         } else {

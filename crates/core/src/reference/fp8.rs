@@ -9,10 +9,11 @@
 //! floored at f32 epsilon; the dtype's epsilon for an all-zero channel);
 //! a weight becomes `x / scale`, computed in the
 //! weight's dtype (for bf16 the quotient is rounded to bf16 first, as
-//! torch does), clamped to ±448 and rounded to E4M3, nearest even. The
-//! stored value dequantizes as `e4m3 · scale`.
+//! torch does; `Rounding::Nearest` keeps the f32 quotient), clamped to
+//! ±448 and rounded to E4M3, nearest even. The stored value dequantizes as
+//! `e4m3 · scale`.
 
-use crate::reference::quant::round_to;
+use crate::reference::quant::{round_to, Rounding};
 use crate::DType;
 
 /// Largest finite E4M3 value.
@@ -81,10 +82,15 @@ pub fn fp8_scale(amax: f32, dtype: DType) -> f32 {
     round_to(dtype, amax / E4M3_MAX).max(f32::EPSILON)
 }
 
-/// The E4M3 code of `x` under `scale`, dividing in `dtype` as
-/// compressed-tensors does.
-pub fn fp8_code(x: f32, scale: f32, dtype: DType) -> u8 {
-    let q = round_to(dtype, x / scale);
+/// The E4M3 code of `x` under `scale`: the f32 quotient rounded to E4M3
+/// (`Nearest`), or, as compressed-tensors divides, the quotient first
+/// rounded to the weight's `dtype` (`CompressedTensors`: for bf16 a second
+/// rounding; byte for byte what the library writes).
+pub fn fp8_code(x: f32, scale: f32, dtype: DType, rounding: Rounding) -> u8 {
+    let q = match rounding {
+        Rounding::Nearest => x / scale,
+        Rounding::CompressedTensors => round_to(dtype, x / scale),
+    };
     e4m3(q.clamp(-E4M3_MAX, E4M3_MAX))
 }
 
@@ -133,6 +139,7 @@ pub fn quantize_fp8(
     cols: usize,
     block: Option<usize>,
     dtype: DType,
+    rounding: Rounding,
 ) -> Fp8 {
     let mut q = Fp8 {
         rows,
@@ -163,7 +170,7 @@ pub fn quantize_fp8(
     for r in 0..rows {
         for c in 0..cols {
             let s = q.scale_of(r, c);
-            q.codes[r * cols + c] = fp8_code(x[r * cols + c], s, dtype);
+            q.codes[r * cols + c] = fp8_code(x[r * cols + c], s, dtype, rounding);
         }
     }
     q

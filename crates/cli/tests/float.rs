@@ -1,0 +1,217 @@
+//! FP8 through the CLI: `quantize --scheme fp8|fp8-block` reproduces what
+//! llm-compressor wrote for the golden dense checkpoints (every tensor and
+//! the quantization_config), `decompress` reads theirs back within half an
+//! E4M3 step (plus the library's bf16 rounding of the quotient) and ours
+//! (`--rounding nearest`) within half a step, `compress` keeps pruned zeros
+//! exactly zero, and bad requests are refused with one line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use shears_core::reference::fp8::e4m3_value;
+use shears_core::{Checkpoint, DType};
+
+fn golden(dir: &str) -> PathBuf {
+    repo_root().join("tests/golden").join(dir)
+}
+
+fn config(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["quantization_config"].clone()
+}
+
+#[test]
+fn quantize_reproduces_the_golden_fp8_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in ["bf16", "f32"] {
+        for scheme in ["fp8", "fp8-block"] {
+            let out = dir.path().join(format!("{dtype}-{scheme}"));
+            ok(&run(&[
+                "-q",
+                "quantize",
+                s(&golden(&format!("{dtype}/dense"))),
+                "-o",
+                s(&out),
+                "--scheme",
+                scheme,
+                "--rounding",
+                "compressed-tensors",
+                "--verify",
+                "--backend",
+                "cpu",
+            ]));
+            let want_dir = golden(&format!("{dtype}/{scheme}"));
+            let (ours, theirs) = (
+                Checkpoint::open(&out).unwrap(),
+                Checkpoint::open(&want_dir).unwrap(),
+            );
+            assert_eq!(ours.tensors.len(), theirs.tensors.len(), "{dtype}/{scheme}");
+            for t in &theirs.tensors {
+                let o = ours
+                    .get(&t.name)
+                    .unwrap_or_else(|| panic!("{} missing", t.name));
+                assert_eq!(
+                    (o.dtype, &o.shape),
+                    (t.dtype, &t.shape),
+                    "{dtype}/{scheme} {}",
+                    t.name
+                );
+                assert!(
+                    ours.view(o).bytes() == theirs.view(t).bytes(),
+                    "{dtype}/{scheme} {}: bytes differ",
+                    t.name
+                );
+            }
+            assert_eq!(
+                config(&out),
+                config(&want_dir),
+                "{dtype}/{scheme} quantization_config"
+            );
+        }
+    }
+}
+
+/// Half an E4M3 step at |v| (in units of the scale), the subnormal
+/// spacing below 2⁻⁶.
+fn half_step(v: f32) -> f32 {
+    let e = if v == 0.0 {
+        -6
+    } else {
+        v.abs().log2().floor() as i32
+    }
+    .max(-6);
+    f32::powi(2.0, e - 4)
+}
+
+#[test]
+fn decompress_reads_fp8_back_within_half_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in ["fp8", "fp8-block"] {
+        let src = golden(&format!("bf16/{scheme}"));
+        let out = dir.path().join(scheme);
+        ok(&run(&[
+            "-q",
+            "decompress",
+            s(&src),
+            "-o",
+            s(&out),
+            "--backend",
+            "cpu",
+        ]));
+        let dense = Checkpoint::open(golden("bf16/dense")).unwrap();
+        let deq = Checkpoint::open(&out).unwrap();
+        let q = Checkpoint::open(&src).unwrap();
+        let mut checked = 0;
+        for t in &q.tensors {
+            let Some(prefix) = t.name.strip_suffix(".weight_scale") else {
+                continue;
+            };
+            let name = format!("{prefix}.weight");
+            let x = dense.view(dense.get(&name).unwrap()).to_f32().unwrap();
+            let y = deq.view(deq.get(&name).unwrap()).to_f32().unwrap();
+            let codes = q.view(q.get(&name).unwrap()).bytes().to_vec();
+            let scales = q.view(t).to_f32().unwrap();
+            let cols = dense.get(&name).unwrap().shape[1];
+            for (i, ((&a, &b), &c)) in x.iter().zip(&y).zip(&codes).enumerate() {
+                let (r, k) = (i / cols, i % cols);
+                let s = match scheme {
+                    "fp8" => scales[r],
+                    _ => scales[(r / 128) * cols.div_ceil(128) + k / 128],
+                };
+                // The library divides in bf16 first: the quotient may move
+                // by half a bf16 step (2⁻⁸ relative) before rounding to E4M3;
+                // the dense output is bf16 again (another 2⁻⁸ of it).
+                let slack = (a / s).abs() * f32::powi(2.0, -8);
+                let tol = (half_step(e4m3_value(c)) + slack) * s + b.abs() * f32::powi(2.0, -8);
+                assert!(
+                    (a - b).abs() <= tol,
+                    "{scheme} {name}[{i}]: {a} vs {b} (scale {s})"
+                );
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 7);
+        assert_eq!(
+            deq.get("model.layers.0.mlp.down_proj.weight")
+                .unwrap()
+                .dtype,
+            DType::BF16
+        );
+    }
+}
+
+/// shears' default rounding (the f32 quotient) stays within half a step of
+/// every weight, dequantized in f32.
+#[test]
+fn nearest_fp8_is_within_half_a_step() {
+    use shears_core::fast::fp8::quantize_fp8;
+    use shears_core::reference::quant::Rounding;
+    let dense = Checkpoint::open(golden("bf16/dense")).unwrap();
+    for t in dense.tensors.iter().filter(|t| t.name.contains("proj")) {
+        let x = dense.view(t).to_f32().unwrap();
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        for block in [None, Some(128)] {
+            let q = quantize_fp8(&x, rows, cols, block, t.dtype, Rounding::Nearest);
+            for (i, (&a, b)) in x.iter().zip(q.dequantized()).enumerate() {
+                let s = q.scale_of(i / cols, i % cols);
+                let tol = half_step(e4m3_value(q.codes[i])) * s * (1.0 + 1e-6);
+                assert!((a - b).abs() <= tol, "{}[{i}]: {a} vs {b}", t.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn compress_keeps_pruned_zeros_under_fp8() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    ok(&run(&[
+        "-q",
+        "compress",
+        s(&golden("bf16/dense")),
+        "-o",
+        s(&out),
+        "--pattern",
+        "2:4",
+        "--scheme",
+        "fp8",
+        "--backend",
+        "cpu",
+        "--verify",
+    ]));
+    let c = Checkpoint::open(&out).unwrap();
+    let w = c.get("model.layers.0.mlp.up_proj.weight").unwrap();
+    let codes = c.view(w).bytes();
+    for g in codes.chunks(4) {
+        let zeros = g.iter().filter(|&&b| b & 0x7f == 0).count();
+        assert!(zeros >= 2, "a 2:4 group with {zeros} zeros: {g:?}");
+    }
+    assert!(config(&out)["sparsity_config"].is_object());
+}
+
+#[test]
+fn fp8_refusals_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let dense = golden("bf16/dense");
+    refused(
+        &run(&[
+            "quantize",
+            s(&dense),
+            "-o",
+            s(&out),
+            "--scheme",
+            "fp8",
+            "--group-size",
+            "64",
+        ]),
+        &["--group-size", "fp8"],
+    );
+    refused(
+        &run(&["quantize", s(&dense), "-o", s(&out), "--scheme", "fp9"]),
+        &["fp9"],
+    );
+    assert!(!out.exists());
+}
