@@ -43,9 +43,11 @@ impl Scheme {
             "w8a8" => Scheme::W8A8,
             "fp8" => Scheme::Fp8,
             "fp8-block" => Scheme::Fp8Block,
-            other => return Err(Error::Invalid(format!(
+            other => {
+                return Err(Error::Invalid(format!(
                 "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym, w8a8, fp8 or fp8-block)"
-            ))),
+            )))
+            }
         })
     }
 
