@@ -1,7 +1,8 @@
-//! FP8 through the CLI: `quantize --scheme fp8|fp8-block` reproduces what
+//! Float formats through the CLI: `quantize --scheme fp8|fp8-block|nvfp4a16|mxfp4a16` reproduces what
 //! llm-compressor wrote for the golden dense checkpoints (every tensor and
 //! the quantization_config), `decompress` reads theirs back within half an
-//! E4M3 step (plus the library's bf16 rounding of the quotient) and ours
+//! E4M3 step (plus the library's bf16 rounding of the quotient), FP4 within
+//! half an E2M1 step, and ours
 //! (`--rounding nearest`) within half a step, `compress` keeps pruned zeros
 //! exactly zero, and bad requests are refused with one line.
 
@@ -23,10 +24,10 @@ fn config(dir: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn quantize_reproduces_the_golden_fp8_folders() {
+fn quantize_reproduces_the_golden_float_folders() {
     let dir = tempfile::tempdir().unwrap();
     for dtype in ["bf16", "f32"] {
-        for scheme in ["fp8", "fp8-block"] {
+        for scheme in ["fp8", "fp8-block", "nvfp4a16", "mxfp4a16"] {
             let out = dir.path().join(format!("{dtype}-{scheme}"));
             ok(&run(&[
                 "-q",
@@ -163,6 +164,70 @@ fn nearest_fp8_is_within_half_a_step() {
     }
 }
 
+/// FP4 checkpoints (llm-compressor's) decompress to bf16 within half an
+/// E2M1 step of the dense weights (the step is 0.5, 1 or 2 times the
+/// group's scale), plus the bf16 rounding of the output.
+#[test]
+fn decompress_reads_fp4_back_within_half_a_step() {
+    use shears_core::reference::fp4::{e2m1_value, mx_scale_value};
+    let dir = tempfile::tempdir().unwrap();
+    for (scheme, group) in [("nvfp4a16", 16), ("mxfp4a16", 32)] {
+        let src = golden(&format!("bf16/{scheme}"));
+        let out = dir.path().join(scheme);
+        ok(&run(&[
+            "-q",
+            "decompress",
+            s(&src),
+            "-o",
+            s(&out),
+            "--backend",
+            "cpu",
+        ]));
+        let dense = Checkpoint::open(golden("bf16/dense")).unwrap();
+        let deq = Checkpoint::open(&out).unwrap();
+        let q = Checkpoint::open(&src).unwrap();
+        for t in q
+            .tensors
+            .iter()
+            .filter(|t| t.name.ends_with(".weight_scale"))
+        {
+            let prefix = t.name.strip_suffix(".weight_scale").unwrap();
+            let name = format!("{prefix}.weight");
+            let info = dense.get(&name).unwrap();
+            let cols = info.shape[1];
+            let x = dense.view(info).to_f32().unwrap();
+            let y = deq.view(deq.get(&name).unwrap()).to_f32().unwrap();
+            assert_eq!(deq.get(&name).unwrap().dtype, DType::BF16);
+            let packed = q
+                .view(q.get(&format!("{prefix}.weight_packed")).unwrap())
+                .bytes()
+                .to_vec();
+            let scales = q.view(t).bytes().to_vec();
+            let gs = q
+                .get(&format!("{prefix}.weight_global_scale"))
+                .map(|g| f32::from_le_bytes(q.view(g).bytes().try_into().unwrap()));
+            for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
+                let code = (packed[i / 2] >> (4 * (i % 2))) & 0xf;
+                let sb = scales[(i / cols) * (cols / group) + (i % cols) / group];
+                let scale = match gs {
+                    Some(g) => e4m3_value(sb) / g,
+                    None => mx_scale_value(sb),
+                };
+                let v = e2m1_value(code).abs();
+                let half = if v < 2.0 {
+                    0.25
+                } else if v < 4.0 {
+                    0.5
+                } else {
+                    1.0
+                };
+                let tol = half * scale * 1.0001 + b.abs() * f32::powi(2.0, -8);
+                assert!((a - b).abs() <= tol, "{scheme} {name}[{i}]: {a} vs {b}");
+            }
+        }
+    }
+}
+
 #[test]
 fn compress_keeps_pruned_zeros_under_fp8() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +277,12 @@ fn fp8_refusals_are_one_line() {
     refused(
         &run(&["quantize", s(&dense), "-o", s(&out), "--scheme", "fp9"]),
         &["fp9"],
+    );
+    // A width the group does not divide: named before any work.
+    let m = one_layer(dir.path(), "m", 4, 40, &[0.5; 160]);
+    refused(
+        &run(&["quantize", s(&m), "-o", s(&out), "--scheme", "mxfp4a16"]),
+        &["l.weight", "mxfp4a16", "40", "32"],
     );
     assert!(!out.exists());
 }

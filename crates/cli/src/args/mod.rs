@@ -169,8 +169,10 @@ pub struct QuantizeArgs {
     pub run: RunArgs,
     /// w8a16 (int8 per channel), w4a16 (int4, groups of 128), w4a16-asym
     /// (with zero points), w8a8 (int8 weights, dynamic int8 activations),
-    /// fp8 (FP8 E4M3, a scale per channel) or fp8-block (FP8 E4M3, a scale
-    /// per 128×128 block).
+    /// fp8 (FP8 E4M3, a scale per channel), fp8-block (FP8 E4M3, a scale
+    /// per 128×128 block), nvfp4a16 (FP4, an FP8 scale per 16 and a global
+    /// scale shared by q/k/v and gate/up) or mxfp4a16 (FP4, a power-of-two
+    /// scale per 32).
     #[arg(long, value_enum)]
     pub scheme: SchemeArg,
     /// Inputs per group for the int4 schemes (must divide in_features), or

@@ -59,6 +59,14 @@ pub enum SchemeArg {
     #[serde(rename = "fp8-block")]
     #[value(name = "fp8-block")]
     Fp8Block,
+    /// FP4 E2M1 weights, an FP8 scale per 16 inputs, a global scale.
+    #[serde(rename = "nvfp4a16")]
+    #[value(name = "nvfp4a16")]
+    Nvfp4a16,
+    /// FP4 E2M1 weights, a power-of-two scale per 32 inputs.
+    #[serde(rename = "mxfp4a16")]
+    #[value(name = "mxfp4a16")]
+    Mxfp4a16,
 }
 
 /// How quotients round to codes (`--rounding`).

@@ -49,7 +49,7 @@ pub fn run(a: &DecompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
         if let Some(l) = layers.iter().find(|l| std::ptr::eq(l.scale, t)) {
             shards[t.shard].tensors.push(OutputTensor {
                 name: format!("{}.weight", l.prefix),
-                dtype: t.dtype,
+                dtype: rs.dense_dtype_for(t.dtype),
                 shape: vec![l.out, l.inn],
             });
             order.push((t, Some(l)));

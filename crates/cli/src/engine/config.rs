@@ -171,6 +171,8 @@ impl QuantConfig {
             SchemeArg::W8a8 => Scheme::W8A8,
             SchemeArg::Fp8 => Scheme::Fp8,
             SchemeArg::Fp8Block => Scheme::Fp8Block,
+            SchemeArg::Nvfp4a16 => Scheme::Nvfp4A16,
+            SchemeArg::Mxfp4a16 => Scheme::Mxfp4A16,
         };
         if group_size.is_some()
             && (matches!(scheme, Scheme::W8A16 | Scheme::W8A8) || scheme.is_float())

@@ -286,7 +286,18 @@ fn check_tensor(cfg: &RunConfig, ckpt: &Checkpoint, i: usize) -> Result<()> {
                 t.name
             );
         }
-        if let Some(g) = q.spec.group {
+        if let Some(g) = q.scheme.fp4_group() {
+            if !t.shape[1].is_multiple_of(g) {
+                bail!(
+                    "{path}: tensor '{}': {} needs its {} input columns to be a multiple of {g} \
+                     (one scale per {g}); leave it out with --exclude",
+                    t.name,
+                    q.scheme.name(),
+                    t.shape[1]
+                );
+            }
+        }
+        if let Some(g) = q.spec.group.filter(|_| !q.scheme.is_float()) {
             if !t.shape[1].is_multiple_of(g) {
                 let fits: Vec<String> = dividing_groups(t.shape[1], g)
                     .iter()

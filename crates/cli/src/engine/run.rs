@@ -116,6 +116,8 @@ struct Stage<'p, 'b> {
     qbuf: Quantized,
     mismatched: u64,
     inject_fault: bool,
+    /// NVFP4: the global scale of every selected weight (its fused group's).
+    global_scales: std::collections::HashMap<String, f32>,
 }
 
 impl<'p, 'b> Stage<'p, 'b> {
@@ -140,6 +142,7 @@ impl<'p, 'b> Stage<'p, 'b> {
             qbuf: Quantized::default(),
             mismatched: 0,
             inject_fault: fault_injected(),
+            global_scales: nvfp4_global_scales(plan)?,
         })
     }
 
@@ -333,6 +336,9 @@ impl<'p, 'b> Stage<'p, 'b> {
                 .filter(|(_, &k)| k == 0)
                 .for_each(|(v, _)| *v = 0.0);
         }
+        if q.scheme.fp4_group().is_some() {
+            return self.compress_fp4(t, &x, sink);
+        }
         let block = q.scheme.block();
         let fq = shears_core::fast::fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
         let diff = self.plan.cfg.checks.verify.then(|| {
@@ -390,6 +396,64 @@ impl<'p, 'b> Stage<'p, 'b> {
         Ok((stats, error, n, diff))
     }
 
+    /// An FP4 layer (NVFP4 or MXFP4) on the CPU reference (no fast path or
+    /// GPU kernels yet, so --verify has nothing to compare and --validate
+    /// is not offered): codes packed two per byte, scales, the NVFP4 global
+    /// scale of its fused group.
+    #[allow(clippy::type_complexity)]
+    fn compress_fp4(
+        &self,
+        t: &TensorInfo,
+        x: &[f32],
+        sink: &Sink,
+    ) -> shears_core::Result<(
+        shears_core::ops::quant::ErrorStats,
+        Option<f64>,
+        u64,
+        Option<u64>,
+    )> {
+        use shears_core::reference::fp4;
+        let q = self.plan.cfg.quant.expect("a quantizing run");
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let fq = match q.scheme {
+            shears_core::formats::compressed_tensors::Scheme::Nvfp4A16 => {
+                let gs = self.global_scales.get(&t.name).copied().unwrap_or(1.0);
+                fp4::quantize_nvfp4(x, rows, cols, gs, t.dtype)
+            }
+            _ => fp4::quantize_mxfp4(x, rows, cols, t.dtype),
+        };
+        let deq = fq.dequantized();
+        let mut stats = shears_core::ops::quant::ErrorStats::default();
+        for (&a, &b) in x.iter().zip(&deq) {
+            let e = (a - b) as f64;
+            stats.max_abs = stats.max_abs.max(e.abs());
+            stats.sum_sq_err += e * e;
+            stats.sum_sq += (a as f64) * (a as f64);
+        }
+        let send = |name: String, bytes: Vec<u8>| {
+            sink.send(Piece::Bytes(name, bytes))
+                .map_err(|e| shears_core::Error::Invalid(e.to_string()))
+        };
+        if q.format == Format::Dense {
+            let mut bytes = vec![0u8; t.nbytes()];
+            encode_f32(t.dtype, &deq, &mut bytes);
+            let n = bytes.len() as u64;
+            send(t.name.clone(), bytes)?;
+            return Ok((stats, None, n, None));
+        }
+        let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
+        let packed = fq.packed();
+        let mut n = (packed.len() + fq.scales.len()) as u64;
+        send(names[0].name.clone(), packed)?;
+        send(names[1].name.clone(), fq.scales.clone())?;
+        if let (Some(g), Some(gs)) = (names.get(2), fq.global_scale) {
+            send(g.name.clone(), gs.to_le_bytes().to_vec())?;
+            n += 4;
+        }
+        Ok((stats, None, n, None))
+    }
+
     /// Seeded probe rows for validation.
     fn probes(&self, cols: usize) -> (Vec<f32>, usize) {
         let rows = self.plan.cfg.checks.probe_rows;
@@ -430,6 +494,49 @@ impl<'p, 'b> Stage<'p, 'b> {
         let yhat = mm.dequant_matmul(&x, p, &parts.view())?;
         Ok(relative_error(&y, &yhat))
     }
+}
+
+/// NVFP4's global scales, from a read-only pass over the selected weights:
+/// the layers vLLM fuses (q/k/v, and gate/up, of one decoder layer) share
+/// the scale of their joint maximum; empty for other schemes.
+fn nvfp4_global_scales(plan: &Plan) -> Result<std::collections::HashMap<String, f32>> {
+    use shears_core::formats::compressed_tensors::Scheme;
+    use shears_core::reference::fp4::nv_global_scale;
+    let mut out = std::collections::HashMap::new();
+    if plan.cfg.quant.map(|q| q.scheme) != Some(Scheme::Nvfp4A16) {
+        return Ok(out);
+    }
+    let fused = |name: &str| -> String {
+        for (member, group) in [
+            ("self_attn.q_proj", "self_attn.qkv"),
+            ("self_attn.k_proj", "self_attn.qkv"),
+            ("self_attn.v_proj", "self_attn.qkv"),
+            ("mlp.gate_proj", "mlp.gate_up"),
+            ("mlp.up_proj", "mlp.gate_up"),
+        ] {
+            if let Some(stem) = name.strip_suffix(&format!("{member}.weight")) {
+                return format!("{stem}{group}");
+            }
+        }
+        name.to_string()
+    };
+    let mut amax: std::collections::HashMap<String, (f32, shears_core::DType)> =
+        std::collections::HashMap::new();
+    let ckpt = plan.ckpt;
+    for &i in &plan.chosen {
+        let t = &ckpt.tensors[i];
+        let view = ckpt.view(t);
+        let m = view.to_f32()?.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        view.release(0..t.nbytes());
+        let e = amax.entry(fused(&t.name)).or_insert((0.0, t.dtype));
+        e.0 = e.0.max(m);
+    }
+    for &i in &plan.chosen {
+        let t = &ckpt.tensors[i];
+        let (m, dtype) = amax[&fused(&t.name)];
+        out.insert(t.name.clone(), nv_global_scale(m, dtype));
+    }
+    Ok(out)
 }
 
 /// Codes, scales and zero points that differ between two quantizations.

@@ -31,6 +31,12 @@ pub enum Scheme {
     /// FP8 E4M3 weights with one scale per 128×128 block, dynamic
     /// per-group-of-128 activations, `float-quantized` (FP8_BLOCK).
     Fp8Block,
+    /// FP4 E2M1 weights two per byte, an E4M3 scale per 16 inputs under an
+    /// f32 global scale, `nvfp4-pack-quantized` (NVFP4A16).
+    Nvfp4A16,
+    /// FP4 E2M1 weights two per byte, a power-of-two scale per 32 inputs
+    /// stored as its exponent (uint8), `mxfp4-pack-quantized` (MXFP4A16).
+    Mxfp4A16,
 }
 
 impl Scheme {
@@ -43,9 +49,11 @@ impl Scheme {
             "w8a8" => Scheme::W8A8,
             "fp8" => Scheme::Fp8,
             "fp8-block" => Scheme::Fp8Block,
+            "nvfp4a16" => Scheme::Nvfp4A16,
+            "mxfp4a16" => Scheme::Mxfp4A16,
             other => {
                 return Err(Error::Invalid(format!(
-                "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym, w8a8, fp8 or fp8-block)"
+                "unknown scheme '{other}' (use w8a16, w4a16, w4a16-asym, w8a8, fp8, fp8-block, nvfp4a16 or mxfp4a16)"
             )))
             }
         })
@@ -60,12 +68,26 @@ impl Scheme {
             Scheme::W8A8 => "w8a8",
             Scheme::Fp8 => "fp8",
             Scheme::Fp8Block => "fp8-block",
+            Scheme::Nvfp4A16 => "nvfp4a16",
+            Scheme::Mxfp4A16 => "mxfp4a16",
         }
     }
 
-    /// Whether the codes are floats (FP8) rather than integers.
+    /// Whether the codes are floats (FP8, FP4) rather than integers.
     pub fn is_float(self) -> bool {
-        matches!(self, Scheme::Fp8 | Scheme::Fp8Block)
+        matches!(
+            self,
+            Scheme::Fp8 | Scheme::Fp8Block | Scheme::Nvfp4A16 | Scheme::Mxfp4A16
+        )
+    }
+
+    /// The inputs per scale of an FP4 scheme.
+    pub fn fp4_group(self) -> Option<usize> {
+        match self {
+            Scheme::Nvfp4A16 => Some(16),
+            Scheme::Mxfp4A16 => Some(32),
+            _ => None,
+        }
     }
 
     /// The block edge of a block-scaled scheme.
@@ -80,6 +102,11 @@ impl Scheme {
     /// `group` is given (grouped schemes only).
     pub fn spec(self, group: Option<usize>) -> QuantSpec {
         match self {
+            Scheme::Nvfp4A16 | Scheme::Mxfp4A16 => QuantSpec {
+                bits: 4,
+                group: self.fp4_group(),
+                symmetric: true,
+            },
             Scheme::W8A16 | Scheme::W8A8 | Scheme::Fp8 | Scheme::Fp8Block => QuantSpec {
                 bits: 8,
                 group: None,
@@ -103,6 +130,8 @@ impl Scheme {
         match self {
             Scheme::W8A8 => "int-quantized",
             Scheme::Fp8 | Scheme::Fp8Block => "float-quantized",
+            Scheme::Nvfp4A16 => "nvfp4-pack-quantized",
+            Scheme::Mxfp4A16 => "mxfp4-pack-quantized",
             _ => "pack-quantized",
         }
     }
@@ -139,6 +168,15 @@ pub fn layer_tensors(
                 dtype,
                 vec![out.div_ceil(128), inn.div_ceil(128)],
             ),
+        ],
+        Scheme::Nvfp4A16 => vec![
+            t("weight_packed", DType::U8, vec![out, inn.div_ceil(2)]),
+            t("weight_scale", DType::F8E4M3, vec![out, inn.div_ceil(16)]),
+            t("weight_global_scale", DType::F32, vec![1]),
+        ],
+        Scheme::Mxfp4A16 => vec![
+            t("weight_packed", DType::U8, vec![out, inn.div_ceil(2)]),
+            t("weight_scale", DType::U8, vec![out, inn.div_ceil(32)]),
         ],
         _ => {
             let per = (32 / spec.bits) as usize;
@@ -237,9 +275,22 @@ pub fn quantization_config(scheme: Scheme, spec: &QuantSpec, mut ignore: Vec<Str
 /// The `quantization_config` of the FP8 presets, as llm-compressor 0.14
 /// (compressed-tensors 0.20.1) writes them.
 fn float_config(scheme: Scheme, ignore: Vec<String>) -> Value {
+    let fp4 = |name: &str, group: usize, scale_dtype: &str, strategy: &str| {
+        (
+            name.to_string(),
+            json!({
+                "dynamic": false, "group_size": group, "num_bits": 4,
+                "scale_dtype": scale_dtype, "strategy": strategy,
+                "symmetric": true, "type": "float",
+            }),
+            Value::Null,
+        )
+    };
     let (name, weights, input) = match scheme {
+        Scheme::Nvfp4A16 => fp4("NVFP4A16", 16, "torch.float8_e4m3fn", "tensor_group"),
+        Scheme::Mxfp4A16 => fp4("MXFP4A16", 32, "torch.uint8", "group"),
         Scheme::Fp8Block => (
-            "FP8_BLOCK",
+            "FP8_BLOCK".to_string(),
             json!({
                 "block_structure": [128, 128], "dynamic": false, "group_size": null,
                 "num_bits": 8, "strategy": "block", "symmetric": true, "type": "float",
@@ -250,7 +301,7 @@ fn float_config(scheme: Scheme, ignore: Vec<String>) -> Value {
             }),
         ),
         _ => (
-            "FP8_DYNAMIC",
+            "FP8_DYNAMIC".to_string(),
             json!({
                 "dynamic": false, "group_size": null, "num_bits": 8,
                 "strategy": "channel", "symmetric": true, "type": "float",
@@ -263,7 +314,7 @@ fn float_config(scheme: Scheme, ignore: Vec<String>) -> Value {
     };
     json!({
         "config_groups": {
-            name: {
+            name.as_str(): {
                 "format": scheme.format(),
                 "input_activations": input,
                 "output_activations": null,
@@ -289,9 +340,48 @@ pub struct ReadScheme {
     pub spec: QuantSpec,
     /// `pack-quantized` (true) or `int-quantized` / `float-quantized`.
     pub packed: bool,
-    /// `float-quantized` FP8 E4M3 weights: `Some(None)` one scale per
-    /// channel, `Some(Some(b))` per b×b block.
-    pub float: Option<Option<usize>>,
+    /// Float weights (FP8 or FP4), when the format is one of theirs.
+    pub float: Option<FloatRead>,
+    /// The dtype dense weights are written in (config.json's `dtype` /
+    /// `torch_dtype`; bf16 when it names none): FP4 scales are not in it.
+    pub dense_dtype: DType,
+}
+
+impl ReadScheme {
+    /// The dtype a layer whose scales are `scale` decodes to: the scales'
+    /// own (int, FP8: stored in the weight's dtype) or, for FP4 (whose
+    /// scales are FP8 or exponent bytes), the model's.
+    pub fn dense_dtype_for(&self, scale: DType) -> DType {
+        match self.float {
+            Some(FloatRead::Nvfp4 | FloatRead::Mxfp4) => self.dense_dtype,
+            _ => scale,
+        }
+    }
+}
+
+/// The float formats `decompress` and the forward pass read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatRead {
+    /// `float-quantized` FP8 E4M3: one scale per channel, or per b×b block.
+    Fp8 { block: Option<usize> },
+    /// `nvfp4-pack-quantized`.
+    Nvfp4,
+    /// `mxfp4-pack-quantized`.
+    Mxfp4,
+}
+
+/// The dtype config.json says the model is in (bf16 when it says none).
+fn config_dtype(config: &Value) -> DType {
+    let name = config
+        .get("dtype")
+        .or_else(|| config.get("torch_dtype"))
+        .and_then(Value::as_str)
+        .unwrap_or("bfloat16");
+    match name {
+        "float32" => DType::F32,
+        "float16" => DType::F16,
+        _ => DType::BF16,
+    }
 }
 
 /// Reads the weight scheme from `quantization_config` (the first config
@@ -302,12 +392,26 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
         .get("quantization_config")
         .ok_or_else(|| bad("missing (not a compressed-tensors checkpoint)"))?;
     let format = qc.get("format").and_then(Value::as_str).unwrap_or("");
+    let dense_dtype = config_dtype(config);
+    let fp4 = |float| ReadScheme {
+        spec: QuantSpec {
+            bits: 4,
+            group: None,
+            symmetric: true,
+        },
+        packed: false,
+        float: Some(float),
+        dense_dtype,
+    };
     let packed = match format {
         "pack-quantized" => true,
         "int-quantized" | "float-quantized" => false,
+        "nvfp4-pack-quantized" => return Ok(fp4(FloatRead::Nvfp4)),
+        "mxfp4-pack-quantized" => return Ok(fp4(FloatRead::Mxfp4)),
         other => {
             return Err(bad(&format!(
-                "format '{other}' is not pack-quantized, int-quantized or float-quantized"
+                "format '{other}' is not one shears reads (pack-quantized, int-quantized, \
+                 float-quantized, nvfp4-pack-quantized, mxfp4-pack-quantized)"
             )))
         }
     };
@@ -364,7 +468,8 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
                 symmetric: true,
             },
             packed: false,
-            float: Some(float),
+            float: Some(FloatRead::Fp8 { block: float }),
+            dense_dtype,
         });
     }
     if kind != Some("int") {
@@ -393,5 +498,6 @@ pub fn read_config(config: &Value, path: &std::path::Path) -> Result<ReadScheme>
         },
         packed,
         float: None,
+        dense_dtype,
     })
 }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::compressed_tensors::{read_config, ReadScheme};
+use super::compressed_tensors::{read_config, FloatRead, ReadScheme};
 use crate::ops::quant::Quant;
 use crate::reference::matmul::PackedWeight;
 use crate::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
@@ -44,7 +44,8 @@ impl Layer<'_> {
             .map(|t| t.name.clone())
             .collect();
         let shape = format!("{}.weight_shape", self.prefix);
-        if self.codes.name.ends_with("_packed") {
+        // Integer packed layers carry their shape; FP4 packed ones do not.
+        if self.codes.name.ends_with("_packed") && self.codes.dtype == DType::I32 {
             v.push(shape);
         }
         v
@@ -139,15 +140,9 @@ pub fn dense_bytes(
     if l.out == 0 || l.inn == 0 {
         return Ok(Vec::new()); // an empty weight: nothing to decode
     }
-    if let Some(block) = rs.float {
-        let fq = crate::reference::fp8::Fp8 {
-            rows: l.out,
-            cols: l.inn,
-            block,
-            codes: ckpt.view(l.codes).bytes().to_vec(),
-            scales: ckpt.view(l.scale).to_f32()?,
-        };
-        let values = fq.dequantized();
+    if let Some(kind) = rs.float {
+        let values = float_values(ckpt, l, kind)?;
+        let dtype = rs.dense_dtype_for(dtype);
         let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
         encode_f32(dtype, &values, &mut bytes);
         return Ok(bytes);
@@ -213,6 +208,111 @@ fn stored_shape(ckpt: &Checkpoint, prefix: &str, path: &std::path::Path) -> Resu
     Ok((o as usize, i as usize))
 }
 
+/// The dense values of a float layer.
+fn float_values(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Vec<f32>> {
+    use crate::reference::fp4::Fp4;
+    let codes = ckpt.view(l.codes).bytes();
+    Ok(match kind {
+        FloatRead::Fp8 { block } => crate::reference::fp8::Fp8 {
+            rows: l.out,
+            cols: l.inn,
+            block,
+            codes: codes.to_vec(),
+            scales: ckpt.view(l.scale).to_f32()?,
+        }
+        .dequantized(),
+        FloatRead::Nvfp4 | FloatRead::Mxfp4 => {
+            let global_scale = match l.zero_point {
+                Some(g) => Some(f32::from_le_bytes(
+                    ckpt.view(g).bytes()[..4]
+                        .try_into()
+                        .expect("checked: F32 [1]"),
+                )),
+                None => None,
+            };
+            let row_bytes = l.inn.div_ceil(2);
+            let mut unpacked = Vec::with_capacity(l.out * l.inn);
+            for row in codes.chunks(row_bytes) {
+                for k in 0..l.inn {
+                    unpacked.push((row[k / 2] >> (4 * (k % 2))) & 0xf);
+                }
+            }
+            Fp4 {
+                rows: l.out,
+                cols: l.inn,
+                group: l.inn / l.scale.shape[1].max(1),
+                codes: unpacked,
+                scales: ckpt.view(l.scale).bytes().to_vec(),
+                global_scale,
+            }
+            .dequantized()
+        }
+    })
+}
+
+/// An FP4 layer: packed codes [out, in/2] (U8), scales per group (E4M3 for
+/// NVFP4, exponent bytes for MXFP4) and, for NVFP4, the global scale (kept
+/// in the layer's `zero_point` slot, which FP4 has no other use for).
+fn fp4_layer<'c>(
+    ckpt: &'c Checkpoint,
+    prefix: &str,
+    t: &'c TensorInfo,
+    kind: FloatRead,
+) -> Result<Layer<'c>> {
+    let path = ckpt.path_of(t);
+    let bad = |name: &str, why: String| Error::tensor(path, name, why);
+    let codes_name = format!("{prefix}.weight_packed");
+    let codes = ckpt
+        .get(&codes_name)
+        .ok_or_else(|| bad(&codes_name, "missing beside its weight_scale".into()))?;
+    let (group, scale_dtype) = match kind {
+        FloatRead::Nvfp4 => (16, DType::F8E4M3),
+        _ => (32, DType::U8),
+    };
+    if codes.dtype != DType::U8 || codes.shape.len() != 2 {
+        return Err(bad(
+            &codes_name,
+            format!("{} {:?}, expected U8 [out, in/2]", codes.dtype, codes.shape),
+        ));
+    }
+    let (out, inn) = (codes.shape[0], codes.shape[1] * 2);
+    if t.dtype != scale_dtype || t.shape != [out, inn / group] {
+        return Err(bad(
+            &t.name,
+            format!(
+                "{} {:?}, expected {scale_dtype} [{out}, {}]",
+                t.dtype,
+                t.shape,
+                inn / group
+            ),
+        ));
+    }
+    let global = match kind {
+        FloatRead::Nvfp4 => {
+            let gn = format!("{prefix}.weight_global_scale");
+            let g = ckpt
+                .get(&gn)
+                .ok_or_else(|| bad(&gn, "missing (NVFP4 needs a global scale)".into()))?;
+            if g.dtype != DType::F32 || g.shape != [1] {
+                return Err(bad(
+                    &gn,
+                    format!("{} {:?}, expected F32 [1]", g.dtype, g.shape),
+                ));
+            }
+            Some(g)
+        }
+        _ => None,
+    };
+    Ok(Layer {
+        prefix: prefix.to_string(),
+        codes,
+        scale: t,
+        zero_point: global,
+        out,
+        inn,
+    })
+}
+
 /// An FP8 layer: E4M3 codes [out, in] and scales per channel ([out, 1])
 /// or per `block` tile, checked.
 fn float_layer<'c>(
@@ -265,6 +365,9 @@ fn layer<'c>(
     {
         let path = ckpt.path_of(t);
         let bad = |name: &str, why: String| Error::tensor(path, name, why);
+        if let Some(kind @ (FloatRead::Nvfp4 | FloatRead::Mxfp4)) = rs.float {
+            return fp4_layer(ckpt, prefix, t, kind);
+        }
         let codes_name = if rs.packed {
             format!("{prefix}.weight_packed")
         } else {
@@ -273,7 +376,7 @@ fn layer<'c>(
         let codes = ckpt
             .get(&codes_name)
             .ok_or_else(|| bad(&codes_name, "missing beside its weight_scale".into()))?;
-        if let Some(block) = rs.float {
+        if let Some(FloatRead::Fp8 { block }) = rs.float {
             return float_layer(ckpt, prefix, codes, t, block);
         }
         let (out, inn) = if rs.packed {

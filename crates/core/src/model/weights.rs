@@ -196,7 +196,7 @@ impl<'c> Weights<'c> {
         let bytes = dense_bytes(self.ckpt, rs, l, &Reference)?;
         l.release(self.ckpt);
         let mut v = vec![0.0f32; l.out * l.inn];
-        decode_f32(l.scale.dtype, &bytes, &mut v);
+        decode_f32(rs.dense_dtype_for(l.scale.dtype), &bytes, &mut v);
         Ok(v)
     }
 
