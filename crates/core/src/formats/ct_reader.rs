@@ -222,14 +222,13 @@ fn float_values(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Vec<f32
         }
         .dequantized(),
         FloatRead::Nvfp4 | FloatRead::Mxfp4 => {
-            let global_scale = match l.zero_point {
-                Some(g) => Some(f32::from_le_bytes(
+            let global_scale = l.zero_point.map(|g| {
+                f32::from_le_bytes(
                     ckpt.view(g).bytes()[..4]
                         .try_into()
                         .expect("checked: F32 [1]"),
-                )),
-                None => None,
-            };
+                )
+            });
             let row_bytes = l.inn.div_ceil(2);
             let mut unpacked = Vec::with_capacity(l.out * l.inn);
             for row in codes.chunks(row_bytes) {
