@@ -198,3 +198,25 @@ fn fast_fp8_equals_the_reference() {
         }
     }
 }
+
+/// The fast FP4 path and the parallel dequantization give the reference's
+/// codes, scales and values.
+#[test]
+fn fast_fp4_equals_the_reference() {
+    use shears::core::fast::fp8::{dequantize_fp4, quantize_fp4};
+    use shears::core::reference::fp4::{quantize_mxfp4, quantize_nvfp4};
+    for (rows, cols, seed) in [(1, 32, 1u64), (7, 64, 2), (33, 96, 3)] {
+        let mut x = shears::testing::test_values(rows * cols, seed, false);
+        x[..cols].fill(0.0);
+        for dtype in [DType::BF16, DType::F32] {
+            let want = quantize_mxfp4(&x, rows, cols, dtype);
+            let got = quantize_fp4(&x, rows, cols, None, dtype);
+            assert_eq!(got, want, "mx {rows}x{cols} {dtype}");
+            assert_eq!(dequantize_fp4(&got), want.dequantized());
+            let want = quantize_nvfp4(&x, rows, cols, 17.5, dtype);
+            let got = quantize_fp4(&x, rows, cols, Some(17.5), dtype);
+            assert_eq!(got, want, "nv {rows}x{cols} {dtype}");
+            assert_eq!(dequantize_fp4(&got), want.dequantized());
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! reporting per tensor ([`report`]). Commands only build configs.
 
 pub mod config;
+mod float;
 pub mod masks;
 pub mod plan;
 pub mod report;

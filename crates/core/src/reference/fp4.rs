@@ -110,7 +110,10 @@ impl Fp4 {
 
 /// The value of an MXFP4 exponent byte, 2^(b − 127).
 pub fn mx_scale_value(b: u8) -> f32 {
-    f32::powi(2.0, b as i32 - 127)
+    match b {
+        0 => f32::from_bits(1 << 22), // 2⁻¹²⁷, a subnormal
+        _ => f32::from_bits((b as u32) << 23),
+    }
 }
 
 /// The MXFP4 exponent byte of a group whose absolute maximum is `amax`:
@@ -127,6 +130,17 @@ pub fn mx_scale(amax: f32) -> u8 {
     (exp - 2).clamp(0, 255) as u8
 }
 
+/// One MXFP4 group: writes its codes and returns its exponent byte.
+pub fn mx_group(chunk: &[f32], dtype: DType, codes: &mut [u8]) -> u8 {
+    let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let b = mx_scale(amax);
+    let s = mx_scale_value(b);
+    for (c, &v) in codes.iter_mut().zip(chunk) {
+        *c = e2m1(round_to(dtype, v / s).clamp(-6.0, 6.0));
+    }
+    b
+}
+
 /// Quantizes `x` ([rows, cols], a weight stored in `dtype`) to MXFP4.
 pub fn quantize_mxfp4(x: &[f32], rows: usize, cols: usize, dtype: DType) -> Fp4 {
     let group = 32;
@@ -139,15 +153,10 @@ pub fn quantize_mxfp4(x: &[f32], rows: usize, cols: usize, dtype: DType) -> Fp4 
         global_scale: None,
     };
     for r in 0..rows {
-        for (g, chunk) in x[r * cols..(r + 1) * cols].chunks(group).enumerate() {
-            let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let b = mx_scale(amax);
-            q.scales.push(b);
-            let s = mx_scale_value(b);
-            for (k, &v) in chunk.iter().enumerate() {
-                let t = round_to(dtype, v / s).clamp(-6.0, 6.0);
-                q.codes[r * cols + g * group + k] = e2m1(t);
-            }
+        let row = &x[r * cols..(r + 1) * cols];
+        let codes = &mut q.codes[r * cols..(r + 1) * cols];
+        for (chunk, c) in row.chunks(group).zip(codes.chunks_mut(group)) {
+            q.scales.push(mx_group(chunk, dtype, c));
         }
     }
     q
@@ -163,6 +172,21 @@ pub fn nv_global_scale(amax: f32, dtype: DType) -> f32 {
     round_to(dtype, round_to(dtype, 1.0 / amax) * (448.0 * 6.0))
 }
 
+/// One NVFP4 group under the global scale `gs`: writes its codes and
+/// returns its E4M3 scale byte.
+pub fn nv_group(chunk: &[f32], gs: f32, dtype: DType, codes: &mut [u8]) -> u8 {
+    let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut b = e4m3((gs * round_to(dtype, amax / 6.0)).clamp(-448.0, 448.0));
+    if b & 0x7f == 0 {
+        b = e4m3(0.125);
+    }
+    let s = e4m3_value(b) / gs;
+    for (c, &v) in codes.iter_mut().zip(chunk) {
+        *c = e2m1((v / s).clamp(-6.0, 6.0));
+    }
+    b
+}
+
 /// Quantizes `x` (a weight stored in `dtype`) to NVFP4 under the global
 /// scale `gs`.
 pub fn quantize_nvfp4(x: &[f32], rows: usize, cols: usize, gs: f32, dtype: DType) -> Fp4 {
@@ -176,17 +200,10 @@ pub fn quantize_nvfp4(x: &[f32], rows: usize, cols: usize, gs: f32, dtype: DType
         global_scale: Some(gs),
     };
     for r in 0..rows {
-        for (g, chunk) in x[r * cols..(r + 1) * cols].chunks(group).enumerate() {
-            let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let mut b = e4m3((gs * round_to(dtype, amax / 6.0)).clamp(-448.0, 448.0));
-            if b & 0x7f == 0 {
-                b = e4m3(0.125);
-            }
-            q.scales.push(b);
-            let s = e4m3_value(b) / gs;
-            for (k, &v) in chunk.iter().enumerate() {
-                q.codes[r * cols + g * group + k] = e2m1((v / s).clamp(-6.0, 6.0));
-            }
+        let row = &x[r * cols..(r + 1) * cols];
+        let codes = &mut q.codes[r * cols..(r + 1) * cols];
+        for (chunk, c) in row.chunks(group).zip(codes.chunks_mut(group)) {
+            q.scales.push(nv_group(chunk, gs, dtype, c));
         }
     }
     q

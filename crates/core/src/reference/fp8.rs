@@ -40,7 +40,8 @@ pub fn e4m3(x: f32) -> u8 {
     }
     .max(-6);
     // Multiples of the spacing 2^(e−3) at this exponent: exact in f32.
-    let steps = (a * f32::powi(2.0, 3 - e)).round_ties_even() as u32;
+    let unit = f32::from_bits(((127 + 3 - e) as u32) << 23);
+    let steps = (a * unit).round_ties_even() as u32;
     let (e, steps) = if steps == 16 { (e + 1, 8) } else { (e, steps) };
     let bits = if steps < 8 {
         steps as u8 // subnormal (e is −6 here) or zero
@@ -50,8 +51,14 @@ pub fn e4m3(x: f32) -> u8 {
     sign | bits.min(0x7e)
 }
 
-/// The value of an E4M3 byte.
+/// The value of an E4M3 byte (from a table built once).
 pub fn e4m3_value(b: u8) -> f32 {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|i| e4m3_decode(i as u8)))[b as usize]
+}
+
+/// The value of an E4M3 byte, computed.
+fn e4m3_decode(b: u8) -> f32 {
     let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
     let (e, m) = ((b >> 3) & 0xf, b & 7);
     if e == 0xf && m == 7 {

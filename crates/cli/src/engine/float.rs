@@ -1,0 +1,213 @@
+//! The float schemes in the engine (FP8 per channel or block, NVFP4,
+//! MXFP4): each layer on the fast CPU path (`shears_core::fast::fp8`),
+//! checked against the reference under --verify, measured, and sent in the
+//! compressed-tensors layout; NVFP4's global scales from a read-only pass.
+//! There are no GPU kernels for these yet: they run on the CPU whatever
+//! the backend.
+
+use anyhow::Result;
+use shears_core::formats::compressed_tensors::layer_tensors;
+use shears_core::reference::matmul::relative_error;
+use shears_core::{encode_f32, DType, TensorInfo, TensorView};
+
+use super::config::Format;
+use super::plan::Plan;
+use super::run::Stage;
+use crate::pipeline::{Piece, Sink};
+
+impl Stage<'_, '_> {
+    /// An FP8 layer: codes and scales on the fast CPU path (the float
+    /// schemes have no GPU kernels yet), checked against the reference
+    /// under --verify, measured, validated, and sent. Returns the error
+    /// statistics, the output error, the bytes written and, under
+    /// --verify, how many codes and scales differ.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn compress_float(
+        &self,
+        t: &TensorInfo,
+        view: &TensorView,
+        keep: Option<&[u8]>,
+        sink: &Sink,
+    ) -> shears_core::Result<(
+        shears_core::ops::quant::ErrorStats,
+        Option<f64>,
+        u64,
+        Option<u64>,
+    )> {
+        use shears_core::reference::fp8;
+        let q = self.plan.cfg.quant.expect("a quantizing run");
+        let (rows, cols) = view.matrix_dims();
+        let mut x = view.to_f32()?;
+        if let Some(k) = keep {
+            x.iter_mut()
+                .zip(k)
+                .filter(|(_, &k)| k == 0)
+                .for_each(|(v, _)| *v = 0.0);
+        }
+        if q.scheme.fp4_group().is_some() {
+            return self.compress_fp4(t, &x, sink);
+        }
+        let block = q.scheme.block();
+        let fq = shears_core::fast::fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
+        let diff = self.plan.cfg.checks.verify.then(|| {
+            let r = fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
+            let codes = fq
+                .codes
+                .iter()
+                .zip(&r.codes)
+                .filter(|(a, b)| a != b)
+                .count();
+            let scales = fq.scales.iter().zip(&r.scales);
+            (codes + scales.filter(|(a, b)| a.to_bits() != b.to_bits()).count()) as u64
+        });
+        let deq = shears_core::fast::fp8::dequantize_fp8(&fq);
+        let stats = shears_core::fast::fp8::error_stats(&x, &deq);
+        let error = match self.plan.cfg.checks.validate {
+            true => {
+                let given = match self.plan.calibration {
+                    Some(c) => c.inputs(&t.name, cols)?,
+                    None => None,
+                };
+                let (xs, p) = given.unwrap_or_else(|| self.probes(cols));
+                let dense = shears_core::TensorBuf::from_f32(DType::F32, vec![rows, cols], &deq)?;
+                let mm = self.backend.matmul();
+                let y = mm.masked_matmul(&xs, p, view, None)?;
+                let yhat = mm.masked_matmul(&xs, p, &dense.view(), None)?;
+                Some(relative_error(&y, &yhat))
+            }
+            false => None,
+        };
+        let send = |name: String, bytes: Vec<u8>| {
+            sink.send(Piece::Bytes(name, bytes))
+                .map_err(|e| shears_core::Error::Invalid(e.to_string()))
+        };
+        if q.format == Format::Dense {
+            let mut bytes = vec![0u8; t.nbytes()];
+            encode_f32(t.dtype, &deq, &mut bytes);
+            let n = bytes.len() as u64;
+            send(t.name.clone(), bytes)?;
+            return Ok((stats, error, n, diff));
+        }
+        let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
+        let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
+        encode_f32(t.dtype, &fq.scales, &mut scales);
+        let n = (fq.codes.len() + scales.len()) as u64;
+        send(names[0].name.clone(), fq.codes)?;
+        send(names[1].name.clone(), scales)?;
+        Ok((stats, error, n, diff))
+    }
+
+    /// An FP4 layer (NVFP4 or MXFP4) on the fast CPU path, checked against
+    /// the reference under --verify (no GPU kernels yet; --validate is not
+    /// offered): codes packed two per byte, scales, the NVFP4 global scale
+    /// of its fused group.
+    #[allow(clippy::type_complexity)]
+    fn compress_fp4(
+        &self,
+        t: &TensorInfo,
+        x: &[f32],
+        sink: &Sink,
+    ) -> shears_core::Result<(
+        shears_core::ops::quant::ErrorStats,
+        Option<f64>,
+        u64,
+        Option<u64>,
+    )> {
+        use shears_core::reference::fp4;
+        let q = self.plan.cfg.quant.expect("a quantizing run");
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        use shears_core::formats::compressed_tensors::Scheme;
+        let gs = match q.scheme {
+            Scheme::Nvfp4A16 => Some(self.global_scales.get(&t.name).copied().unwrap_or(1.0)),
+            _ => None,
+        };
+        let fq = shears_core::fast::fp8::quantize_fp4(x, rows, cols, gs, t.dtype);
+        let diff = self.plan.cfg.checks.verify.then(|| {
+            let r = match gs {
+                Some(g) => fp4::quantize_nvfp4(x, rows, cols, g, t.dtype),
+                None => fp4::quantize_mxfp4(x, rows, cols, t.dtype),
+            };
+            let codes = fq
+                .codes
+                .iter()
+                .zip(&r.codes)
+                .filter(|(a, b)| a != b)
+                .count();
+            let scales = fq
+                .scales
+                .iter()
+                .zip(&r.scales)
+                .filter(|(a, b)| a != b)
+                .count();
+            (codes + scales) as u64
+        });
+        let deq = shears_core::fast::fp8::dequantize_fp4(&fq);
+        let stats = shears_core::fast::fp8::error_stats(x, &deq);
+        let send = |name: String, bytes: Vec<u8>| {
+            sink.send(Piece::Bytes(name, bytes))
+                .map_err(|e| shears_core::Error::Invalid(e.to_string()))
+        };
+        if q.format == Format::Dense {
+            let mut bytes = vec![0u8; t.nbytes()];
+            encode_f32(t.dtype, &deq, &mut bytes);
+            let n = bytes.len() as u64;
+            send(t.name.clone(), bytes)?;
+            return Ok((stats, None, n, diff));
+        }
+        let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
+        let packed = fq.packed();
+        let mut n = (packed.len() + fq.scales.len()) as u64;
+        send(names[0].name.clone(), packed)?;
+        send(names[1].name.clone(), fq.scales.clone())?;
+        if let (Some(g), Some(gs)) = (names.get(2), fq.global_scale) {
+            send(g.name.clone(), gs.to_le_bytes().to_vec())?;
+            n += 4;
+        }
+        Ok((stats, None, n, diff))
+    }
+}
+
+/// NVFP4's global scales, from a read-only pass over the selected weights:
+/// the layers vLLM fuses (q/k/v, and gate/up, of one decoder layer) share
+/// the scale of their joint maximum; empty for other schemes.
+pub(super) fn nvfp4_global_scales(plan: &Plan) -> Result<std::collections::HashMap<String, f32>> {
+    use shears_core::formats::compressed_tensors::Scheme;
+    use shears_core::reference::fp4::nv_global_scale;
+    let mut out = std::collections::HashMap::new();
+    if plan.cfg.quant.map(|q| q.scheme) != Some(Scheme::Nvfp4A16) {
+        return Ok(out);
+    }
+    let fused = |name: &str| -> String {
+        for (member, group) in [
+            ("self_attn.q_proj", "self_attn.qkv"),
+            ("self_attn.k_proj", "self_attn.qkv"),
+            ("self_attn.v_proj", "self_attn.qkv"),
+            ("mlp.gate_proj", "mlp.gate_up"),
+            ("mlp.up_proj", "mlp.gate_up"),
+        ] {
+            if let Some(stem) = name.strip_suffix(&format!("{member}.weight")) {
+                return format!("{stem}{group}");
+            }
+        }
+        name.to_string()
+    };
+    let mut amax: std::collections::HashMap<String, (f32, shears_core::DType)> =
+        std::collections::HashMap::new();
+    let ckpt = plan.ckpt;
+    for &i in &plan.chosen {
+        let t = &ckpt.tensors[i];
+        let view = ckpt.view(t);
+        let m = view.to_f32()?.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        view.release(0..t.nbytes());
+        let e = amax.entry(fused(&t.name)).or_insert((0.0, t.dtype));
+        e.0 = e.0.max(m);
+    }
+    for &i in &plan.chosen {
+        let t = &ckpt.tensors[i];
+        let (m, dtype) = amax[&fused(&t.name)];
+        out.insert(t.name.clone(), nv_global_scale(m, dtype));
+    }
+    Ok(out)
+}
