@@ -37,7 +37,7 @@ impl Stage<'_, '_> {
         use shears_core::reference::fp8;
         let q = self.plan.cfg.quant.expect("a quantizing run");
         let (rows, cols) = view.matrix_dims();
-        let mut x = view.to_f32()?;
+        let mut x = shears_core::fast::fp8::decode_parallel(view)?;
         if let Some(k) = keep {
             x.iter_mut()
                 .zip(k)
@@ -199,7 +199,9 @@ pub(super) fn nvfp4_global_scales(plan: &Plan) -> Result<std::collections::HashM
     for &i in &plan.chosen {
         let t = &ckpt.tensors[i];
         let view = ckpt.view(t);
-        let m = view.to_f32()?.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let m = shears_core::fast::fp8::decode_parallel(&view)?
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
         view.release(0..t.nbytes());
         let e = amax.entry(fused(&t.name)).or_insert((0.0, t.dtype));
         e.0 = e.0.max(m);

@@ -151,3 +151,13 @@ pub fn error_stats(x: &[f32], deq: &[f32]) -> crate::ops::quant::ErrorStats {
         })
         .reduce(ErrorStats::default, ErrorStats::merge)
 }
+
+/// All elements of a float tensor as f32, decoded in parallel blocks.
+pub fn decode_parallel(w: &crate::TensorView) -> crate::Result<Vec<f32>> {
+    let n = w.numel();
+    let mut out = vec![0.0f32; n];
+    out.par_chunks_mut(1 << 16)
+        .enumerate()
+        .try_for_each(|(b, chunk)| w.decode_into(b << 16..(b << 16) + chunk.len(), chunk))?;
+    Ok(out)
+}

@@ -28,6 +28,7 @@ use crate::DType;
 pub const E2M1: [f32; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
 
 /// The E2M1 code of `x` (nearest, ties to even, saturating at ±6).
+#[inline]
 pub fn e2m1(x: f32) -> u8 {
     let a = x.abs();
     // Thresholds between neighbours; a tie goes to the even code.

@@ -22,6 +22,7 @@ pub const E4M3_MAX: f32 = 448.0;
 /// The E4M3 byte nearest `x` (ties to even); values beyond ±448 saturate to
 /// ±448 (callers clamp first, as compressed-tensors does); NaN is 0x7f
 /// with the sign of `x`.
+#[inline]
 pub fn e4m3(x: f32) -> u8 {
     let sign = ((x.to_bits() >> 31) as u8) << 7;
     if x.is_nan() {
@@ -41,7 +42,10 @@ pub fn e4m3(x: f32) -> u8 {
     .max(-6);
     // Multiples of the spacing 2^(e−3) at this exponent: exact in f32.
     let unit = f32::from_bits(((127 + 3 - e) as u32) << 23);
-    let steps = (a * unit).round_ties_even() as u32;
+    // a·unit < 16: adding and removing 1.5·2²³ rounds it to an integer,
+    // ties to even, in the FPU's default mode (no libcall).
+    const ROUND: f32 = 12_582_912.0;
+    let steps = ((a * unit + ROUND) - ROUND) as u32;
     let (e, steps) = if steps == 16 { (e + 1, 8) } else { (e, steps) };
     let bits = if steps < 8 {
         steps as u8 // subnormal (e is −6 here) or zero
@@ -93,6 +97,7 @@ pub fn fp8_scale(amax: f32, dtype: DType) -> f32 {
 /// (`Nearest`), or, as compressed-tensors divides, the quotient first
 /// rounded to the weight's `dtype` (`CompressedTensors`: for bf16 a second
 /// rounding; byte for byte what the library writes).
+#[inline]
 pub fn fp8_code(x: f32, scale: f32, dtype: DType, rounding: Rounding) -> u8 {
     let q = match rounding {
         Rounding::Nearest => x / scale,
