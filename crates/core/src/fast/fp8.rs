@@ -122,34 +122,6 @@ fn e4m3_lane(x: f32) -> u8 {
     (sign | code) as u8
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::reference::fp8::e4m3;
-
-    /// The branch-free encoder equals the reference on every bf16 value
-    /// (all exponents, both signs, NaN, ±inf, subnormals) and on f32 values
-    /// around every E4M3 rounding boundary.
-    #[test]
-    fn lanes_equal_the_reference() {
-        for h in 0..=u16::MAX {
-            let x = f32::from_bits((h as u32) << 16);
-            let want = e4m3(x.clamp(-448.0, 448.0));
-            assert_eq!(e4m3_lane(x), want, "{x} ({h:#06x})");
-        }
-        for b in 0..=0x7eu8 {
-            let v = crate::reference::fp8::e4m3_value(b);
-            for d in [-2i32, -1, 0, 1, 2] {
-                let x = f32::from_bits((v.to_bits() as i32 + d).max(0) as u32);
-                let mid = f32::from_bits((v * 1.03125).to_bits());
-                for y in [x, -x, mid, -mid] {
-                    assert_eq!(e4m3_lane(y), e4m3(y.clamp(-448.0, 448.0)), "{y}");
-                }
-            }
-        }
-    }
-}
-
 /// The dense values of an FP8 weight, rows in parallel (the reference's
 /// per-element product).
 pub fn dequantize_fp8(q: &Fp8) -> Vec<f32> {
@@ -246,4 +218,32 @@ pub fn decode_parallel(w: &crate::TensorView) -> crate::Result<Vec<f32>> {
         .enumerate()
         .try_for_each(|(b, chunk)| w.decode_into(b << 16..(b << 16) + chunk.len(), chunk))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::fp8::e4m3;
+
+    /// The branch-free encoder equals the reference on every bf16 value
+    /// (all exponents, both signs, NaN, ±inf, subnormals) and on f32 values
+    /// around every E4M3 rounding boundary.
+    #[test]
+    fn lanes_equal_the_reference() {
+        for h in 0..=u16::MAX {
+            let x = f32::from_bits((h as u32) << 16);
+            let want = e4m3(x.clamp(-448.0, 448.0));
+            assert_eq!(e4m3_lane(x), want, "{x} ({h:#06x})");
+        }
+        for b in 0..=0x7eu8 {
+            let v = crate::reference::fp8::e4m3_value(b);
+            for d in [-2i32, -1, 0, 1, 2] {
+                let x = f32::from_bits((v.to_bits() as i32 + d).max(0) as u32);
+                let mid = f32::from_bits((v * 1.03125).to_bits());
+                for y in [x, -x, mid, -mid] {
+                    assert_eq!(e4m3_lane(y), e4m3(y.clamp(-448.0, 448.0)), "{y}");
+                }
+            }
+        }
+    }
 }
