@@ -286,3 +286,39 @@ fn fp8_refusals_are_one_line() {
     );
     assert!(!out.exists());
 }
+
+/// --validate measures every float layer's output error (small, nonzero),
+/// and --verify finds the fast path equal to the reference, for all four.
+#[test]
+fn validate_and_verify_cover_every_float_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in ["fp8", "fp8-block", "nvfp4a16", "mxfp4a16"] {
+        let out = dir.path().join(scheme);
+        let o = run(&[
+            "quantize",
+            s(&golden("bf16/dense")),
+            "-o",
+            s(&out),
+            "--scheme",
+            scheme,
+            "--validate",
+            "--verify",
+            "--json",
+            "--backend",
+            "cpu",
+        ]);
+        ok(&o);
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = report["tensors"].as_array().unwrap();
+        assert_eq!(rows.len(), 7, "{scheme}");
+        for r in rows {
+            let e = r["output_error"].as_f64().unwrap();
+            assert!(
+                e > 0.0 && e < 0.5,
+                "{scheme} {}: output error {e}",
+                r["name"]
+            );
+            assert_eq!(r["verify_mismatches"], 0, "{scheme} {}", r["name"]);
+        }
+    }
+}

@@ -45,7 +45,7 @@ impl Stage<'_, '_> {
                 .for_each(|(v, _)| *v = 0.0);
         }
         if q.scheme.fp4_group().is_some() {
-            return self.compress_fp4(t, &x, sink);
+            return self.compress_fp4(t, view, &x, sink);
         }
         let block = q.scheme.block();
         let fq = shears_core::fast::fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
@@ -62,50 +62,78 @@ impl Stage<'_, '_> {
         });
         let deq = shears_core::fast::fp8::dequantize_fp8(&fq);
         let stats = shears_core::fast::fp8::error_stats(&x, &deq);
-        let error = match self.plan.cfg.checks.validate {
-            true => {
-                let given = match self.plan.calibration {
-                    Some(c) => c.inputs(&t.name, cols)?,
-                    None => None,
-                };
-                let (xs, p) = given.unwrap_or_else(|| self.probes(cols));
-                let dense = shears_core::TensorBuf::from_f32(DType::F32, vec![rows, cols], &deq)?;
-                let mm = self.backend.matmul();
-                let y = mm.masked_matmul(&xs, p, view, None)?;
-                let yhat = mm.masked_matmul(&xs, p, &dense.view(), None)?;
-                Some(relative_error(&y, &yhat))
-            }
-            false => None,
+        let error = self.validate_dense(t, view, &deq)?;
+        let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
+        encode_f32(t.dtype, &fq.scales, &mut scales);
+        let n = self.send_layer(t, &deq, vec![fq.codes, scales], sink)?;
+        Ok((stats, error, n, diff))
+    }
+
+    /// Under --validate, ‖Y − Ŷ‖/‖Y‖ of the layer against its dequantized
+    /// values `deq`, on its calibration inputs or probes.
+    fn validate_dense(
+        &self,
+        t: &TensorInfo,
+        view: &TensorView,
+        deq: &[f32],
+    ) -> shears_core::Result<Option<f64>> {
+        if !self.plan.cfg.checks.validate {
+            return Ok(None);
+        }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let given = match self.plan.calibration {
+            Some(c) => c.inputs(&t.name, cols)?,
+            None => None,
         };
+        let (xs, p) = given.unwrap_or_else(|| self.probes(cols));
+        let dense = shears_core::TensorBuf::from_f32(DType::F32, vec![rows, cols], deq)?;
+        let mm = self.backend.matmul();
+        let y = mm.masked_matmul(&xs, p, view, None)?;
+        let yhat = mm.masked_matmul(&xs, p, &dense.view(), None)?;
+        Ok(Some(relative_error(&y, &yhat)))
+    }
+
+    /// Sends a float layer: its dequantized values in the input's dtype
+    /// (`--format dense`), or `parts` under the names the scheme gives
+    /// them. Returns the bytes sent.
+    fn send_layer(
+        &self,
+        t: &TensorInfo,
+        deq: &[f32],
+        parts: Vec<Vec<u8>>,
+        sink: &Sink,
+    ) -> shears_core::Result<u64> {
+        let q = self.plan.cfg.quant.expect("a quantizing run");
         let send = |name: String, bytes: Vec<u8>| {
             sink.send(Piece::Bytes(name, bytes))
                 .map_err(|e| shears_core::Error::Invalid(e.to_string()))
         };
         if q.format == Format::Dense {
             let mut bytes = vec![0u8; t.nbytes()];
-            encode_f32(t.dtype, &deq, &mut bytes);
+            encode_f32(t.dtype, deq, &mut bytes);
             let n = bytes.len() as u64;
             send(t.name.clone(), bytes)?;
-            return Ok((stats, error, n, diff));
+            return Ok(n);
         }
         let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
-        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
-        let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
-        encode_f32(t.dtype, &fq.scales, &mut scales);
-        let n = (fq.codes.len() + scales.len()) as u64;
-        send(names[0].name.clone(), fq.codes)?;
-        send(names[1].name.clone(), scales)?;
-        Ok((stats, error, n, diff))
+        let names = layer_tensors(prefix, t.shape[0], t.shape[1], t.dtype, q.scheme, &q.spec);
+        let mut n = 0;
+        for (o, bytes) in names.into_iter().zip(parts) {
+            n += bytes.len() as u64;
+            send(o.name, bytes)?;
+        }
+        Ok(n)
     }
 
     /// An FP4 layer (NVFP4 or MXFP4) on the fast CPU path, checked against
-    /// the reference under --verify (no GPU kernels yet; --validate is not
-    /// offered): codes packed two per byte, scales, the NVFP4 global scale
-    /// of its fused group.
+    /// the reference under --verify, validated on its dequantized values:
+    /// codes packed two per byte, scales, the NVFP4 global scale of its
+    /// fused group.
     #[allow(clippy::type_complexity)]
     fn compress_fp4(
         &self,
         t: &TensorInfo,
+        view: &TensorView,
         x: &[f32],
         sink: &Sink,
     ) -> shears_core::Result<(
@@ -144,28 +172,11 @@ impl Stage<'_, '_> {
         });
         let deq = shears_core::fast::fp8::dequantize_fp4(&fq);
         let stats = shears_core::fast::fp8::error_stats(x, &deq);
-        let send = |name: String, bytes: Vec<u8>| {
-            sink.send(Piece::Bytes(name, bytes))
-                .map_err(|e| shears_core::Error::Invalid(e.to_string()))
-        };
-        if q.format == Format::Dense {
-            let mut bytes = vec![0u8; t.nbytes()];
-            encode_f32(t.dtype, &deq, &mut bytes);
-            let n = bytes.len() as u64;
-            send(t.name.clone(), bytes)?;
-            return Ok((stats, None, n, diff));
-        }
-        let prefix = t.name.strip_suffix(".weight").unwrap_or(&t.name);
-        let names = layer_tensors(prefix, rows, cols, t.dtype, q.scheme, &q.spec);
-        let packed = fq.packed();
-        let mut n = (packed.len() + fq.scales.len()) as u64;
-        send(names[0].name.clone(), packed)?;
-        send(names[1].name.clone(), fq.scales.clone())?;
-        if let (Some(g), Some(gs)) = (names.get(2), fq.global_scale) {
-            send(g.name.clone(), gs.to_le_bytes().to_vec())?;
-            n += 4;
-        }
-        Ok((stats, None, n, diff))
+        let error = self.validate_dense(t, view, &deq)?;
+        let mut parts = vec![fq.packed(), fq.scales.clone()];
+        parts.extend(fq.global_scale.map(|g| g.to_le_bytes().to_vec()));
+        let n = self.send_layer(t, &deq, parts, sink)?;
+        Ok((stats, error, n, diff))
     }
 }
 
