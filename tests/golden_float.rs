@@ -183,7 +183,7 @@ fn nvfp4_matches_the_golden_files() {
 /// ragged edges, zero rows and values near rounding ties, both roundings.
 #[test]
 fn fast_fp8_equals_the_reference() {
-    use shears::core::fast::fp8::quantize_fp8 as fast;
+    use shears::core::fast::float::quantize_fp8 as fast;
     for (rows, cols, seed) in [(1, 1, 1u64), (7, 33, 2), (130, 260, 3), (256, 129, 4)] {
         let mut x = shears::testing::test_values(rows * cols, seed, false);
         x[..cols].fill(0.0);
@@ -203,7 +203,7 @@ fn fast_fp8_equals_the_reference() {
 /// codes, scales and values.
 #[test]
 fn fast_fp4_equals_the_reference() {
-    use shears::core::fast::fp8::{dequantize_fp4, quantize_fp4};
+    use shears::core::fast::float::{dequantize_fp4, quantize_fp4};
     use shears::core::reference::fp4::{quantize_mxfp4, quantize_nvfp4};
     for (rows, cols, seed) in [(1, 32, 1u64), (7, 64, 2), (33, 96, 3)] {
         let mut x = shears::testing::test_values(rows * cols, seed, false);

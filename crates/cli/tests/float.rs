@@ -147,7 +147,7 @@ fn decompress_reads_fp8_back_within_half_a_step() {
 /// every weight, dequantized in f32.
 #[test]
 fn nearest_fp8_is_within_half_a_step() {
-    use shears_core::fast::fp8::quantize_fp8;
+    use shears_core::fast::float::quantize_fp8;
     use shears_core::reference::quant::Rounding;
     let dense = Checkpoint::open(golden("bf16/dense")).unwrap();
     for t in dense.tensors.iter().filter(|t| t.name.contains("proj")) {

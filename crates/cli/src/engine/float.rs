@@ -1,5 +1,5 @@
 //! The float schemes in the engine (FP8 per channel or block, NVFP4,
-//! MXFP4): each layer on the fast CPU path (`shears_core::fast::fp8`),
+//! MXFP4): each layer on the fast CPU path (`shears_core::fast::float`),
 //! checked against the reference under --verify, measured, and sent in the
 //! compressed-tensors layout; NVFP4's global scales from a read-only pass.
 //! There are no GPU kernels for these yet: they run on the CPU whatever
@@ -37,7 +37,7 @@ impl Stage<'_, '_> {
         use shears_core::reference::fp8;
         let q = self.plan.cfg.quant.expect("a quantizing run");
         let (rows, cols) = view.matrix_dims();
-        let mut x = shears_core::fast::fp8::decode_parallel(view)?;
+        let mut x = shears_core::fast::float::decode_parallel(view)?;
         if let Some(k) = keep {
             x.iter_mut()
                 .zip(k)
@@ -48,7 +48,7 @@ impl Stage<'_, '_> {
             return self.compress_fp4(t, view, &x, sink);
         }
         let block = q.scheme.block();
-        let fq = shears_core::fast::fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
+        let fq = shears_core::fast::float::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
         let diff = self.plan.cfg.checks.verify.then(|| {
             let r = fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
             let codes = fq
@@ -60,8 +60,8 @@ impl Stage<'_, '_> {
             let scales = fq.scales.iter().zip(&r.scales);
             (codes + scales.filter(|(a, b)| a.to_bits() != b.to_bits()).count()) as u64
         });
-        let deq = shears_core::fast::fp8::dequantize_fp8(&fq);
-        let stats = shears_core::fast::fp8::error_stats(&x, &deq);
+        let deq = shears_core::fast::float::dequantize_fp8(&fq);
+        let stats = shears_core::fast::float::error_stats(&x, &deq);
         let error = self.validate_dense(t, view, &deq)?;
         let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
         encode_f32(t.dtype, &fq.scales, &mut scales);
@@ -150,7 +150,7 @@ impl Stage<'_, '_> {
             Scheme::Nvfp4A16 => Some(self.global_scales.get(&t.name).copied().unwrap_or(1.0)),
             _ => None,
         };
-        let fq = shears_core::fast::fp8::quantize_fp4(x, rows, cols, gs, t.dtype);
+        let fq = shears_core::fast::float::quantize_fp4(x, rows, cols, gs, t.dtype);
         let diff = self.plan.cfg.checks.verify.then(|| {
             let r = match gs {
                 Some(g) => fp4::quantize_nvfp4(x, rows, cols, g, t.dtype),
@@ -170,8 +170,8 @@ impl Stage<'_, '_> {
                 .count();
             (codes + scales) as u64
         });
-        let deq = shears_core::fast::fp8::dequantize_fp4(&fq);
-        let stats = shears_core::fast::fp8::error_stats(x, &deq);
+        let deq = shears_core::fast::float::dequantize_fp4(&fq);
+        let stats = shears_core::fast::float::error_stats(x, &deq);
         let error = self.validate_dense(t, view, &deq)?;
         let mut parts = vec![fq.packed(), fq.scales.clone()];
         parts.extend(fq.global_scale.map(|g| g.to_le_bytes().to_vec()));
@@ -210,7 +210,7 @@ pub(super) fn nvfp4_global_scales(plan: &Plan) -> Result<std::collections::HashM
     for &i in &plan.chosen {
         let t = &ckpt.tensors[i];
         let view = ckpt.view(t);
-        let m = shears_core::fast::fp8::decode_parallel(&view)?
+        let m = shears_core::fast::float::decode_parallel(&view)?
             .iter()
             .fold(0.0f32, |m, v| m.max(v.abs()));
         view.release(0..t.nbytes());

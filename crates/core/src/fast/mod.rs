@@ -7,8 +7,8 @@
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastCpu;
 
+pub mod float;
 pub mod forward;
-pub mod fp8;
 pub mod importance;
 pub mod mask;
 pub mod matmul;

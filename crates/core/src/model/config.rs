@@ -178,24 +178,6 @@ impl ModelConfig {
         let attention = 2.0 * (self.heads * self.head_dim) as f64 * (seq_len + 1) as f64 / 2.0;
         2.0 * (linear + attention) * tokens as f64
     }
-
-    /// Parameters of one decoder layer's weights (norms and biases included).
-    pub fn layer_params(&self) -> usize {
-        let (h, q, kv) = (
-            self.hidden,
-            self.heads * self.head_dim,
-            self.kv_heads * self.head_dim,
-        );
-        let attn = h * q + 2 * h * kv + q * h;
-        let mlp = 3 * h * self.intermediate;
-        let bias = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { h } else { 0 };
-        let qk_norm = if self.family == Family::Qwen3 {
-            2 * self.head_dim
-        } else {
-            0
-        };
-        attn + mlp + 2 * h + bias + qk_norm
-    }
 }
 
 fn family(o: &Map<String, Value>) -> std::result::Result<Family, String> {

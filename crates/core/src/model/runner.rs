@@ -45,7 +45,7 @@ impl Capture for NoCapture {
 
 /// Runs one model on one backend over batches of equal-length sequences.
 pub struct Runner<'w, 'c> {
-    pub weights: &'w Weights<'c>,
+    weights: &'w Weights<'c>,
     fw: &'w dyn Forward,
     rope: RopeTable,
     seq_len: usize,

@@ -41,11 +41,6 @@ impl TextTokenizer {
         Ok(t)
     }
 
-    /// The tokenizer file (for messages and metadata).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// `tokenizer_config.json`'s say: `Some(Some(id))` BOS wanted, `Some(None)`
     /// not wanted, `None` when it does not say.
     fn bos_from_config(&self, dir: &Path) -> Result<Option<u32>> {
@@ -92,11 +87,6 @@ impl TextTokenizer {
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| Error::format(&self.path, format!("tokenizing failed: {e}")))
-    }
-
-    /// The text of one token id (for reports).
-    pub fn token(&self, id: u32) -> Option<String> {
-        self.tok.id_to_token(id)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Fast CPU path of the FP8 schemes: scales and codes row-parallel with the
-//! reference's per-element functions, so the bytes are the reference's.
+//! Fast CPU path of the float schemes (FP8 and FP4): scales and codes
+//! row-parallel with branch-free encoders equal to the reference's, so the
+//! bytes are the reference's.
 
 use rayon::prelude::*;
 
