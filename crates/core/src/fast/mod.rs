@@ -9,6 +9,7 @@ pub struct FastCpu;
 
 pub mod float;
 pub mod forward;
+pub mod hessian;
 pub mod importance;
 pub mod mask;
 pub mod matmul;

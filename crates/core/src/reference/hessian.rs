@@ -331,7 +331,9 @@ impl Sweep {
             pruned,
             group,
             group_of,
-            params: upfront.clone().unwrap_or(vec![QParams::default(); rows * groups]),
+            params: upfront
+                .clone()
+                .unwrap_or(vec![QParams::default(); rows * groups]),
             upfront,
             codes: if job.quant.is_some() {
                 vec![0; rows * cols]
@@ -346,53 +348,37 @@ impl Sweep {
         self.cols.div_ceil(self.group)
     }
 
-    /// Row `r`'s scale of the group starting at processed column `p`, from
-    /// the values as they stand (pruned entries as 0).
-    pub fn reach_group(&mut self, r: usize, p: usize, q: &QuantJob) {
-        let (c, g) = (self.cols, self.groups());
-        let end = (p + self.group).min(c);
-        let vals: Vec<f32> = (p..end)
-            .map(|k| self.w[r * c + k] * (1 - self.pruned[r * c + k]) as f32)
-            .collect();
-        self.params[r * g + self.group_of[p]] = qparams(&q.spec, &vals, q.dtype);
-    }
-
-    /// Row `r`'s N:M choice over the M columns from `p`: the M − N least
-    /// w²/U_pp² pruned (ties: the higher index kept, as [`super::mask::nm_group`]).
-    pub fn choose_pattern(&mut self, r: usize, p: usize, n: usize, m: usize, udiag: &[f32]) {
-        let c = self.cols;
-        let mut keys = [0u32; 16];
-        for k in 0..m {
-            let w = self.w[r * c + p + k];
-            keys[k] = super::score::key_of(w * w / (udiag[p + k] * udiag[p + k]));
-        }
-        let mut keep = [0u8; 16];
-        super::mask::nm_group(&keys[..m], n, &mut keep[..m]);
-        for k in 0..m {
-            self.pruned[r * c + p + k] |= 1 - keep[k];
-        }
-    }
-
-    /// Column `p` of row `r` settled: its value, its code, and the error
-    /// e = (w − q)/U_pp to propagate.
-    #[inline]
-    pub fn settle(&mut self, r: usize, p: usize, d: f32, quant: Option<&QuantJob>) -> f32 {
-        let i = r * self.cols + p;
-        let x = self.w[i];
-        let pruned = self.pruned[i] != 0;
-        let q = match quant {
-            Some(qj) => {
-                let par = self.params[r * self.groups() + self.group_of[p]];
-                let v = if pruned { 0.0 } else { x };
-                let code = quantize(&qj.spec, v, par, qj.rounding, qj.dtype);
-                self.codes[i] = code as i8;
-                dequantize(code, par)
-            }
-            None if pruned => 0.0,
-            None => x,
+    /// The rows' mutable state and what every row reads (the layout and the
+    /// factor), borrowed apart so rows can be swept in parallel.
+    pub fn split<'a>(
+        &'a mut self,
+        f: &'a Factor,
+        udiag: &'a [f32],
+        job: &'a Job,
+    ) -> (Rows<'a>, Shared<'a>) {
+        let groups = self.groups();
+        let shared = Shared {
+            cols: self.cols,
+            group: self.group,
+            group_of: &self.group_of,
+            as_reached: self.upfront.is_none(),
+            u: &f.u,
+            udiag,
+            quant: job.quant.as_ref(),
+            pattern: match job.prune {
+                Some(Sparsify::Pattern { n, m }) => Some((n, m)),
+                _ => None,
+            },
         };
-        self.w[i] = q;
-        (x - q) / d
+        let rows = Rows {
+            cols: self.cols,
+            groups,
+            w: &mut self.w,
+            pruned: &mut self.pruned,
+            params: &mut self.params,
+            codes: &mut self.codes,
+        };
+        (rows, shared)
     }
 
     /// Undoes the permutation: the solved weight in stored order.
@@ -433,6 +419,171 @@ impl Sweep {
     }
 }
 
+/// What every row of a sweep reads.
+pub struct Shared<'a> {
+    pub cols: usize,
+    pub group: usize,
+    pub group_of: &'a [usize],
+    /// Scales computed as each group is reached (not up front).
+    pub as_reached: bool,
+    pub u: &'a [f32],
+    pub udiag: &'a [f32],
+    pub quant: Option<&'a QuantJob>,
+    /// SparseGPT's N:M (keep N of M).
+    pub pattern: Option<(usize, usize)>,
+}
+
+/// A run of consecutive rows of a sweep.
+pub struct Rows<'a> {
+    pub cols: usize,
+    pub groups: usize,
+    /// [rows, cols], processing order.
+    pub w: &'a mut [f32],
+    pub pruned: &'a mut [u8],
+    pub params: &'a mut [QParams],
+    /// Empty when not quantizing.
+    pub codes: &'a mut [i8],
+}
+
+impl<'a> Rows<'a> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.w.len() / self.cols.max(1)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.w.is_empty()
+    }
+
+    /// The runs of `per` rows (the last shorter).
+    pub fn chunks(self, per: usize) -> Vec<Rows<'a>> {
+        let (c, g) = (self.cols, self.groups);
+        let per = per.max(1);
+        let n = self.len().div_ceil(per);
+        let code_len = if self.codes.is_empty() { 0 } else { per * c };
+        let mut codes: Vec<&'a mut [i8]> = if code_len == 0 {
+            (0..n).map(|_| &mut [][..]).collect()
+        } else {
+            self.codes.chunks_mut(code_len).collect()
+        };
+        codes.reverse();
+        self.w
+            .chunks_mut(per * c)
+            .zip(self.pruned.chunks_mut(per * c))
+            .zip(self.params.chunks_mut(per * g))
+            .map(|((w, pruned), params)| Rows {
+                cols: c,
+                groups: g,
+                w,
+                pruned,
+                params,
+                codes: codes.pop().expect("one per chunk"),
+            })
+            .collect()
+    }
+
+    /// Row by row.
+    pub fn rows(&mut self) -> impl Iterator<Item = RowState<'_>> {
+        let (c, g) = (self.cols, self.groups);
+        let codes: Box<dyn Iterator<Item = &mut [i8]>> = if self.codes.is_empty() {
+            Box::new(std::iter::repeat_with(|| &mut [][..]))
+        } else {
+            Box::new(self.codes.chunks_mut(c))
+        };
+        self.w
+            .chunks_mut(c)
+            .zip(self.pruned.chunks_mut(c))
+            .zip(self.params.chunks_mut(g))
+            .zip(codes)
+            .map(|(((w, pruned), params), codes)| RowState {
+                w,
+                pruned,
+                params,
+                codes,
+            })
+    }
+}
+
+/// One row of a sweep: its weights (processing order), pruned flags,
+/// group parameters and codes (empty when not quantizing).
+pub struct RowState<'a> {
+    pub w: &'a mut [f32],
+    pub pruned: &'a mut [u8],
+    pub params: &'a mut [QParams],
+    pub codes: &'a mut [i8],
+}
+
+impl RowState<'_> {
+    /// The scale of the group starting at processed column `p`, from the
+    /// values as they stand (pruned entries as 0).
+    fn reach_group(&mut self, s: &Shared, p: usize, q: &QuantJob) {
+        let end = (p + s.group).min(s.cols);
+        let vals: Vec<f32> = (p..end)
+            .map(|k| self.w[k] * (1 - self.pruned[k]) as f32)
+            .collect();
+        self.params[s.group_of[p]] = qparams(&q.spec, &vals, q.dtype);
+    }
+
+    /// The N:M choice over the M columns from `p`: the M − N least
+    /// w²/U_pp² pruned (ties: the higher index kept, as
+    /// [`super::mask::nm_group`]).
+    fn choose_pattern(&mut self, s: &Shared, p: usize, n: usize, m: usize) {
+        let mut keys = [0u32; 16];
+        for k in 0..m {
+            let (w, d) = (self.w[p + k], s.udiag[p + k]);
+            keys[k] = super::score::key_of(w * w / (d * d));
+        }
+        let mut keep = [0u8; 16];
+        super::mask::nm_group(&keys[..m], n, &mut keep[..m]);
+        for k in 0..m {
+            self.pruned[p + k] |= 1 - keep[k];
+        }
+    }
+
+    /// Column `p` settled: its value, its code, and the error
+    /// e = (w − q)/U_pp to propagate.
+    #[inline]
+    fn settle(&mut self, s: &Shared, p: usize) -> f32 {
+        let x = self.w[p];
+        let pruned = self.pruned[p] != 0;
+        let q = match s.quant {
+            Some(qj) => {
+                let par = self.params[s.group_of[p]];
+                let v = if pruned { 0.0 } else { x };
+                let code = quantize(&qj.spec, v, par, qj.rounding, qj.dtype);
+                self.codes[p] = code as i8;
+                dequantize(code, par)
+            }
+            None if pruned => 0.0,
+            None => x,
+        };
+        self.w[p] = q;
+        (x - q) / s.udiag[p]
+    }
+
+    /// The columns [b0, b1) of this row, one after another, each one's
+    /// error propagated to the later columns of the block; the errors are
+    /// left in `err` [b1 − b0] for the update of the columns after.
+    pub fn sweep_block(&mut self, s: &Shared, b0: usize, b1: usize, err: &mut [f32]) {
+        let n = s.cols;
+        for p in b0..b1 {
+            if let Some((keep, m)) = s.pattern.filter(|&(_, m)| p % m == 0) {
+                self.choose_pattern(s, p, keep, m);
+            }
+            if let Some(q) = s.quant.filter(|_| s.as_reached && p % s.group == 0) {
+                self.reach_group(s, p, q);
+            }
+            let e = self.settle(s, p);
+            let urow = &s.u[p * n + p + 1..p * n + b1];
+            for (w, &u) in self.w[p + 1..b1].iter_mut().zip(urow) {
+                *w -= e * u;
+            }
+            err[p - b0] = e;
+        }
+    }
+}
+
 /// Whether columns are pruned block by block (unstructured SparseGPT).
 pub fn block_sparsity(job: &Job) -> Option<f64> {
     match job.prune {
@@ -465,34 +616,18 @@ pub fn solve(w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved> {
     let mut sw = Sweep::new(w, rows, f, job)?;
     let n = f.n;
     let udiag: Vec<f32> = (0..n).map(|j| f.u[j * n + j]).collect();
-    let quant = job.quant.as_ref();
-    let mut err = vec![0.0f32; rows * job.block];
+    let mut err = vec![0.0f32; job.block];
     for b0 in (0..n).step_by(job.block) {
         let b1 = (b0 + job.block).min(n);
         if let Some(s) = block_sparsity(job) {
             choose_block(&mut sw, b0, b1, s, &udiag);
         }
-        for r in 0..rows {
-            for p in b0..b1 {
-                if let Some(Sparsify::Pattern { n: keep, m }) = job.prune {
-                    if p % m == 0 {
-                        sw.choose_pattern(r, p, keep, m, &udiag);
-                    }
-                }
-                if let Some(q) = quant.filter(|_| sw.upfront.is_none() && p % sw.group == 0) {
-                    sw.reach_group(r, p, q);
-                }
-                let e = sw.settle(r, p, udiag[p], quant);
-                for k in p + 1..b1 {
-                    sw.w[r * n + k] -= e * f.u[p * n + k];
-                }
-                err[r * job.block + p - b0] = e;
-            }
+        let (mut rows, shared) = sw.split(f, &udiag, job);
+        for mut row in rows.rows() {
+            row.sweep_block(&shared, b0, b1, &mut err);
             for k in b1..n {
-                let s: f32 = (b0..b1)
-                    .map(|p| err[r * job.block + p - b0] * f.u[p * n + k])
-                    .sum();
-                sw.w[r * n + k] -= s;
+                let s: f32 = (b0..b1).map(|p| err[p - b0] * f.u[p * n + k]).sum();
+                row.w[k] -= s;
             }
         }
     }

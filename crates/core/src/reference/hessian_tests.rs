@@ -101,7 +101,11 @@ fn one_pruned_column_moves_its_weight_by_the_obs_rule() {
     let (i00, i01) = (3.0 / det, -2.0 / det);
     let want = -0.25 - 0.5 * i01 / i00;
     assert_eq!(s.values[0], 0.0);
-    assert!((s.values[1] - want).abs() < 1e-6, "{} vs {want}", s.values[1]);
+    assert!(
+        (s.values[1] - want).abs() < 1e-6,
+        "{} vs {want}",
+        s.values[1]
+    );
 }
 
 #[test]
@@ -110,7 +114,13 @@ fn a_diagonal_hessian_gives_round_to_nearest() {
     let (rows, n) = (5, 24);
     let w = weights(rows, n, 2);
     let g: Vec<f32> = (0..n * n)
-        .map(|i| if i / n == i % n { 1.0 + (i % 7) as f32 } else { 0.0 })
+        .map(|i| {
+            if i / n == i % n {
+                1.0 + (i % 7) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let f = factor(&g, n, 0.01, ActOrder::None).unwrap();
     let s = solve(&w, rows, &f, &job(Some(W4G8), None)).unwrap();
