@@ -110,6 +110,12 @@ impl Backend {
     }
 
     /// The quant family on this backend.
+    /// The hessian family (GPTQ, SparseGPT). It has no WGSL kernels yet:
+    /// on a GPU backend it runs on the fast CPU path.
+    pub fn hessian(&self) -> Box<dyn shears_core::reference::hessian::Hessian + '_> {
+        Box::new(FastCpu)
+    }
+
     pub fn quant(&self) -> Box<dyn Quant + '_> {
         match self {
             Backend::Cpu => Box::new(FastCpu),

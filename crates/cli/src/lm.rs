@@ -11,12 +11,14 @@ use shears_core::checkpoint::FileWriter;
 use shears_core::model::collect::InputStats;
 use shears_core::model::eval::final_states;
 use shears_core::model::text::{sequences, TextTokenizer};
-use shears_core::model::{Capture, ModelConfig, Weights};
+use shears_core::model::{Capture, ModelConfig, NoCapture, Runner, Weights};
 use shears_core::reference::forward::Forward;
 use shears_core::Checkpoint;
 
 use crate::args::{BackendChoice, CalibrationTextArgs, TextArgs};
 use crate::backend::Backend;
+use crate::engine::sequential::LayerCompressor;
+use crate::engine::RunConfig;
 use crate::progress::Progress;
 
 /// A model folder opened for a forward pass.
@@ -77,6 +79,41 @@ pub fn run_layers(
     Ok(xn)
 }
 
+/// Calibrates layer by layer, compressing each layer from the XᵀX it
+/// gathered and running the states on through the compressed layer.
+fn run_sequential(
+    weights: &Weights,
+    fw: &dyn Forward,
+    ids: &[u32],
+    seq_len: usize,
+    stats: &mut InputStats,
+    c: &mut LayerCompressor,
+    quiet: bool,
+) -> Result<()> {
+    let layers = weights.config().layers;
+    let mut progress = Progress::steps(layers as u64, "calibrate (sequential)", quiet);
+    let start = std::time::Instant::now();
+    let runner = Runner::new(weights, fw, seq_len)?;
+    let mut x = runner.embed(ids)?;
+    for i in 0..layers {
+        let mut lw = weights.layer(i)?;
+        let before = x.clone();
+        runner.layer(&lw, &mut x, stats)?;
+        c.compress(&mut lw, stats)?;
+        x = before;
+        runner.layer(&lw, &mut x, &mut NoCapture)?;
+        stats.layer_done(i)?;
+        progress.set(i as u64 + 1);
+        tracing::info!(
+            "calibrate and compress: layer {}/{layers} done ({:.1} s)",
+            i + 1,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    progress.finish();
+    Ok(())
+}
+
 /// How a calibration run is set up.
 pub struct Settings<'a> {
     pub model: &'a Path,
@@ -94,6 +131,7 @@ pub fn write_calibration(
     to: &Path,
     force: bool,
     quiet: bool,
+    sequential: Option<&mut LayerCompressor>,
 ) -> Result<(usize, usize)> {
     let model = Model::open(s.model)?;
     let weights = model.weights()?;
@@ -127,15 +165,20 @@ pub fn write_calibration(
     let plan = InputStats::plan(&model.cfg, ids.len(), s.rows, s.gram);
     let sink = FileWriter::create(to, &plan, &metadata, force, &protected)?;
     let mut stats = InputStats::streaming(ids.len(), s.rows, s.seed, s.gram, sink);
-    run_layers(
-        &weights,
-        fw,
-        &ids,
-        s.text.seq_len,
-        &mut stats,
-        "calibrate",
-        quiet,
-    )?;
+    match sequential {
+        None => {
+            run_layers(
+                &weights,
+                fw,
+                &ids,
+                s.text.seq_len,
+                &mut stats,
+                "calibrate",
+                quiet,
+            )?;
+        }
+        Some(c) => run_sequential(&weights, fw, &ids, s.text.seq_len, &mut stats, c, quiet)?,
+    }
     stats.finish()?;
     Ok((ids.len(), 7 * model.cfg.layers))
 }
@@ -149,16 +192,30 @@ pub struct InProcess {
 
 /// Calibrates `model` on `--calibration-text` with `shears calibrate`'s
 /// defaults, when given; `None` otherwise.
+///
+/// For GPTQ and SparseGPT (`run` with a Hessian method) the file holds XᵀX
+/// too and, unless `--sequential false`, each layer is calibrated on the
+/// outputs of the layers before it as compressed.
 pub fn in_process(
     model: &Path,
     t: &CalibrationTextArgs,
     backend: BackendChoice,
     quiet: bool,
+    run: Option<&RunConfig>,
 ) -> Result<Option<InProcess>> {
     if t.calibration_text.is_empty() {
         return Ok(None);
     }
     let backend = Backend::open(backend)?;
+    let gram = run.is_some_and(|r| r.hessian.is_some());
+    let ckpt = Checkpoint::open(model)?;
+    let resolved = run
+        .map(|r| crate::engine::plan::resolve_auto_group(r, &ckpt))
+        .transpose()?;
+    let mut sequential = match &resolved {
+        Some(r) => LayerCompressor::new(r, &ckpt, &backend)?,
+        None => None,
+    };
     let fw = backend.forward();
     let text = TextArgs {
         text: t.calibration_text.clone(),
@@ -169,7 +226,7 @@ pub fn in_process(
         model,
         text: &text,
         rows: DEFAULT_ROWS,
-        gram: false,
+        gram,
         seed: 0,
     };
     let dir = tempfile::Builder::new()
@@ -177,7 +234,7 @@ pub fn in_process(
         .tempdir()
         .map_err(|e| anyhow::anyhow!("a temporary folder for --calibration-text: {e}"))?;
     let path = dir.path().join("calibration.safetensors");
-    let (tokens, _) = write_calibration(&s, fw.as_ref(), &path, false, quiet)?;
+    let (tokens, _) = write_calibration(&s, fw.as_ref(), &path, false, quiet, sequential.as_mut())?;
     tracing::info!("calibrated in-process on {tokens} tokens");
     Ok(Some(InProcess { _dir: dir, path }))
 }

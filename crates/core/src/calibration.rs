@@ -5,6 +5,7 @@
 //! | `<weight>.input_norm` | [in] | Wanda: ‖x_j‖₂ of input feature j over the calibration tokens |
 //! | `<weight>.grad` | [out, in] | Taylor: the loss gradient of the weight |
 //! | `<weight>.inputs` | [n, in] | validation, layer-wise distillation: n input rows of the layer |
+//! | `<weight>.input_gram` | [in, in] | GPTQ, SparseGPT: XᵀX over the calibration tokens |
 //!
 //! Any of F32, F16 and BF16. [`synthesize`] writes a synthetic file of this
 //! format for a checkpoint (seeded; correlated input features of low
@@ -81,6 +82,23 @@ impl Calibration {
             Some(info) => Ok(Some(self.ckpt.view(info).to_f32()?)),
             None => Ok(None),
         }
+    }
+
+    /// XᵀX of `weight`'s inputs ([in, in], GPTQ and SparseGPT), if the file
+    /// has it.
+    pub fn gram(&self, weight: &str, cols: usize) -> Result<Option<Vec<f32>>> {
+        let key = format!("{weight}.input_gram");
+        match self.entry(&key, &[cols, cols], true)? {
+            Some(info) => Ok(Some(self.ckpt.view(info).to_f32()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the file has XᵀX of `weight`'s inputs, checked like
+    /// [`Calibration::gram`] without reading it.
+    pub fn has_gram(&self, weight: &str, cols: usize) -> Result<bool> {
+        let key = format!("{weight}.input_gram");
+        Ok(self.entry(&key, &[cols, cols], true)?.is_some())
     }
 
     /// The gradient of `weight` ([out, in]), if the file has it.

@@ -138,7 +138,9 @@ pub struct PruneArgs {
     #[arg(long, allow_hyphen_values = true, value_parser = sparsity)]
     pub sparsity: Option<f64>,
     /// How weights are scored: magnitude, wanda (|w|·‖x_j‖, needs
-    /// --calibration), taylor (|w·g|, needs --calibration), random
+    /// --calibration), taylor (|w·g|, needs --calibration), random, or
+    /// sparsegpt (masks chosen with the inverse Hessian and the kept weights
+    /// updated; needs XᵀX: `shears calibrate --gram` or --calibration-text)
     /// (default magnitude).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
@@ -161,6 +163,8 @@ pub struct PruneArgs {
     pub calibration: Option<PathBuf>,
     #[command(flatten)]
     pub calibration_text: CalibrationTextArgs,
+    #[command(flatten)]
+    pub hessian: HessianArgs,
 }
 
 #[derive(Debug, Args)]
@@ -188,10 +192,40 @@ pub struct QuantizeArgs {
     /// values in the input's dtype and names).
     #[arg(long, value_enum, default_value_t = FormatArg::CompressedTensors)]
     pub format: FormatArg,
-    /// Calibration safetensors with `<weight>.inputs` [n, in]: the inputs
-    /// --validate feeds each layer (seeded probes otherwise).
+    /// rtn (round to nearest) or gptq (needs XᵀX: a --calibration file from
+    /// `shears calibrate --gram`, or --calibration-text). Default rtn.
+    #[arg(long, value_enum, default_value_t = QuantMethodArg::Rtn)]
+    pub method: QuantMethodArg,
+    /// Calibration safetensors: `<weight>.input_gram` [in, in] (gptq) and
+    /// `<weight>.inputs` [n, in], the inputs --validate feeds each layer
+    /// (seeded probes otherwise).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    #[command(flatten)]
+    pub calibration_text: CalibrationTextArgs,
+    #[command(flatten)]
+    pub hessian: HessianArgs,
+}
+
+/// GPTQ's and SparseGPT's settings (`prune`, `quantize`, `compress`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HessianArgs {
+    /// Damping added to the Hessian's diagonal, as a fraction of its mean
+    /// (GPTQ, SparseGPT; default 0.01).
+    #[arg(long, value_parser = fraction)]
+    pub dampening: Option<f64>,
+    /// Columns per lazy-update block (GPTQ, SparseGPT; default 128).
+    #[arg(long, value_parser = positive)]
+    pub block_size: Option<usize>,
+    /// GPTQ's column order: none, static (decreasing H_jj, groups as
+    /// stored) or group (groups formed in that order; writes weight_g_idx).
+    #[arg(long, value_enum)]
+    pub actorder: Option<ActOrderArg>,
+    /// With --calibration-text: calibrate layer i on the outputs of layers
+    /// 0…i−1 as already compressed (true, the default), or every layer on
+    /// the dense model's activations (false).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub sequential: Option<bool>,
 }
 
 /// The checks `prune`, `quantize` and `compress` can run on every layer.
@@ -252,9 +286,12 @@ pub struct CompressArgs {
     /// Fraction pruned in each scope, in [0, 1).
     #[arg(long, allow_hyphen_values = true, value_parser = sparsity)]
     pub sparsity: Option<f64>,
-    /// magnitude, wanda, taylor or random.
+    /// magnitude, wanda, taylor, random or sparsegpt.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
+    /// rtn or gptq (see `quantize --method`).
+    #[arg(long, value_enum)]
+    pub quant_method: Option<QuantMethodArg>,
     /// row, tensor or global.
     #[arg(long, value_enum)]
     pub scope: Option<ScopeArg>,
@@ -266,6 +303,8 @@ pub struct CompressArgs {
     pub calibration: Option<PathBuf>,
     #[command(flatten)]
     pub calibration_text: CalibrationTextArgs,
+    #[command(flatten)]
+    pub hessian: HessianArgs,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,29 @@ pub enum MethodArg {
     Wanda,
     Taylor,
     Random,
+    /// SparseGPT: the mask chosen per block from w²/[H⁻¹]_jj² and the kept
+    /// weights updated to make up for the pruned ones (needs XᵀX).
+    Sparsegpt,
+}
+
+/// How weights are quantized (`quantize --method`, `compress --quant-method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantMethodArg {
+    /// Round to nearest.
+    Rtn,
+    /// GPTQ: columns quantized in turn, each one's error made up for by the
+    /// columns after it through the inverse Hessian (needs XᵀX).
+    Gptq,
+}
+
+/// Activation order of GPTQ (`--actorder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActOrderArg {
+    None,
+    Static,
+    Group,
 }
 
 /// Where a sparsity applies (`--scope`).
@@ -138,5 +161,13 @@ pub(crate) fn positive(s: &str) -> Result<usize, String> {
         Ok(v) if v >= 1 && v <= usize::MAX as i128 => Ok(v as usize),
         Ok(_) => Err(format!("must be a whole number of at least 1, got {s}")),
         Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A finite fraction in [0, 1] (`--dampening`).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number in [0, 1], got {s}")),
     }
 }

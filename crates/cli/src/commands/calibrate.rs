@@ -22,7 +22,7 @@ pub fn run(a: &CalibrateArgs, backend: BackendChoice, quiet: bool, out: &mut Out
         gram: a.gram,
         seed: a.seed,
     };
-    let (tokens, layers) = write_calibration(&s, fw.as_ref(), &a.output, a.force, quiet)?;
+    let (tokens, layers) = write_calibration(&s, fw.as_ref(), &a.output, a.force, quiet, None)?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     out.line(&format!(
         "wrote {} ({}): input statistics of {layers} linear layers over {} tokens",

@@ -7,13 +7,17 @@
 //!
 //! [prune]                        # optional
 //! pattern = "2:4"                # or: sparsity = 0.5, scope = "row" | "tensor" | "global"
-//! method = "magnitude"           # magnitude | wanda | taylor | random
+//! method = "magnitude"           # magnitude | wanda | taylor | random | sparsegpt
 //! calibration = "calib.safetensors"
 //!
 //! [quantize]
-//! scheme = "w4a16"               # w8a16 | w4a16 | w4a16-asym | w8a8
+//! scheme = "w4a16"               # w8a16 | w4a16 | w4a16-asym | w8a8 | fp8 | …
 //! group_size = 128               # or "auto": the largest power of two ≤ 128 dividing every layer
 //! rounding = "nearest"           # nearest | compressed-tensors
+//! method = "gptq"                # rtn (default) | gptq
+//! actorder = "group"             # gptq: none | static | group
+//! dampening = 0.01               # gptq / sparsegpt (also under [prune])
+//! block_size = 128               # gptq / sparsegpt (also under [prune])
 //! ```
 //!
 //! Flags given on the command line override the recipe.
@@ -24,10 +28,10 @@ use anyhow::{bail, Result};
 use shears_core::checkpoint::paths::read_bounded;
 
 use crate::args::{
-    pattern, sparsity, CompressArgs, FormatArg, GlobalArgs, GroupSize, MethodArg, RoundingArg,
-    SchemeArg, ScopeArg,
+    pattern, sparsity, ActOrderArg, CompressArgs, FormatArg, GlobalArgs, GroupSize, HessianArgs,
+    MethodArg, QuantMethodArg, RoundingArg, SchemeArg, ScopeArg,
 };
-use crate::engine::config::{PruneConfig, PruneFlags, QuantConfig};
+use crate::engine::config::{HessianConfig, PruneConfig, PruneFlags, QuantConfig};
 use crate::engine::{self, RunConfig};
 use crate::output::Out;
 
@@ -53,6 +57,8 @@ struct PruneRecipe {
     scope: Option<ScopeArg>,
     pattern: Option<String>,
     calibration: Option<PathBuf>,
+    dampening: Option<f64>,
+    block_size: Option<usize>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -61,6 +67,10 @@ struct QuantRecipe {
     scheme: Option<SchemeArg>,
     group_size: Option<RecipeGroup>,
     rounding: Option<RoundingArg>,
+    method: Option<QuantMethodArg>,
+    actorder: Option<ActOrderArg>,
+    dampening: Option<f64>,
+    block_size: Option<usize>,
 }
 
 /// `group_size = 128` or `group_size = "auto"` in a recipe.
@@ -103,7 +113,8 @@ fn read_recipe(p: &std::path::Path) -> Result<Recipe> {
 
 /// The run `shears compress` asks for: the recipe's fields, each
 /// overridden by its flag when given.
-pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig> {
+pub fn config(a: &CompressArgs) -> Result<RunConfig> {
+    let has_text = !a.calibration_text.calibration_text.is_empty();
     let recipe = match &a.recipe {
         Some(p) => read_recipe(p)?,
         None => Recipe::default(),
@@ -137,7 +148,7 @@ pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig
         pattern: a.pattern.or(recipe_pattern),
         structured: None,
     };
-    let calibration = in_process.or(a.calibration.clone()).or(pr.calibration);
+    let calibration = a.calibration.clone().or(pr.calibration);
     let prunes = flags.pattern.is_some() || flags.sparsity.is_some();
     if !prunes && (flags.method.is_some() || flags.scope.is_some()) {
         bail!("--method and --scope need a pruning: give --sparsity or --pattern");
@@ -149,7 +160,7 @@ pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig
         tracing::info!("no pruning asked for (no pattern or sparsity): quantizing only");
     }
     let prune = prunes
-        .then(|| PruneConfig::new(flags, calibration.is_some()))
+        .then(|| PruneConfig::new(flags, calibration.is_some() || has_text))
         .transpose()?;
     let quant = QuantConfig::new(
         scheme,
@@ -158,6 +169,14 @@ pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig
         FormatArg::CompressedTensors,
     )?;
     let mut cfg = RunConfig::new(&a.run, calibration, prune, Some(quant));
+    let hessian = HessianArgs {
+        dampening: a.hessian.dampening.or(qr.dampening).or(pr.dampening),
+        block_size: a.hessian.block_size.or(qr.block_size).or(pr.block_size),
+        actorder: a.hessian.actorder.or(qr.actorder),
+        sequential: a.hessian.sequential,
+    };
+    let gptq = a.quant_method.or(qr.method) == Some(QuantMethodArg::Gptq);
+    cfg.hessian = HessianConfig::new(&hessian, gptq, prune.as_ref(), Some(&quant))?;
     // The recipe's globs, unless given on the command line.
     if a.run.select.include.is_empty() {
         cfg.include = recipe.include;
@@ -169,6 +188,16 @@ pub fn config(a: &CompressArgs, in_process: Option<PathBuf>) -> Result<RunConfig
 }
 
 pub fn run(a: &CompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let made = crate::lm::in_process(&a.run.model, &a.calibration_text, g.backend, g.quiet)?;
-    engine::run(&config(a, made.as_ref().map(|m| m.path.clone()))?, g, out)
+    let mut cfg = config(a)?;
+    let made = crate::lm::in_process(
+        &a.run.model,
+        &a.calibration_text,
+        g.backend,
+        g.quiet,
+        Some(&cfg),
+    )?;
+    if let Some(m) = &made {
+        cfg.calibration = Some(m.path.clone());
+    }
+    engine::run(&cfg, g, out)
 }

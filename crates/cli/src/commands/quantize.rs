@@ -6,22 +6,31 @@
 
 use anyhow::Result;
 
-use crate::args::{GlobalArgs, QuantizeArgs};
-use crate::engine::config::QuantConfig;
+use crate::args::{GlobalArgs, QuantMethodArg, QuantizeArgs};
+use crate::engine::config::{HessianConfig, QuantConfig};
 use crate::engine::{self, RunConfig};
 use crate::output::Out;
 
 /// The run `shears quantize` asks for.
 pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
     let quant = QuantConfig::new(a.scheme, a.group_size, a.rounding, a.format)?;
-    Ok(RunConfig::new(
-        &a.run,
-        a.calibration.clone(),
-        None,
-        Some(quant),
-    ))
+    let mut cfg = RunConfig::new(&a.run, a.calibration.clone(), None, Some(quant));
+    let gptq = a.method == QuantMethodArg::Gptq;
+    cfg.hessian = HessianConfig::new(&a.hessian, gptq, None, Some(&quant))?;
+    Ok(cfg)
 }
 
 pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    engine::run(&config(a)?, g, out)
+    let mut cfg = config(a)?;
+    let made = crate::lm::in_process(
+        &a.run.model,
+        &a.calibration_text,
+        g.backend,
+        g.quiet,
+        Some(&cfg),
+    )?;
+    if let Some(m) = &made {
+        cfg.calibration = Some(m.path.clone());
+    }
+    engine::run(&cfg, g, out)
 }

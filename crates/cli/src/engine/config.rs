@@ -10,9 +10,11 @@ use shears_core::formats::compressed_tensors::Scheme;
 use shears_core::reference::quant::{QuantSpec, Rounding};
 use shears_core::reference::score::Method;
 
+use shears_core::reference::hessian::ActOrder;
+
 use crate::args::{
-    Axis, CheckArgs, FormatArg, GroupSize, MethodArg, NonFinitePolicy, Pattern, RoundingArg,
-    RunArgs, SchemeArg, ScopeArg,
+    ActOrderArg, Axis, CheckArgs, FormatArg, GroupSize, HessianArgs, MethodArg, NonFinitePolicy,
+    Pattern, RoundingArg, RunArgs, SchemeArg, ScopeArg,
 };
 
 /// Where an unstructured sparsity applies.
@@ -48,7 +50,11 @@ impl Mode {
 #[derive(Debug, Clone, Copy)]
 pub struct PruneConfig {
     pub mode: Mode,
+    /// The scores of the mask; under SparseGPT, magnitude's (the baseline
+    /// its report compares with).
     pub method: Method,
+    /// SparseGPT chooses the mask and updates the kept weights.
+    pub sparsegpt: bool,
 }
 
 /// The pruning flags as given (`None`: not given, on the command line or
@@ -66,12 +72,25 @@ impl PruneConfig {
     /// Validates the flags: a flag that conflicts with another is refused
     /// whenever it was given, whatever its value.
     pub fn new(f: PruneFlags, has_calibration: bool) -> Result<Self> {
+        let sparsegpt = f.method == Some(MethodArg::Sparsegpt);
         let method = match f.method.unwrap_or(MethodArg::Magnitude) {
-            MethodArg::Magnitude => Method::Magnitude,
+            MethodArg::Magnitude | MethodArg::Sparsegpt => Method::Magnitude,
             MethodArg::Wanda => Method::Wanda,
             MethodArg::Taylor => Method::Taylor,
             MethodArg::Random => Method::Random,
         };
+        if sparsegpt && (f.structured.is_some() || f.scope.is_some()) {
+            bail!(
+                "--method sparsegpt prunes each block of columns (or N:M groups) as a whole; \
+                 drop --structured and --scope"
+            );
+        }
+        if sparsegpt && !has_calibration {
+            bail!(
+                "--method sparsegpt needs XᵀX: --calibration FILE from `shears calibrate --gram`, \
+                 or --calibration-text"
+            );
+        }
         let sparsity = f.sparsity.unwrap_or(0.5);
         let mode = match (f.pattern, f.structured) {
             (Some(_), Some(_)) => bail!("--pattern and --structured cannot be combined"),
@@ -110,11 +129,30 @@ impl PruneConfig {
         if matches!(method, Method::Wanda | Method::Taylor) && !has_calibration {
             bail!("--method {} needs --calibration FILE", method.name());
         }
-        Ok(PruneConfig { mode, method })
+        Ok(PruneConfig {
+            mode,
+            method,
+            sparsegpt,
+        })
+    }
+
+    /// The method's name as the CLI spells it.
+    pub fn method_name(&self) -> &'static str {
+        if self.sparsegpt {
+            "sparsegpt"
+        } else {
+            self.method.name()
+        }
     }
 
     /// "prune 50.0% per tensor (magnitude)", for plans and reports.
     pub fn describe(&self) -> String {
+        if self.sparsegpt {
+            return match self.mode {
+                Mode::Pattern { n, m } => format!("prune {n}:{m} (sparsegpt)"),
+                m => format!("prune {:.1}% per block (sparsegpt)", 100.0 * m.target()),
+            };
+        }
         match self.mode {
             Mode::Unstructured { sparsity, scope } => format!(
                 "prune {:.1}% per {} ({})",
@@ -219,6 +257,78 @@ impl QuantConfig {
     }
 }
 
+/// GPTQ and SparseGPT: what the Hessian sweep does and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HessianConfig {
+    /// Quantize in the sweep (GPTQ), not by rounding to nearest.
+    pub gptq: bool,
+    /// Prune in the sweep (SparseGPT).
+    pub sparsegpt: bool,
+    pub dampening: f64,
+    pub block: usize,
+    pub actorder: ActOrder,
+    /// --calibration-text calibrates layer by layer on the compressed
+    /// layers' outputs.
+    pub sequential: bool,
+}
+
+/// GPTQ's and SparseGPT's defaults (llm-compressor's).
+pub const DAMPENING: f64 = 0.01;
+pub const BLOCK: usize = 128;
+
+impl HessianConfig {
+    /// The sweep a run asks for, or `None` when it uses neither method (its
+    /// settings then refused).
+    pub fn new(
+        a: &HessianArgs,
+        gptq: bool,
+        prune: Option<&PruneConfig>,
+        quant: Option<&QuantConfig>,
+    ) -> Result<Option<Self>> {
+        let sparsegpt = prune.is_some_and(|p| p.sparsegpt);
+        if !gptq && !sparsegpt {
+            if a.dampening.is_some() || a.block_size.is_some() || a.actorder.is_some() {
+                bail!("--dampening, --block-size and --actorder apply to gptq and sparsegpt");
+            }
+            return Ok(None);
+        }
+        if let Some(q) = quant.filter(|q| gptq && q.scheme.is_float()) {
+            bail!(
+                "gptq quantizes to the integer schemes; {} is rounded to nearest (drop gptq)",
+                q.scheme.name()
+            );
+        }
+        let actorder = match a.actorder.unwrap_or(ActOrderArg::None) {
+            ActOrderArg::None => ActOrder::None,
+            ActOrderArg::Static => ActOrder::Static,
+            ActOrderArg::Group => ActOrder::Group,
+        };
+        if actorder != ActOrder::None && !gptq {
+            bail!("--actorder is GPTQ's; SparseGPT prunes in stored order");
+        }
+        if actorder != ActOrder::None && sparsegpt {
+            bail!("--actorder cannot be combined with --method sparsegpt (it prunes in stored order)");
+        }
+        if actorder == ActOrder::Group && quant.is_some_and(|q| q.spec.group.is_none() && !q.auto_group) {
+            bail!("--actorder group needs group scales (w4a16); use --actorder static");
+        }
+        let block = a.block_size.unwrap_or(BLOCK);
+        if let Some(Mode::Pattern { m, .. }) = prune.map(|p| p.mode).filter(|_| sparsegpt) {
+            if !block.is_multiple_of(m) {
+                bail!("--block-size {block} is not a multiple of the pattern's M = {m}");
+            }
+        }
+        Ok(Some(HessianConfig {
+            gptq,
+            sparsegpt,
+            dampening: a.dampening.unwrap_or(DAMPENING),
+            block,
+            actorder,
+            sequential: a.sequential.unwrap_or(true),
+        }))
+    }
+}
+
 /// Everything one run of prune / quantize / compress needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -239,6 +349,8 @@ pub struct RunConfig {
     pub sync: bool,
     pub prune: Option<PruneConfig>,
     pub quant: Option<QuantConfig>,
+    /// GPTQ / SparseGPT, when asked.
+    pub hessian: Option<HessianConfig>,
 }
 
 impl RunConfig {
@@ -266,6 +378,7 @@ impl RunConfig {
             sync: false,
             prune,
             quant,
+            hessian: None,
         }
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod config;
 mod float;
+pub mod hessian;
+pub mod sequential;
 pub mod masks;
 pub mod plan;
 pub mod report;

@@ -73,6 +73,9 @@ impl<'c> Plan<'c> {
             check_tensor(cfg, ckpt, i)?;
         }
         let config = output_config(cfg, ckpt)?;
+        if cfg.hessian.is_some() {
+            check_grams(cfg, ckpt, calib, &chosen)?;
+        }
         if let (Some(c), true, true) = (calib, cfg.checks.validate, cfg.quant.is_some()) {
             // The calibration rows --validate will read, checked up front.
             for &i in &chosen {
@@ -117,6 +120,13 @@ impl<'c> Plan<'c> {
                     list.extend(layer_tensors(
                         prefix, t.shape[0], t.shape[1], t.dtype, q.scheme, &q.spec,
                     ));
+                    if self.writes_g_idx() {
+                        list.push(OutputTensor {
+                            name: format!("{prefix}.weight_g_idx"),
+                            dtype: shears_core::DType::I32,
+                            shape: vec![t.shape[1]],
+                        });
+                    }
                 }
                 _ => list.push(OutputTensor {
                     name: t.name.clone(),
@@ -126,6 +136,14 @@ impl<'c> Plan<'c> {
             }
         }
         shards
+    }
+
+    /// Whether each quantized layer gets `weight_g_idx` (GPTQ with group
+    /// activation order).
+    pub fn writes_g_idx(&self) -> bool {
+        self.cfg.hessian.is_some_and(|h| {
+            h.gptq && h.actorder == shears_core::reference::hessian::ActOrder::Group
+        })
     }
 
     /// What the run does to a chosen tensor, in words.
@@ -346,4 +364,36 @@ fn output_config(
         })),
         _ => Ok(None),
     }
+}
+
+/// GPTQ and SparseGPT read each chosen weight's XᵀX: refused up front when
+/// the calibration file lacks one.
+fn check_grams(
+    cfg: &RunConfig,
+    ckpt: &Checkpoint,
+    calib: Option<&Calibration>,
+    chosen: &[usize],
+) -> Result<()> {
+    let method = match cfg.hessian {
+        Some(h) if h.gptq => "gptq",
+        _ => "sparsegpt",
+    };
+    let Some(c) = calib else {
+        bail!(
+            "{method} needs each layer's XᵀX: --calibration FILE from `shears calibrate --gram`, \
+             or --calibration-text"
+        );
+    };
+    for &i in chosen {
+        let t = &ckpt.tensors[i];
+        if !c.has_gram(&t.name, t.shape[1])? {
+            bail!(
+                "{}: no '{}.input_gram' (XᵀX), which {method} needs: make the file with \
+                 `shears calibrate --gram`, or pass --calibration-text",
+                c.path().display(),
+                t.name
+            );
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,15 @@ use super::config::{Mode, PruneConfig, QuantConfig};
 use super::plan::{Action, Plan};
 use crate::output::{human_bytes, Out};
 
+/// GPTQ's / SparseGPT's figure of merit on one layer: the output error
+/// over the calibration tokens, tr(ΔW·H·ΔWᵀ)/tr(W·H·Wᵀ), of the result and
+/// of round-to-nearest / magnitude at the same settings.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Weighted {
+    pub baseline: f64,
+    pub result: f64,
+}
+
 /// A pruned tensor (`shears prune`).
 #[derive(Debug, serde::Serialize)]
 pub struct PruneRow {
@@ -29,10 +38,20 @@ pub struct PruneRow {
     relative_error: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verify_mismatches: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hessian_error: Option<Weighted>,
     seconds: f64,
 }
 
 impl PruneRow {
+    /// The row with its Hessian-weighted errors.
+    pub fn weighted(self, w: Weighted) -> Self {
+        PruneRow {
+            hessian_error: Some(w),
+            ..self
+        }
+    }
+
     /// The row of `t` pruned under `p` with `keep`.
     pub fn new(
         t: &TensorInfo,
@@ -54,6 +73,7 @@ impl PruneRow {
             achieved_sparsity: pruned as f64 / t.numel().max(1) as f64,
             relative_error,
             verify_mismatches,
+            hessian_error: None,
             seconds: t0.elapsed().as_secs_f64(),
         }
     }
@@ -81,10 +101,20 @@ pub struct QuantRow {
     output_error: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verify_mismatches: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hessian_error: Option<Weighted>,
     seconds: f64,
 }
 
 impl QuantRow {
+    /// The row with its Hessian-weighted errors.
+    pub fn weighted(self, w: Weighted) -> Self {
+        QuantRow {
+            hessian_error: Some(w),
+            ..self
+        }
+    }
+
     /// The row of `t`, quantized to `bits` after pruning `zeros` weights
     /// (when the run prunes).
     #[allow(clippy::too_many_arguments)]
@@ -112,6 +142,7 @@ impl QuantRow {
             sqnr_db: stats.sqnr_db(),
             output_error,
             verify_mismatches,
+            hessian_error: None,
             seconds: t0.elapsed().as_secs_f64(),
         }
     }
@@ -179,20 +210,34 @@ impl Report {
     fn print_prune(&self, plan: &Plan, out: &mut Out) {
         let rows: Vec<&PruneRow> = self.prune_rows().collect();
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(6);
+        let weighted = rows.iter().any(|r| r.hessian_error.is_some());
+        let h = |r: Option<&PruneRow>| match (weighted, r) {
+            (false, _) => String::new(),
+            (true, None) => format!(" {:>10} {:>10}", "H err", "magnitude"),
+            (true, Some(r)) => r.hessian_error.map_or(String::new(), |e| {
+                format!(" {:>10.3e} {:>10.3e}", e.result, e.baseline)
+            }),
+        };
         out.line(&format!(
-            "{:<w$}  {:>8} {:>9} {:>11} {:>9}",
-            "tensor", "target", "achieved", "rel. error", "time"
+            "{:<w$}  {:>8} {:>9} {:>11}{} {:>9}",
+            "tensor",
+            "target",
+            "achieved",
+            "rel. error",
+            h(None),
+            "time"
         ));
         let (mut numel, mut pruned) = (0u64, 0u64);
         for r in &rows {
             numel += r.numel as u64;
             pruned += r.pruned;
             out.line(&format!(
-                "{:<w$}  {:>7.2}% {:>8.4}% {:>11} {:>7.1}ms",
+                "{:<w$}  {:>7.2}% {:>8.4}% {:>11}{} {:>7.1}ms",
                 r.name,
                 100.0 * r.target_sparsity,
                 100.0 * r.achieved_sparsity,
                 r.relative_error.map_or("-".into(), |e| format!("{e:.4e}")),
+                h(Some(r)),
                 1e3 * r.seconds
             ));
         }
@@ -215,7 +260,7 @@ impl Report {
             "model": plan.cfg.model,
             "output": plan.cfg.output,
             "backend": self.backend,
-            "method": p.method.name(),
+            "method": p.method_name(),
             "mode": p.describe(),
             "target_sparsity": p.mode.target(),
             "tensors": rows,
@@ -248,6 +293,7 @@ impl Report {
         let checks = &plan.cfg.checks;
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
         let pruned = rows.iter().any(|r| r.sparsity.is_some());
+        let weighted = rows.iter().any(|r| r.hessian_error.is_some());
         let extra = |r: Option<&QuantRow>| {
             let mut e = String::new();
             if pruned {
@@ -262,6 +308,14 @@ impl Report {
                     r.output_error.map_or("-".into(), |v| format!("{v:.3e}"))
                 });
                 e.push_str(&format!(" {v:>10}"));
+            }
+            if weighted {
+                let v = r.map_or(format!("{:>10} {:>10}", "H err", "rtn H err"), |r| {
+                    r.hessian_error.map_or("-".into(), |e| {
+                        format!("{:>10.3e} {:>10.3e}", e.result, e.baseline)
+                    })
+                });
+                e.push_str(&format!(" {v:>21}"));
             }
             if checks.verify {
                 let v = r.map_or("verify".into(), |r| {
@@ -342,6 +396,15 @@ pub fn quantization_config(plan: &Plan, q: &QuantConfig, rows: &[Row]) -> Value 
         .filter_map(|(t, _)| t.name.strip_suffix(".weight").map(str::to_string))
         .collect();
     let mut qc = ct_config(q.scheme, &q.spec, ignore.clone());
+    if let Some(h) = plan.cfg.hessian.filter(|h| h.gptq) {
+        use shears_core::reference::hessian::ActOrder;
+        let order = match h.actorder {
+            ActOrder::None => Value::Null,
+            ActOrder::Static => json!("static"),
+            ActOrder::Group => json!("group"),
+        };
+        qc["config_groups"]["group_0"]["weights"]["actorder"] = order;
+    }
     let all: u64 = plan.ckpt.tensors.iter().map(|t| t.numel() as u64).sum();
     let input_zeros: u64 = rows
         .iter()

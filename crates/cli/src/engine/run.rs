@@ -103,7 +103,7 @@ pub fn execute(plan: &Plan, backend: &Backend, quiet: bool, out: &mut Out) -> Re
 
 /// The compute of one run: the backend's families, the verifier's, the
 /// global cut and the code buffer reused across tensors.
-pub(super) struct Stage<'p, 'b> {
+pub(crate) struct Stage<'p, 'b> {
     pub(super) plan: &'p Plan<'p>,
     pub(super) backend: &'b Backend,
     pub(super) importance: Box<dyn shears_core::reference::importance::Importance + 'b>,
@@ -118,6 +118,8 @@ pub(super) struct Stage<'p, 'b> {
     pub(super) inject_fault: bool,
     /// NVFP4: the global scale of every selected weight (its fused group's).
     pub(super) global_scales: std::collections::HashMap<String, f32>,
+    /// GPTQ / SparseGPT: the inverse Hessian factors of the last inputs.
+    pub(super) factors: super::hessian::Factors,
 }
 
 impl<'p, 'b> Stage<'p, 'b> {
@@ -143,6 +145,7 @@ impl<'p, 'b> Stage<'p, 'b> {
             mismatched: 0,
             inject_fault: fault_injected(),
             global_scales: super::float::nvfp4_global_scales(plan)?,
+            factors: Default::default(),
         })
     }
 
@@ -155,6 +158,9 @@ impl<'p, 'b> Stage<'p, 'b> {
         aux: Option<&Aux>,
         sink: &Sink<'v>,
     ) -> Result<Row> {
+        if self.plan.cfg.hessian.is_some() {
+            return self.compress_hessian(t, view, aux, sink);
+        }
         let t0 = Instant::now();
         let ckpt = self.plan.ckpt;
         let ctx = |e: shears_core::Error| {
@@ -246,7 +252,7 @@ impl<'p, 'b> Stage<'p, 'b> {
 
     /// The keep-mask of a tensor and, under --verify, how many entries the
     /// verifier's mask differs in.
-    fn mask_of(
+    pub(super) fn mask_of(
         &mut self,
         view: &TensorView,
         x: &Aux,
@@ -282,7 +288,7 @@ impl<'p, 'b> Stage<'p, 'b> {
     }
 
     /// Sends the quantized tensor in the output format; returns its bytes.
-    fn send_quantized(&self, t: &TensorInfo, sink: &Sink) -> Result<u64> {
+    pub(super) fn send_quantized(&self, t: &TensorInfo, sink: &Sink) -> Result<u64> {
         let q = self.plan.cfg.quant.expect("a quantizing run");
         match q.format {
             Format::CompressedTensors => {

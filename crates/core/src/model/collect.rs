@@ -96,6 +96,15 @@ impl InputStats {
         v
     }
 
+    /// XᵀX of `weight`'s inputs over the tokens seen so far in the current
+    /// layer (before [`Capture::layer_done`] writes and drops it).
+    pub fn gram(&self, weight: &str) -> Option<&[f32]> {
+        self.accs
+            .values()
+            .find(|a| a.names.iter().any(|n| n == weight))
+            .and_then(|a| a.gram.as_deref())
+    }
+
     /// Completes the file of a streaming collection.
     pub fn finish(mut self) -> Result<()> {
         match self.sink.take() {

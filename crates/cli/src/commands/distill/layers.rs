@@ -250,7 +250,7 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
             a.student.display()
         );
     }
-    let made = in_process(&a.teacher, &a.calibration_text, g.backend, g.quiet)?;
+    let made = in_process(&a.teacher, &a.calibration_text, g.backend, g.quiet, None)?;
     let calibration_path = made
         .as_ref()
         .map(|m| m.path.clone())
