@@ -31,7 +31,13 @@ pub fn config(a: &PruneArgs, calibration: Option<PathBuf>) -> Result<RunConfig> 
 
 pub fn run(a: &PruneArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
     let mut cfg = config(a, a.calibration.clone())?;
-    let made = in_process(&a.run.model, &a.calibration_text, g.backend, g.quiet, Some(&cfg))?;
+    let made = in_process(
+        &a.run.model,
+        &a.calibration_text,
+        g.backend,
+        g.quiet,
+        Some(&cfg),
+    )?;
     if let Some(m) = &made {
         cfg.calibration = Some(m.path.clone());
     }

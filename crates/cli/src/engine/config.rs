@@ -307,9 +307,13 @@ impl HessianConfig {
             bail!("--actorder is GPTQ's; SparseGPT prunes in stored order");
         }
         if actorder != ActOrder::None && sparsegpt {
-            bail!("--actorder cannot be combined with --method sparsegpt (it prunes in stored order)");
+            bail!(
+                "--actorder cannot be combined with --method sparsegpt (it prunes in stored order)"
+            );
         }
-        if actorder == ActOrder::Group && quant.is_some_and(|q| q.spec.group.is_none() && !q.auto_group) {
+        if actorder == ActOrder::Group
+            && quant.is_some_and(|q| q.spec.group.is_none() && !q.auto_group)
+        {
             bail!("--actorder group needs group scales (w4a16); use --actorder static");
         }
         let block = a.block_size.unwrap_or(BLOCK);

@@ -66,7 +66,12 @@ impl Factors {
 
 /// The sweep of one weight of `dtype` under `cfg`, with `keep` the mask of
 /// a scoring method when the run prunes by one.
-pub fn job<'a>(cfg: &RunConfig, h: &HessianConfig, dtype: DType, keep: Option<&'a [u8]>) -> Job<'a> {
+pub fn job<'a>(
+    cfg: &RunConfig,
+    h: &HessianConfig,
+    dtype: DType,
+    keep: Option<&'a [u8]>,
+) -> Job<'a> {
     let quant = cfg.quant.filter(|_| h.gptq).map(|q| QuantJob {
         spec: q.spec,
         rounding: q.rounding,

@@ -7,11 +7,11 @@
 pub mod config;
 mod float;
 pub mod hessian;
-pub mod sequential;
 pub mod masks;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod sequential;
 
 use anyhow::Result;
 use shears_core::calibration::Calibration;

@@ -90,7 +90,8 @@ impl<'b> LayerCompressor<'b> {
                 (Some(q), None) => {
                     // As the engine does: the pruned values in the weight's
                     // dtype, rounded to nearest.
-                    let mut v: Vec<f32> = solved.values.iter().map(|&x| round_to(dtype, x)).collect();
+                    let mut v: Vec<f32> =
+                        solved.values.iter().map(|&x| round_to(dtype, x)).collect();
                     if let Some(k) = &solved.keep {
                         v.iter_mut().zip(k).for_each(|(x, &k)| *x *= k as f32);
                     }

@@ -20,6 +20,9 @@ pub struct Layer<'c> {
     pub codes: &'c TensorInfo,
     pub scale: &'c TensorInfo,
     pub zero_point: Option<&'c TensorInfo>,
+    /// `<prefix>.weight_g_idx` (I32 [in]): the group of each input, when
+    /// GPTQ ordered the groups by activation (`actorder = "group"`).
+    pub g_idx: Option<&'c TensorInfo>,
     pub out: usize,
     pub inn: usize,
 }
@@ -28,9 +31,14 @@ impl Layer<'_> {
     /// Gives the mapped pages of the layer's stored tensors back to the
     /// OS once decoded, so a streaming pass holds one layer at a time.
     pub fn release(&self, ckpt: &Checkpoint) {
-        for t in [Some(self.codes), Some(self.scale), self.zero_point]
-            .into_iter()
-            .flatten()
+        for t in [
+            Some(self.codes),
+            Some(self.scale),
+            self.zero_point,
+            self.g_idx,
+        ]
+        .into_iter()
+        .flatten()
         {
             ckpt.view(t).release(0..t.nbytes());
         }
@@ -38,11 +46,16 @@ impl Layer<'_> {
 
     /// The names of every tensor the layer is stored as.
     pub fn tensor_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = [Some(self.codes), Some(self.scale), self.zero_point]
-            .into_iter()
-            .flatten()
-            .map(|t| t.name.clone())
-            .collect();
+        let mut v: Vec<String> = [
+            Some(self.codes),
+            Some(self.scale),
+            self.zero_point,
+            self.g_idx,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.name.clone())
+        .collect();
         let shape = format!("{}.weight_shape", self.prefix);
         // Integer packed layers carry their shape; FP4 packed ones do not.
         if self.codes.name.ends_with("_packed") && self.codes.dtype == DType::I32 {
@@ -90,6 +103,14 @@ impl Layer<'_> {
                 .map(|&b| b as i8)
                 .collect()
         };
+        if self.g_idx.is_some() {
+            return Err(Error::tensor(
+                ckpt.path_of(self.codes),
+                &self.codes.name,
+                "groups in activation order (weight_g_idx) have no contiguous grid \
+                 (layer-wise distillation of such students is not supported yet)",
+            ));
+        }
         let zps = zps.unwrap_or_else(|| vec![0; scales.len()]);
         Ok(Quantized {
             rows: self.out,
@@ -143,6 +164,34 @@ pub fn dense_bytes(
     if let Some(kind) = rs.float {
         let values = float_values(ckpt, l, kind)?;
         let dtype = rs.dense_dtype_for(dtype);
+        let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+        encode_f32(dtype, &values, &mut bytes);
+        return Ok(bytes);
+    }
+    if let Some(g) = l.g_idx {
+        // Each input's scale is its group's, by weight_g_idx.
+        let g_idx = i32s(ckpt.view(g).bytes());
+        let (scales, zps) = l.params(ckpt, rs)?;
+        let groups = l.scale.shape[1];
+        let codes = unpack_rows(
+            &i32s(ckpt.view(l.codes).bytes()),
+            l.out,
+            l.inn,
+            rs.spec.bits,
+        );
+        let values: Vec<f32> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let (r, c) = (i / l.inn, i % l.inn);
+                let k = r * groups + g_idx[c] as usize;
+                let p = QParams {
+                    scale: scales[k],
+                    zero_point: zps.as_ref().map_or(0, |z| z[k]),
+                };
+                crate::reference::quant::dequantize(q as i32, p)
+            })
+            .collect();
         let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
         encode_f32(dtype, &values, &mut bytes);
         return Ok(bytes);
@@ -303,6 +352,7 @@ fn fp4_layer<'c>(
         _ => None,
     };
     Ok(Layer {
+        g_idx: None,
         prefix: prefix.to_string(),
         codes,
         scale: t,
@@ -345,6 +395,7 @@ fn float_layer<'c>(
         ));
     }
     Ok(Layer {
+        g_idx: None,
         prefix: prefix.to_string(),
         codes,
         scale: t,
@@ -432,11 +483,35 @@ fn layer<'c>(
             }
             Some(z)
         };
+        let gn = format!("{prefix}.weight_g_idx");
+        let g_idx = match ckpt.get(&gn) {
+            None => None,
+            Some(g) => {
+                if !rs.packed || g.dtype != DType::I32 || g.shape != [inn] {
+                    return Err(bad(
+                        &gn,
+                        format!(
+                            "{} {:?}, expected I32 [{inn}] of a packed layer",
+                            g.dtype, g.shape
+                        ),
+                    ));
+                }
+                let v = i32s(ckpt.view(g).bytes());
+                if let Some(c) = v.iter().position(|&x| x < 0 || x as usize >= groups) {
+                    return Err(bad(
+                        &gn,
+                        format!("input {c} names group {}, of {groups}", v[c]),
+                    ));
+                }
+                Some(g)
+            }
+        };
         Ok(Layer {
             prefix: prefix.to_string(),
             codes,
             scale: t,
             zero_point,
+            g_idx,
             out,
             inn,
         })
