@@ -180,11 +180,12 @@ impl Stage<'_, '_> {
                 w.iter().zip(k).map(|(&v, &k)| v * k as f32).collect()
             }
         };
+        let errors = hess
+            .weighted_errors(&w, &[&result, &baseline], rows, &gram)
+            .map_err(ctx)?;
         let weighted = Weighted {
-            baseline: hess
-                .weighted_error(&w, &baseline, rows, &gram)
-                .map_err(ctx)?,
-            result: hess.weighted_error(&w, &result, rows, &gram).map_err(ctx)?,
+            result: errors[0],
+            baseline: errors[1],
         };
         let output_error = match cfg.checks.validate {
             true => Some(self.validate_values(&t.name, view, &result).map_err(ctx)?),

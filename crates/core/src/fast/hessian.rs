@@ -316,21 +316,30 @@ fn solve(w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved> {
     Ok(sw.finish(f, job))
 }
 
-/// [`Hessian::weighted_error`]: [W − Ŵ; W]·H as one product, then the
-/// row-wise inner products in f64.
-fn weighted_error(w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64> {
+/// [`Hessian::weighted_errors`]: [W − Ŵ₁; …; W − Ŵₖ; W]·H as one product,
+/// then the row-wise inner products in f64.
+fn weighted_errors(
+    w: &[f32],
+    candidates: &[&[f32]],
+    rows: usize,
+    gram: &[f32],
+) -> Result<Vec<f64>> {
     let n = if rows == 0 { 0 } else { w.len() / rows };
-    if gram.len() != n * n || what.len() != w.len() {
+    if gram.len() != n * n || candidates.iter().any(|c| c.len() != w.len()) {
         return Err(Error::Invalid(format!(
-            "weighted error: a {rows}×{n} weight, {} values, a Gram matrix of {}",
-            what.len(),
+            "weighted error: a {rows}×{n} weight, candidates of {:?} values, a Gram matrix of {}",
+            candidates.iter().map(|c| c.len()).collect::<Vec<_>>(),
             gram.len()
         )));
     }
-    let mut stacked: Vec<f32> = w.par_iter().zip(what).map(|(a, b)| a - b).collect();
+    let mut stacked = Vec::with_capacity((candidates.len() + 1) * w.len());
+    for c in candidates {
+        stacked.extend(w.iter().zip(c.iter()).map(|(a, b)| a - b));
+    }
     stacked.extend_from_slice(w);
     let mut prod = vec![0.0f32; stacked.len()];
-    // SAFETY: stacked [2·rows, n], gram [n, n], prod [2·rows, n].
+    let m = stacked.len() / n.max(1);
+    // SAFETY: stacked [m, n], gram [n, n], prod [m, n].
     unsafe {
         let a = Mat {
             ptr: stacked.as_ptr(),
@@ -342,7 +351,7 @@ fn weighted_error(w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<
             rs: n as isize,
             cs: 1,
         };
-        gemm(2 * rows, n, n, 1.0, a, b, 0.0, MatMut(prod.as_mut_ptr()), n);
+        gemm(m, n, n, 1.0, a, b, 0.0, MatMut(prod.as_mut_ptr()), n);
     }
     let dot = |x: &[f32], y: &[f32]| -> f64 {
         x.par_iter()
@@ -350,10 +359,20 @@ fn weighted_error(w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<
             .map(|(&a, &b)| a as f64 * b as f64)
             .sum()
     };
-    let half = rows * n;
-    let num = dot(&stacked[..half], &prod[..half]);
-    let den = dot(&stacked[half..], &prod[half..]);
-    Ok(if den > 0.0 { num / den } else { 0.0 })
+    let size = rows * n;
+    let k = candidates.len();
+    let den = dot(&stacked[k * size..], &prod[k * size..]);
+    Ok((0..k)
+        .map(|i| {
+            let r = i * size..(i + 1) * size;
+            let num = dot(&stacked[r.clone()], &prod[r]);
+            if den > 0.0 {
+                num / den
+            } else {
+                0.0
+            }
+        })
+        .collect())
 }
 
 impl Hessian for FastCpu {
@@ -369,8 +388,14 @@ impl Hessian for FastCpu {
         solve(w, rows, f, job)
     }
 
-    fn weighted_error(&self, w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64> {
-        weighted_error(w, what, rows, gram)
+    fn weighted_errors(
+        &self,
+        w: &[f32],
+        candidates: &[&[f32]],
+        rows: usize,
+        gram: &[f32],
+    ) -> Result<Vec<f64>> {
+        weighted_errors(w, candidates, rows, gram)
     }
 }
 
@@ -468,7 +493,7 @@ mod tests {
             let a = spec::solve(&w, rows, &fa, &job).unwrap();
             let b = solve(&w, rows, &fb, &job).unwrap();
             let ea = spec::weighted_error(&w, &a.values, rows, &g).unwrap();
-            let eb = weighted_error(&w, &b.values, rows, &g).unwrap();
+            let eb = FastCpu.weighted_error(&w, &b.values, rows, &g).unwrap();
             assert!(
                 (ea - eb).abs() <= ERROR_RTOL * ea,
                 "{quant:?} {prune:?}: error {ea} vs {eb}"

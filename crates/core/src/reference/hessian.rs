@@ -126,9 +126,21 @@ pub trait Hessian: Sync {
     /// GPTQ / SparseGPT over `w` [rows, f.n]; see the module docs.
     fn solve(&self, w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved>;
 
-    /// tr((W − Ŵ) H (W − Ŵ)ᵀ) / tr(W H Wᵀ): the output error over the
-    /// calibration tokens that GPTQ and SparseGPT minimise, relative.
-    fn weighted_error(&self, w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64>;
+    /// tr((W − Ŵ) H (W − Ŵ)ᵀ) / tr(W H Wᵀ) of each candidate Ŵ: the output
+    /// error over the calibration tokens that GPTQ and SparseGPT minimise,
+    /// relative.
+    fn weighted_errors(
+        &self,
+        w: &[f32],
+        candidates: &[&[f32]],
+        rows: usize,
+        gram: &[f32],
+    ) -> Result<Vec<f64>>;
+
+    /// [`Hessian::weighted_errors`] of one candidate.
+    fn weighted_error(&self, w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64> {
+        Ok(self.weighted_errors(w, &[what], rows, gram)?[0])
+    }
 }
 
 /// Checks a Gram matrix and returns the dead inputs and the processing
@@ -675,8 +687,17 @@ impl Hessian for super::Reference {
         solve(w, rows, f, job)
     }
 
-    fn weighted_error(&self, w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64> {
-        weighted_error(w, what, rows, gram)
+    fn weighted_errors(
+        &self,
+        w: &[f32],
+        candidates: &[&[f32]],
+        rows: usize,
+        gram: &[f32],
+    ) -> Result<Vec<f64>> {
+        candidates
+            .iter()
+            .map(|c| weighted_error(w, c, rows, gram))
+            .collect()
     }
 }
 

@@ -1,0 +1,123 @@
+//! GPTQ on one 4096×4096 layer with the Gram matrix of 4096 calibration
+//! rows: the factor of the damped inverse Hessian (once per input, shared
+//! by q/k/v and gate/up), the w4a16 sweep, SparseGPT 50% and the
+//! Hessian-weighted error, on the fast CPU path (the GPU backend runs the
+//! hessian family on it too, until it has WGSL kernels). Seconds per
+//! layer; the FLOP/s of the best product in the same run as the yardstick.
+//!
+//! `cargo bench --bench gptq`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use shears::core::fast::FastCpu;
+use shears::core::reference::hessian::{ActOrder, Hessian, Job, QuantJob, Sparsify};
+use shears::core::reference::quant::{QuantSpec, Rounding};
+use shears::core::DType;
+
+const N: usize = 4096;
+const TOKENS: usize = 4096;
+
+/// XᵀX of `TOKENS` rows whose features share N/8 latent factors.
+fn gram() -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let r = N / 8;
+    let z: Vec<f32> = (0..TOKENS * r)
+        .map(|_| rng.sample(StandardNormal))
+        .collect();
+    let a: Vec<f32> = (0..r * N).map(|_| rng.sample(StandardNormal)).collect();
+    let mut x = vec![0.0f32; TOKENS * N];
+    // SAFETY: z [TOKENS, r], a [r, N], x [TOKENS, N].
+    unsafe {
+        matrixmultiply::sgemm(
+            TOKENS,
+            r,
+            N,
+            1.0,
+            z.as_ptr(),
+            r as isize,
+            1,
+            a.as_ptr(),
+            N as isize,
+            1,
+            0.0,
+            x.as_mut_ptr(),
+            N as isize,
+            1,
+        )
+    };
+    x.iter_mut()
+        .for_each(|v| *v += 0.1 * rng.sample::<f32, _>(StandardNormal));
+    let mut g = vec![0.0f32; N * N];
+    // SAFETY: xᵀ [N, TOKENS] (x with swapped strides), g [N, N].
+    unsafe {
+        matrixmultiply::sgemm(
+            N,
+            TOKENS,
+            N,
+            1.0,
+            x.as_ptr(),
+            1,
+            N as isize,
+            x.as_ptr(),
+            N as isize,
+            1,
+            0.0,
+            g.as_mut_ptr(),
+            N as isize,
+            1,
+        )
+    };
+    g
+}
+
+fn bench(c: &mut Criterion) {
+    let g = gram();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let w: Vec<f32> = (0..N * N)
+        .map(|_| 0.02 * rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    let f = FastCpu.factor(&g, N, 0.01, ActOrder::None).unwrap();
+    let w4 = QuantJob {
+        spec: QuantSpec {
+            bits: 4,
+            group: Some(128),
+            symmetric: true,
+        },
+        rounding: Rounding::Nearest,
+        dtype: DType::BF16,
+    };
+    let mut grp = c.benchmark_group("gptq");
+    grp.sample_size(10);
+    let id = |what: &str| BenchmarkId::new("cpu-fast", format!("{what} {N}x{N}, {TOKENS} rows"));
+    grp.bench_function(id("gram XᵀX (sgemm, 1 thread: yardstick)"), |b| {
+        b.iter(gram)
+    });
+    grp.bench_function(id("factor"), |b| {
+        b.iter(|| FastCpu.factor(&g, N, 0.01, ActOrder::None).unwrap())
+    });
+    let gptq = Job {
+        quant: Some(w4),
+        prune: None,
+        block: 128,
+    };
+    grp.bench_function(id("gptq w4a16 sweep"), |b| {
+        b.iter(|| FastCpu.solve(&w, N, &f, &gptq).unwrap())
+    });
+    let sparse = Job {
+        quant: None,
+        prune: Some(Sparsify::Unstructured(0.5)),
+        block: 128,
+    };
+    grp.bench_function(id("sparsegpt 50% sweep"), |b| {
+        b.iter(|| FastCpu.solve(&w, N, &f, &sparse).unwrap())
+    });
+    grp.bench_function(id("weighted error"), |b| {
+        b.iter(|| FastCpu.weighted_error(&w, &w, N, &g).unwrap())
+    });
+    grp.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
