@@ -35,8 +35,9 @@
 // chunk, grid-stride over rows × groups.
 //
 // WGSL division is not correctly rounded (2.5 ulp, often a reciprocal), so
-// every quotient goes through div_rn (the prelude shaders/div_rn.wgsl). Rounding to bf16 / f16 goes through
-// ldexp and round (exact). round() is half to even in WGSL.
+// every quotient goes through div_rn (the prelude shaders/div_rn.wgsl).
+// The override constants, the group parameters and the code of a value
+// are the prelude shaders/qparams.wgsl, shared with the hessian family.
 
 struct Params {
     rows: u32,   // rows in this chunk
@@ -49,11 +50,6 @@ struct Params {
     _pad2: u32,
 }
 
-override DTYPE: u32 = 0u;
-override BITS: u32 = 8u;
-override SYMMETRIC: u32 = 1u;
-override CT_ROUNDING: u32 = 0u;
-
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read_write> codes: array<atomic<u32>>;
@@ -61,8 +57,6 @@ override CT_ROUNDING: u32 = 0u;
 @group(0) @binding(4) var<storage, read> dq_scale: array<f32>;
 @group(0) @binding(5) var<storage, read> dq_zp: array<i32>;
 @group(0) @binding(6) var<storage, read_write> dq_out: array<u32>;
-
-const F32_EPS: f32 = 1.1920929e-7;
 
 var<workgroup> wg_lo: array<f32, 256>;
 var<workgroup> wg_hi: array<f32, 256>;
@@ -84,34 +78,11 @@ fn load(i: u32) -> f32 {
     return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
 }
 
-// x rounded to nearest even at `mant` explicit mantissa bits, normal
-// exponents down to `emin` (bf16: 7, -126; f16: 10, -14).
-fn round_bits(x: f32, mant: i32, emin: i32) -> f32 {
-    if (x == 0.0) {
-        return x;
-    }
-    let e = max(i32((bitcast<u32>(x) >> 23u) & 0xffu) - 127, emin);
-    return ldexp(round(ldexp(x, mant - e)), e - mant);
-}
-
-// x rounded to the weight's dtype.
-fn to_dtype(x: f32) -> f32 {
-    if (DTYPE == 2u) {
-        return round_bits(x, 7, -126);
-    }
-    if (DTYPE == 1u) {
-        return round_bits(x, 10, -14);
-    }
-    return x;
-}
-
 @compute @workgroup_size(256)
 fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lid.x;
-    let qmin = -f32(1u << (BITS - 1u));
-    let qmax = f32((1u << (BITS - 1u)) - 1u);
     for (var rg = wid.x; rg < params.rows * params.groups; rg = rg + nwg.x) {
         let r = rg / params.groups;
         let g = rg % params.groups;
@@ -135,24 +106,9 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
             workgroupBarrier();
         }
         if (t == 0u) {
-            let l = wg_lo[0];
-            let h = wg_hi[0];
-            var scale = 0.0;
-            var zp = 0;
-            if (SYMMETRIC == 1u) {
-                scale = div_rn(max(abs(l), abs(h)), (qmax - qmin) / 2.0);
-            } else {
-                // As the reference: halved from 2^126 on, so h − l cannot overflow.
-                if (max(abs(l), abs(h)) >= 0x1p126f) {
-                    scale = div_rn(h * 0.5 - l * 0.5, (qmax - qmin) * 0.5);
-                } else {
-                    scale = div_rn(h - l, qmax - qmin);
-                }
-                if (scale != 0.0) {
-                    zp = i32(round(clamp(qmin - div_rn(l, scale), qmin, qmax)));
-                }
-            }
-            scale = to_dtype(max(scale, F32_EPS));
+            let sz = group_params(wg_lo[0], wg_hi[0]);
+            let scale = sz.x;
+            let zp = i32(sz.y);
             wg_scale = scale;
             wg_zp = zp;
             qp[5u * rg] = bitcast<u32>(scale);
@@ -166,13 +122,7 @@ fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,
         var x2 = 0.0;
         for (var i = t; i < len; i = i + 256u) {
             let e = start + i;
-            var y = 0.0;
-            if (CT_ROUNDING == 1u) {
-                y = to_dtype(to_dtype(div_rn(load(e), scale)) + zpf);
-            } else {
-                y = div_rn(load(e), scale) + zpf;
-            }
-            let q = i32(round(clamp(y, qmin, qmax)));
+            let q = code_of(load(e), scale, zpf);
             atomicOr(&codes[e >> 2u], (bitcast<u32>(q) & 0xffu) << ((e & 3u) * 8u));
             let v = load(e);
             let err = v - f32(q - wg_zp) * scale;

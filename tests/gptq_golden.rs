@@ -36,8 +36,8 @@ fn same<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
 fn reference_and_fast_path_agree_on_every_golden_layer() {
     let mut layers = 0;
     for family in FAMILIES {
-        let model = Checkpoint::open(&golden(family).join("model.safetensors")).unwrap();
-        let expected = Checkpoint::open(&golden(family).join("expected.safetensors")).unwrap();
+        let model = Checkpoint::open(golden(family).join("model.safetensors")).unwrap();
+        let expected = Checkpoint::open(golden(family).join("expected.safetensors")).unwrap();
         for t in model
             .tensors
             .iter()

@@ -27,6 +27,8 @@ pub struct Verifier {
     pub select: Box<dyn Select>,
     pub mask: Box<dyn Mask>,
     pub quant: Box<dyn Quant>,
+    /// GPTQ / SparseGPT: agreement within the family's tolerances, not bytes.
+    pub hessian: Box<dyn shears_core::reference::hessian::Hessian>,
 }
 
 /// The backend a command computes on.
@@ -110,10 +112,13 @@ impl Backend {
     }
 
     /// The quant family on this backend.
-    /// The hessian family (GPTQ, SparseGPT). It has no WGSL kernels yet:
-    /// on a GPU backend it runs on the fast CPU path.
+    /// The hessian family (GPTQ, SparseGPT). On a GPU the sweep runs in
+    /// WGSL; the factor and unstructured SparseGPT on the fast CPU path.
     pub fn hessian(&self) -> Box<dyn shears_core::reference::hessian::Hessian + '_> {
-        Box::new(FastCpu)
+        match self {
+            Backend::Cpu => Box::new(FastCpu),
+            Backend::Gpu(ctx) => Box::new(shears_kernels::hessian::GpuHessian::new(ctx)),
+        }
     }
 
     pub fn quant(&self) -> Box<dyn Quant + '_> {
@@ -132,11 +137,13 @@ impl Backend {
                 select: Box::new(Reference),
                 mask: Box::new(Reference),
                 quant: Box::new(Reference),
+                hessian: Box::new(Reference),
             },
             Backend::Gpu(_) => Verifier {
                 select: Box::new(FastCpu),
                 mask: Box::new(FastCpu),
                 quant: Box::new(FastCpu),
+                hessian: Box::new(FastCpu),
             },
         }
     }

@@ -271,6 +271,65 @@ fn calibrate() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `quantize --method gptq`: the GPU's sweep `--verify`-ed against the
+/// fast CPU path (at most 1% of codes differing, else exit 1), and every
+/// layer's Hessian-weighted error within 3% of the CPU run's.
+fn gptq() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lm_text(dir.path());
+    let calib = s(&dir.path().join("c.safetensors"));
+    let cal = strings(&[
+        "calibrate",
+        &asset("tiny-llama"),
+        "--text",
+        &text,
+        "--seq-len",
+        "64",
+        "--gram",
+        "-o",
+        &calib,
+    ]);
+    shears("cpu", &cal, dir.path())?;
+    let mut errors = Vec::new();
+    for backend in ["cpu", "gpu"] {
+        let report = s(&dir.path().join(format!("{backend}.json")));
+        let args = strings(&[
+            "quantize",
+            &asset("tiny-llama"),
+            "-o",
+            &s(&dir.path().join(backend)),
+            "--scheme",
+            "w4a16-asym",
+            "--method",
+            "gptq",
+            "--actorder",
+            "group",
+            "--calibration",
+            &calib,
+            "--report",
+            &report,
+            "--verify",
+            "-q",
+        ]);
+        shears(backend, &args, dir.path())?;
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        let rows: Vec<f64> = doc["tensors"]
+            .as_array()
+            .ok_or("no tensors in the report")?
+            .iter()
+            .map(|r| r["hessian_error"]["result"].as_f64().unwrap_or(f64::NAN))
+            .collect();
+        errors.push(rows);
+    }
+    if errors[0].len() != 14 || errors[1].len() != 14 {
+        return Err(format!("14 layers expected: {errors:?}").into());
+    }
+    for (i, (a, b)) in errors[0].iter().zip(&errors[1]).enumerate() {
+        close(&format!("layer {i} weighted error"), *a, *b, 0.03)?;
+    }
+    Ok(())
+}
+
 /// A named check.
 type Check = (String, Box<dyn FnOnce() -> Result<(), Failed> + Send>);
 
@@ -381,6 +440,7 @@ fn trials() -> Vec<Check> {
     t.push(("evaluate".into(), Box::new(evaluate)));
     t.push(("eval".into(), Box::new(eval_lm)));
     t.push(("calibrate".into(), Box::new(calibrate)));
+    t.push(("gptq".into(), Box::new(gptq)));
     t
 }
 

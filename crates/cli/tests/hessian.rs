@@ -126,7 +126,7 @@ fn gptq_and_sparsegpt_beat_their_baselines_on_every_layer() {
         assert_beats_baseline(&report, what);
     }
     // 2:4 SparseGPT: every group of 4 inputs keeps at most 2 non-zeros.
-    let ck = Checkpoint::open(&dir.path().join("sparsegpt-2:4")).unwrap();
+    let ck = Checkpoint::open(dir.path().join("sparsegpt-2:4")).unwrap();
     let t = ck.get("model.layers.1.mlp.down_proj.weight").unwrap();
     let v = ck.view(t).to_f32().unwrap();
     for (i, g) in v.chunks(4).enumerate() {

@@ -7,6 +7,7 @@ pub mod chunk;
 mod context;
 mod error;
 pub mod forward;
+pub mod hessian;
 pub mod importance;
 pub mod mask;
 pub mod matmul;

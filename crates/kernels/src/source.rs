@@ -20,10 +20,18 @@ pub const MASK: &str = concat!(
 /// `shaders/matmul.wgsl`.
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
-/// `shaders/div_rn.wgsl` + `shaders/quant.wgsl`.
+/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/quant.wgsl`.
 pub const QUANT: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/qparams.wgsl"),
     include_str!("../../../shaders/quant.wgsl")
+);
+
+/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/hessian.wgsl`.
+pub const HESSIAN: &str = concat!(
+    include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/qparams.wgsl"),
+    include_str!("../../../shaders/hessian.wgsl")
 );
 
 /// `shaders/div_rn.wgsl` + `shaders/train.wgsl`.
@@ -45,4 +53,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("quant", QUANT),
     ("train", TRAIN),
     ("forward", FORWARD),
+    ("hessian", HESSIAN),
 ];

@@ -25,6 +25,22 @@ use crate::pipeline::{Piece, Sink};
 /// alphabetical storage) and gate/up.
 const CACHED: usize = 2;
 
+/// Fraction of codes and mask entries `--verify` lets differ between
+/// backends (the agreement DESIGN.md states for the hessian family).
+const VERIFY_DIFFER_MAX: f64 = 0.01;
+
+/// Codes and mask entries that differ between two sweeps.
+fn differing(a: &Solved, b: &Solved) -> u64 {
+    let mut d = 0;
+    if let (Some(x), Some(y)) = (&a.quantized, &b.quantized) {
+        d += x.codes.iter().zip(&y.codes).filter(|(p, q)| p != q).count();
+    }
+    if let (Some(x), Some(y)) = (&a.keep, &b.keep) {
+        d += x.iter().zip(y).filter(|(p, q)| p != q).count();
+    }
+    d as u64
+}
+
 /// The weight whose input `name` reads: q/k/v share q's, gate/up gate's.
 pub fn input_key(name: &str) -> String {
     for (from, to) in [
@@ -139,9 +155,31 @@ impl Stage<'_, '_> {
             _ => None,
         };
         let fixed = scored.as_deref().filter(|_| !h.sparsegpt);
-        let solved = hess
-            .solve(&w, rows, &factor, &job(cfg, &h, t.dtype, fixed))
-            .map_err(ctx)?;
+        let the_job = job(cfg, &h, t.dtype, fixed);
+        let solved = hess.solve(&w, rows, &factor, &the_job).map_err(ctx)?;
+        // --verify: the verifier's sweep from its own factor, compared
+        // within the family's tolerance (DESIGN.md: not bytes).
+        let mismatches = match cfg.checks.verify {
+            false => None,
+            true => {
+                let v = &self.verifier.hessian;
+                let f2 = v
+                    .factor(&gram, cols, h.dampening, h.actorder)
+                    .map_err(ctx)?;
+                let check = v.solve(&w, rows, &f2, &the_job).map_err(ctx)?;
+                let d = differing(&solved, &check);
+                if d as f64 > VERIFY_DIFFER_MAX * (rows * cols) as f64 {
+                    tracing::error!(
+                        "{}: {d} codes or mask entries differ from {} (more than {:.0}%)",
+                        t.name,
+                        v.backend(),
+                        100.0 * VERIFY_DIFFER_MAX
+                    );
+                    self.mismatched += d;
+                }
+                Some(d)
+            }
+        };
         let Solved {
             values,
             quantized,
@@ -198,7 +236,7 @@ impl Stage<'_, '_> {
             encode_f32(t.dtype, &result, &mut bytes);
             sink.send(Piece::Bytes(t.name.clone(), bytes))?;
             let p = cfg.prune.expect("a pruning run");
-            let row = PruneRow::new(t, &p, &keep, output_error, None, t0).weighted(weighted);
+            let row = PruneRow::new(t, &p, &keep, output_error, mismatches, t0).weighted(weighted);
             return Ok(Row::Prune(row));
         };
         self.qbuf = quantized.expect("a quantizing run");
@@ -223,7 +261,7 @@ impl Stage<'_, '_> {
             bytes_after,
             &stats,
             output_error,
-            None,
+            mismatches,
             t0,
         )
         .weighted(weighted);

@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 use super::FastCpu;
 use crate::reference::hessian::{
-    block_sparsity, choose_block, damped, not_positive_definite, prepare, ActOrder, Factor,
-    Hessian, Job, Solved, Sweep,
+    block_sparsity, choose_block, not_positive_definite, prepare, ActOrder, Factor, Hessian, Job,
+    Solved, Sweep,
 };
 use crate::{Error, Result};
 
@@ -33,6 +33,14 @@ struct Mat {
 unsafe impl Send for Mat {}
 unsafe impl Sync for Mat {}
 
+impl Mat {
+    /// The operand from row `r` on.
+    fn at_row(&self, r: usize) -> *const f32 {
+        // SAFETY: callers stay inside the operand (see `gemm`).
+        unsafe { self.ptr.offset(r as isize * self.rs) }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct MatMut(*mut f32);
 
@@ -40,11 +48,22 @@ struct MatMut(*mut f32);
 unsafe impl Send for MatMut {}
 unsafe impl Sync for MatMut {}
 
+impl MatMut {
+    /// Row `r` of C with row stride `ld`.
+    fn row(&self, r: usize, ld: usize) -> *mut f32 {
+        // SAFETY: callers stay inside C (see `gemm`).
+        unsafe { self.0.add(r * ld) }
+    }
+}
+
 /// C [m, n] (row stride `ldc`) = α·A·B + β·C, rows of C in parallel.
+///
+/// Arguments as `sgemm`'s, by design.
 ///
 /// # Safety
 /// A [m, k] and B [k, n] must be valid for their strides, C for m rows of
 /// `ldc`, and C must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm(
     m: usize,
     k: usize,
@@ -63,7 +82,6 @@ unsafe fn gemm(
     (0..chunks).into_par_iter().for_each(|i| {
         let r0 = i * GEMM_ROWS;
         let rows = GEMM_ROWS.min(m - r0);
-        let (a, b, c) = (a, b, c);
         // SAFETY: the caller's contract, on rows r0..r0+rows.
         unsafe {
             matrixmultiply::sgemm(
@@ -71,14 +89,14 @@ unsafe fn gemm(
                 k,
                 n,
                 alpha,
-                a.ptr.offset(r0 as isize * a.rs),
+                a.at_row(r0),
                 a.rs,
                 a.cs,
-                b.ptr,
+                b.at_row(0),
                 b.rs,
                 b.cs,
                 beta,
-                c.0.add(r0 * ldc),
+                c.row(r0, ldc),
                 ldc as isize,
                 1,
             )
@@ -222,11 +240,25 @@ fn invert_lower(l: &mut [f32], ld: usize, o: usize, k: usize) {
 /// with H = R·Rᵀ and U = R⁻¹ = J·L⁻¹·J.
 fn factor(gram: &[f32], n: usize, dampening: f64, act_order: ActOrder) -> Result<Factor> {
     let (dead, order) = prepare(gram, n, act_order)?;
-    let h = damped(gram, n, &dead, &order, dampening);
+    // The damped, permuted H of the reference (`damped`), reversed, built
+    // straight in f32 (no n² f64 copy: 2 GB for n = 16384).
+    let diag = |a: usize| -> f64 {
+        match dead[order[a]] {
+            true => 1.0,
+            false => gram[order[a] * n + order[a]] as f64,
+        }
+    };
+    let lambda = dampening * (0..n).map(diag).sum::<f64>() / n.max(1) as f64;
     let mut a = vec![0.0f32; n * n];
     a.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+        let pa = n - 1 - i;
         for (j, v) in row.iter_mut().enumerate().take(i + 1) {
-            *v = h[(n - 1 - i) * n + (n - 1 - j)] as f32;
+            let pb = n - 1 - j;
+            *v = if pa == pb {
+                (diag(pa) + lambda) as f32
+            } else {
+                gram[order[pa] * n + order[pb]]
+            };
         }
     });
     cholesky(&mut a, n, 0, n).map_err(|p| not_positive_definite(n - 1 - p, dampening))?;
@@ -234,12 +266,10 @@ fn factor(gram: &[f32], n: usize, dampening: f64, act_order: ActOrder) -> Result
         a[i * n + i + 1..(i + 1) * n].fill(0.0);
     }
     invert_lower(&mut a, n, 0, n);
-    let mut u = vec![0.0f32; n * n];
-    u.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
-        for (j, v) in row.iter_mut().enumerate().skip(i) {
-            *v = a[(n - 1 - i) * n + (n - 1 - j)];
-        }
-    });
+    // U[i][j] = L⁻¹[n−1−i][n−1−j]: the matrix turned half way round, which
+    // is its flat array reversed.
+    a.reverse();
+    let u = a;
     if u.iter().any(|v| !v.is_finite()) {
         return Err(not_positive_definite(0, dampening));
     }
@@ -275,7 +305,6 @@ fn solve(w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved> {
             cs: 1,
         };
         all.chunks(per).into_par_iter().for_each(|mut chunk| {
-            let u = u;
             let nr = chunk.len();
             let width = b1 - b0;
             let mut err = vec![0.0f32; nr * width];
@@ -298,14 +327,14 @@ fn solve(w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved> {
                         width,
                         n - b1,
                         -1.0,
-                        e.ptr,
+                        e.at_row(0),
                         e.rs,
                         e.cs,
-                        u.ptr,
+                        u.at_row(0),
                         u.rs,
                         u.cs,
                         1.0,
-                        c.0,
+                        c.row(0, n),
                         n as isize,
                         1,
                     )
@@ -324,7 +353,7 @@ fn weighted_errors(
     rows: usize,
     gram: &[f32],
 ) -> Result<Vec<f64>> {
-    let n = if rows == 0 { 0 } else { w.len() / rows };
+    let n = w.len().checked_div(rows).unwrap_or(0);
     if gram.len() != n * n || candidates.iter().any(|c| c.len() != w.len()) {
         return Err(Error::Invalid(format!(
             "weighted error: a {rows}×{n} weight, candidates of {:?} values, a Gram matrix of {}",

@@ -542,14 +542,17 @@ impl RowState<'_> {
     /// [`super::mask::nm_group`]).
     fn choose_pattern(&mut self, s: &Shared, p: usize, n: usize, m: usize) {
         let mut keys = [0u32; 16];
-        for k in 0..m {
-            let (w, d) = (self.w[p + k], s.udiag[p + k]);
-            keys[k] = super::score::key_of(w * w / (d * d));
+        for ((key, &w), &d) in keys
+            .iter_mut()
+            .zip(&self.w[p..p + m])
+            .zip(&s.udiag[p..p + m])
+        {
+            *key = super::score::key_of(w * w / (d * d));
         }
         let mut keep = [0u8; 16];
         super::mask::nm_group(&keys[..m], n, &mut keep[..m]);
-        for k in 0..m {
-            self.pruned[p + k] |= 1 - keep[k];
+        for (pr, &k) in self.pruned[p..p + m].iter_mut().zip(&keep) {
+            *pr |= 1 - k;
         }
     }
 
@@ -648,7 +651,7 @@ pub fn solve(w: &[f32], rows: usize, f: &Factor, job: &Job) -> Result<Solved> {
 
 /// [`Hessian::weighted_error`], plainly, in f64.
 pub fn weighted_error(w: &[f32], what: &[f32], rows: usize, gram: &[f32]) -> Result<f64> {
-    let n = if rows == 0 { 0 } else { w.len() / rows };
+    let n = w.len().checked_div(rows).unwrap_or(0);
     if gram.len() != n * n || what.len() != w.len() {
         return Err(Error::Invalid(format!(
             "weighted error: a {rows}×{n} weight, {} values, a Gram matrix of {}",

@@ -207,8 +207,9 @@ fn two_four_with_quantization_keeps_pruned_zeros_exact() {
         assert_eq!(grp.iter().sum::<u8>(), 2, "group {i} keeps 2 of 4");
     }
     let q = s.quantized.unwrap();
-    for i in 0..rows * n {
-        if keep[i] == 0 {
+    assert_eq!(keep.len(), rows * n);
+    for (i, &k) in keep.iter().enumerate() {
+        if k == 0 {
             assert_eq!(s.values[i], 0.0, "pruned value at {i}");
             assert_eq!(q.codes[i] as i32, q.params_at(i).zero_point, "code at {i}");
         }
