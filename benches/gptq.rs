@@ -1,11 +1,14 @@
 //! GPTQ on one 4096×4096 layer with the Gram matrix of 4096 calibration
 //! rows: the factor of the damped inverse Hessian (once per input, shared
 //! by q/k/v and gate/up), the w4a16 sweep, SparseGPT 50% and the
-//! Hessian-weighted error, on the fast CPU path (the GPU backend runs the
-//! hessian family on it too, until it has WGSL kernels). Seconds per
-//! layer; the FLOP/s of the best product in the same run as the yardstick.
+//! Hessian-weighted error, on the fast CPU path, and the GPTQ sweep on the
+//! GPU when there is one (lavapipe in CI; the GPU backend factors on the
+//! CPU). Seconds per layer; the Gram product (one thread of `sgemm`) in the
+//! same run as the yardstick.
 //!
 //! `cargo bench --bench gptq`
+
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::{Rng, SeedableRng};
@@ -15,9 +18,17 @@ use shears::core::fast::FastCpu;
 use shears::core::reference::hessian::{ActOrder, Hessian, Job, QuantJob, Sparsify};
 use shears::core::reference::quant::{QuantSpec, Rounding};
 use shears::core::DType;
+use shears::kernels::hessian::GpuHessian;
 
 const N: usize = 4096;
 const TOKENS: usize = 4096;
+/// The layer a software adapter sweeps.
+const N_SOFTWARE: usize = 1024;
+
+/// The leading n×n block of a Gram matrix (the Gram of the first n inputs).
+fn gram_of_size(g: &[f32], n: usize) -> Vec<f32> {
+    (0..n).flat_map(|i| g[i * N..i * N + n].to_vec()).collect()
+}
 
 /// XᵀX of `TOKENS` rows whose features share N/8 latent factors.
 fn gram() -> Vec<f32> {
@@ -105,6 +116,29 @@ fn bench(c: &mut Criterion) {
     grp.bench_function(id("gptq w4a16 sweep"), |b| {
         b.iter(|| FastCpu.solve(&w, N, &f, &gptq).unwrap())
     });
+    if let Some(ctx) = &common::gpu() {
+        // A software adapter (lavapipe) takes minutes per 4096 layer
+        // (measured 165 s): it gets a 1024-column layer, the first rows.
+        let n = match ctx.info.device_type {
+            shears::kernels::DeviceType::Cpu => N_SOFTWARE,
+            _ => N,
+        };
+        let (gs, ws) = (gram_of_size(&g, n), &w[..n * n]);
+        let fs = FastCpu.factor(&gs, n, 0.01, ActOrder::None).unwrap();
+        let gpu = GpuHessian::new(ctx);
+        let name = format!("gpu {}", ctx.info.name);
+        grp.bench_function(
+            BenchmarkId::new(name, format!("gptq w4a16 sweep {n}x{n}, {TOKENS} rows")),
+            |b| b.iter(|| gpu.solve(ws, n, &fs, &gptq).unwrap()),
+        );
+        grp.bench_function(
+            BenchmarkId::new(
+                "cpu-fast",
+                format!("gptq w4a16 sweep {n}x{n}, {TOKENS} rows"),
+            ),
+            |b| b.iter(|| FastCpu.solve(ws, n, &fs, &gptq).unwrap()),
+        );
+    }
     let sparse = Job {
         quant: None,
         prune: Some(Sparsify::Unstructured(0.5)),

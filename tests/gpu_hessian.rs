@@ -37,7 +37,7 @@ struct Case {
 
 fn golden_cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for family in ["llama", "qwen3"] {
+    for family in ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"] {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden/forward")
             .join(family);

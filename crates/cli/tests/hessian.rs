@@ -206,6 +206,41 @@ fn joint_sparsegpt_and_gptq_keep_pruned_zeros_and_group_order_loads() {
         "cpu",
     ]));
     assert_beats_baseline(&report, "gptq actorder group");
+    // Laid out as round to nearest writes it, plus weight_g_idx, and the
+    // config differs only by the activation order.
+    let rtn = dir.path().join("rtn");
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&model),
+        "-o",
+        s(&rtn),
+        "--scheme",
+        "w4a16",
+        "--group-size",
+        "64",
+        "--backend",
+        "cpu",
+    ]));
+    let (a, b) = (
+        Checkpoint::open(&rtn).unwrap(),
+        Checkpoint::open(&gag).unwrap(),
+    );
+    for t in &b.tensors {
+        match a.get(&t.name) {
+            Some(u) => assert_eq!((u.dtype, &u.shape), (t.dtype, &t.shape), "{}", t.name),
+            None => assert!(t.name.ends_with(".weight_g_idx"), "{} only in gptq", t.name),
+        }
+    }
+    assert_eq!(b.tensors.len(), a.tensors.len() + 14);
+    let qc = |d: &Path| -> Value {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+        v["quantization_config"].clone()
+    };
+    let (mut x, y) = (qc(&rtn), qc(&gag));
+    x["config_groups"]["group_0"]["weights"]["actorder"] = "group".into();
+    assert_eq!(x, y, "quantization_config of rtn and gptq");
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(gag.join("config.json")).unwrap()).unwrap();
     assert_eq!(
