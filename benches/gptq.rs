@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use shears::core::fast::FastCpu;
-use shears::core::reference::hessian::{ActOrder, Hessian, Job, QuantJob, Sparsify};
+use shears::core::reference::hessian::{ActOrder, GroupScales, Hessian, Job, QuantJob, Sparsify};
 use shears::core::reference::quant::{QuantSpec, Rounding};
 use shears::core::DType;
 use shears::kernels::hessian::GpuHessian;
@@ -98,6 +98,7 @@ fn bench(c: &mut Criterion) {
         },
         rounding: Rounding::Nearest,
         dtype: DType::BF16,
+        scales: GroupScales::Upfront,
     };
     let mut grp = c.benchmark_group("gptq");
     grp.sample_size(10);

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use shears::core::fast::FastCpu;
-use shears::core::reference::hessian::{ActOrder, Hessian, Job, QuantJob, Sparsify};
+use shears::core::reference::hessian::{ActOrder, GroupScales, Hessian, Job, QuantJob, Sparsify};
 use shears::core::reference::quant::{QuantSpec, Rounding};
 use shears::core::reference::Reference;
 use shears::core::Checkpoint;
@@ -57,6 +57,7 @@ fn reference_and_fast_path_agree_on_every_golden_layer() {
                 },
                 rounding: Rounding::Nearest,
                 dtype: t.dtype,
+                scales: GroupScales::AsReached,
             };
             let jobs = [
                 (ActOrder::None, Some(quant), None),

@@ -1,4 +1,4 @@
-//! GPU against the fast CPU path for the hessian family (GPTQ, SparseGPT):
+//! GPU against the fast CPU path and the CPU reference for the hessian family (GPTQ, SparseGPT):
 //! on the golden forward models' layers with transformers' XᵀX and on
 //! random ill-conditioned ones of awkward sizes (1, 3, 7, 33 rows; 5, 24,
 //! 65 columns; blocks of 16 and 128), with the device's binding forced
@@ -14,8 +14,9 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shears::core::fast::FastCpu;
-use shears::core::reference::hessian::{ActOrder, Hessian, Job, QuantJob, Sparsify};
+use shears::core::reference::hessian::{ActOrder, GroupScales, Hessian, Job, QuantJob, Sparsify};
 use shears::core::reference::quant::{QuantSpec, Rounding};
+use shears::core::reference::Reference;
 use shears::core::{Checkpoint, DType};
 use shears::kernels::hessian::GpuHessian;
 use shears::kernels::GpuContext;
@@ -101,7 +102,7 @@ fn same<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
 fn check(ctx: &GpuContext, case: &Case, block: usize) -> Result<(), Failed> {
     let n = case.gram.len().isqrt();
     let gpu = GpuHessian::new(ctx);
-    let q = |bits, group, symmetric| QuantJob {
+    let q = |bits, group, symmetric, scales| QuantJob {
         spec: QuantSpec {
             bits,
             group,
@@ -109,7 +110,9 @@ fn check(ctx: &GpuContext, case: &Case, block: usize) -> Result<(), Failed> {
         },
         rounding: Rounding::Nearest,
         dtype: case.dtype,
+        scales,
     };
+    let (up, reached) = (GroupScales::Upfront, GroupScales::AsReached);
     let g = if n.is_multiple_of(8) {
         Some(8)
     } else {
@@ -117,13 +120,14 @@ fn check(ctx: &GpuContext, case: &Case, block: usize) -> Result<(), Failed> {
     };
     let keep: Vec<u8> = (0..case.w.len()).map(|i| (i % 3 != 0) as u8).collect();
     let mut jobs: Vec<(ActOrder, Option<QuantJob>, Option<Sparsify>)> = vec![
-        (ActOrder::None, Some(q(4, g, true)), None),
-        (ActOrder::Static, Some(q(4, g, false)), None),
-        (ActOrder::Group, Some(q(4, g, true)), None),
-        (ActOrder::None, Some(q(8, None, true)), None),
+        (ActOrder::None, Some(q(4, g, true, up)), None),
+        (ActOrder::Static, Some(q(4, g, false, reached)), None),
+        (ActOrder::Group, Some(q(4, g, true, up)), None),
+        (ActOrder::Group, Some(q(4, g, true, reached)), None),
+        (ActOrder::None, Some(q(8, None, true, reached)), None),
         (
             ActOrder::None,
-            Some(q(4, g, true)),
+            Some(q(4, g, true, up)),
             Some(Sparsify::Keep(&keep)),
         ),
         (ActOrder::None, None, Some(Sparsify::Unstructured(0.5))),
@@ -132,7 +136,7 @@ fn check(ctx: &GpuContext, case: &Case, block: usize) -> Result<(), Failed> {
         jobs.push((ActOrder::None, None, Some(Sparsify::Pattern { n: 2, m: 4 })));
         jobs.push((
             ActOrder::None,
-            Some(q(4, g, false)),
+            Some(q(4, g, false, reached)),
             Some(Sparsify::Pattern { n: 2, m: 4 }),
         ));
     }
@@ -152,6 +156,26 @@ fn check(ctx: &GpuContext, case: &Case, block: usize) -> Result<(), Failed> {
         let b = gpu
             .solve(&case.w, case.rows, &f, &job)
             .map_err(|e| format!("{what}: {e}"))?;
+        // And the specification itself (its own f64 factor).
+        let fr = Reference
+            .factor(&case.gram, n, 0.01, order)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let r = Reference
+            .solve(&case.w, case.rows, &fr, &job)
+            .map_err(|e| format!("{what}: {e}"))?;
+        if let (Some(x), Some(y)) = (&r.quantized, &b.quantized) {
+            let s = same(&x.codes, &y.codes);
+            if s < SAME_MIN {
+                return Err(format!("{what}: {s:.4} of codes equal to the reference's").into());
+            }
+        }
+        let er = Reference.weighted_error(&case.w, &r.values, case.rows, &case.gram)?;
+        let eg = Reference.weighted_error(&case.w, &b.values, case.rows, &case.gram)?;
+        if (er - eg).abs() > ERROR_RTOL * er.max(1e-12) {
+            return Err(
+                format!("{what}: weighted error {er:.6e} (reference) vs {eg:.6e} (gpu)").into(),
+            );
+        }
         if let (Some(x), Some(y)) = (&a.quantized, &b.quantized) {
             let s = same(&x.codes, &y.codes);
             if s < SAME_MIN {

@@ -89,7 +89,14 @@ impl Calibration {
     pub fn gram(&self, weight: &str, cols: usize) -> Result<Option<Vec<f32>>> {
         let key = format!("{weight}.input_gram");
         match self.entry(&key, &[cols, cols], true)? {
-            Some(info) => Ok(Some(self.ckpt.view(info).to_f32()?)),
+            Some(info) => {
+                // Read once and given back: n² values per weight would
+                // otherwise stay mapped for the rest of the run.
+                let view = self.ckpt.view(info);
+                let g = view.to_f32()?;
+                view.release(0..info.nbytes());
+                Ok(Some(g))
+            }
             None => Ok(None),
         }
     }

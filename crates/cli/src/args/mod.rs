@@ -221,6 +221,11 @@ pub struct HessianArgs {
     /// stored) or group (groups formed in that order; writes weight_g_idx).
     #[arg(long, value_enum)]
     pub actorder: Option<ActOrderArg>,
+    /// GPTQ's group scales: upfront (from the weight before the sweep, as
+    /// llm-compressor 0.14; the default) or as-reached (from each group's
+    /// values when the sweep reaches it, as AutoGPTQ).
+    #[arg(long, value_enum)]
+    pub group_scales: Option<GroupScalesArg>,
     /// With --calibration-text: calibrate layer i on the outputs of layers
     /// 0…i−1 as already compressed (true, the default), or every layer on
     /// the dense model's activations (false).

@@ -171,3 +171,13 @@ pub fn fraction(s: &str) -> Result<f64, String> {
         _ => Err(format!("must be a number in [0, 1], got {s}")),
     }
 }
+
+/// When GPTQ computes group scales (`--group-scales`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupScalesArg {
+    /// From the weight before the sweep, as llm-compressor 0.14 does.
+    Upfront,
+    /// As each group is reached, from its values updated by the sweep.
+    AsReached,
+}

@@ -173,6 +173,7 @@ pub fn config(a: &CompressArgs) -> Result<RunConfig> {
         dampening: a.hessian.dampening.or(qr.dampening).or(pr.dampening),
         block_size: a.hessian.block_size.or(qr.block_size).or(pr.block_size),
         actorder: a.hessian.actorder.or(qr.actorder),
+        group_scales: a.hessian.group_scales,
         sequential: a.hessian.sequential,
     };
     let gptq = a.quant_method.or(qr.method) == Some(QuantMethodArg::Gptq);

@@ -10,11 +10,11 @@ use shears_core::formats::compressed_tensors::Scheme;
 use shears_core::reference::quant::{QuantSpec, Rounding};
 use shears_core::reference::score::Method;
 
-use shears_core::reference::hessian::ActOrder;
+use shears_core::reference::hessian::{ActOrder, GroupScales};
 
 use crate::args::{
-    ActOrderArg, Axis, CheckArgs, FormatArg, GroupSize, HessianArgs, MethodArg, NonFinitePolicy,
-    Pattern, RoundingArg, RunArgs, SchemeArg, ScopeArg,
+    ActOrderArg, Axis, CheckArgs, FormatArg, GroupScalesArg, GroupSize, HessianArgs, MethodArg,
+    NonFinitePolicy, Pattern, RoundingArg, RunArgs, SchemeArg, ScopeArg,
 };
 
 /// Where an unstructured sparsity applies.
@@ -267,6 +267,8 @@ pub struct HessianConfig {
     pub dampening: f64,
     pub block: usize,
     pub actorder: ActOrder,
+    /// When GPTQ computes group scales.
+    pub scales: GroupScales,
     /// --calibration-text calibrates layer by layer on the compressed
     /// layers' outputs.
     pub sequential: bool,
@@ -287,8 +289,15 @@ impl HessianConfig {
     ) -> Result<Option<Self>> {
         let sparsegpt = prune.is_some_and(|p| p.sparsegpt);
         if !gptq && !sparsegpt {
-            if a.dampening.is_some() || a.block_size.is_some() || a.actorder.is_some() {
-                bail!("--dampening, --block-size and --actorder apply to gptq and sparsegpt");
+            if a.dampening.is_some()
+                || a.block_size.is_some()
+                || a.actorder.is_some()
+                || a.group_scales.is_some()
+            {
+                bail!(
+                    "--dampening, --block-size, --actorder and --group-scales apply to gptq and \
+                     sparsegpt"
+                );
             }
             return Ok(None);
         }
@@ -328,6 +337,10 @@ impl HessianConfig {
             dampening: a.dampening.unwrap_or(DAMPENING),
             block,
             actorder,
+            scales: match a.group_scales.unwrap_or(GroupScalesArg::Upfront) {
+                GroupScalesArg::Upfront => GroupScales::Upfront,
+                GroupScalesArg::AsReached => GroupScales::AsReached,
+            },
             sequential: a.sequential.unwrap_or(true),
         }))
     }

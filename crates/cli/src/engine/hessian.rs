@@ -92,6 +92,7 @@ pub fn job<'a>(
         spec: q.spec,
         rounding: q.rounding,
         dtype,
+        scales: h.scales,
     });
     let prune = match (cfg.prune, keep) {
         (Some(p), _) if p.sparsegpt => Some(match p.mode {

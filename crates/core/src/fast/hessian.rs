@@ -432,7 +432,7 @@ impl Hessian for FastCpu {
 mod tests {
     use super::*;
     use crate::reference::hessian as spec;
-    use crate::reference::hessian::{QuantJob, Sparsify};
+    use crate::reference::hessian::{GroupScales, QuantJob, Sparsify};
     use crate::reference::quant::{QuantSpec, Rounding};
     use crate::DType;
 
@@ -503,6 +503,7 @@ mod tests {
             },
             rounding: Rounding::Nearest,
             dtype: DType::BF16,
+            scales: GroupScales::AsReached,
         };
         let pat = Sparsify::Pattern { n: 2, m: 4 };
         let un = Sparsify::Unstructured(0.5);

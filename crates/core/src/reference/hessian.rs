@@ -25,16 +25,18 @@
 //!   itself when only pruning) q, the error e = (w − q)/U_pp, and
 //!   w_k −= e·U_pk for the later columns k of the block; after the block,
 //!   the same for the columns after it, all at once (W −= E·U[block, rest]).
-//! * **Scales.** A group's scale and zero point are computed (with
-//!   compressed-tensors' rule, [`crate::reference::quant::qparams`]) when
-//!   its first column is reached, over the group's values as they stand
-//!   then, pruned entries counted as 0, so they absorb the updates of the
-//!   columns before. Per-channel: the whole row at column 0, which equals
-//!   round-to-nearest's scale. With static activation order the groups are
-//!   the stored ones, scattered in processing order, so their scales are
-//!   computed up front from W (dead inputs and pruned weights zeroed).
-//!   With group activation order, groups are consecutive in processing
-//!   order and `g_idx` maps each stored input to its group.
+//! * **Scales** (compressed-tensors' rule,
+//!   [`crate::reference::quant::qparams`]; pruned entries and dead inputs
+//!   counted as 0). [`GroupScales::Upfront`] (the default, as
+//!   llm-compressor 0.14's observer): every group's from the weight before
+//!   the sweep. [`GroupScales::AsReached`]: a group's when its first column
+//!   is reached, from its values as they stand then (they have absorbed the
+//!   updates of the columns before). Per-channel scales are the same either
+//!   way (the whole row, at column 0). With static activation order the
+//!   groups are the stored ones, scattered in processing order, so their
+//!   scales are always computed up front. With group activation order,
+//!   groups are consecutive in processing order and `g_idx` maps each
+//!   stored input to its group.
 //! * **Arithmetic.** W and U in f32 as llm-compressor computes them; the
 //!   factor in f64 here (the fast path and the GPU factor in f32, so
 //!   backends agree within stated tolerances, not bytes).
@@ -81,6 +83,18 @@ pub enum Sparsify<'a> {
     Pattern { n: usize, m: usize },
 }
 
+/// When a sweep computes its group scales and zero points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupScales {
+    /// From the weight before the sweep (llm-compressor 0.14's observer).
+    #[default]
+    Upfront,
+    /// When each group's first column is reached, from the values as they
+    /// stand then (older llm-compressor, AutoGPTQ).
+    AsReached,
+}
+
 /// What a sweep quantizes to.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantJob {
@@ -88,6 +102,7 @@ pub struct QuantJob {
     pub rounding: Rounding,
     /// The weight's dtype (scales are stored in it).
     pub dtype: DType,
+    pub scales: GroupScales,
 }
 
 /// One sweep over one weight.
@@ -319,16 +334,23 @@ impl Sweep {
             _ => (0..cols).map(|p| p / group).collect(),
         };
         let groups = cols.div_ceil(group);
-        let upfront = match (f.act_order, job.quant) {
-            (ActOrder::Static, Some(q)) => {
+        // Static order scatters the stored groups over the sweep, so their
+        // scales are always computed up front, from the stored groups;
+        // otherwise groups are consecutive in processing order.
+        let upfront = match job.quant {
+            Some(q) if q.scales == GroupScales::Upfront || f.act_order == ActOrder::Static => {
                 let mut params = Vec::with_capacity(rows * groups);
-                let mut stored = vec![0.0f32; cols];
+                let mut vals = vec![0.0f32; cols];
                 for r in 0..rows {
                     for p in 0..cols {
                         let v = wp[r * cols + p] * (1 - pruned[r * cols + p]) as f32;
-                        stored[f.order[p]] = v;
+                        let at = match f.act_order {
+                            ActOrder::Static => f.order[p],
+                            _ => p,
+                        };
+                        vals[at] = v;
                     }
-                    for g in stored.chunks(group) {
+                    for g in vals.chunks(group) {
                         params.push(qparams(&q.spec, g, q.dtype));
                     }
                 }

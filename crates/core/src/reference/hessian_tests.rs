@@ -53,6 +53,7 @@ const W4G8: QuantJob = QuantJob {
     },
     rounding: Rounding::Nearest,
     dtype: DType::F32,
+    scales: GroupScales::Upfront,
 };
 
 fn job(quant: Option<QuantJob>, prune: Option<Sparsify>) -> Job {
