@@ -9,7 +9,6 @@ use anyhow::Result;
 use crate::args::{GlobalArgs, PruneArgs};
 use crate::engine::config::{HessianConfig, PruneConfig, PruneFlags};
 use crate::engine::{self, RunConfig};
-use crate::lm::in_process;
 use crate::output::Out;
 
 /// The run `shears prune` asks for, reading `calibration` (--calibration;
@@ -30,16 +29,6 @@ pub fn config(a: &PruneArgs, calibration: Option<PathBuf>) -> Result<RunConfig> 
 }
 
 pub fn run(a: &PruneArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let mut cfg = config(a, a.calibration.clone())?;
-    let made = in_process(
-        &a.run.model,
-        &a.calibration_text,
-        g.backend,
-        g.quiet,
-        Some(&cfg),
-    )?;
-    if let Some(m) = &made {
-        cfg.calibration = Some(m.path.clone());
-    }
-    engine::run(&cfg, g, out)
+    let cfg = config(a, a.calibration.clone())?;
+    engine::run_calibrated(cfg, &a.calibration_text, g, out)
 }

@@ -21,16 +21,5 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
 }
 
 pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let mut cfg = config(a)?;
-    let made = crate::lm::in_process(
-        &a.run.model,
-        &a.calibration_text,
-        g.backend,
-        g.quiet,
-        Some(&cfg),
-    )?;
-    if let Some(m) = &made {
-        cfg.calibration = Some(m.path.clone());
-    }
-    engine::run(&cfg, g, out)
+    engine::run_calibrated(config(a)?, &a.calibration_text, g, out)
 }

@@ -23,6 +23,22 @@ use crate::args::GlobalArgs;
 use crate::backend::Backend;
 use crate::output::Out;
 
+/// [`run`], calibrating in-process first when `--calibration-text` was
+/// given (the made file is removed when the run ends).
+pub fn run_calibrated(
+    mut cfg: RunConfig,
+    text: &crate::args::CalibrationTextArgs,
+    g: &GlobalArgs,
+    out: &mut Out,
+) -> Result<()> {
+    let model = cfg.model.clone();
+    let made = crate::lm::in_process(&model, text, g.backend, g.quiet, Some(&cfg))?;
+    if let Some(m) = &made {
+        cfg.calibration = Some(m.path.clone());
+    }
+    run(&cfg, g, out)
+}
+
 /// Opens the checkpoint, plans the run, and prints the plan (`--dry-run`)
 /// or runs it with the global flags (backend, quiet, sync).
 pub fn run(cfg: &RunConfig, g: &GlobalArgs, out: &mut Out) -> Result<()> {

@@ -31,22 +31,14 @@ impl Layer<'_> {
     /// Gives the mapped pages of the layer's stored tensors back to the
     /// OS once decoded, so a streaming pass holds one layer at a time.
     pub fn release(&self, ckpt: &Checkpoint) {
-        for t in [
-            Some(self.codes),
-            Some(self.scale),
-            self.zero_point,
-            self.g_idx,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for t in self.stored() {
             ckpt.view(t).release(0..t.nbytes());
         }
     }
 
-    /// The names of every tensor the layer is stored as.
-    pub fn tensor_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = [
+    /// The stored tensors the layer's weight is decoded from.
+    fn stored(&self) -> impl Iterator<Item = &TensorInfo> {
+        [
             Some(self.codes),
             Some(self.scale),
             self.zero_point,
@@ -54,8 +46,11 @@ impl Layer<'_> {
         ]
         .into_iter()
         .flatten()
-        .map(|t| t.name.clone())
-        .collect();
+    }
+
+    /// The names of every tensor the layer is stored as.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.stored().map(|t| t.name.clone()).collect();
         let shape = format!("{}.weight_shape", self.prefix);
         // Integer packed layers carry their shape; FP4 packed ones do not.
         if self.codes.name.ends_with("_packed") && self.codes.dtype == DType::I32 {
