@@ -12,11 +12,14 @@ use shears::testing::near_ties;
 
 #[path = "gpu_quant/checks.rs"]
 mod checks;
+#[path = "gpu_quant/float.rs"]
+mod float;
 mod parity;
 
 use parity::Backends;
 
 use checks::{check, check_dense, check_dequant, check_gguf, check_huge_range};
+use float::{check_float, float_values, Float};
 
 fn main() {
     let args = Arguments::from_args();
@@ -177,6 +180,47 @@ fn main() {
                 }
             },
         ));
+    }
+    // The float schemes: FP8 per channel (both roundings) and per 128×128
+    // block (ragged edges), NVFP4 and MXFP4 (ragged last groups too),
+    // every dtype, byte for byte.
+    let float_schemes = [
+        (
+            "fp8",
+            Float::Fp8(None, Rounding::Nearest),
+            vec![(9, 1), (9, 7), (9, 33), (9, 129)],
+        ),
+        (
+            "fp8-ct",
+            Float::Fp8(None, Rounding::CompressedTensors),
+            vec![(9, 7), (9, 129)],
+        ),
+        (
+            "fp8-block",
+            Float::Fp8(Some(128), Rounding::Nearest),
+            vec![(1, 5), (130, 300), (257, 128)],
+        ),
+        (
+            "fp8-block-ct",
+            Float::Fp8(Some(128), Rounding::CompressedTensors),
+            vec![(130, 129)],
+        ),
+        ("nvfp4", Float::Nvfp4(17.5), vec![(9, 16), (9, 48), (9, 40)]),
+        ("nvfp4-gs1", Float::Nvfp4(1.0), vec![(9, 64)]),
+        ("mxfp4", Float::Mxfp4, vec![(9, 32), (9, 96), (9, 40)]),
+    ];
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (sname, scheme, shapes) in &float_schemes {
+            for &(rows, cols) in shapes {
+                seed += 1;
+                let name = format!("float::{sname}::{dtype}::{rows}x{cols}");
+                let values = float_values(*scheme, rows, cols, seed);
+                let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &values).unwrap();
+                let buf = std::sync::Arc::new(buf);
+                let scheme = *scheme;
+                trials.extend(backends.trials(&name, move |fam| check_float(fam, scheme, &buf)));
+            }
+        }
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use libtest_mimic::{Failed, Trial};
 use shears::core::fast::FastCpu;
+use shears::core::ops::float::FloatQuant;
 use shears::core::ops::quant::Quant;
 use shears::core::reference::importance::Importance;
 use shears::core::reference::mask::Mask;
 use shears::core::reference::matmul::Matmul;
 use shears::core::reference::select::Select;
-use shears::kernels::{GpuContext, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect};
+use shears::kernels::{
+    GpuContext, GpuFloat, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
+};
 use shears::testing::test_gpu;
 
 /// Bytes of one GPU chunk in the small-chunk backend: a few hundred
@@ -32,6 +35,7 @@ pub struct Families<'a> {
     pub mask: Box<dyn Mask + 'a>,
     pub matmul: Box<dyn Matmul + 'a>,
     pub quant: Box<dyn Quant + 'a>,
+    pub float: Box<dyn FloatQuant + 'a>,
     /// The GPU context, for properties about chunking or its limits.
     pub gpu: Option<&'a GpuContext>,
 }
@@ -45,6 +49,7 @@ impl<'a> Families<'a> {
             mask: Box::new(FastCpu),
             matmul: Box::new(FastCpu),
             quant: Box::new(FastCpu),
+            float: Box::new(FastCpu),
             gpu: None,
         }
     }
@@ -57,6 +62,7 @@ impl<'a> Families<'a> {
             mask: Box::new(GpuMask::new(ctx)),
             matmul: Box::new(GpuMatmul::new(ctx)),
             quant: Box::new(GpuQuant::new(ctx)),
+            float: Box::new(GpuFloat::new(ctx)),
             gpu: Some(ctx),
         }
     }

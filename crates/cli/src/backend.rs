@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use shears_core::fast::FastCpu;
+use shears_core::ops::float::FloatQuant;
 use shears_core::ops::quant::Quant;
 use shears_core::reference::forward::Forward;
 use shears_core::reference::{
@@ -9,8 +10,8 @@ use shears_core::reference::{
 };
 use shears_core::train::Device;
 use shears_kernels::{
-    DeviceType, GpuContext, GpuForward, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
-    GpuTrain,
+    DeviceType, GpuContext, GpuFloat, GpuForward, GpuImportance, GpuMask, GpuMatmul, GpuQuant,
+    GpuSelect, GpuTrain,
 };
 
 use crate::args::BackendChoice;
@@ -27,6 +28,7 @@ pub struct Verifier {
     pub select: Box<dyn Select>,
     pub mask: Box<dyn Mask>,
     pub quant: Box<dyn Quant>,
+    pub float: Box<dyn FloatQuant>,
     /// GPTQ / SparseGPT: agreement within the family's tolerances, not bytes.
     pub hessian: Box<dyn shears_core::reference::hessian::Hessian>,
 }
@@ -111,7 +113,6 @@ impl Backend {
         }
     }
 
-    /// The quant family on this backend.
     /// The hessian family (GPTQ, SparseGPT). On a GPU the sweep runs in
     /// WGSL; the factor and unstructured SparseGPT on the fast CPU path.
     pub fn hessian(&self) -> Box<dyn shears_core::reference::hessian::Hessian + '_> {
@@ -121,10 +122,19 @@ impl Backend {
         }
     }
 
+    /// The quant family on this backend.
     pub fn quant(&self) -> Box<dyn Quant + '_> {
         match self {
             Backend::Cpu => Box::new(FastCpu),
             Backend::Gpu(ctx) => Box::new(GpuQuant::new(ctx)),
+        }
+    }
+
+    /// The float-quant family (FP8, NVFP4, MXFP4) on this backend.
+    pub fn float(&self) -> Box<dyn FloatQuant + '_> {
+        match self {
+            Backend::Cpu => Box::new(FastCpu),
+            Backend::Gpu(ctx) => Box::new(GpuFloat::new(ctx)),
         }
     }
 
@@ -137,12 +147,14 @@ impl Backend {
                 select: Box::new(Reference),
                 mask: Box::new(Reference),
                 quant: Box::new(Reference),
+                float: Box::new(Reference),
                 hessian: Box::new(Reference),
             },
             Backend::Gpu(_) => Verifier {
                 select: Box::new(FastCpu),
                 mask: Box::new(FastCpu),
                 quant: Box::new(FastCpu),
+                float: Box::new(FastCpu),
                 hessian: Box::new(FastCpu),
             },
         }

@@ -423,6 +423,46 @@ fn trials() -> Vec<Check> {
         ),
         None,
     );
+    // The float schemes: llm-compressor's golden folders (the CPU output
+    // equals them byte for byte, crates/cli/tests/float.rs), and pruning
+    // with FP8 and NVFP4 in one pass.
+    for dtype in ["bf16", "f32"] {
+        let dense = s(&repo_root().join("tests/golden").join(dtype).join("dense"));
+        for scheme in ["fp8", "fp8-block", "nvfp4a16", "mxfp4a16"] {
+            same(
+                &format!("quantize::golden::{dtype}::{scheme}"),
+                strings(&[
+                    "quantize",
+                    &dense,
+                    "-o",
+                    "{out}",
+                    "--scheme",
+                    scheme,
+                    "--rounding",
+                    "compressed-tensors",
+                    "--verify",
+                ]),
+                None,
+            );
+        }
+    }
+    for scheme in ["fp8", "nvfp4a16"] {
+        same(
+            &format!("compress::two_of_four_{scheme}"),
+            base(
+                "compress",
+                &[
+                    "--pattern",
+                    "2:4",
+                    "--scheme",
+                    scheme,
+                    "--verify",
+                    "--validate",
+                ],
+            ),
+            None,
+        );
+    }
     let packed = base("compress", &["--recipe", &recipe]);
     same(
         "decompress::w4a16",

@@ -229,31 +229,45 @@ fn decompress_reads_fp4_back_within_half_a_step() {
 }
 
 #[test]
-fn compress_keeps_pruned_zeros_under_fp8() {
+fn compress_keeps_pruned_zeros_under_fp8_and_nvfp4() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("c");
-    ok(&run(&[
-        "-q",
-        "compress",
-        s(&golden("bf16/dense")),
-        "-o",
-        s(&out),
-        "--pattern",
-        "2:4",
-        "--scheme",
-        "fp8",
-        "--backend",
-        "cpu",
-        "--verify",
-    ]));
-    let c = Checkpoint::open(&out).unwrap();
-    let w = c.get("model.layers.0.mlp.up_proj.weight").unwrap();
-    let codes = c.view(w).bytes();
-    for g in codes.chunks(4) {
-        let zeros = g.iter().filter(|&&b| b & 0x7f == 0).count();
-        assert!(zeros >= 2, "a 2:4 group with {zeros} zeros: {g:?}");
+    for scheme in ["fp8", "nvfp4a16"] {
+        let out = dir.path().join(scheme);
+        ok(&run(&[
+            "-q",
+            "compress",
+            s(&golden("bf16/dense")),
+            "-o",
+            s(&out),
+            "--pattern",
+            "2:4",
+            "--scheme",
+            scheme,
+            "--backend",
+            "cpu",
+            "--verify",
+        ]));
+        let c = Checkpoint::open(&out).unwrap();
+        // FP8: a byte per code, ±0 is 0x00 / 0x80; NVFP4: a nibble per
+        // code, ±0 is 0x0 / 0x8.
+        let codes: Vec<u8> = if scheme == "fp8" {
+            let w = c.get("model.layers.0.mlp.up_proj.weight").unwrap();
+            c.view(w).bytes().iter().map(|b| b & 0x7f).collect()
+        } else {
+            let w = c.get("model.layers.0.mlp.up_proj.weight_packed").unwrap();
+            let b = c.view(w).bytes();
+            b.iter().flat_map(|b| [b & 7, (b >> 4) & 7]).collect()
+        };
+        assert!(codes.len() > 1000, "{scheme}");
+        for g in codes.chunks(4) {
+            let zeros = g.iter().filter(|&&b| b == 0).count();
+            assert!(
+                zeros >= 2,
+                "{scheme}: a 2:4 group with {zeros} zero codes: {g:?}"
+            );
+        }
+        assert!(config(&out)["sparsity_config"].is_object(), "{scheme}");
     }
-    assert!(config(&out)["sparsity_config"].is_object());
 }
 
 #[test]

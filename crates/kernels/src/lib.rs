@@ -6,6 +6,7 @@ mod adapters;
 pub mod chunk;
 mod context;
 mod error;
+pub mod float;
 pub mod forward;
 pub mod hessian;
 pub mod importance;
@@ -22,6 +23,7 @@ pub use context::{
     DEFAULT_WINDOW_BYTES,
 };
 pub use error::{Error, Result};
+pub use float::GpuFloat;
 pub use forward::GpuForward;
 pub use importance::GpuImportance;
 pub use mask::GpuMask;

@@ -27,6 +27,13 @@ pub const QUANT: &str = concat!(
     include_str!("../../../shaders/quant.wgsl")
 );
 
+/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/float.wgsl`.
+pub const FLOAT: &str = concat!(
+    include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/qparams.wgsl"),
+    include_str!("../../../shaders/float.wgsl")
+);
+
 /// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/hessian.wgsl`.
 pub const HESSIAN: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
@@ -51,6 +58,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("mask", MASK),
     ("matmul", MATMUL),
     ("quant", QUANT),
+    ("float", FLOAT),
     ("train", TRAIN),
     ("forward", FORWARD),
     ("hessian", HESSIAN),

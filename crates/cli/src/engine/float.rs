@@ -1,9 +1,8 @@
 //! The float schemes in the engine (FP8 per channel or block, NVFP4,
-//! MXFP4): each layer on the fast CPU path (`shears_core::fast::float`),
-//! checked against the reference under --verify, measured, and sent in the
-//! compressed-tensors layout; NVFP4's global scales from a read-only pass.
-//! There are no GPU kernels for these yet: they run on the CPU whatever
-//! the backend.
+//! MXFP4): each layer on the backend's float family (the fast CPU path or
+//! shaders/float.wgsl), checked against the verifier's under --verify,
+//! measured, and sent in the compressed-tensors layout; NVFP4's global
+//! scales from a read-only pass.
 
 use anyhow::Result;
 use shears_core::formats::compressed_tensors::layer_tensors;
@@ -16,11 +15,11 @@ use super::run::Stage;
 use crate::pipeline::{Piece, Sink};
 
 impl Stage<'_, '_> {
-    /// An FP8 layer: codes and scales on the fast CPU path (the float
-    /// schemes have no GPU kernels yet), checked against the reference
-    /// under --verify, measured, validated, and sent. Returns the error
-    /// statistics, the output error, the bytes written and, under
-    /// --verify, how many codes and scales differ.
+    /// A float layer (FP8, NVFP4 or MXFP4): codes and scales on the
+    /// backend's float family (pruned weights zeroed first), checked
+    /// against the verifier's under --verify, measured, validated, and
+    /// sent. Returns the error statistics, the output error, the bytes
+    /// written and, under --verify, how many codes and scales differ.
     #[allow(clippy::type_complexity)]
     pub(super) fn compress_float(
         &self,
@@ -34,38 +33,73 @@ impl Stage<'_, '_> {
         u64,
         Option<u64>,
     )> {
-        use shears_core::reference::fp8;
+        use shears_core::fast::float as fast;
+        use shears_core::formats::compressed_tensors::Scheme;
         let q = self.plan.cfg.quant.expect("a quantizing run");
-        let (rows, cols) = view.matrix_dims();
-        let mut x = shears_core::fast::float::decode_parallel(view)?;
-        if let Some(k) = keep {
-            x.iter_mut()
-                .zip(k)
-                .filter(|(_, &k)| k == 0)
-                .for_each(|(v, _)| *v = 0.0);
-        }
-        if q.scheme.fp4_group().is_some() {
-            return self.compress_fp4(t, view, &x, sink);
-        }
-        let block = q.scheme.block();
-        let fq = shears_core::fast::float::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
-        let diff = self.plan.cfg.checks.verify.then(|| {
-            let r = fp8::quantize_fp8(&x, rows, cols, block, t.dtype, q.rounding);
-            let codes = fq
-                .codes
-                .iter()
-                .zip(&r.codes)
-                .filter(|(a, b)| a != b)
-                .count();
-            let scales = fq.scales.iter().zip(&r.scales);
-            (codes + scales.filter(|(a, b)| a.to_bits() != b.to_bits()).count()) as u64
-        });
-        let deq = shears_core::fast::float::dequantize_fp8(&fq);
-        let stats = shears_core::fast::float::error_stats(&x, &deq);
+        let mut x = fast::decode_parallel(view)?;
+        // A pruned layer: its values with the pruned ones zeroed (exact in
+        // every dtype), as a tensor of the weight's own dtype.
+        let masked = match keep {
+            Some(k) => {
+                x.iter_mut()
+                    .zip(k)
+                    .filter(|(_, &k)| k == 0)
+                    .for_each(|(v, _)| *v = 0.0);
+                Some(shears_core::TensorBuf::from_f32(
+                    t.dtype,
+                    t.shape.clone(),
+                    &x,
+                )?)
+            }
+            None => None,
+        };
+        let w = masked.as_ref().map_or(*view, |b| b.view());
+        let verify = self.plan.cfg.checks.verify;
+        let (deq, parts, diff) = if q.scheme.fp4_group().is_some() {
+            let gs = match q.scheme {
+                Scheme::Nvfp4A16 => Some(self.global_scales.get(&t.name).copied().unwrap_or(1.0)),
+                _ => None,
+            };
+            let mut fq = self.float.fp4(&w, gs)?;
+            if self.inject_fault {
+                fq.codes.iter_mut().take(1).for_each(|c| *c ^= 1);
+            }
+            let diff = match verify {
+                true => {
+                    let r = self.verifier.float.fp4(&w, gs)?;
+                    Some(differing(&fq.codes, &r.codes, &fq.scales, &r.scales))
+                }
+                false => None,
+            };
+            let mut parts = vec![fq.packed(), fq.scales.clone()];
+            parts.extend(fq.global_scale.map(|g| g.to_le_bytes().to_vec()));
+            (fast::dequantize_fp4(&fq), parts, diff)
+        } else {
+            let block = q.scheme.block();
+            let mut fq = self.float.fp8(&w, block, q.rounding)?;
+            if self.inject_fault {
+                fq.codes.iter_mut().take(1).for_each(|c| *c ^= 1);
+            }
+            let diff = match verify {
+                true => {
+                    let r = self.verifier.float.fp8(&w, block, q.rounding)?;
+                    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    Some(differing(
+                        &fq.codes,
+                        &r.codes,
+                        &bits(&fq.scales),
+                        &bits(&r.scales),
+                    ))
+                }
+                false => None,
+            };
+            let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
+            encode_f32(t.dtype, &fq.scales, &mut scales);
+            (fast::dequantize_fp8(&fq), vec![fq.codes, scales], diff)
+        };
+        let stats = fast::error_stats(&x, &deq);
         let error = self.validate_dense(t, view, &deq)?;
-        let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
-        encode_f32(t.dtype, &fq.scales, &mut scales);
-        let n = self.send_layer(t, &deq, vec![fq.codes, scales], sink)?;
+        let n = self.send_layer(t, &deq, parts, sink)?;
         Ok((stats, error, n, diff))
     }
 
@@ -124,60 +158,17 @@ impl Stage<'_, '_> {
         }
         Ok(n)
     }
+}
 
-    /// An FP4 layer (NVFP4 or MXFP4) on the fast CPU path, checked against
-    /// the reference under --verify, validated on its dequantized values:
-    /// codes packed two per byte, scales, the NVFP4 global scale of its
-    /// fused group.
-    #[allow(clippy::type_complexity)]
-    fn compress_fp4(
-        &self,
-        t: &TensorInfo,
-        view: &TensorView,
-        x: &[f32],
-        sink: &Sink,
-    ) -> shears_core::Result<(
-        shears_core::ops::quant::ErrorStats,
-        Option<f64>,
-        u64,
-        Option<u64>,
-    )> {
-        use shears_core::reference::fp4;
-        let q = self.plan.cfg.quant.expect("a quantizing run");
-        let (rows, cols) = (t.shape[0], t.shape[1]);
-        use shears_core::formats::compressed_tensors::Scheme;
-        let gs = match q.scheme {
-            Scheme::Nvfp4A16 => Some(self.global_scales.get(&t.name).copied().unwrap_or(1.0)),
-            _ => None,
-        };
-        let fq = shears_core::fast::float::quantize_fp4(x, rows, cols, gs, t.dtype);
-        let diff = self.plan.cfg.checks.verify.then(|| {
-            let r = match gs {
-                Some(g) => fp4::quantize_nvfp4(x, rows, cols, g, t.dtype),
-                None => fp4::quantize_mxfp4(x, rows, cols, t.dtype),
-            };
-            let codes = fq
-                .codes
-                .iter()
-                .zip(&r.codes)
-                .filter(|(a, b)| a != b)
-                .count();
-            let scales = fq
-                .scales
-                .iter()
-                .zip(&r.scales)
-                .filter(|(a, b)| a != b)
-                .count();
-            (codes + scales) as u64
-        });
-        let deq = shears_core::fast::float::dequantize_fp4(&fq);
-        let stats = shears_core::fast::float::error_stats(x, &deq);
-        let error = self.validate_dense(t, view, &deq)?;
-        let mut parts = vec![fq.packed(), fq.scales.clone()];
-        parts.extend(fq.global_scale.map(|g| g.to_le_bytes().to_vec()));
-        let n = self.send_layer(t, &deq, parts, sink)?;
-        Ok((stats, error, n, diff))
-    }
+/// How many codes and scales of one backend differ from another's.
+fn differing<S: PartialEq>(codes: &[u8], want: &[u8], scales: &[S], want_scales: &[S]) -> u64 {
+    let n = codes.iter().zip(want).filter(|(a, b)| a != b).count()
+        + scales
+            .iter()
+            .zip(want_scales)
+            .filter(|(a, b)| a != b)
+            .count();
+    n as u64
 }
 
 /// NVFP4's global scales, from a read-only pass over the selected weights:

@@ -4,9 +4,51 @@
 
 use rayon::prelude::*;
 
+use crate::reference::fp4::Fp4;
 use crate::reference::fp8::{fp8_code, fp8_scale, Fp8};
 use crate::reference::quant::Rounding;
 use crate::DType;
+
+/// Where a float weight's values come from: f32 values already decoded
+/// (and, for a pruned layer, zeroed), or a tensor's bytes decoded row by
+/// row into a reused buffer, so a whole tensor is never held as f32.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    Values(&'a [f32]),
+    View(&'a crate::TensorView<'a>),
+}
+
+impl Source<'_> {
+    /// Elements `elems` (flat) as f32 into `out`.
+    fn fill(&self, elems: std::ops::Range<usize>, out: &mut [f32]) {
+        match self {
+            Source::Values(x) => out.copy_from_slice(&x[elems]),
+            // The engine checked the dtype before any float scheme runs.
+            Source::View(w) => w
+                .decode_into(elems, out)
+                .expect("a float weight (f32, f16 or bf16)"),
+        }
+    }
+}
+
+/// The largest |x| (NaN skipped, as the reference's `f32::max`), in eight
+/// lanes the compiler vectorizes.
+#[inline]
+fn amax(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
 
 /// [`crate::reference::fp8::quantize_fp8`], rows in parallel.
 pub fn quantize_fp8(
@@ -17,54 +59,66 @@ pub fn quantize_fp8(
     dtype: DType,
     rounding: Rounding,
 ) -> Fp8 {
-    let mut q = Fp8 {
+    let mut q = Fp8::default();
+    quantize_fp8_into(
+        Source::Values(x),
         rows,
         cols,
         block,
-        codes: vec![0; rows * cols],
-        scales: Vec::new(),
-    };
+        dtype,
+        rounding,
+        &mut q,
+    );
+    q
+}
+
+/// [`crate::reference::fp8::quantize_fp8`] of `src` into `q` (its buffers
+/// reused): one pass per row (per channel) or per band of `block` rows,
+/// decoding into a per-thread buffer, taking the maxima and encoding while
+/// the values are in cache.
+pub fn quantize_fp8_into(
+    src: Source,
+    rows: usize,
+    cols: usize,
+    block: Option<usize>,
+    dtype: DType,
+    rounding: Rounding,
+    q: &mut Fp8,
+) {
+    q.rows = rows;
+    q.cols = cols;
+    q.block = block;
+    q.codes.resize(rows * cols, 0);
+    let [sr, sc] = q.scale_shape();
+    q.scales.clear();
+    q.scales.resize(sr * sc, 0.0);
     if rows == 0 || cols == 0 {
-        return q;
+        return;
     }
-    let amax = |v: &[f32]| v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    q.scales = match block {
-        None => x
-            .par_chunks(cols)
-            .map(|row| fp8_scale(amax(row), dtype))
-            .collect(),
-        Some(b) => {
-            let bc = cols.div_ceil(b);
-            x.par_chunks(b * cols)
-                .flat_map_iter(|band| {
-                    (0..bc).map(move |j| {
-                        let m = band
-                            .chunks(cols)
-                            .map(|row| amax(&row[j * b..((j + 1) * b).min(cols)]))
-                            .fold(0.0f32, f32::max);
-                        fp8_scale(m, dtype)
-                    })
-                })
-                .collect()
-        }
-    };
-    let scales = &q.scales;
+    // Bands of `b` rows (one row per channel), each with its scales.
+    let b = block.unwrap_or(1).max(1);
+    let span = block.unwrap_or(cols).max(1);
     q.codes
-        .par_chunks_mut(cols)
-        .zip(x.par_chunks(cols))
+        .par_chunks_mut(b * cols)
+        .zip(q.scales.par_chunks_mut(sc))
         .enumerate()
-        .for_each(|(r, (c, row))| {
-            // Spans of one scale: the row (channel) or each block's columns.
-            let span = block.unwrap_or(cols).max(1);
-            for (j, (cs, xs)) in c.chunks_mut(span).zip(row.chunks(span)).enumerate() {
-                let s = match block {
-                    None => scales[r],
-                    Some(b) => scales[(r / b) * cols.div_ceil(b) + j],
-                };
-                encode_span(xs, s, dtype, rounding, cs);
+        .for_each_init(Vec::new, |buf, (i, (codes, scales))| {
+            buf.resize(codes.len(), 0.0);
+            let first = i * b * cols;
+            src.fill(first..first + codes.len(), buf);
+            for (j, s) in scales.iter_mut().enumerate() {
+                let m = buf
+                    .chunks(cols)
+                    .map(|row| amax(&row[j * span..((j + 1) * span).min(cols)]))
+                    .fold(0.0f32, f32::max);
+                *s = fp8_scale(m, dtype);
+            }
+            for (cs, xs) in codes.chunks_mut(cols).zip(buf.chunks(cols)) {
+                for ((c, x), &s) in cs.chunks_mut(span).zip(xs.chunks(span)).zip(&*scales) {
+                    encode_span(x, s, dtype, rounding, c);
+                }
             }
         });
-    q
 }
 
 /// Codes of `xs` under one scale: a branch-free loop the compiler
@@ -147,35 +201,52 @@ pub fn quantize_fp4(
     cols: usize,
     global_scale: Option<f32>,
     dtype: DType,
-) -> crate::reference::fp4::Fp4 {
-    use crate::reference::fp4::{mx_group, Fp4};
+) -> Fp4 {
+    let mut q = Fp4::default();
+    quantize_fp4_into(Source::Values(x), rows, cols, global_scale, dtype, &mut q);
+    q
+}
+
+/// [`quantize_fp4`] of `src` into `q` (its buffers reused), each row
+/// decoded into a per-thread buffer and encoded while in cache.
+pub fn quantize_fp4_into(
+    src: Source,
+    rows: usize,
+    cols: usize,
+    global_scale: Option<f32>,
+    dtype: DType,
+    q: &mut Fp4,
+) {
+    use crate::reference::fp4::mx_group;
     let group = if global_scale.is_some() { 16 } else { 32 };
     let groups = cols.div_ceil(group);
-    let mut q = Fp4 {
-        rows,
-        cols,
-        group,
-        codes: vec![0; rows * cols],
-        scales: vec![0; rows * groups],
-        global_scale,
-    };
-    if cols == 0 {
-        return q;
+    q.rows = rows;
+    q.cols = cols;
+    q.group = group;
+    q.global_scale = global_scale;
+    q.codes.resize(rows * cols, 0);
+    q.scales.clear();
+    q.scales.resize(rows * groups, 0);
+    if rows == 0 || cols == 0 {
+        return;
     }
     q.codes
         .par_chunks_mut(cols)
         .zip(q.scales.par_chunks_mut(groups))
-        .zip(x.par_chunks(cols))
-        .for_each(|((codes, scales), row)| {
-            for ((chunk, c), s) in row.chunks(group).zip(codes.chunks_mut(group)).zip(scales) {
-                *s = match (global_scale, dtype) {
-                    (Some(gs), _) => nv_group_fast(chunk, gs, dtype, c),
-                    (None, DType::BF16 | DType::F32) => mx_group_fast(chunk, dtype, c),
-                    (None, _) => mx_group(chunk, dtype, c),
-                };
-            }
-        });
-    q
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; cols],
+            |row, (r, (codes, scales))| {
+                src.fill(r * cols..(r + 1) * cols, row);
+                for ((chunk, c), s) in row.chunks(group).zip(codes.chunks_mut(group)).zip(scales) {
+                    *s = match (global_scale, dtype) {
+                        (Some(gs), _) => nv_group_fast(chunk, gs, dtype, c),
+                        (None, DType::BF16 | DType::F32) => mx_group_fast(chunk, dtype, c),
+                        (None, _) => mx_group(chunk, dtype, c),
+                    };
+                }
+            },
+        );
 }
 
 /// [`crate::reference::fp4::e2m1`] without branches: the code is the number
@@ -198,8 +269,7 @@ fn e2m1_lane(x: f32) -> u8 {
 /// element loop vectorizable.
 fn mx_group_fast(chunk: &[f32], dtype: DType, codes: &mut [u8]) -> u8 {
     use crate::reference::fp4::{mx_scale, mx_scale_value};
-    let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let b = mx_scale(amax);
+    let b = mx_scale(amax(chunk));
     let s = mx_scale_value(b);
     if dtype == DType::BF16 {
         for (c, &v) in codes.iter_mut().zip(chunk) {
@@ -217,8 +287,7 @@ fn mx_group_fast(chunk: &[f32], dtype: DType, codes: &mut [u8]) -> u8 {
 fn nv_group_fast(chunk: &[f32], gs: f32, dtype: DType, codes: &mut [u8]) -> u8 {
     use crate::reference::fp8::{e4m3, e4m3_value};
     use crate::reference::quant::round_to;
-    let amax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let mut b = e4m3((gs * round_to(dtype, amax / 6.0)).clamp(-448.0, 448.0));
+    let mut b = e4m3((gs * round_to(dtype, amax(chunk) / 6.0)).clamp(-448.0, 448.0));
     if b & 0x7f == 0 {
         b = e4m3(0.125);
     }
@@ -230,7 +299,7 @@ fn nv_group_fast(chunk: &[f32], gs: f32, dtype: DType, codes: &mut [u8]) -> u8 {
 }
 
 /// The dense values of an FP4 weight, rows in parallel.
-pub fn dequantize_fp4(q: &crate::reference::fp4::Fp4) -> Vec<f32> {
+pub fn dequantize_fp4(q: &Fp4) -> Vec<f32> {
     let mut out = vec![0.0f32; q.rows * q.cols];
     if q.cols == 0 {
         return out;
@@ -242,6 +311,41 @@ pub fn dequantize_fp4(q: &crate::reference::fp4::Fp4) -> Vec<f32> {
         }
     });
     out
+}
+
+impl crate::ops::float::FloatQuant for super::FastCpu {
+    fn backend(&self) -> &'static str {
+        "cpu-fast"
+    }
+
+    fn fp8(
+        &self,
+        w: &crate::TensorView,
+        block: Option<usize>,
+        rounding: Rounding,
+    ) -> crate::Result<Fp8> {
+        w.float_size()?;
+        let (rows, cols) = w.matrix_dims();
+        let mut q = Fp8::default();
+        quantize_fp8_into(
+            Source::View(w),
+            rows,
+            cols,
+            block,
+            w.dtype(),
+            rounding,
+            &mut q,
+        );
+        Ok(q)
+    }
+
+    fn fp4(&self, w: &crate::TensorView, global_scale: Option<f32>) -> crate::Result<Fp4> {
+        w.float_size()?;
+        let (rows, cols) = w.matrix_dims();
+        let mut q = Fp4::default();
+        quantize_fp4_into(Source::View(w), rows, cols, global_scale, w.dtype(), &mut q);
+        Ok(q)
+    }
 }
 
 /// What quantization lost: max |x − x̂|, Σ(x − x̂)², Σx² (f64, in

@@ -2,4 +2,5 @@
 //! (Importance, select, mask and matmul keep theirs beside their CPU
 //! reference for now; quant is the first family here.)
 
+pub mod float;
 pub mod quant;
