@@ -1,7 +1,9 @@
 //! Quantization of a 4096×4096 bf16 weight: int8 per channel and int4 in
 //! groups of 128, on the CPU reference, the fast CPU path and the GPU; their
-//! packed codes back to dense bf16 on the fast CPU path and the GPU; and
-//! the reference's dequantization of the int8 codes. Throughput counts the
+//! packed codes back to dense bf16 on the fast CPU path and the GPU; GGUF
+//! blocks; the float schemes (FP8 per channel and per block, NVFP4, MXFP4)
+//! on the fast CPU path and the GPU; and the reference's dequantization of
+//! the int8 codes. Throughput counts the
 //! dense bf16 bytes; memcpy in the same run.
 //!
 //! `cargo bench --bench quant`
@@ -9,14 +11,24 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shears::core::fast::float::{quantize_fp4_into, quantize_fp8_into, Source};
 use shears::core::fast::quant::{
     dequantize_packed, quantize_gguf, quantize_view, quantize_view_into,
 };
+use shears::core::reference::fp4::{nv_global_scale, Fp4};
+use shears::core::reference::fp8::Fp8;
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::matmul::PackedParts;
 use shears::core::reference::quant::{dequantize, quantize_matrix, QuantSpec, Quantized, Rounding};
 use shears::core::DType;
-use shears::kernels::GpuQuant;
+use shears::kernels::{GpuFloat, GpuQuant};
+
+/// A float scheme: FP8 with its block, FP4 with NVFP4's global scale.
+#[derive(Clone, Copy)]
+enum Float {
+    Fp8(Option<usize>),
+    Fp4(Option<f32>),
+}
 
 const N: usize = 4096;
 
@@ -90,6 +102,42 @@ fn bench(c: &mut Criterion) {
             let q = GpuQuant::new(ctx);
             g.bench_function(id(&format!("gpu {}", ctx.info.name)), |b| {
                 b.iter(|| q.quantize_gguf(&w, kind).unwrap())
+            });
+        }
+    }
+    // The float schemes (FP8 per channel and per 128×128 block, NVFP4
+    // under a global scale, MXFP4): the fast CPU path into reused buffers,
+    // and the GPU.
+    let gs = nv_global_scale(x.iter().fold(0.0f32, |m, v| m.max(v.abs())), DType::BF16);
+    let floats = [
+        ("fp8", Float::Fp8(None)),
+        ("fp8-block", Float::Fp8(Some(128))),
+        ("nvfp4", Float::Fp4(Some(gs))),
+        ("mxfp4", Float::Fp4(None)),
+    ];
+    for (name, f) in floats {
+        let id = |b: &str| BenchmarkId::new(b, format!("{name} bf16 {N}x{N}"));
+        let (mut q8, mut q4) = (Fp8::default(), Fp4::default());
+        let src = Source::View(&w);
+        g.bench_function(id("cpu-fast"), |b| {
+            b.iter(|| match f {
+                Float::Fp8(block) => {
+                    quantize_fp8_into(src, N, N, block, DType::BF16, Rounding::Nearest, &mut q8)
+                }
+                Float::Fp4(gs) => quantize_fp4_into(src, N, N, gs, DType::BF16, &mut q4),
+            })
+        });
+        if let Some(ctx) = &gpu {
+            let q = GpuFloat::new(ctx);
+            g.bench_function(id(&format!("gpu {}", ctx.info.name)), |b| {
+                b.iter(|| match f {
+                    Float::Fp8(block) => {
+                        q.quantize_fp8(&w, block, Rounding::Nearest).unwrap();
+                    }
+                    Float::Fp4(gs) => {
+                        q.quantize_fp4(&w, gs).unwrap();
+                    }
+                })
             });
         }
     }

@@ -205,9 +205,17 @@ fn main() {
             Float::Fp8(Some(128), Rounding::CompressedTensors),
             vec![(130, 129)],
         ),
-        ("nvfp4", Float::Nvfp4(17.5), vec![(9, 16), (9, 48), (9, 40)]),
+        (
+            "nvfp4",
+            Float::Nvfp4(17.5),
+            vec![(9, 16), (9, 48), (9, 40), (9, 272)],
+        ),
         ("nvfp4-gs1", Float::Nvfp4(1.0), vec![(9, 64)]),
-        ("mxfp4", Float::Mxfp4, vec![(9, 32), (9, 96), (9, 40)]),
+        (
+            "mxfp4",
+            Float::Mxfp4,
+            vec![(9, 32), (9, 96), (9, 40), (9, 544)],
+        ),
     ];
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for (sname, scheme, shapes) in &float_schemes {

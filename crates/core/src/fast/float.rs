@@ -4,6 +4,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 use crate::reference::fp4::Fp4;
 use crate::reference::fp8::{fp8_code, fp8_scale, Fp8};
 use crate::reference::quant::Rounding;
@@ -24,16 +27,23 @@ impl Source<'_> {
         match self {
             Source::Values(x) => out.copy_from_slice(&x[elems]),
             // The engine checked the dtype before any float scheme runs.
-            Source::View(w) => w
-                .decode_into(elems, out)
-                .expect("a float weight (f32, f16 or bf16)"),
+            Source::View(w) => {
+                let size = w.float_size().expect("a float weight (f32, f16 or bf16)");
+                let bytes = &w.bytes()[elems.start * size..elems.end * size];
+                #[cfg(target_arch = "x86_64")]
+                if avx2::available() {
+                    // SAFETY: the CPU has AVX2 and F16C.
+                    return unsafe { crate::fast::quant::avx2::decode(w.dtype(), bytes, out) };
+                }
+                crate::tensor::decode_f32(w.dtype(), bytes, out)
+            }
         }
     }
 }
 
 /// The largest |x| (NaN skipped, as the reference's `f32::max`), in eight
 /// lanes the compiler vectorizes.
-#[inline]
+#[inline(always)]
 fn amax(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut chunks = x.chunks_exact(8);
@@ -97,51 +107,127 @@ pub fn quantize_fp8_into(
     }
     // Bands of `b` rows (one row per channel), each with its scales.
     let b = block.unwrap_or(1).max(1);
+    // Whether the AVX2 kernel runs, and whether its quotients round to
+    // bf16 (compressed-tensors' division of a bf16 weight); other
+    // combinations take the scalar encoder.
+    #[cfg(target_arch = "x86_64")]
+    let simd = match (rounding, dtype) {
+        (Rounding::Nearest, _) | (Rounding::CompressedTensors, DType::F32) => Some(false),
+        (Rounding::CompressedTensors, DType::BF16) => Some(true),
+        _ => None,
+    }
+    .filter(|_| avx2::available());
     let span = block.unwrap_or(cols).max(1);
     q.codes
         .par_chunks_mut(b * cols)
         .zip(q.scales.par_chunks_mut(sc))
         .enumerate()
         .for_each_init(Vec::new, |buf, (i, (codes, scales))| {
+            let elems = i * b * cols..i * b * cols + codes.len();
+            #[cfg(target_arch = "x86_64")]
+            if let Some(bf16) = simd {
+                // AVX2 straight from the values or a bf16 weight's bytes.
+                let x = match src {
+                    Source::View(w) if w.dtype() == DType::BF16 => {
+                        avx2::Lanes::Bf16(&w.bytes()[2 * elems.start..2 * elems.end])
+                    }
+                    Source::Values(v) => avx2::Lanes::F32(&v[elems.clone()]),
+                    Source::View(_) => {
+                        buf.resize(codes.len(), 0.0);
+                        src.fill(elems, buf);
+                        avx2::Lanes::F32(buf)
+                    }
+                };
+                let scale = |m| fp8_scale(m, dtype);
+                let lane = |v: f32, s: f32| match bf16 {
+                    true => e4m3_lane(bf16_round(v / s)),
+                    false => e4m3_lane(v / s),
+                };
+                // SAFETY: the CPU has AVX2, FMA and F16C.
+                return unsafe { avx2::fp8_band(x, cols, span, bf16, scale, lane, codes, scales) };
+            }
             buf.resize(codes.len(), 0.0);
-            let first = i * b * cols;
-            src.fill(first..first + codes.len(), buf);
-            for (j, s) in scales.iter_mut().enumerate() {
-                let m = buf
-                    .chunks(cols)
-                    .map(|row| amax(&row[j * span..((j + 1) * span).min(cols)]))
-                    .fold(0.0f32, f32::max);
-                *s = fp8_scale(m, dtype);
-            }
-            for (cs, xs) in codes.chunks_mut(cols).zip(buf.chunks(cols)) {
-                for ((c, x), &s) in cs.chunks_mut(span).zip(xs.chunks(span)).zip(&*scales) {
-                    encode_span(x, s, dtype, rounding, c);
-                }
-            }
+            src.fill(elems, buf);
+            let band = Band {
+                x: buf,
+                cols,
+                span,
+                dtype,
+                rounding,
+            };
+            wide(|| band.encode(codes, scales));
         });
+}
+
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them (the loops it
+/// inlines then vectorize eight lanes wide), plainly elsewhere. The
+/// arithmetic is the same IEEE operations either way.
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+/// One band of an FP8 weight (a row per channel, `block` rows per block)
+/// decoded to f32.
+struct Band<'a> {
+    x: &'a [f32],
+    cols: usize,
+    span: usize,
+    dtype: DType,
+    rounding: Rounding,
+}
+
+impl Band<'_> {
+    /// The band's scales (one per span of columns) and codes.
+    #[inline(always)]
+    fn encode(&self, codes: &mut [u8], scales: &mut [f32]) {
+        let (cols, span) = (self.cols, self.span);
+        for (j, s) in scales.iter_mut().enumerate() {
+            let m = self
+                .x
+                .chunks(cols)
+                .map(|row| amax(&row[j * span..((j + 1) * span).min(cols)]))
+                .fold(0.0f32, f32::max);
+            *s = fp8_scale(m, self.dtype);
+        }
+        for (cs, xs) in codes.chunks_mut(cols).zip(self.x.chunks(cols)) {
+            for ((c, x), &s) in cs.chunks_mut(span).zip(xs.chunks(span)).zip(&*scales) {
+                encode_span(x, s, self.dtype, self.rounding, c);
+            }
+        }
+    }
 }
 
 /// Codes of `xs` under one scale: a branch-free loop the compiler
 /// vectorizes for the common cases (f32 quotient, or rounded to bf16),
 /// the reference's function otherwise. Equal to
 /// [`crate::reference::fp8::fp8_code`] element by element.
+#[inline(always)]
 fn encode_span(xs: &[f32], s: f32, dtype: DType, rounding: Rounding, out: &mut [u8]) {
-    match (rounding, dtype) {
-        (Rounding::Nearest, _) | (Rounding::CompressedTensors, DType::F32) => {
-            for (o, &v) in out.iter_mut().zip(xs) {
-                *o = e4m3_lane(v / s);
-            }
-        }
-        (Rounding::CompressedTensors, DType::BF16) => {
-            for (o, &v) in out.iter_mut().zip(xs) {
-                *o = e4m3_lane(bf16_round(v / s));
-            }
-        }
+    let bf16 = match (rounding, dtype) {
+        (Rounding::Nearest, _) | (Rounding::CompressedTensors, DType::F32) => false,
+        (Rounding::CompressedTensors, DType::BF16) => true,
         _ => {
             for (o, &v) in out.iter_mut().zip(xs) {
                 *o = fp8_code(v, s, dtype, rounding);
             }
+            return;
         }
+    };
+    for (o, &v) in out.iter_mut().zip(xs) {
+        *o = match bf16 {
+            true => e4m3_lane(bf16_round(v / s)),
+            false => e4m3_lane(v / s),
+        };
     }
 }
 
@@ -171,7 +257,9 @@ fn e4m3_lane(x: f32) -> u8 {
     let a = f32::from_bits(bits & 0x7fff_ffff).min(448.0);
     let e = ((a.to_bits() >> 23) as i32 - 127).max(-6);
     let unit = f32::from_bits(((130 - e) as u32) << 23);
-    let steps = ((a * unit + ROUND) - ROUND) as i32;
+    // SAFETY: a is at most 448 and never NaN (min drops it), so the
+    // rounded a·unit is an integer in 0..=16.
+    let steps = unsafe { ((a * unit + ROUND) - ROUND).to_int_unchecked::<i32>() };
     let code = (((e + 7) << 3) + steps - 8).min(0x7e);
     let code = if x.is_nan() { 0x7f } else { code };
     (sign | code) as u8
@@ -230,6 +318,17 @@ pub fn quantize_fp4_into(
     if rows == 0 || cols == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    let simd = avx2::available()
+        .then_some(match global_scale {
+            Some(gs) => avx2::Fp4Mode::Nv { gs, dtype },
+            None => avx2::Fp4Mode::Mx {
+                bf16: dtype == DType::BF16,
+            },
+        })
+        .filter(|m| {
+            matches!(m, avx2::Fp4Mode::Nv { .. }) || matches!(dtype, DType::BF16 | DType::F32)
+        });
     q.codes
         .par_chunks_mut(cols)
         .zip(q.scales.par_chunks_mut(groups))
@@ -237,14 +336,54 @@ pub fn quantize_fp4_into(
         .for_each_init(
             || vec![0.0f32; cols],
             |row, (r, (codes, scales))| {
-                src.fill(r * cols..(r + 1) * cols, row);
-                for ((chunk, c), s) in row.chunks(group).zip(codes.chunks_mut(group)).zip(scales) {
-                    *s = match (global_scale, dtype) {
-                        (Some(gs), _) => nv_group_fast(chunk, gs, dtype, c),
-                        (None, DType::BF16 | DType::F32) => mx_group_fast(chunk, dtype, c),
-                        (None, _) => mx_group(chunk, dtype, c),
+                // Eight groups at a time in AVX2 where the CPU has it
+                // (straight from a bf16 weight's bytes), the rest (and every
+                // group elsewhere) one by one from f32 values.
+                let mut done = 0;
+                #[cfg(target_arch = "x86_64")]
+                if let Some(mode) = simd {
+                    let span = 8 * group;
+                    done = cols / span * 8;
+                    let whole = done * group;
+                    let lanes = match src {
+                        Source::View(w) if w.dtype() == DType::BF16 => {
+                            avx2::Lanes::Bf16(&w.bytes()[2 * r * cols..2 * (r * cols + whole)])
+                        }
+                        _ => {
+                            src.fill(r * cols..r * cols + whole, &mut row[..whole]);
+                            avx2::Lanes::F32(&row[..whole])
+                        }
                     };
+                    for (k, (c, s)) in codes[..whole]
+                        .chunks_exact_mut(span)
+                        .zip(scales.chunks_exact_mut(8))
+                        .enumerate()
+                    {
+                        let x = match lanes {
+                            avx2::Lanes::F32(v) => avx2::Lanes::F32(&v[k * span..(k + 1) * span]),
+                            avx2::Lanes::Bf16(b) => {
+                                avx2::Lanes::Bf16(&b[2 * k * span..2 * (k + 1) * span])
+                            }
+                        };
+                        // SAFETY: the CPU has AVX2, FMA and F16C.
+                        unsafe { avx2::fp4_groups8(x, mode, c, s) };
+                    }
                 }
+                let first = done * group;
+                src.fill(r * cols + first..(r + 1) * cols, &mut row[first..]);
+                wide(|| {
+                    let rest = row[done * group..]
+                        .chunks(group)
+                        .zip(codes[done * group..].chunks_mut(group))
+                        .zip(&mut scales[done..]);
+                    for ((chunk, c), s) in rest {
+                        *s = match (global_scale, dtype) {
+                            (Some(gs), _) => nv_group_fast(chunk, gs, dtype, c),
+                            (None, DType::BF16 | DType::F32) => mx_group_fast(chunk, dtype, c),
+                            (None, _) => mx_group(chunk, dtype, c),
+                        };
+                    }
+                })
             },
         );
 }
@@ -267,6 +406,7 @@ fn e2m1_lane(x: f32) -> u8 {
 
 /// [`crate::reference::fp4::mx_group`] for bf16 and f32 weights, its
 /// element loop vectorizable.
+#[inline(always)]
 fn mx_group_fast(chunk: &[f32], dtype: DType, codes: &mut [u8]) -> u8 {
     use crate::reference::fp4::{mx_scale, mx_scale_value};
     let b = mx_scale(amax(chunk));
@@ -284,6 +424,7 @@ fn mx_group_fast(chunk: &[f32], dtype: DType, codes: &mut [u8]) -> u8 {
 }
 
 /// [`crate::reference::fp4::nv_group`], its element loop vectorizable.
+#[inline(always)]
 fn nv_group_fast(chunk: &[f32], gs: f32, dtype: DType, codes: &mut [u8]) -> u8 {
     use crate::reference::fp8::{e4m3, e4m3_value};
     use crate::reference::quant::round_to;

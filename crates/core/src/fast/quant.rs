@@ -32,7 +32,7 @@ fn quantize_row(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 /// Quantizes a [rows, cols] float tensor.
 pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Result<Quantized> {

@@ -15,7 +15,7 @@ pub fn available() -> bool {
 
 /// Decodes `bytes` (a row of `dtype`) into `x`.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn decode(dtype: DType, bytes: &[u8], x: &mut [f32]) {
+pub(crate) unsafe fn decode(dtype: DType, bytes: &[u8], x: &mut [f32]) {
     let n = x.len();
     let body = n - n % 8;
     let src = bytes.as_ptr();
