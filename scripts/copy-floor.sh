@@ -4,6 +4,8 @@
 # user, sys, peak RSS, minor/major page faults), then the median of each
 # and its ratio to the median `cp -r`.
 #   scripts/copy-floor.sh [DIR] [ROUNDS] [generate flags...]
+# JOBS picks what runs each round (default "cp cp w8a16 w4a16 compress";
+# a scheme name runs `quantize --scheme` it, e.g. JOBS="cp cp fp8 nvfp4a16").
 # Default: the 2.1 GB checkpoint (hidden 4096, intermediate 11008, 4
 # layers, vocab 32000, 1 GB shards) in /tmp/shears-floor. Build
 # target/release/shears first (SHEARS=path picks another binary).
@@ -21,7 +23,7 @@ cat g/* > /dev/null
 LOG=$W/times.log; : > $LOG
 F="%e %U %S %M %R %F"
 for round in $(seq $ROUNDS); do
-  for job in cp cp w8a16 w4a16 compress; do
+  for job in ${JOBS:-cp cp w8a16 w4a16 compress}; do
     rm -rf o; sync
     case $job in
       cp) cmd="cp -r g o" ;;

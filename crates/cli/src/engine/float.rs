@@ -36,26 +36,29 @@ impl Stage<'_, '_> {
         use shears_core::fast::float as fast;
         use shears_core::formats::compressed_tensors::Scheme;
         let q = self.plan.cfg.quant.expect("a quantizing run");
-        let mut x = fast::decode_parallel(view)?;
-        // A pruned layer: its values with the pruned ones zeroed (exact in
-        // every dtype), as a tensor of the weight's own dtype.
+        // A pruned layer: its bytes with the pruned values set to +0 (exact
+        // in every dtype).
         let masked = match keep {
             Some(k) => {
-                x.iter_mut()
-                    .zip(k)
-                    .filter(|(_, &k)| k == 0)
-                    .for_each(|(v, _)| *v = 0.0);
-                Some(shears_core::TensorBuf::from_f32(
-                    t.dtype,
-                    t.shape.clone(),
-                    &x,
-                )?)
+                let size = t.dtype.bits() / 8;
+                let mut data = view.bytes().to_vec();
+                for (e, _) in k.iter().enumerate().filter(|(_, &k)| k == 0) {
+                    data[e * size..(e + 1) * size].fill(0);
+                }
+                Some(shears_core::TensorBuf {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    data,
+                })
             }
             None => None,
         };
         let w = masked.as_ref().map_or(*view, |b| b.view());
         let verify = self.plan.cfg.checks.verify;
-        let (deq, parts, diff) = if q.scheme.fp4_group().is_some() {
+        // The dense values, only where something reads them: --validate's
+        // product, or the `--format dense` output.
+        let dense = self.plan.cfg.checks.validate || q.format == Format::Dense;
+        let (stats, deq, parts, diff) = if q.scheme.fp4_group().is_some() {
             let gs = match q.scheme {
                 Scheme::Nvfp4A16 => Some(self.global_scales.get(&t.name).copied().unwrap_or(1.0)),
                 _ => None,
@@ -71,9 +74,11 @@ impl Stage<'_, '_> {
                 }
                 false => None,
             };
+            let stats = fast::error_stats_rows(&w, |r, out| fast::fp4_row(&fq, r, out))?;
+            let deq = dense.then(|| fast::dequantize_fp4(&fq));
             let mut parts = vec![fq.packed(), fq.scales.clone()];
             parts.extend(fq.global_scale.map(|g| g.to_le_bytes().to_vec()));
-            (fast::dequantize_fp4(&fq), parts, diff)
+            (stats, deq, parts, diff)
         } else {
             let block = q.scheme.block();
             let mut fq = self.float.fp8(&w, block, q.rounding)?;
@@ -93,13 +98,18 @@ impl Stage<'_, '_> {
                 }
                 false => None,
             };
+            let table = fast::e4m3_table();
+            let stats = fast::error_stats_rows(&w, |r, out| fast::fp8_row(&fq, &table, r, out))?;
+            let deq = dense.then(|| fast::dequantize_fp8(&fq));
             let mut scales = vec![0u8; fq.scales.len() * t.dtype.bits() / 8];
             encode_f32(t.dtype, &fq.scales, &mut scales);
-            (fast::dequantize_fp8(&fq), vec![fq.codes, scales], diff)
+            (stats, deq, vec![fq.codes, scales], diff)
         };
-        let stats = fast::error_stats(&x, &deq);
-        let error = self.validate_dense(t, view, &deq)?;
-        let n = self.send_layer(t, &deq, parts, sink)?;
+        let error = match &deq {
+            Some(d) => self.validate_dense(t, view, d)?,
+            None => None,
+        };
+        let n = self.send_layer(t, deq.as_deref(), parts, sink)?;
         Ok((stats, error, n, diff))
     }
 
@@ -133,7 +143,7 @@ impl Stage<'_, '_> {
     fn send_layer(
         &self,
         t: &TensorInfo,
-        deq: &[f32],
+        deq: Option<&[f32]>,
         parts: Vec<Vec<u8>>,
         sink: &Sink,
     ) -> shears_core::Result<u64> {
@@ -144,7 +154,11 @@ impl Stage<'_, '_> {
         };
         if q.format == Format::Dense {
             let mut bytes = vec![0u8; t.nbytes()];
-            encode_f32(t.dtype, deq, &mut bytes);
+            encode_f32(
+                t.dtype,
+                deq.expect("dense values for --format dense"),
+                &mut bytes,
+            );
             let n = bytes.len() as u64;
             send(t.name.clone(), bytes)?;
             return Ok(n);
@@ -201,9 +215,7 @@ pub(super) fn nvfp4_global_scales(plan: &Plan) -> Result<std::collections::HashM
     for &i in &plan.chosen {
         let t = &ckpt.tensors[i];
         let view = ckpt.view(t);
-        let m = shears_core::fast::float::decode_parallel(&view)?
-            .iter()
-            .fold(0.0f32, |m, v| m.max(v.abs()));
+        let m = shears_core::fast::float::amax_view(&view)?;
         view.release(0..t.nbytes());
         let e = amax.entry(fused(&t.name)).or_insert((0.0, t.dtype));
         e.0 = e.0.max(m);

@@ -489,6 +489,111 @@ impl crate::ops::float::FloatQuant for super::FastCpu {
     }
 }
 
+/// The largest |x| of a float tensor, rows decoded into per-thread
+/// buffers (no f32 copy of the tensor; NaN skipped).
+pub fn amax_view(w: &crate::TensorView) -> crate::Result<f32> {
+    let size = w.float_size()?;
+    let (_, cols) = w.matrix_dims();
+    let per = (1usize << 16).div_ceil(cols.max(1)) * cols.max(1);
+    Ok(w.bytes()
+        .par_chunks(per * size)
+        .enumerate()
+        .map_init(Vec::new, |buf, (i, bytes)| {
+            let n = bytes.len() / size;
+            buf.resize(n, 0.0);
+            Source::View(w).fill(i * per..i * per + n, buf);
+            amax(buf)
+        })
+        .reduce(|| 0.0, f32::max))
+}
+
+/// What quantization lost on a float layer (max |x − x̂|, Σ(x − x̂)², Σx²,
+/// f64 per row), from the weight `w` and `deq_row(r, out)`, the dequantized
+/// row r, rows in parallel with per-thread buffers: no dense copy of either.
+pub fn error_stats_rows(
+    w: &crate::TensorView,
+    deq_row: impl Fn(usize, &mut [f32]) + Sync,
+) -> crate::Result<crate::ops::quant::ErrorStats> {
+    use crate::ops::quant::ErrorStats;
+    w.float_size()?;
+    let (rows, cols) = w.matrix_dims();
+    Ok((0..rows)
+        .into_par_iter()
+        .map_init(
+            || (vec![0.0f32; cols], vec![0.0f32; cols]),
+            |(x, d), r| {
+                Source::View(w).fill(r * cols..(r + 1) * cols, x);
+                deq_row(r, d);
+                row_stats(x, d)
+            },
+        )
+        .reduce(ErrorStats::default, ErrorStats::merge))
+}
+
+/// [`error_stats`] of one row, in eight f64 lanes the compiler
+/// vectorizes.
+fn row_stats(x: &[f32], d: &[f32]) -> crate::ops::quant::ErrorStats {
+    wide(|| {
+        let (mut mx, mut e2, mut x2) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
+        let (xs, ds) = (x.chunks_exact(8), d.chunks_exact(8));
+        let (xt, dt) = (xs.remainder(), ds.remainder());
+        for (a, b) in xs.zip(ds) {
+            for l in 0..8 {
+                let e = (a[l] - b[l]) as f64;
+                let ae = e.abs();
+                mx[l] = if ae > mx[l] { ae } else { mx[l] };
+                e2[l] += e * e;
+                x2[l] += a[l] as f64 * a[l] as f64;
+            }
+        }
+        let mut s = crate::ops::quant::ErrorStats {
+            max_abs: mx.iter().fold(0.0f64, |m, &v| m.max(v)),
+            sum_sq_err: e2.iter().sum(),
+            sum_sq: x2.iter().sum(),
+        };
+        for (&a, &b) in xt.iter().zip(dt) {
+            let e = (a - b) as f64;
+            s.max_abs = s.max_abs.max(e.abs());
+            s.sum_sq_err += e * e;
+            s.sum_sq += (a as f64) * (a as f64);
+        }
+        s
+    })
+}
+
+/// Row r of an FP8 weight's dense values into `out` (code × scale).
+pub fn fp8_row(q: &Fp8, table: &[f32; 256], r: usize, out: &mut [f32]) {
+    let codes = &q.codes[r * q.cols..(r + 1) * q.cols];
+    let span = q.block.unwrap_or(q.cols).max(1);
+    for (j, (o, c)) in out.chunks_mut(span).zip(codes.chunks(span)).enumerate() {
+        let s = q.scale_of(r, j * span);
+        for (o, &c) in o.iter_mut().zip(c) {
+            *o = table[c as usize] * s;
+        }
+    }
+}
+
+/// Row r of an FP4 weight's dense values into `out`.
+pub fn fp4_row(q: &Fp4, r: usize, out: &mut [f32]) {
+    let table: [f32; 16] = std::array::from_fn(|c| crate::reference::fp4::e2m1_value(c as u8));
+    let codes = &q.codes[r * q.cols..(r + 1) * q.cols];
+    for (g, (o, c)) in out
+        .chunks_mut(q.group)
+        .zip(codes.chunks(q.group))
+        .enumerate()
+    {
+        let s = q.scale(r, g);
+        for (o, &c) in o.iter_mut().zip(c) {
+            *o = table[(c & 15) as usize] * s;
+        }
+    }
+}
+
+/// The E4M3 values by byte, for [`fp8_row`].
+pub fn e4m3_table() -> [f32; 256] {
+    std::array::from_fn(|b| crate::reference::fp8::e4m3_value(b as u8))
+}
+
 /// What quantization lost: max |x − x̂|, Σ(x − x̂)², Σx² (f64, in
 /// parallel blocks).
 pub fn error_stats(x: &[f32], deq: &[f32]) -> crate::ops::quant::ErrorStats {
