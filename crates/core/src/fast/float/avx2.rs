@@ -141,11 +141,12 @@ pub unsafe fn fp8_band(
     scales: &mut [f32],
 ) {
     let rows = codes.len() / cols;
-    // Up to eight tiles side by side at a time (a row per channel; for
-    // blocks, 128 rows × 1024 columns of bf16, 256 KiB, within L2): their
-    // maxima in one row-major sweep, then their codes while in cache.
-    for (t, ss) in scales.chunks_mut(8).enumerate() {
-        let first = t * 8;
+    // Two tiles side by side at a time (a row per channel; for blocks, 128
+    // rows × 256 columns of bf16, 64 KiB): their maxima in one sweep, then
+    // their codes while in cache (measured: 0.8 of memcpy for fp8-block,
+    // against 0.55 with eight tiles, 256 KiB, at a time).
+    for (t, ss) in scales.chunks_mut(2).enumerate() {
+        let first = t * 2;
         let mut m = [(_mm256_setzero_ps(), 0.0f32); 8];
         for r in 0..rows {
             for (k, mk) in m.iter_mut().enumerate().take(ss.len()) {
