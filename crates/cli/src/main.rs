@@ -159,6 +159,7 @@ fn main() {
     let quiet = cli.global.quiet;
     let result = match &cli.command {
         Command::Devices(a) => commands::devices::run(a, &mut out),
+        Command::Bench(a) => commands::bench::run(a, cli.global.backend, &mut out),
         Command::Inspect(a) => commands::inspect::run(a, cli.global.backend, quiet, &mut out),
         Command::Generate(a) => commands::generate::run(a, quiet, &mut out),
         Command::Prune(a) => commands::prune::run(a, &cli.global, &mut out),

@@ -60,24 +60,46 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
+/// Every compute-capable adapter of `backends` (Vulkan, Metal, DX12 and GL
+/// alike), with its summary: what `shears bench` measures one by one.
+pub fn compute_adapters(backends: wgpu::Backends) -> Vec<(wgpu::Adapter, AdapterSummary)> {
+    let inst = instance(backends);
+    pollster::block_on(inst.enumerate_adapters(backends))
+        .into_iter()
+        .map(|a| {
+            let s = summarize(&a);
+            (a, s)
+        })
+        .filter(|(_, s)| s.compute)
+        .collect()
+}
+
 /// Backends named by `SHEARS_GRAPHICS_API` (vulkan, metal, dx12, gl; several
 /// may be given with commas), or every backend.
 pub fn backends_from_env() -> Result<wgpu::Backends> {
-    let Ok(v) = std::env::var("SHEARS_GRAPHICS_API") else {
-        return Ok(wgpu::Backends::all());
-    };
+    match std::env::var("SHEARS_GRAPHICS_API") {
+        Ok(v) => parse_backends(&v)
+            .map_err(|e| Error::NoAdapter(format!("SHEARS_GRAPHICS_API={v}: {e}"))),
+        Err(_) => Ok(wgpu::Backends::all()),
+    }
+}
+
+/// The graphics APIs named in `v`: vulkan, metal, dx12, gl, with commas,
+/// or `all`.
+pub fn parse_backends(v: &str) -> std::result::Result<wgpu::Backends, String> {
     let mut out = wgpu::Backends::empty();
     for part in v.split(',').map(|s| s.trim().to_ascii_lowercase()) {
         out |= match part.as_str() {
+            "all" => wgpu::Backends::all(),
             "vulkan" | "vk" => wgpu::Backends::VULKAN,
             "metal" | "mtl" => wgpu::Backends::METAL,
             "dx12" | "d3d12" => wgpu::Backends::DX12,
             "gl" | "gles" | "opengl" => wgpu::Backends::GL,
             "" => continue,
             other => {
-                return Err(Error::NoAdapter(format!(
-                    "SHEARS_GRAPHICS_API={other} is not one of vulkan, metal, dx12, gl"
-                )))
+                return Err(format!(
+                    "{other} is not one of vulkan, metal, dx12, gl, all"
+                ))
             }
         };
     }

@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use crate::adapters::{backends_from_env, list_adapters, pick_adapter, AdapterSummary};
+pub use crate::adapters::{
+    backends_from_env, compute_adapters, list_adapters, parse_backends, pick_adapter,
+    AdapterSummary,
+};
 use crate::{Error, Result};
 
 /// Bytes one upload window may hold unless `SHEARS_CHUNK_MIB` says
@@ -412,6 +415,29 @@ impl GpuContext {
             view[..size as usize].to_vec()
         };
         staging.unmap();
+        Ok(out)
+    }
+
+    /// A bandwidth yardstick: copies `bytes` between two device buffers,
+    /// `runs` times, in one submission each, and returns the wall time of
+    /// each (from submit to completion).
+    pub fn time_buffer_copy(&self, bytes: usize, runs: usize) -> Result<Vec<std::time::Duration>> {
+        let size = (bytes.max(4) as u64).next_multiple_of(4);
+        let src = self.buffer("copy src", size, wgpu::BufferUsages::COPY_SRC);
+        let dst = self.buffer("copy dst", size, wgpu::BufferUsages::COPY_DST);
+        let mut out = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = std::time::Instant::now();
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("copy yardstick"),
+                });
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+            let idx = self.queue.submit([enc.finish()]);
+            self.wait(Some(idx))?;
+            out.push(t.elapsed());
+        }
         Ok(out)
     }
 

@@ -19,8 +19,8 @@ pub mod source;
 pub mod train;
 
 pub use context::{
-    backends_from_env, list_adapters, pick_adapter, AdapterSummary, GpuContext,
-    DEFAULT_WINDOW_BYTES,
+    backends_from_env, compute_adapters, list_adapters, parse_backends, pick_adapter,
+    AdapterSummary, GpuContext, DEFAULT_WINDOW_BYTES,
 };
 pub use error::{Error, Result};
 pub use float::GpuFloat;

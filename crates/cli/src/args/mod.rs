@@ -58,6 +58,12 @@ pub enum BackendChoice {
 pub enum Command {
     /// List GPU adapters with the limits and features shears uses.
     Devices(DevicesArgs),
+    /// Measure every kernel family on the fast CPU path and on every GPU
+    /// adapter (Vulkan, Metal, DX12, GL): median and spread, GB/s (GFLOP/s
+    /// for products) and the ratio to a yardstick measured in the same run,
+    /// each result checked against the CPU reference; --compare tabulates
+    /// saved runs side by side.
+    Bench(BenchArgs),
     /// Show the tensors of a checkpoint (file or folder), optionally with
     /// statistics computed on the chosen backend.
     Inspect(InspectArgs),
@@ -348,6 +354,39 @@ pub struct DevicesArgs {
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which adapters to measure: `all` (default), `none` (the CPU only),
+    /// or a part of an adapter's name.
+    #[arg(long, default_value = "all")]
+    pub adapter: String,
+    /// Which graphics APIs to ask for adapters: all, vulkan, metal, dx12,
+    /// gl (several with commas). (`--backend cpu` measures the CPU path
+    /// only.)
+    #[arg(long, default_value = "all")]
+    pub api: String,
+    /// Kernel families to measure, with commas: quant, float, matmul.
+    #[arg(long, default_value = "quant,float,matmul", value_delimiter = ',')]
+    pub family: Vec<String>,
+    /// Tensor size: small (1024×1024), medium (2048), large (4096), or N
+    /// for N×N.
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Timed runs per kernel (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Instead of measuring: a side-by-side table of saved runs (JSON files
+    /// from --json), with each run's rate relative to the first's.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub compare: Vec<PathBuf>,
+    /// With --compare: draw the table as a bar chart in this SVG file.
+    #[arg(long, requires = "compare")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

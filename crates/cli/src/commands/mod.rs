@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod calibrate;
 pub mod calibration;
 pub mod compress;

@@ -1,0 +1,365 @@
+//! What `shears bench` measures: the seeded inputs, the kernels of each
+//! family, one call of a kernel on a target, the check of its result
+//! against the CPU reference, and the yardsticks.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use shears_core::fast::FastCpu;
+use shears_core::ops::float::FloatQuant;
+use shears_core::ops::quant::Quant;
+use shears_core::reference::matmul::{probe_inputs, Matmul, PackedParts, MATMUL_RTOL};
+use shears_core::reference::quant::{QuantSpec, Quantized, Rounding};
+use shears_core::reference::Reference;
+use shears_core::{DType, TensorBuf, TensorView};
+use shears_kernels::{GpuContext, GpuFloat, GpuMatmul, GpuQuant};
+
+use super::Measured;
+
+/// Probe rows of the products (tokens × inputs).
+const PROBES: usize = 64;
+
+/// The seeded tensors every target measures on.
+pub(super) struct Input {
+    n: usize,
+    /// A bf16 [n, n] weight.
+    w: TensorBuf,
+    /// Probe rows for the products, [PROBES, n].
+    x: Vec<f32>,
+    /// A 2:4 mask of `w` (the masked product).
+    mask: Vec<u8>,
+    /// `w` as packed int4 (groups of 128) for the dequant product.
+    packed: PackedParts,
+}
+
+impl Input {
+    pub(super) fn new(n: usize) -> Input {
+        let values = probe_inputs(n, n, 0x5eed);
+        let w = TensorBuf::from_f32(DType::BF16, vec![n, n], &values).expect("bf16 weight");
+        let spec = int4();
+        let q = shears_core::fast::quant::quantize_view(&spec, &w.view(), Rounding::Nearest)
+            .expect("int4 codes");
+        Input {
+            n,
+            x: probe_inputs(PROBES, n, 0xbead),
+            mask: (0..n * n).map(|i| ((i % 4) < 2) as u8).collect(),
+            packed: PackedParts::from_quantized(&q, spec.bits, spec.symmetric),
+            w,
+        }
+    }
+}
+
+fn int8() -> QuantSpec {
+    QuantSpec {
+        bits: 8,
+        group: None,
+        symmetric: true,
+    }
+}
+
+fn int4() -> QuantSpec {
+    QuantSpec {
+        bits: 4,
+        group: Some(128),
+        symmetric: true,
+    }
+}
+
+/// A float scheme.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FloatKind {
+    Fp8(Option<usize>),
+    Nvfp4,
+    Mxfp4,
+}
+
+/// One kernel of one family.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kernel {
+    Quant(&'static str, fn() -> QuantSpec),
+    Float(&'static str, FloatKind),
+    /// Dense (the products' yardstick), 2:4 masked, or int4 dequant.
+    Matmul(&'static str),
+}
+
+impl Kernel {
+    pub(super) fn family(self) -> &'static str {
+        match self {
+            Kernel::Quant(..) => "quant",
+            Kernel::Float(..) => "float",
+            Kernel::Matmul(..) => "matmul",
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kernel::Quant(n, _) | Kernel::Float(n, ..) | Kernel::Matmul(n) => n,
+        }
+    }
+}
+
+pub(super) fn kernels(families: &[String]) -> Vec<Kernel> {
+    let all = [
+        Kernel::Quant("int8-channel", int8),
+        Kernel::Quant("int4-group128", int4),
+        Kernel::Float("fp8", FloatKind::Fp8(None)),
+        Kernel::Float("fp8-block", FloatKind::Fp8(Some(128))),
+        Kernel::Float("nvfp4", FloatKind::Nvfp4),
+        Kernel::Float("mxfp4", FloatKind::Mxfp4),
+        Kernel::Matmul("dense"),
+        Kernel::Matmul("masked-2:4"),
+        Kernel::Matmul("dequant-int4"),
+    ];
+    all.into_iter()
+        .filter(|k| families.iter().any(|f| f == k.family()))
+        .collect()
+}
+
+/// What one call returned, compared with the reference's answer.
+enum Output {
+    Bytes(Vec<u8>, Vec<u32>),
+    Floats(Vec<f32>),
+}
+
+/// The yardsticks of one target, measured once on first use.
+#[derive(Default)]
+pub(super) struct Yardsticks {
+    copy: Option<f64>,
+    dense: Option<f64>,
+}
+
+/// Runs `k` on the target (`gpu`, or the fast CPU path) once to warm up and
+/// `repeat` times timed, checking every run's result against the reference.
+pub(super) fn measure(
+    k: &Kernel,
+    gpu: Option<&GpuContext>,
+    target: &str,
+    input: &Input,
+    repeat: usize,
+    yard: &mut Yardsticks,
+) -> Measured {
+    let n = input.n;
+    let bytes = (n * n * 2) as f64;
+    let flops = 2.0 * (PROBES * n * n) as f64;
+    let (work, unit) = match k {
+        Kernel::Matmul(_) => (flops, "GFLOP/s"),
+        _ => (bytes, "GB/s"),
+    };
+    let mut m = Measured {
+        target: target.into(),
+        family: k.family().into(),
+        kernel: k.name().into(),
+        status: "ok".into(),
+        error: None,
+        work,
+        unit: unit.into(),
+        median_ms: 0.0,
+        min_ms: 0.0,
+        max_ms: 0.0,
+        rate: 0.0,
+        yardstick: String::new(),
+        yardstick_rate: 0.0,
+        ratio: 0.0,
+    };
+    let result = (|| -> Result<Vec<Duration>> {
+        let want = call(k, None, input, true)?;
+        let mut times = Vec::with_capacity(repeat);
+        for i in 0..=repeat {
+            let t = Instant::now();
+            let got = call(k, gpu, input, false)?;
+            let dt = t.elapsed();
+            check(k, &got, &want)?;
+            if i > 0 {
+                times.push(dt);
+            }
+        }
+        Ok(times)
+    })();
+    let times = match result {
+        Ok(t) => t,
+        Err(e) => {
+            m.status = "failed".into();
+            m.error = Some(format!("{e:#}"));
+            return m;
+        }
+    };
+    let (median, min, max) = spread(&times);
+    m.median_ms = median * 1e3;
+    m.min_ms = min * 1e3;
+    m.max_ms = max * 1e3;
+    m.rate = work / median / 1e9;
+    let (name, rate) = match k {
+        Kernel::Matmul(_) => {
+            let r = *yard.dense.get_or_insert_with(|| {
+                let t = timed(repeat, || call(&Kernel::Matmul("dense"), gpu, input, false));
+                t.map_or(f64::NAN, |s| flops / s / 1e9)
+            });
+            ("dense product", r)
+        }
+        _ => {
+            let r = *yard.copy.get_or_insert_with(|| {
+                let s = match gpu {
+                    Some(ctx) => ctx
+                        .time_buffer_copy(bytes as usize, repeat + 1)
+                        .map(|t| spread(&t[1..]).0)
+                        .unwrap_or(f64::NAN),
+                    None => memcpy_seconds(bytes as usize, repeat),
+                };
+                bytes / s / 1e9
+            });
+            (
+                if gpu.is_some() {
+                    "device buffer copy"
+                } else {
+                    "memcpy"
+                },
+                r,
+            )
+        }
+    };
+    m.yardstick = name.into();
+    m.yardstick_rate = rate;
+    m.ratio = m.rate / rate;
+    m
+}
+
+/// The median of `repeat` timed calls after a warm-up, in seconds.
+fn timed(repeat: usize, mut f: impl FnMut() -> Result<Output>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed());
+    }
+    Ok(spread(&t).0)
+}
+
+/// Median, min and max, in seconds.
+fn spread(t: &[Duration]) -> (f64, f64, f64) {
+    let mut s: Vec<f64> = t.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    let median = if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        0.5 * (s[s.len() / 2 - 1] + s[s.len() / 2])
+    };
+    (median, s[0], s[s.len() - 1])
+}
+
+/// The median time of copying `bytes` into a reused buffer, in seconds.
+fn memcpy_seconds(bytes: usize, repeat: usize) -> f64 {
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    dst.copy_from_slice(&src);
+    let t: Vec<Duration> = (0..repeat)
+        .map(|_| {
+            let s = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            s.elapsed()
+        })
+        .collect();
+    spread(&t).0
+}
+
+/// One call of `k`: on the reference (`reference`), the GPU, or the fast
+/// CPU path.
+fn call(k: &Kernel, gpu: Option<&GpuContext>, input: &Input, reference: bool) -> Result<Output> {
+    let w: TensorView = input.w.view();
+    let n = input.n;
+    Ok(match *k {
+        Kernel::Quant(_, spec) => {
+            let fam: Box<dyn Quant + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuQuant::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            let mut q = Quantized::default();
+            fam.quantize(&spec(), &w, None, Rounding::Nearest, &mut q)?;
+            let params = q
+                .params
+                .iter()
+                .flat_map(|p| [p.scale.to_bits(), p.zero_point as u32])
+                .collect();
+            Output::Bytes(q.codes.iter().map(|&c| c as u8).collect(), params)
+        }
+        Kernel::Float(_, kind) => {
+            let fam: Box<dyn FloatQuant + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuFloat::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            let fp4 = |q: shears_core::reference::fp4::Fp4| {
+                Output::Bytes(q.codes, q.scales.iter().map(|&b| b as u32).collect())
+            };
+            match kind {
+                FloatKind::Fp8(block) => {
+                    let q = fam.fp8(&w, block, Rounding::Nearest)?;
+                    Output::Bytes(q.codes, q.scales.iter().map(|s| s.to_bits()).collect())
+                }
+                // A global scale as a weight of maximum 4 would get.
+                FloatKind::Nvfp4 => fp4(fam.fp4(&w, Some(448.0 * 6.0 / 4.0))?),
+                FloatKind::Mxfp4 => fp4(fam.fp4(&w, None)?),
+            }
+        }
+        Kernel::Matmul(kind) => {
+            let fam: Box<dyn Matmul + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuMatmul::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            let y = match kind {
+                "dense" => fam.masked_matmul(&input.x, PROBES, &w, None)?,
+                "masked-2:4" => fam.masked_matmul(&input.x, PROBES, &w, Some(&input.mask))?,
+                _ => fam.dequant_matmul(&input.x, PROBES, &input.packed.view())?,
+            };
+            debug_assert_eq!(y.len(), PROBES * n);
+            Output::Floats(y)
+        }
+    })
+}
+
+/// A test seam: `SHEARS_BENCH_BREAK=<family>` corrupts that family's results
+/// after the call (as a broken kernel would), so the check must catch it.
+fn broken(k: &Kernel) -> bool {
+    std::env::var("SHEARS_BENCH_BREAK").is_ok_and(|f| f == k.family())
+}
+
+/// Whether `got` is the reference's answer: integer codes and scales
+/// byte for byte, products within MATMUL_RTOL (relative, in norm).
+fn check(k: &Kernel, got: &Output, want: &Output) -> Result<()> {
+    let flip = broken(k);
+    match (got, want) {
+        (Output::Bytes(c, s), Output::Bytes(wc, ws)) => {
+            let mut c = c.clone();
+            if flip {
+                if let Some(b) = c.first_mut() {
+                    *b ^= 1;
+                }
+            }
+            let codes = c.iter().zip(wc).filter(|(a, b)| a != b).count();
+            let scales = s.iter().zip(ws).filter(|(a, b)| a != b).count();
+            if codes + scales > 0 || c.len() != wc.len() || s.len() != ws.len() {
+                bail!("{codes} code(s) and {scales} scale(s) differ from the CPU reference");
+            }
+        }
+        (Output::Floats(y), Output::Floats(wy)) => {
+            let mut y = y.clone();
+            if flip {
+                y.iter_mut().for_each(|v| *v *= 1.01);
+            }
+            let (mut e2, mut n2) = (0.0f64, 0.0f64);
+            for (&a, &b) in y.iter().zip(wy) {
+                e2 += ((a - b) as f64).powi(2);
+                n2 += (b as f64).powi(2);
+            }
+            let rel = (e2 / n2.max(f64::MIN_POSITIVE)).sqrt();
+            if rel.is_nan() || rel > MATMUL_RTOL as f64 || y.len() != wy.len() {
+                bail!("product differs from the CPU reference by {rel:.2e} (tolerance {MATMUL_RTOL:e})");
+            }
+        }
+        _ => bail!("mismatched outputs"),
+    }
+    Ok(())
+}
