@@ -60,13 +60,6 @@ fn one_run_measures_every_target_and_family_and_saves_json() {
             _ => assert_eq!(y, "device buffer copy"),
         }
     }
-    // The dense product is its own yardstick.
-    let dense = results
-        .iter()
-        .find(|r| r["kernel"] == "dense" && r["target"] == "cpu")
-        .unwrap();
-    assert!(dense["ratio"].as_f64().unwrap() > 0.2);
-
     // A second run (the CPU only), then both side by side.
     let _b = bench_json(
         dir.path(),
