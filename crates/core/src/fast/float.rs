@@ -465,27 +465,40 @@ impl crate::ops::float::FloatQuant for super::FastCpu {
         block: Option<usize>,
         rounding: Rounding,
     ) -> crate::Result<Fp8> {
-        w.float_size()?;
-        let (rows, cols) = w.matrix_dims();
         let mut q = Fp8::default();
-        quantize_fp8_into(
-            Source::View(w),
-            rows,
-            cols,
-            block,
-            w.dtype(),
-            rounding,
-            &mut q,
-        );
+        self.fp8_into(w, block, rounding, &mut q)?;
         Ok(q)
     }
 
     fn fp4(&self, w: &crate::TensorView, global_scale: Option<f32>) -> crate::Result<Fp4> {
+        let mut q = Fp4::default();
+        self.fp4_into(w, global_scale, &mut q)?;
+        Ok(q)
+    }
+
+    fn fp8_into(
+        &self,
+        w: &crate::TensorView,
+        block: Option<usize>,
+        rounding: Rounding,
+        q: &mut Fp8,
+    ) -> crate::Result<()> {
         w.float_size()?;
         let (rows, cols) = w.matrix_dims();
-        let mut q = Fp4::default();
-        quantize_fp4_into(Source::View(w), rows, cols, global_scale, w.dtype(), &mut q);
-        Ok(q)
+        quantize_fp8_into(Source::View(w), rows, cols, block, w.dtype(), rounding, q);
+        Ok(())
+    }
+
+    fn fp4_into(
+        &self,
+        w: &crate::TensorView,
+        global_scale: Option<f32>,
+        q: &mut Fp4,
+    ) -> crate::Result<()> {
+        w.float_size()?;
+        let (rows, cols) = w.matrix_dims();
+        quantize_fp4_into(Source::View(w), rows, cols, global_scale, w.dtype(), q);
+        Ok(())
     }
 }
 

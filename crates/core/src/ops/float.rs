@@ -24,6 +24,26 @@ pub trait FloatQuant {
     /// NVFP4 (groups of 16, E4M3 scales) under `global_scale`, or MXFP4
     /// (groups of 32, E8M0 scales) without one.
     fn fp4(&self, w: &TensorView, global_scale: Option<f32>) -> Result<Fp4>;
+
+    /// [`FloatQuant::fp8`] into `out`, reusing its buffers where the
+    /// backend can.
+    fn fp8_into(
+        &self,
+        w: &TensorView,
+        block: Option<usize>,
+        rounding: Rounding,
+        out: &mut Fp8,
+    ) -> Result<()> {
+        *out = self.fp8(w, block, rounding)?;
+        Ok(())
+    }
+
+    /// [`FloatQuant::fp4`] into `out`, reusing its buffers where the
+    /// backend can.
+    fn fp4_into(&self, w: &TensorView, global_scale: Option<f32>, out: &mut Fp4) -> Result<()> {
+        *out = self.fp4(w, global_scale)?;
+        Ok(())
+    }
 }
 
 impl FloatQuant for crate::reference::Reference {

@@ -8,6 +8,8 @@ use anyhow::{bail, Result};
 use shears_core::fast::FastCpu;
 use shears_core::ops::float::FloatQuant;
 use shears_core::ops::quant::Quant;
+use shears_core::reference::fp4::Fp4;
+use shears_core::reference::fp8::Fp8;
 use shears_core::reference::matmul::{probe_inputs, Matmul, PackedParts, MATMUL_RTOL};
 use shears_core::reference::quant::{QuantSpec, Quantized, Rounding};
 use shears_core::reference::Reference;
@@ -162,13 +164,16 @@ pub(super) fn measure(
         ratio: 0.0,
     };
     let result = (|| -> Result<Vec<Duration>> {
-        let want = call(k, None, input, true)?;
+        let mut outs = Outs::default();
+        call(k, None, input, true, &mut outs)?;
+        let want = output(k, &outs);
+        let mut outs = Outs::default();
         let mut times = Vec::with_capacity(repeat);
         for i in 0..=repeat {
             let t = Instant::now();
-            let got = call(k, gpu, input, false)?;
+            call(k, gpu, input, false, &mut outs)?;
             let dt = t.elapsed();
-            check(k, &got, &want)?;
+            check(k, &output(k, &outs), &want)?;
             if i > 0 {
                 times.push(dt);
             }
@@ -191,7 +196,9 @@ pub(super) fn measure(
     let (name, rate) = match k {
         Kernel::Matmul(_) => {
             let r = *yard.dense.get_or_insert_with(|| {
-                let t = timed(repeat, || call(&Kernel::Matmul("dense"), gpu, input, false));
+                let mut outs = Outs::default();
+                let dense = Kernel::Matmul("dense");
+                let t = timed(repeat, || call(&dense, gpu, input, false, &mut outs));
                 t.map_or(f64::NAN, |s| flops / s / 1e9)
             });
             ("dense product", r)
@@ -224,7 +231,7 @@ pub(super) fn measure(
 }
 
 /// The median of `repeat` timed calls after a warm-up, in seconds.
-fn timed(repeat: usize, mut f: impl FnMut() -> Result<Output>) -> Result<f64> {
+fn timed(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut t = Vec::with_capacity(repeat);
     for _ in 0..repeat {
@@ -263,26 +270,34 @@ fn memcpy_seconds(bytes: usize, repeat: usize) -> f64 {
     spread(&t).0
 }
 
-/// One call of `k`: on the reference (`reference`), the GPU, or the fast
-/// CPU path.
-fn call(k: &Kernel, gpu: Option<&GpuContext>, input: &Input, reference: bool) -> Result<Output> {
+/// What calls write into, reused from call to call (as memcpy copies into
+/// a reused buffer: a fresh output would add its page faults to the time).
+#[derive(Default)]
+struct Outs {
+    q: Quantized,
+    f8: Fp8,
+    f4: Fp4,
+    y: Vec<f32>,
+}
+
+/// One call of `k`, the only work timed: on the reference (`reference`),
+/// the GPU, or the fast CPU path.
+fn call(
+    k: &Kernel,
+    gpu: Option<&GpuContext>,
+    input: &Input,
+    reference: bool,
+    outs: &mut Outs,
+) -> Result<()> {
     let w: TensorView = input.w.view();
-    let n = input.n;
-    Ok(match *k {
+    match *k {
         Kernel::Quant(_, spec) => {
             let fam: Box<dyn Quant + '_> = match (reference, gpu) {
                 (true, _) => Box::new(Reference),
                 (false, Some(ctx)) => Box::new(GpuQuant::new(ctx)),
                 (false, None) => Box::new(FastCpu),
             };
-            let mut q = Quantized::default();
-            fam.quantize(&spec(), &w, None, Rounding::Nearest, &mut q)?;
-            let params = q
-                .params
-                .iter()
-                .flat_map(|p| [p.scale.to_bits(), p.zero_point as u32])
-                .collect();
-            Output::Bytes(q.codes.iter().map(|&c| c as u8).collect(), params)
+            fam.quantize(&spec(), &w, None, Rounding::Nearest, &mut outs.q)?;
         }
         Kernel::Float(_, kind) => {
             let fam: Box<dyn FloatQuant + '_> = match (reference, gpu) {
@@ -290,17 +305,13 @@ fn call(k: &Kernel, gpu: Option<&GpuContext>, input: &Input, reference: bool) ->
                 (false, Some(ctx)) => Box::new(GpuFloat::new(ctx)),
                 (false, None) => Box::new(FastCpu),
             };
-            let fp4 = |q: shears_core::reference::fp4::Fp4| {
-                Output::Bytes(q.codes, q.scales.iter().map(|&b| b as u32).collect())
-            };
             match kind {
                 FloatKind::Fp8(block) => {
-                    let q = fam.fp8(&w, block, Rounding::Nearest)?;
-                    Output::Bytes(q.codes, q.scales.iter().map(|s| s.to_bits()).collect())
+                    fam.fp8_into(&w, block, Rounding::Nearest, &mut outs.f8)?
                 }
                 // A global scale as a weight of maximum 4 would get.
-                FloatKind::Nvfp4 => fp4(fam.fp4(&w, Some(448.0 * 6.0 / 4.0))?),
-                FloatKind::Mxfp4 => fp4(fam.fp4(&w, None)?),
+                FloatKind::Nvfp4 => fam.fp4_into(&w, Some(448.0 * 6.0 / 4.0), &mut outs.f4)?,
+                FloatKind::Mxfp4 => fam.fp4_into(&w, None, &mut outs.f4)?,
             }
         }
         Kernel::Matmul(kind) => {
@@ -309,15 +320,38 @@ fn call(k: &Kernel, gpu: Option<&GpuContext>, input: &Input, reference: bool) ->
                 (false, Some(ctx)) => Box::new(GpuMatmul::new(ctx)),
                 (false, None) => Box::new(FastCpu),
             };
-            let y = match kind {
+            outs.y = match kind {
                 "dense" => fam.masked_matmul(&input.x, PROBES, &w, None)?,
                 "masked-2:4" => fam.masked_matmul(&input.x, PROBES, &w, Some(&input.mask))?,
                 _ => fam.dequant_matmul(&input.x, PROBES, &input.packed.view())?,
             };
-            debug_assert_eq!(y.len(), PROBES * n);
-            Output::Floats(y)
         }
-    })
+    }
+    Ok(())
+}
+
+/// What the last call of `k` wrote, for the check (not timed).
+fn output(k: &Kernel, outs: &Outs) -> Output {
+    match *k {
+        Kernel::Quant(..) => {
+            let params = outs
+                .q
+                .params
+                .iter()
+                .flat_map(|p| [p.scale.to_bits(), p.zero_point as u32])
+                .collect();
+            Output::Bytes(outs.q.codes.iter().map(|&c| c as u8).collect(), params)
+        }
+        Kernel::Float(_, FloatKind::Fp8(_)) => Output::Bytes(
+            outs.f8.codes.clone(),
+            outs.f8.scales.iter().map(|s| s.to_bits()).collect(),
+        ),
+        Kernel::Float(..) => Output::Bytes(
+            outs.f4.codes.clone(),
+            outs.f4.scales.iter().map(|&b| b as u32).collect(),
+        ),
+        Kernel::Matmul(_) => Output::Floats(outs.y.clone()),
+    }
 }
 
 /// A test seam: `SHEARS_BENCH_BREAK=<family>` corrupts that family's results
