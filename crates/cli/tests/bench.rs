@@ -45,14 +45,28 @@ fn one_run_measures_every_target_and_family_and_saves_json() {
     }
     assert!(a["machine"]["cores"].as_u64().unwrap() >= 1);
     let results = a["results"].as_array().unwrap();
-    // 9 kernels on every target, each checked and measured.
-    assert_eq!(results.len(), 9 * targets.len());
+    // 13 kernels on every target, each checked and measured.
+    assert_eq!(results.len(), 13 * targets.len());
+    for family in ["importance", "select", "mask", "quant", "float", "matmul"] {
+        assert!(results.iter().any(|r| r["family"] == family), "{family}");
+    }
     for r in results {
         assert_eq!(r["status"], "ok", "{r}");
         let (rate, ratio) = (r["rate"].as_f64().unwrap(), r["ratio"].as_f64().unwrap());
         assert!(rate > 0.0 && ratio > 0.0 && ratio.is_finite(), "{r}");
         assert!(r["min_ms"].as_f64() <= r["median_ms"].as_f64(), "{r}");
         assert!(r["median_ms"].as_f64() <= r["max_ms"].as_f64(), "{r}");
+        // A GPU row splits its time: uploads, readbacks, the rest.
+        if r["target"] != "cpu" {
+            let parts = ["upload_ms", "readback_ms", "compute_ms"].map(|p| r[p].as_f64().unwrap());
+            assert!(parts.iter().all(|&p| p >= 0.0), "{r}");
+            assert!(
+                parts[1] > 0.0,
+                "every GPU kernel reads its result back: {r}"
+            );
+        } else {
+            assert!(r.get("upload_ms").is_none(), "{r}");
+        }
         let y = r["yardstick"].as_str().unwrap();
         match r["family"].as_str().unwrap() {
             "matmul" => assert_eq!(y, "dense product"),
@@ -92,7 +106,7 @@ fn one_run_measures_every_target_and_family_and_saves_json() {
         .any(|l| l.starts_with("float/nvfp4") && l.contains('×')));
     let doc = std::fs::read_to_string(&svg).unwrap();
     assert!(doc.starts_with("<svg") && doc.trim_end().ends_with("</svg>"));
-    assert!(doc.matches("<rect").count() >= 9 + 6, "bars and legend");
+    assert!(doc.matches("<rect").count() >= 13 + 6, "bars and legend");
 }
 
 #[test]
@@ -107,11 +121,11 @@ fn a_broken_kernel_is_a_failure_not_a_speed() {
             "--repeat",
             "1",
             "--family",
-            "quant,matmul",
+            "importance,quant,matmul",
             "--json",
             s(&path),
         ])
-        .env("SHEARS_BENCH_BREAK", "quant")
+        .env("SHEARS_BENCH_BREAK", "quant,importance")
         .env("SHEARS_LOG", "warn")
         .env("XDG_RUNTIME_DIR", xdg_runtime_dir())
         .output()
@@ -121,7 +135,7 @@ fn a_broken_kernel_is_a_failure_not_a_speed() {
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for r in f["results"].as_array().unwrap() {
-        if r["family"] == "quant" {
+        if r["family"] == "quant" || r["family"] == "importance" {
             assert_eq!(r["status"], "failed", "{r}");
             assert_eq!(r["rate"], 0.0, "{r}");
             assert!(r["error"].as_str().unwrap().contains("differ"), "{r}");

@@ -41,6 +41,10 @@ pub struct GpuContext {
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<&'static str, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Wall time spent in [`GpuContext::upload`] and
+    /// [`GpuContext::read_back`], in nanoseconds (`shears bench` reports
+    /// it apart from the rest of a call).
+    transfer_ns: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -104,6 +108,7 @@ impl GpuContext {
             modules: Mutex::default(),
             layouts: Mutex::default(),
             pipelines: Mutex::default(),
+            transfer_ns: Default::default(),
         };
         Ok(ctx.with_chunk_bytes(chunk_bytes))
     }
@@ -374,9 +379,32 @@ impl GpuContext {
         self.check("execution")
     }
 
+    /// The wall time spent uploading (host → device writes) and reading
+    /// back (device → host, waiting included) since the last call, and
+    /// restarts both counts.
+    pub fn take_transfer_times(&self) -> (std::time::Duration, std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ns = |i: usize| std::time::Duration::from_nanos(self.transfer_ns[i].swap(0, Relaxed));
+        (ns(0), ns(1))
+    }
+
+    fn count_transfer(&self, which: usize, since: std::time::Instant) {
+        self.transfer_ns[which].fetch_add(
+            since.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Copies `size` bytes at `offset` of `buffer` (which needs COPY_SRC)
     /// back to the host. The only place in shears that maps a buffer.
     pub fn read_back(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let t = std::time::Instant::now();
+        let out = self.read_back_untimed(buffer, offset, size);
+        self.count_transfer(1, t);
+        out
+    }
+
+    fn read_back_untimed(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -444,6 +472,7 @@ impl GpuContext {
     /// Writes `bytes` at `offset` of `buffer`, padding a ragged tail with
     /// zeros to the 4-byte copy alignment.
     pub fn upload(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let t = std::time::Instant::now();
         let whole = bytes.len() / 4 * 4;
         if whole > 0 {
             self.queue.write_buffer(buffer, offset, &bytes[..whole]);
@@ -454,6 +483,7 @@ impl GpuContext {
             self.queue
                 .write_buffer(buffer, offset + whole as u64, &tail);
         }
+        self.count_transfer(0, t);
     }
 }
 

@@ -367,8 +367,13 @@ pub struct BenchArgs {
     /// only.)
     #[arg(long, default_value = "all")]
     pub api: String,
-    /// Kernel families to measure, with commas: quant, float, matmul.
-    #[arg(long, default_value = "quant,float,matmul", value_delimiter = ',')]
+    /// Kernel families to measure, with commas: importance, select, mask,
+    /// quant, float, matmul.
+    #[arg(
+        long,
+        default_value = "importance,select,mask,quant,float,matmul",
+        value_delimiter = ','
+    )]
     pub family: Vec<String>,
     /// Tensor size: small (1024×1024), medium (2048), large (4096), or N
     /// for N×N.

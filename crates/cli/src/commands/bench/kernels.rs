@@ -10,11 +10,17 @@ use shears_core::ops::float::FloatQuant;
 use shears_core::ops::quant::Quant;
 use shears_core::reference::fp4::Fp4;
 use shears_core::reference::fp8::Fp8;
+use shears_core::reference::importance::Importance;
+use shears_core::reference::mask::Mask;
 use shears_core::reference::matmul::{probe_inputs, Matmul, PackedParts, MATMUL_RTOL};
 use shears_core::reference::quant::{QuantSpec, Quantized, Rounding};
+use shears_core::reference::score::Scorer;
+use shears_core::reference::select::Select;
 use shears_core::reference::Reference;
 use shears_core::{DType, TensorBuf, TensorView};
-use shears_kernels::{GpuContext, GpuFloat, GpuMatmul, GpuQuant};
+use shears_kernels::{
+    GpuContext, GpuFloat, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
+};
 
 use super::Measured;
 
@@ -78,6 +84,12 @@ pub(super) enum FloatKind {
 /// One kernel of one family.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kernel {
+    /// |w| (exact) or the column sums of squares (within MATMUL_RTOL).
+    Importance(&'static str),
+    /// Per-row cuts keeping half of each row by magnitude (exact).
+    Select(&'static str),
+    /// A 2:4 mask by magnitude (exact).
+    Mask(&'static str),
     Quant(&'static str, fn() -> QuantSpec),
     Float(&'static str, FloatKind),
     /// Dense (the products' yardstick), 2:4 masked, or int4 dequant.
@@ -87,6 +99,9 @@ pub(super) enum Kernel {
 impl Kernel {
     pub(super) fn family(self) -> &'static str {
         match self {
+            Kernel::Importance(_) => "importance",
+            Kernel::Select(_) => "select",
+            Kernel::Mask(_) => "mask",
             Kernel::Quant(..) => "quant",
             Kernel::Float(..) => "float",
             Kernel::Matmul(..) => "matmul",
@@ -95,13 +110,18 @@ impl Kernel {
 
     pub(super) fn name(self) -> &'static str {
         match self {
-            Kernel::Quant(n, _) | Kernel::Float(n, ..) | Kernel::Matmul(n) => n,
+            Kernel::Quant(n, _) | Kernel::Float(n, ..) => n,
+            Kernel::Importance(n) | Kernel::Select(n) | Kernel::Mask(n) | Kernel::Matmul(n) => n,
         }
     }
 }
 
 pub(super) fn kernels(families: &[String]) -> Vec<Kernel> {
     let all = [
+        Kernel::Importance("abs"),
+        Kernel::Importance("col-sumsq"),
+        Kernel::Select("row-cuts-50%"),
+        Kernel::Mask("2:4"),
         Kernel::Quant("int8-channel", int8),
         Kernel::Quant("int4-group128", int4),
         Kernel::Float("fp8", FloatKind::Fp8(None)),
@@ -158,24 +178,31 @@ pub(super) fn measure(
         median_ms: 0.0,
         min_ms: 0.0,
         max_ms: 0.0,
+        upload_ms: None,
+        readback_ms: None,
+        compute_ms: None,
         rate: 0.0,
         yardstick: String::new(),
         yardstick_rate: 0.0,
         ratio: 0.0,
     };
-    let result = (|| -> Result<Vec<Duration>> {
+    let result = (|| -> Result<Vec<(Duration, Duration, Duration)>> {
         let mut outs = Outs::default();
         call(k, None, input, true, &mut outs)?;
         let want = output(k, &outs);
         let mut outs = Outs::default();
         let mut times = Vec::with_capacity(repeat);
         for i in 0..=repeat {
+            if let Some(ctx) = gpu {
+                ctx.take_transfer_times();
+            }
             let t = Instant::now();
             call(k, gpu, input, false, &mut outs)?;
             let dt = t.elapsed();
+            let (up, back) = gpu.map(|c| c.take_transfer_times()).unwrap_or_default();
             check(k, &output(k, &outs), &want)?;
             if i > 0 {
-                times.push(dt);
+                times.push((dt, up, back));
             }
         }
         Ok(times)
@@ -188,7 +215,15 @@ pub(super) fn measure(
             return m;
         }
     };
-    let (median, min, max) = spread(&times);
+    let wall: Vec<Duration> = times.iter().map(|t| t.0).collect();
+    let (median, min, max) = spread(&wall);
+    if gpu.is_some() {
+        let up = spread(&times.iter().map(|t| t.1).collect::<Vec<_>>()).0;
+        let back = spread(&times.iter().map(|t| t.2).collect::<Vec<_>>()).0;
+        m.upload_ms = Some(up * 1e3);
+        m.readback_ms = Some(back * 1e3);
+        m.compute_ms = Some(((median - up - back) * 1e3).max(0.0));
+    }
     m.median_ms = median * 1e3;
     m.min_ms = min * 1e3;
     m.max_ms = max * 1e3;
@@ -274,6 +309,10 @@ fn memcpy_seconds(bytes: usize, repeat: usize) -> f64 {
 /// a reused buffer: a fresh output would add its page faults to the time).
 #[derive(Default)]
 struct Outs {
+    /// Masks and other byte outputs.
+    b: Vec<u8>,
+    /// Per-row cuts (key, ties).
+    cuts: Vec<u32>,
     q: Quantized,
     f8: Fp8,
     f4: Fp4,
@@ -290,7 +329,37 @@ fn call(
     outs: &mut Outs,
 ) -> Result<()> {
     let w: TensorView = input.w.view();
+    let n = input.n;
+    let mag = Scorer::magnitude();
     match *k {
+        Kernel::Importance(kind) => {
+            let fam: Box<dyn Importance + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuImportance::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            outs.y = match kind {
+                "abs" => fam.abs(&w)?,
+                _ => fam.col_sumsq(&w)?,
+            };
+        }
+        Kernel::Select(_) => {
+            let fam: Box<dyn Select + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuSelect::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            let cuts = fam.row_cuts(&w, &mag, (n / 2) as u64)?;
+            outs.cuts = cuts.iter().flat_map(|c| [c.key, c.ties as u32]).collect();
+        }
+        Kernel::Mask(_) => {
+            let fam: Box<dyn Mask + '_> = match (reference, gpu) {
+                (true, _) => Box::new(Reference),
+                (false, Some(ctx)) => Box::new(GpuMask::new(ctx)),
+                (false, None) => Box::new(FastCpu),
+            };
+            outs.b = fam.nm(&w, &mag, 2, 4)?;
+        }
         Kernel::Quant(_, spec) => {
             let fam: Box<dyn Quant + '_> = match (reference, gpu) {
                 (true, _) => Box::new(Reference),
@@ -333,6 +402,12 @@ fn call(
 /// What the last call of `k` wrote, for the check (not timed).
 fn output(k: &Kernel, outs: &Outs) -> Output {
     match *k {
+        Kernel::Importance("abs") => {
+            Output::Bytes(Vec::new(), outs.y.iter().map(|v| v.to_bits()).collect())
+        }
+        Kernel::Importance(_) => Output::Floats(outs.y.clone()),
+        Kernel::Select(_) => Output::Bytes(Vec::new(), outs.cuts.clone()),
+        Kernel::Mask(_) => Output::Bytes(outs.b.clone(), Vec::new()),
         Kernel::Quant(..) => {
             let params = outs
                 .q
@@ -354,10 +429,11 @@ fn output(k: &Kernel, outs: &Outs) -> Output {
     }
 }
 
-/// A test seam: `SHEARS_BENCH_BREAK=<family>` corrupts that family's results
-/// after the call (as a broken kernel would), so the check must catch it.
+/// A test seam: `SHEARS_BENCH_BREAK=<family>[,<family>…]` corrupts those
+/// families' results after the call (as a broken kernel would), so the
+/// check must catch it.
 fn broken(k: &Kernel) -> bool {
-    std::env::var("SHEARS_BENCH_BREAK").is_ok_and(|f| f == k.family())
+    std::env::var("SHEARS_BENCH_BREAK").is_ok_and(|f| f.split(',').any(|f| f == k.family()))
 }
 
 /// Whether `got` is the reference's answer: integer codes and scales
@@ -366,10 +442,11 @@ fn check(k: &Kernel, got: &Output, want: &Output) -> Result<()> {
     let flip = broken(k);
     match (got, want) {
         (Output::Bytes(c, s), Output::Bytes(wc, ws)) => {
-            let mut c = c.clone();
+            let (mut c, mut s) = (c.clone(), s.clone());
             if flip {
-                if let Some(b) = c.first_mut() {
-                    *b ^= 1;
+                match c.first_mut() {
+                    Some(b) => *b ^= 1,
+                    None => s.iter_mut().take(1).for_each(|w| *w ^= 1),
                 }
             }
             let codes = c.iter().zip(wc).filter(|(a, b)| a != b).count();
