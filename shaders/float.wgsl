@@ -4,7 +4,8 @@
 // (nvfp4a16) or a power-of-two E8M0 scale per 32 (mxfp4a16).
 // Specification: crates/core/src/reference/{fp8,fp4}.rs; codes and scales
 // are byte-identical to it. After the preludes div_rn.wgsl (correctly
-// rounded quotients) and qparams.wgsl (DTYPE, CT_ROUNDING, to_dtype).
+// rounded quotients), qparams.wgsl (DTYPE, CT_ROUNDING, to_dtype) and
+// load.wgsl (element i of the chunk).
 //
 // Bindings (group 0):
 //   0  src     array<u32>  read        weight chunk (whole rows, whole
@@ -55,20 +56,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> codes: array<u32>;
 
 var<workgroup> wg_max: array<f32, 64>;
-
-fn load(i: u32) -> f32 {
-    let k = i + params.first;
-    if (DTYPE == 0u) {
-        return bitcast<f32>(src[k]);
-    }
-    let w = src[k >> 1u];
-    let odd = (k & 1u) == 1u;
-    if (DTYPE == 1u) {
-        let v = unpack2x16float(w);
-        return select(v.x, v.y, odd);
-    }
-    return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
-}
 
 fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;

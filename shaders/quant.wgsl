@@ -37,7 +37,9 @@
 // WGSL division is not correctly rounded (2.5 ulp, often a reciprocal), so
 // every quotient goes through div_rn (the prelude shaders/div_rn.wgsl).
 // The override constants, the group parameters and the code of a value
-// are the prelude shaders/qparams.wgsl, shared with the hessian family.
+// are the prelude shaders/qparams.wgsl, shared with the hessian family;
+// reading an element of the chunk (`load`) is shaders/load.wgsl, shared
+// with the float family.
 
 struct Params {
     rows: u32,   // rows in this chunk
@@ -63,20 +65,6 @@ var<workgroup> wg_hi: array<f32, 256>;
 var<workgroup> wg_mx: array<f32, 256>;
 var<workgroup> wg_scale: f32;
 var<workgroup> wg_zp: i32;
-
-fn load(i: u32) -> f32 {
-    let k = i + params.first;
-    if (DTYPE == 0u) {
-        return bitcast<f32>(src[k]);
-    }
-    let w = src[k >> 1u];
-    let odd = (k & 1u) == 1u;
-    if (DTYPE == 1u) {
-        let v = unpack2x16float(w);
-        return select(v.x, v.y, odd);
-    }
-    return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
-}
 
 @compute @workgroup_size(256)
 fn quantize_groups(@builtin(workgroup_id) wid: vec3<u32>,

@@ -20,17 +20,21 @@ pub const MASK: &str = concat!(
 /// `shaders/matmul.wgsl`.
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
-/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/quant.wgsl`.
+/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/load.wgsl` +
+/// `shaders/quant.wgsl`.
 pub const QUANT: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
     include_str!("../../../shaders/qparams.wgsl"),
+    include_str!("../../../shaders/load.wgsl"),
     include_str!("../../../shaders/quant.wgsl")
 );
 
-/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/float.wgsl`.
+/// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/load.wgsl` +
+/// `shaders/float.wgsl`.
 pub const FLOAT: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
     include_str!("../../../shaders/qparams.wgsl"),
+    include_str!("../../../shaders/load.wgsl"),
     include_str!("../../../shaders/float.wgsl")
 );
 
