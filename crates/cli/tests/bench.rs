@@ -64,6 +64,13 @@ fn one_run_measures_every_target_and_family_and_saves_json() {
                 parts[1] > 0.0,
                 "every GPU kernel reads its result back: {r}"
             );
+            // Adapters with timestamp queries also time their passes.
+            let target = targets.iter().find(|t| t["name"] == r["target"]).unwrap();
+            let features = target["adapter"]["features"].as_array().unwrap();
+            if features.iter().any(|f| f == "timestamp-query") {
+                let g = r["gpu_ms"].as_f64().unwrap_or(-1.0);
+                assert!(g > 0.0 && g.is_finite(), "{r}");
+            }
         } else {
             assert!(r.get("upload_ms").is_none(), "{r}");
         }

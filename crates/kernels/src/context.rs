@@ -45,6 +45,8 @@ pub struct GpuContext {
     /// [`GpuContext::read_back`], in nanoseconds (`shears bench` reports
     /// it apart from the rest of a call).
     transfer_ns: [std::sync::atomic::AtomicU64; 2],
+    /// Pass timestamps, when the adapter has TIMESTAMP_QUERY.
+    timer: Option<crate::timing::GpuTimer>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -70,7 +72,8 @@ impl GpuContext {
         let features = adapter.features();
         let desc = wgpu::DeviceDescriptor {
             label: Some("shears device"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps only: shears' kernels need no optional feature.
+            required_features: features & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::MemoryUsage,
@@ -109,7 +112,12 @@ impl GpuContext {
             layouts: Mutex::default(),
             pipelines: Mutex::default(),
             transfer_ns: Default::default(),
+            timer: None,
         };
+        let mut ctx = ctx;
+        if features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            ctx.timer = Some(crate::timing::GpuTimer::new(&ctx.device));
+        }
         Ok(ctx.with_chunk_bytes(chunk_bytes))
     }
 
@@ -325,9 +333,18 @@ impl GpuContext {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
+            let pair = self.timer.as_ref().and_then(|t| t.next_pair());
+            let writes = match (pair, &self.timer) {
+                (Some(i), Some(t)) => Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &t.queries,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                }),
+                _ => None,
+            };
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(label),
-                timestamp_writes: None,
+                timestamp_writes: writes,
             });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, bind, &[]);
@@ -377,6 +394,56 @@ impl GpuContext {
                 message: e.to_string(),
             })?;
         self.check("execution")
+    }
+
+    /// Whether compute passes can be timed by GPU timestamps.
+    pub fn has_timestamps(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    /// Starts timing compute passes with GPU timestamps; false when the
+    /// adapter has no TIMESTAMP_QUERY.
+    pub fn start_gpu_timing(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &self.timer {
+            Some(t) => {
+                t.passes.store(0, Relaxed);
+                t.on.store(true, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops timing and returns the summed duration of the passes since
+    /// [`GpuContext::start_gpu_timing`] (the work must have finished), or
+    /// None without timestamps or when more passes ran than one window
+    /// records.
+    pub fn gpu_time(&self) -> Result<Option<std::time::Duration>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(t) = &self.timer else {
+            return Ok(None);
+        };
+        t.on.store(false, Relaxed);
+        let n = t.passes.load(Relaxed);
+        if n == 0 || n > crate::timing::MAX_PASSES {
+            return Ok(None);
+        }
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("resolve timestamps"),
+            });
+        enc.resolve_query_set(&t.queries, 0..2 * n, &t.resolve, 0);
+        self.queue.submit([enc.finish()]);
+        let bytes = self.read_back_untimed(&t.resolve, 0, 16 * n as u64)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let total: u64 = ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]))
+            .sum();
+        let ns = total as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(Some(std::time::Duration::from_nanos(ns as u64)))
     }
 
     /// The wall time spent uploading (host → device writes) and reading

@@ -16,6 +16,7 @@ pub mod quant;
 mod score;
 pub mod select;
 pub mod source;
+mod timing;
 pub mod train;
 
 pub use context::{

@@ -82,6 +82,10 @@ pub struct Measured {
     pub readback_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compute_ms: Option<f64>,
+    /// GPU targets with timestamp queries: the median summed duration of
+    /// the call's compute passes, by the GPU's own clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_ms: Option<f64>,
     /// Work per second at the median, in `unit`.
     pub rate: f64,
     pub yardstick: String,
@@ -136,7 +140,12 @@ pub fn run(args: &BenchArgs, backend: BackendChoice, out: &mut Out) -> Result<()
                 .trim()
                 .to_string(),
             adapter: Some(serde_json::to_value(summary)?),
-            timing: "wall clock per call; upload and readback wall time measured inside it (no GPU timestamps)".into(),
+            timing: if ctx.has_timestamps() {
+                "wall clock per call; upload and readback wall time inside it; compute passes by GPU timestamps"
+            } else {
+                "wall clock per call; upload and readback wall time inside it (no timestamp queries on this adapter)"
+            }
+            .into(),
         });
     }
     let input = Input::new(size);
@@ -293,7 +302,10 @@ fn print(f: &BenchFile, out: &mut Out) {
         }
         let transfers = match (m.upload_ms, m.readback_ms, m.compute_ms) {
             (Some(u), Some(r), Some(c)) => {
-                format!("  (up {u:.3} + compute {c:.3} + back {r:.3} ms)")
+                let passes = m.gpu_ms.map_or(String::new(), |g| {
+                    format!("; passes {g:.3} ms by timestamps")
+                });
+                format!("  (up {u:.3} + compute {c:.3} + back {r:.3} ms{passes})")
             }
             _ => String::new(),
         };

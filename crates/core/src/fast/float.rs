@@ -83,9 +83,10 @@ pub fn quantize_fp8(
 }
 
 /// [`crate::reference::fp8::quantize_fp8`] of `src` into `q` (its buffers
-/// reused): one pass per row (per channel) or per band of `block` rows,
-/// decoding into a per-thread buffer, taking the maxima and encoding while
-/// the values are in cache.
+/// reused): per row (per channel) or per band of `block` rows, the maxima
+/// and the codes of each tile while it is in cache — in AVX2 straight from
+/// a bf16 weight's bytes where the CPU has it, else decoded into a
+/// per-thread buffer.
 pub fn quantize_fp8_into(
     src: Source,
     rows: usize,
@@ -543,8 +544,8 @@ pub fn error_stats_rows(
         .reduce(ErrorStats::default, ErrorStats::merge))
 }
 
-/// [`error_stats`] of one row, in eight f64 lanes the compiler
-/// vectorizes.
+/// What quantization lost on one row (max |x − x̂|, Σ(x − x̂)², Σx²), in
+/// eight f64 lanes the compiler vectorizes.
 fn row_stats(x: &[f32], d: &[f32]) -> crate::ops::quant::ErrorStats {
     wide(|| {
         let (mut mx, mut e2, mut x2) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
@@ -605,35 +606,6 @@ pub fn fp4_row(q: &Fp4, r: usize, out: &mut [f32]) {
 /// The E4M3 values by byte, for [`fp8_row`].
 pub fn e4m3_table() -> [f32; 256] {
     std::array::from_fn(|b| crate::reference::fp8::e4m3_value(b as u8))
-}
-
-/// What quantization lost: max |x − x̂|, Σ(x − x̂)², Σx² (f64, in
-/// parallel blocks).
-pub fn error_stats(x: &[f32], deq: &[f32]) -> crate::ops::quant::ErrorStats {
-    use crate::ops::quant::ErrorStats;
-    x.par_chunks(1 << 16)
-        .zip(deq.par_chunks(1 << 16))
-        .map(|(a, b)| {
-            let mut s = ErrorStats::default();
-            for (&a, &b) in a.iter().zip(b) {
-                let e = (a - b) as f64;
-                s.max_abs = s.max_abs.max(e.abs());
-                s.sum_sq_err += e * e;
-                s.sum_sq += (a as f64) * (a as f64);
-            }
-            s
-        })
-        .reduce(ErrorStats::default, ErrorStats::merge)
-}
-
-/// All elements of a float tensor as f32, decoded in parallel blocks.
-pub fn decode_parallel(w: &crate::TensorView) -> crate::Result<Vec<f32>> {
-    let n = w.numel();
-    let mut out = vec![0.0f32; n];
-    out.par_chunks_mut(1 << 16)
-        .enumerate()
-        .try_for_each(|(b, chunk)| w.decode_into(b << 16..(b << 16) + chunk.len(), chunk))?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -143,6 +143,10 @@ enum Output {
     Floats(Vec<f32>),
 }
 
+/// One timed call: wall time, upload and readback wall time, and the GPU
+/// timestamps' sum of its compute passes (when the adapter has them).
+type Timed = (Duration, Duration, Duration, Option<Duration>);
+
 /// The yardsticks of one target, measured once on first use.
 #[derive(Default)]
 pub(super) struct Yardsticks {
@@ -181,12 +185,13 @@ pub(super) fn measure(
         upload_ms: None,
         readback_ms: None,
         compute_ms: None,
+        gpu_ms: None,
         rate: 0.0,
         yardstick: String::new(),
         yardstick_rate: 0.0,
         ratio: 0.0,
     };
-    let result = (|| -> Result<Vec<(Duration, Duration, Duration)>> {
+    let result = (|| -> Result<Vec<Timed>> {
         let mut outs = Outs::default();
         call(k, None, input, true, &mut outs)?;
         let want = output(k, &outs);
@@ -195,14 +200,19 @@ pub(super) fn measure(
         for i in 0..=repeat {
             if let Some(ctx) = gpu {
                 ctx.take_transfer_times();
+                ctx.start_gpu_timing();
             }
             let t = Instant::now();
             call(k, gpu, input, false, &mut outs)?;
             let dt = t.elapsed();
             let (up, back) = gpu.map(|c| c.take_transfer_times()).unwrap_or_default();
+            let passes = match gpu {
+                Some(ctx) => ctx.gpu_time()?,
+                None => None,
+            };
             check(k, &output(k, &outs), &want)?;
             if i > 0 {
-                times.push((dt, up, back));
+                times.push((dt, up, back, passes));
             }
         }
         Ok(times)
@@ -223,6 +233,8 @@ pub(super) fn measure(
         m.upload_ms = Some(up * 1e3);
         m.readback_ms = Some(back * 1e3);
         m.compute_ms = Some(((median - up - back) * 1e3).max(0.0));
+        let passes: Option<Vec<Duration>> = times.iter().map(|t| t.3).collect();
+        m.gpu_ms = passes.map(|p| spread(&p).0 * 1e3);
     }
     m.median_ms = median * 1e3;
     m.min_ms = min * 1e3;
