@@ -169,6 +169,14 @@ impl Backend {
         }
     }
 
+    /// The GPU context, when this backend is a GPU.
+    pub fn gpu(&self) -> Option<&GpuContext> {
+        match self {
+            Backend::Cpu => None,
+            Backend::Gpu(ctx) => Some(ctx),
+        }
+    }
+
     /// "cpu" or "gpu: <adapter>", for reports.
     pub fn describe(&self) -> String {
         match self {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use shears_kernels::GpuContext;
 
 use crate::args::{BackendChoice, BenchArgs};
+use crate::backend::Backend;
 use crate::output::Out;
 use crate::CheckFailed;
 
@@ -122,45 +123,45 @@ pub fn run(args: &BenchArgs, backend: BackendChoice, out: &mut Out) -> Result<()
         BackendChoice::Cpu => "none",
         _ => args.adapter.as_str(),
     };
-    let gpus = open_gpus(adapter, &args.api)?;
-    let mut targets = vec![Target {
-        name: "cpu".into(),
-        backend: format!("fast CPU path ({} threads)", rayon::current_num_threads()),
-        device_type: "Cpu".into(),
-        driver: String::new(),
-        adapter: None,
-        timing: "wall clock per call".into(),
-    }];
-    for (ctx, summary) in &gpus {
-        targets.push(Target {
-            name: gpu_name(ctx),
+    // Each target beside the backend it measures (the CPU path first).
+    let mut runs = vec![(
+        Target {
+            name: "cpu".into(),
+            backend: format!("fast CPU path ({} threads)", rayon::current_num_threads()),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+            adapter: None,
+            timing: "wall clock per call".into(),
+        },
+        Backend::Cpu,
+    )];
+    for (ctx, summary) in open_gpus(adapter, &args.api)? {
+        let target = Target {
+            name: format!("{} [{:?}]", ctx.info.name, ctx.info.backend),
             backend: format!("{:?}", ctx.info.backend),
             device_type: format!("{:?}", ctx.info.device_type),
             driver: format!("{} {}", ctx.info.driver, ctx.info.driver_info)
                 .trim()
                 .to_string(),
-            adapter: Some(serde_json::to_value(summary)?),
+            adapter: Some(serde_json::to_value(&summary)?),
             timing: if ctx.has_timestamps() {
                 "wall clock per call; upload and readback wall time inside it; compute passes by GPU timestamps"
             } else {
                 "wall clock per call; upload and readback wall time inside it (no timestamp queries on this adapter)"
             }
             .into(),
-        });
+        };
+        runs.push((target, Backend::Gpu(Box::new(ctx))));
     }
     let input = Input::new(size);
     let kernels = kernels(&args.family);
-    let total = (kernels.len() * targets.len()) as u64;
+    let total = (kernels.len() * runs.len()) as u64;
     let mut progress = crate::progress::Progress::steps(total, "bench", false);
     let mut results = Vec::new();
-    for target in &targets {
-        let gpu = gpus
-            .iter()
-            .find(|(c, _)| gpu_name(c) == target.name)
-            .map(|(c, _)| c);
+    for (target, on) in &runs {
         let mut yard = Yardsticks::default();
         for k in &kernels {
-            let m = measure(k, gpu, &target.name, &input, args.repeat, &mut yard);
+            let m = measure(k, on, &target.name, &input, args.repeat, &mut yard);
             results.push(m);
             progress.set(results.len() as u64);
         }
@@ -171,7 +172,7 @@ pub fn run(args: &BenchArgs, backend: BackendChoice, out: &mut Out) -> Result<()
         machine: Machine::here(),
         size,
         repeat: args.repeat,
-        targets,
+        targets: runs.into_iter().map(|(t, _)| t).collect(),
         results,
     };
     print(&file, out);
@@ -248,10 +249,6 @@ fn open_gpus(
         );
     }
     Ok(out)
-}
-
-fn gpu_name(ctx: &GpuContext) -> String {
-    format!("{} [{:?}]", ctx.info.name, ctx.info.backend)
 }
 
 impl Machine {

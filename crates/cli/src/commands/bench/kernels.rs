@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
 use anyhow::{bail, Result};
-use shears_core::fast::FastCpu;
 use shears_core::ops::float::FloatQuant;
 use shears_core::ops::quant::Quant;
 use shears_core::reference::fp4::Fp4;
@@ -18,9 +18,6 @@ use shears_core::reference::score::Scorer;
 use shears_core::reference::select::Select;
 use shears_core::reference::Reference;
 use shears_core::{DType, TensorBuf, TensorView};
-use shears_kernels::{
-    GpuContext, GpuFloat, GpuImportance, GpuMask, GpuMatmul, GpuQuant, GpuSelect,
-};
 
 use super::Measured;
 
@@ -154,16 +151,17 @@ pub(super) struct Yardsticks {
     dense: Option<f64>,
 }
 
-/// Runs `k` on the target (`gpu`, or the fast CPU path) once to warm up and
+/// Runs `k` on the target (`on`: a GPU or the fast CPU path) once to warm up and
 /// `repeat` times timed, checking every run's result against the reference.
 pub(super) fn measure(
     k: &Kernel,
-    gpu: Option<&GpuContext>,
+    on: &Backend,
     target: &str,
     input: &Input,
     repeat: usize,
     yard: &mut Yardsticks,
 ) -> Measured {
+    let gpu = on.gpu();
     let n = input.n;
     let bytes = (n * n * 2) as f64;
     let flops = 2.0 * (PROBES * n * n) as f64;
@@ -193,7 +191,7 @@ pub(super) fn measure(
     };
     let result = (|| -> Result<Vec<Timed>> {
         let mut outs = Outs::default();
-        call(k, None, input, true, &mut outs)?;
+        call(k, None, input, &mut outs)?;
         let want = output(k, &outs);
         let mut outs = Outs::default();
         let mut times = Vec::with_capacity(repeat);
@@ -203,7 +201,7 @@ pub(super) fn measure(
                 ctx.start_gpu_timing();
             }
             let t = Instant::now();
-            call(k, gpu, input, false, &mut outs)?;
+            call(k, Some(on), input, &mut outs)?;
             let dt = t.elapsed();
             let (up, back) = gpu.map(|c| c.take_transfer_times()).unwrap_or_default();
             let passes = match gpu {
@@ -245,7 +243,7 @@ pub(super) fn measure(
             let r = *yard.dense.get_or_insert_with(|| {
                 let mut outs = Outs::default();
                 let dense = Kernel::Matmul("dense");
-                let t = timed(repeat, || call(&dense, gpu, input, false, &mut outs));
+                let t = timed(repeat, || call(&dense, Some(on), input, &mut outs));
                 t.map_or(f64::NAN, |s| flops / s / 1e9)
             });
             ("dense product", r)
@@ -331,61 +329,38 @@ struct Outs {
     y: Vec<f32>,
 }
 
-/// One call of `k`, the only work timed: on the reference (`reference`),
-/// the GPU, or the fast CPU path.
-fn call(
-    k: &Kernel,
-    gpu: Option<&GpuContext>,
-    input: &Input,
-    reference: bool,
-    outs: &mut Outs,
-) -> Result<()> {
+/// One call of `k`, the only work timed: on the backend `on`'s family, or
+/// the CPU reference's (`on` = None).
+fn call(k: &Kernel, on: Option<&Backend>, input: &Input, outs: &mut Outs) -> Result<()> {
     let w: TensorView = input.w.view();
     let n = input.n;
     let mag = Scorer::magnitude();
     match *k {
         Kernel::Importance(kind) => {
-            let fam: Box<dyn Importance + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuImportance::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(
+                || Box::new(Reference) as Box<dyn Importance>,
+                |b| b.importance(),
+            );
             outs.y = match kind {
                 "abs" => fam.abs(&w)?,
                 _ => fam.col_sumsq(&w)?,
             };
         }
         Kernel::Select(_) => {
-            let fam: Box<dyn Select + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuSelect::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(|| Box::new(Reference) as Box<dyn Select>, |b| b.select());
             let cuts = fam.row_cuts(&w, &mag, (n / 2) as u64)?;
             outs.cuts = cuts.iter().flat_map(|c| [c.key, c.ties as u32]).collect();
         }
         Kernel::Mask(_) => {
-            let fam: Box<dyn Mask + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuMask::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(|| Box::new(Reference) as Box<dyn Mask>, |b| b.mask());
             outs.b = fam.nm(&w, &mag, 2, 4)?;
         }
         Kernel::Quant(_, spec) => {
-            let fam: Box<dyn Quant + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuQuant::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(|| Box::new(Reference) as Box<dyn Quant>, |b| b.quant());
             fam.quantize(&spec(), &w, None, Rounding::Nearest, &mut outs.q)?;
         }
         Kernel::Float(_, kind) => {
-            let fam: Box<dyn FloatQuant + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuFloat::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(|| Box::new(Reference) as Box<dyn FloatQuant>, |b| b.float());
             match kind {
                 FloatKind::Fp8(block) => {
                     fam.fp8_into(&w, block, Rounding::Nearest, &mut outs.f8)?
@@ -396,11 +371,7 @@ fn call(
             }
         }
         Kernel::Matmul(kind) => {
-            let fam: Box<dyn Matmul + '_> = match (reference, gpu) {
-                (true, _) => Box::new(Reference),
-                (false, Some(ctx)) => Box::new(GpuMatmul::new(ctx)),
-                (false, None) => Box::new(FastCpu),
-            };
+            let fam = on.map_or_else(|| Box::new(Reference) as Box<dyn Matmul>, |b| b.matmul());
             outs.y = match kind {
                 "dense" => fam.masked_matmul(&input.x, PROBES, &w, None)?,
                 "masked-2:4" => fam.masked_matmul(&input.x, PROBES, &w, Some(&input.mask))?,
