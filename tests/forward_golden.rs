@@ -8,8 +8,10 @@
 
 use std::path::PathBuf;
 
-use shears::core::model::{Capture, ModelConfig, NoCapture, Runner, Weights};
+use shears::core::model::collect::InputStats;
+use shears::core::model::{ModelConfig, NoCapture, Runner, Weights};
 use shears::core::reference::forward::Forward;
+use shears::core::reference::hessian::Hessian;
 use shears::core::{Checkpoint, DType};
 
 const FAMILIES: [&str; 5] = ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"];
@@ -54,33 +56,9 @@ fn scaled_error(a: &[f32], b: &[f32]) -> f32 {
     diff / peak
 }
 
-/// Input norms and XᵀX of every linear layer, summed over all tokens.
-#[derive(Default)]
-struct Stats(std::collections::BTreeMap<String, (Vec<f64>, Vec<f64>)>);
-
-impl Capture for Stats {
-    fn inputs(&mut self, names: &[String], x: &[f32], rows: usize) -> shears::core::Result<()> {
-        let inn = x.len() / rows;
-        for name in names {
-            let (sq, gram) = self
-                .0
-                .entry(name.clone())
-                .or_insert_with(|| (vec![0.0; inn], vec![0.0; inn * inn]));
-            for r in x.chunks_exact(inn) {
-                for i in 0..inn {
-                    sq[i] += (r[i] as f64).powi(2);
-                    for j in 0..inn {
-                        gram[i * inn + j] += r[i] as f64 * r[j] as f64;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs `family` on `fw` and checks every expected tensor.
-pub fn check_family(family: &str, fw: &dyn Forward) {
+/// Runs `family` on `fw` and checks every expected tensor, XᵀX summed by
+/// `hess` (the same backend's hessian family).
+pub fn check_family(family: &str, fw: &dyn Forward, hess: &dyn Hessian) {
     let dir = golden(family);
     let ckpt = Checkpoint::open(&dir).unwrap();
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
@@ -93,7 +71,7 @@ pub fn check_family(family: &str, fw: &dyn Forward) {
     let tol = 1e-4;
     let err = scaled_error(&x, &exp.f32("hidden.0"));
     assert!(err <= tol, "{family}: embeddings off by {err}");
-    let mut stats = Stats::default();
+    let mut stats = InputStats::new(ids.len(), 0, 0, Some(hess));
     for i in 0..layers {
         let lw = weights.layer(i).unwrap();
         runner.layer(&lw, &mut x, &mut stats).unwrap();
@@ -130,32 +108,39 @@ pub fn check_family(family: &str, fw: &dyn Forward) {
         (got - want).abs() <= 1e-5 * want.abs(),
         "{family}: mean NLL {got} against {want}"
     );
-    for (name, (sq, gram)) in &stats.0 {
-        let norm: Vec<f32> = sq.iter().map(|&s| s.sqrt() as f32).collect();
-        let err = scaled_error(&norm, &exp.f32(&format!("{name}.input_norm")));
-        assert!(err <= tol, "{family}: {name} input norm off by {err}");
-        let gram: Vec<f32> = gram.iter().map(|&g| g as f32).collect();
-        let err = scaled_error(&gram, &exp.f32(&format!("{name}.input_gram")));
-        assert!(err <= tol, "{family}: {name} XᵀX off by {err}");
+    let tensors = stats.tensors().unwrap();
+    let mut seen = 0;
+    for (name, t) in &tensors {
+        let Some(suffix) = ["input_norm", "input_gram"]
+            .into_iter()
+            .find(|s| name.ends_with(s))
+        else {
+            continue;
+        };
+        let err = scaled_error(&t.view().to_f32().unwrap(), &exp.f32(name));
+        assert!(
+            err <= tol,
+            "{family} on {}: {name} off by {err}",
+            hess.backend()
+        );
+        seen += (suffix == "input_gram") as usize;
     }
-    assert_eq!(
-        stats.0.len(),
-        7 * layers,
-        "{family}: every linear layer seen"
-    );
+    assert_eq!(seen, 7 * layers, "{family}: every linear layer seen");
 }
 
 #[test]
 fn reference_matches_transformers() {
     for family in FAMILIES {
-        check_family(family, &shears::core::reference::Reference);
+        let r = shears::core::reference::Reference;
+        check_family(family, &r, &r);
     }
 }
 
 #[test]
 fn fast_cpu_matches_transformers() {
     for family in FAMILIES {
-        check_family(family, &shears::core::fast::FastCpu);
+        let f = shears::core::fast::FastCpu;
+        check_family(family, &f, &f);
     }
 }
 
@@ -169,15 +154,17 @@ fn gpu_matches_transformers() {
         Err(e) => panic!("{e}"),
     };
     let fw = shears::kernels::GpuForward::new(&ctx);
+    let hess = shears::kernels::hessian::GpuHessian::new(&ctx);
     for family in FAMILIES {
-        check_family(family, &fw);
+        check_family(family, &fw, &hess);
     }
     let small = shears::testing::test_gpu()
         .unwrap()
         .expect("opened once")
         .with_chunk_bytes(64 * 1024);
     let fw = shears::kernels::GpuForward::new(&small);
-    check_family("qwen3", &fw);
+    let hess = shears::kernels::hessian::GpuHessian::new(&small);
+    check_family("qwen3", &fw, &hess);
 }
 
 #[test]

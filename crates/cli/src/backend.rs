@@ -113,8 +113,9 @@ impl Backend {
         }
     }
 
-    /// The hessian family (GPTQ, SparseGPT). On a GPU the sweep runs in
-    /// WGSL; the factor and unstructured SparseGPT on the fast CPU path.
+    /// The hessian family (GPTQ, SparseGPT): XᵀX, the factor and the sweep.
+    /// On a GPU all three run in WGSL but unstructured SparseGPT's sweep,
+    /// which runs on the fast CPU path.
     pub fn hessian(&self) -> Box<dyn shears_core::reference::hessian::Hessian + '_> {
         match self {
             Backend::Cpu => Box::new(FastCpu),

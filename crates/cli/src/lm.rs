@@ -13,6 +13,7 @@ use shears_core::model::eval::final_states;
 use shears_core::model::text::{sequences, TextTokenizer};
 use shears_core::model::{Capture, ModelConfig, NoCapture, Runner, Weights};
 use shears_core::reference::forward::Forward;
+use shears_core::reference::hessian::Hessian;
 use shears_core::Checkpoint;
 
 use crate::args::{BackendChoice, CalibrationTextArgs, TextArgs};
@@ -99,6 +100,7 @@ fn run_sequential(
         let mut lw = weights.layer(i)?;
         let before = x.clone();
         runner.layer(&lw, &mut x, stats)?;
+        stats.settle()?;
         c.compress(&mut lw, stats)?;
         x = before;
         runner.layer(&lw, &mut x, &mut NoCapture)?;
@@ -119,7 +121,8 @@ pub struct Settings<'a> {
     pub model: &'a Path,
     pub text: &'a TextArgs,
     pub rows: usize,
-    pub gram: bool,
+    /// The family that sums XᵀX, when the file holds it (`--gram`).
+    pub gram: Option<&'a dyn Hessian>,
     pub seed: u64,
 }
 
@@ -162,7 +165,7 @@ pub fn write_calibration(
         .chain(s.text.text.iter().cloned())
         .collect();
     // Each layer's statistics are written as the layer finishes.
-    let plan = InputStats::plan(&model.cfg, ids.len(), s.rows, s.gram);
+    let plan = InputStats::plan(&model.cfg, ids.len(), s.rows, s.gram.is_some());
     let sink = FileWriter::create(to, &plan, &metadata, force, &protected)?;
     let mut stats = InputStats::streaming(ids.len(), s.rows, s.seed, s.gram, sink);
     match sequential {
@@ -207,7 +210,10 @@ pub fn in_process(
         return Ok(None);
     }
     let backend = Backend::open(backend)?;
-    let gram = run.is_some_and(|r| r.hessian.is_some());
+    let hess = backend.hessian();
+    let gram = run
+        .is_some_and(|r| r.hessian.is_some())
+        .then_some(hess.as_ref());
     let ckpt = Checkpoint::open(model)?;
     let resolved = run
         .map(|r| crate::engine::plan::resolve_auto_group(r, &ckpt))

@@ -45,6 +45,9 @@ pub const HESSIAN: &str = concat!(
     include_str!("../../../shaders/hessian.wgsl")
 );
 
+/// `shaders/factor.wgsl`: the Hessian's Gram sums and factor.
+pub const FACTOR: &str = include_str!("../../../shaders/factor.wgsl");
+
 /// `shaders/div_rn.wgsl` + `shaders/train.wgsl`.
 pub const TRAIN: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
@@ -66,4 +69,5 @@ pub const ALL: &[(&str, &str)] = &[
     ("train", TRAIN),
     ("forward", FORWARD),
     ("hessian", HESSIAN),
+    ("factor", FACTOR),
 ];

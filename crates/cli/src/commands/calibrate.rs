@@ -15,11 +15,12 @@ use crate::output::{human_bytes, thousands, Out};
 pub fn run(a: &CalibrateArgs, backend: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
     let backend = Backend::open(backend)?;
     let fw = backend.forward();
+    let hess = backend.hessian();
     let s = Settings {
         model: &a.model,
         text: &a.text,
         rows: a.rows,
-        gram: a.gram,
+        gram: a.gram.then_some(hess.as_ref()),
         seed: a.seed,
     };
     let (tokens, layers) = write_calibration(&s, fw.as_ref(), &a.output, a.force, quiet, None)?;

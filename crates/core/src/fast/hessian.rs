@@ -9,9 +9,10 @@
 use rayon::prelude::*;
 
 use super::FastCpu;
+use crate::reference::gram::{check_chunk, GramSum};
 use crate::reference::hessian::{
     block_sparsity, choose_block, not_positive_definite, prepare, ActOrder, Factor, Hessian, Job,
-    Solved, Sweep,
+    Reversed, Solved, Sweep,
 };
 use crate::{Error, Result};
 
@@ -240,25 +241,11 @@ fn invert_lower(l: &mut [f32], ld: usize, o: usize, k: usize) {
 /// with H = R·Rᵀ and U = R⁻¹ = J·L⁻¹·J.
 fn factor(gram: &[f32], n: usize, dampening: f64, act_order: ActOrder) -> Result<Factor> {
     let (dead, order) = prepare(gram, n, act_order)?;
-    // The damped, permuted H of the reference (`damped`), reversed, built
-    // straight in f32 (no n² f64 copy: 2 GB for n = 16384).
-    let diag = |a: usize| -> f64 {
-        match dead[order[a]] {
-            true => 1.0,
-            false => gram[order[a] * n + order[a]] as f64,
-        }
-    };
-    let lambda = dampening * (0..n).map(diag).sum::<f64>() / n.max(1) as f64;
+    let h = Reversed::new(gram, n, &dead, &order, dampening);
     let mut a = vec![0.0f32; n * n];
     a.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
-        let pa = n - 1 - i;
         for (j, v) in row.iter_mut().enumerate().take(i + 1) {
-            let pb = n - 1 - j;
-            *v = if pa == pb {
-                (diag(pa) + lambda) as f32
-            } else {
-                gram[order[pa] * n + order[pb]]
-            };
+            *v = h.at(i, j);
         }
     });
     cholesky(&mut a, n, 0, n).map_err(|p| not_positive_definite(n - 1 - p, dampening))?;
@@ -404,6 +391,39 @@ fn weighted_errors(
         .collect())
 }
 
+/// [`Hessian::gram`]: G += XᵀX through the threaded product, in f32.
+struct FastGram {
+    n: usize,
+    g: Vec<f32>,
+}
+
+impl GramSum for FastGram {
+    fn add(&mut self, x: &[f32], rows: usize) -> Result<()> {
+        check_chunk(self.n, x, rows)?;
+        let n = self.n;
+        // SAFETY: Xᵀ [n, rows] is x [rows, n] read with swapped strides; B
+        // is x itself; C is the own [n, n] sum, overlapping neither.
+        unsafe {
+            let xt = Mat {
+                ptr: x.as_ptr(),
+                rs: 1,
+                cs: n as isize,
+            };
+            let xm = Mat {
+                ptr: x.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
+            gemm(n, rows, n, 1.0, xt, xm, 1.0, MatMut(self.g.as_mut_ptr()), n);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<f32>> {
+        Ok(self.g)
+    }
+}
+
 impl Hessian for FastCpu {
     fn backend(&self) -> &'static str {
         "cpu"
@@ -425,6 +445,13 @@ impl Hessian for FastCpu {
         gram: &[f32],
     ) -> Result<Vec<f64>> {
         weighted_errors(w, candidates, rows, gram)
+    }
+
+    fn gram(&self, n: usize) -> Result<Box<dyn GramSum + '_>> {
+        Ok(Box::new(FastGram {
+            n,
+            g: vec![0.0; n * n],
+        }))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod fp4;
 pub mod fp8;
 pub mod gguf;
+pub mod gram;
 pub mod hessian;
 pub mod importance;
 pub mod mask;

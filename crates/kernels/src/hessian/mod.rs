@@ -1,18 +1,23 @@
-//! GPU side of the `hessian` family (`shaders/hessian.wgsl`): the GPTQ /
-//! SparseGPT sweep with the weight's rows resident on the device, one
-//! dispatch per block of columns for the sweep and one for the update of
-//! the columns after it. The factor of the damped inverse Hessian is
-//! computed on the host (the fast CPU path's f32 Cholesky, once per input
-//! and shared by the weights that read it) and uploaded a block of rows at
-//! a time. Unstructured SparseGPT chooses each block's mask over all rows
-//! at once, a selection this module does not have yet: such sweeps run on
-//! the fast CPU path. Agrees with the CPU within the family's tolerances.
+//! GPU side of the `hessian` family: the Gram sums XᵀX and the factor of
+//! the damped inverse Hessian (blocked Cholesky and triangular inverse in
+//! column panels, [`factor`], `shaders/factor.wgsl`), and the GPTQ /
+//! SparseGPT sweep (`shaders/hessian.wgsl`) with the weight's rows
+//! resident on the device, one dispatch per block of columns for the sweep
+//! and one for the update of the columns after it; the factor (computed
+//! once per input and shared by the weights that read it) is read back
+//! and uploaded to the sweep a block of rows at a time. Unstructured
+//! SparseGPT chooses each block's mask over all rows at once, a selection
+//! this module does not have yet: such sweeps run on the fast CPU path.
+//! Agrees with the CPU within the family's tolerances.
 
 use std::sync::Arc;
 
+mod factor;
+
 use shears_core::fast::FastCpu;
+use shears_core::reference::gram::GramSum;
 use shears_core::reference::hessian::{
-    block_sparsity, ActOrder, Factor, Hessian, Job, QuantJob, Solved, Sparsify, Sweep,
+    block_sparsity, prepare, ActOrder, Factor, Hessian, Job, QuantJob, Solved, Sparsify, Sweep,
 };
 use shears_core::reference::quant::{QParams, Rounding};
 use shears_core::DType;
@@ -43,6 +48,8 @@ const _: () = assert!(std::mem::size_of::<HessianParams>() == 48);
 pub struct GpuHessian<'a> {
     ctx: &'a GpuContext,
     layout: Arc<wgpu::BindGroupLayout>,
+    /// The factor's panel width, when not chosen by size.
+    panel: Option<usize>,
 }
 
 impl<'a> GpuHessian<'a> {
@@ -54,7 +61,18 @@ impl<'a> GpuHessian<'a> {
             "hessian: w ublk err codes pruned qp group_of params",
             &[rw, ro, rw, rw, rw, rw, ro, Uniform],
         );
-        GpuHessian { ctx, layout }
+        GpuHessian {
+            ctx,
+            layout,
+            panel: None,
+        }
+    }
+
+    /// The factor in panels of `width` columns (64 or 128; by default 128
+    /// above 2048 inputs, 64 below): tests reach both on small matrices.
+    pub fn with_panel_width(mut self, width: usize) -> Self {
+        self.panel = Some(if width > 64 { 128 } else { 64 });
+        self
     }
 
     fn gpu_err(e: crate::Error) -> shears_core::Error {
@@ -230,7 +248,14 @@ impl Hessian for GpuHessian<'_> {
         dampening: f64,
         order: ActOrder,
     ) -> shears_core::Result<Factor> {
-        FastCpu.factor(gram, n, dampening, order)
+        let (dead, idx) = prepare(gram, n, order)?;
+        if n == 0 {
+            return FastCpu.factor(gram, n, dampening, order);
+        }
+        let nb = self.panel.unwrap_or_else(|| factor::panel_width(n));
+        factor::Kernels::new(self.ctx)
+            .factor(gram, n, nb, dampening, order, dead, idx)
+            .map_err(Self::gpu_err)?
     }
 
     fn solve(&self, w: &[f32], rows: usize, f: &Factor, job: &Job) -> shears_core::Result<Solved> {
@@ -252,5 +277,9 @@ impl Hessian for GpuHessian<'_> {
         gram: &[f32],
     ) -> shears_core::Result<Vec<f64>> {
         FastCpu.weighted_errors(w, candidates, rows, gram)
+    }
+
+    fn gram(&self, n: usize) -> shears_core::Result<Box<dyn GramSum + '_>> {
+        Ok(Box::new(factor::GpuGram::new(self.ctx, n)))
     }
 }
