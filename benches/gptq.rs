@@ -1,10 +1,10 @@
 //! GPTQ on one 4096×4096 layer with the Gram matrix of 4096 calibration
-//! rows: the factor of the damped inverse Hessian (once per input, shared
-//! by q/k/v and gate/up), the w4a16 sweep, SparseGPT 50% and the
-//! Hessian-weighted error, on the fast CPU path, and the GPTQ sweep on the
-//! GPU when there is one (lavapipe in CI; the GPU backend factors on the
-//! CPU). Seconds per layer; the Gram product (one thread of `sgemm`) in the
-//! same run as the yardstick.
+//! rows: the Gram sums XᵀX, the factor of the damped inverse Hessian (once
+//! per input, shared by q/k/v and gate/up), the w4a16 sweep, SparseGPT 50%
+//! and the Hessian-weighted error, on the fast CPU path, and the Gram sums,
+//! factor and GPTQ sweep on the GPU when there is one (lavapipe in CI,
+//! which gets a 1024-wide layer). Seconds per layer; the Gram product on
+//! one thread of `sgemm` in the same run as the yardstick.
 //!
 //! `cargo bench --bench gptq`
 
@@ -30,8 +30,8 @@ fn gram_of_size(g: &[f32], n: usize) -> Vec<f32> {
     (0..n).flat_map(|i| g[i * N..i * N + n].to_vec()).collect()
 }
 
-/// XᵀX of `TOKENS` rows whose features share N/8 latent factors.
-fn gram() -> Vec<f32> {
+/// `TOKENS` rows whose N features share N/8 latent factors.
+fn inputs() -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let r = N / 8;
     let z: Vec<f32> = (0..TOKENS * r)
@@ -60,6 +60,11 @@ fn gram() -> Vec<f32> {
     };
     x.iter_mut()
         .for_each(|v| *v += 0.1 * rng.sample::<f32, _>(StandardNormal));
+    x
+}
+
+/// XᵀX of `x` on one thread of `sgemm`.
+fn gram(x: &[f32]) -> Vec<f32> {
     let mut g = vec![0.0f32; N * N];
     // SAFETY: xᵀ [N, TOKENS] (x with swapped strides), g [N, N].
     unsafe {
@@ -83,8 +88,21 @@ fn gram() -> Vec<f32> {
     g
 }
 
+/// The first `tokens` rows of `x`, first `n` features.
+fn inputs_of_size(x: &[f32], tokens: usize, n: usize) -> Vec<f32> {
+    (0..tokens).flat_map(|t| x[t * N..t * N + n].to_vec()).collect()
+}
+
+/// XᵀX of `x` [tokens, n] through `h`'s Gram sums.
+fn gram_sums(h: &dyn Hessian, x: &[f32], tokens: usize, n: usize) -> Vec<f32> {
+    let mut s = h.gram(n).unwrap();
+    s.add(x, tokens).unwrap();
+    s.finish().unwrap()
+}
+
 fn bench(c: &mut Criterion) {
-    let g = gram();
+    let x = inputs();
+    let g = gram(&x);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let w: Vec<f32> = (0..N * N)
         .map(|_| 0.02 * rng.sample::<f32, _>(StandardNormal))
@@ -104,7 +122,10 @@ fn bench(c: &mut Criterion) {
     grp.sample_size(10);
     let id = |what: &str| BenchmarkId::new("cpu-fast", format!("{what} {N}x{N}, {TOKENS} rows"));
     grp.bench_function(id("gram XᵀX (sgemm, 1 thread: yardstick)"), |b| {
-        b.iter(gram)
+        b.iter(|| gram(&x))
+    });
+    grp.bench_function(id("gram XᵀX"), |b| {
+        b.iter(|| gram_sums(&FastCpu, &x, TOKENS, N))
     });
     grp.bench_function(id("factor"), |b| {
         b.iter(|| FastCpu.factor(&g, N, 0.01, ActOrder::None).unwrap())
@@ -128,6 +149,16 @@ fn bench(c: &mut Criterion) {
         let fs = FastCpu.factor(&gs, n, 0.01, ActOrder::None).unwrap();
         let gpu = GpuHessian::new(ctx);
         let name = format!("gpu {}", ctx.info.name);
+        let xs = inputs_of_size(&x, TOKENS, n);
+        for (who, h) in [(name.as_str(), &gpu as &dyn Hessian), ("cpu-fast", &FastCpu)] {
+            grp.bench_function(
+                BenchmarkId::new(who, format!("gram XᵀX {n}x{n}, {TOKENS} rows")),
+                |b| b.iter(|| gram_sums(h, &xs, TOKENS, n)),
+            );
+            grp.bench_function(BenchmarkId::new(who, format!("factor {n}x{n}")), |b| {
+                b.iter(|| h.factor(&gs, n, 0.01, ActOrder::None).unwrap())
+            });
+        }
         grp.bench_function(
             BenchmarkId::new(name, format!("gptq w4a16 sweep {n}x{n}, {TOKENS} rows")),
             |b| b.iter(|| gpu.solve(ws, n, &fs, &gptq).unwrap()),
