@@ -90,7 +90,9 @@ fn gram(x: &[f32]) -> Vec<f32> {
 
 /// The first `tokens` rows of `x`, first `n` features.
 fn inputs_of_size(x: &[f32], tokens: usize, n: usize) -> Vec<f32> {
-    (0..tokens).flat_map(|t| x[t * N..t * N + n].to_vec()).collect()
+    (0..tokens)
+        .flat_map(|t| x[t * N..t * N + n].to_vec())
+        .collect()
 }
 
 /// XᵀX of `x` [tokens, n] through `h`'s Gram sums.
@@ -150,7 +152,10 @@ fn bench(c: &mut Criterion) {
         let gpu = GpuHessian::new(ctx);
         let name = format!("gpu {}", ctx.info.name);
         let xs = inputs_of_size(&x, TOKENS, n);
-        for (who, h) in [(name.as_str(), &gpu as &dyn Hessian), ("cpu-fast", &FastCpu)] {
+        for (who, h) in [
+            (name.as_str(), &gpu as &dyn Hessian),
+            ("cpu-fast", &FastCpu),
+        ] {
             grp.bench_function(
                 BenchmarkId::new(who, format!("gram XᵀX {n}x{n}, {TOKENS} rows")),
                 |b| b.iter(|| gram_sums(h, &xs, TOKENS, n)),

@@ -2,3 +2,4 @@
 
 pub mod compressed_tensors;
 pub mod ct_reader;
+pub mod gguf;

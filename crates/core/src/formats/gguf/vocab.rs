@@ -1,0 +1,205 @@
+//! The tokenizer keys of a GGUF file, from a Hugging Face `tokenizer.json`.
+//!
+//! shears writes byte-level BPE tokenizers (GPT-2's scheme, used by
+//! Llama 3, Qwen2/3 and SmolLM): `tokenizer.ggml.model` "gpt2", the tokens
+//! in id order with their types (1 normal, 3 control for special added
+//! tokens, 4 user-defined for other added tokens, 5 unused for the ids
+//! the model's vocabulary has beyond the tokenizer's, named `[PAD<id>]`),
+//! the merges as "left right", the BOS/EOS/PAD ids and whether BOS is
+//! added. `tokenizer.ggml.pre` names the pre-tokenizer's split rule; a
+//! plain byte-level split with GPT-2's pattern is "gpt-2". Other
+//! pre-tokenizers (Llama 3's and Qwen2's own patterns, SentencePiece-style
+//! tokenizers with byte fallback) are refused rather than written with a
+//! rule llama.cpp would apply differently.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::Value;
+use crate::{Error, Result};
+
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+fn read_json(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))
+}
+
+/// Whether `pre` is a byte-level split with GPT-2's own pattern (alone, or
+/// the only step of a sequence).
+fn plain_byte_level(pre: &Json) -> bool {
+    match pre.get("type").and_then(|t| t.as_str()) {
+        Some("ByteLevel") => pre.get("use_regex").and_then(|u| u.as_bool()) != Some(false),
+        Some("Sequence") => match pre.get("pretokenizers").and_then(|p| p.as_array()) {
+            Some(steps) if steps.len() == 1 => plain_byte_level(&steps[0]),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The id of a special token named in tokenizer_config.json (a string or
+/// an object with `content`).
+fn named_id(cfg: &Json, key: &str, id_of: &dyn Fn(&str) -> Option<u32>) -> Option<u32> {
+    let v = cfg.get(key)?;
+    let name = v
+        .as_str()
+        .or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+    id_of(name)
+}
+
+/// The tokenizer keys for the model folder `dir` (its `tokenizer.json`, or
+/// `tokenizer` when given), with `vocab` ids (the model's vocabulary, at
+/// least the tokenizer's) and `bos` the BOS shears adds to each sequence.
+pub fn metadata(
+    dir: &Path,
+    tokenizer: Option<&Path>,
+    vocab: usize,
+    bos: Option<u32>,
+) -> Result<Vec<(String, Value)>> {
+    let path = tokenizer
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
+    if !path.is_file() {
+        return Err(Error::format(
+            &path,
+            "missing: GGUF carries the tokenizer, so shears needs the model's tokenizer.json \
+             (or --tokenizer FILE)",
+        ));
+    }
+    let tj = read_json(&path)?;
+    let model = tj
+        .get("model")
+        .ok_or_else(|| Error::format(&path, "no \"model\" section"))?;
+    let kind = model.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    if kind != "BPE" {
+        return Err(Error::format(
+            &path,
+            format!("a {kind:?} tokenizer; shears writes byte-level BPE tokenizers to GGUF"),
+        ));
+    }
+    if model.get("byte_fallback").and_then(|b| b.as_bool()) == Some(true) {
+        return Err(Error::format(
+            &path,
+            "a SentencePiece-style BPE tokenizer (byte_fallback); shears writes only byte-level \
+             BPE tokenizers to GGUF so far",
+        ));
+    }
+    let pre = tj.get("pre_tokenizer").unwrap_or(&Json::Null);
+    if !plain_byte_level(pre) {
+        let rendered = pre.to_string();
+        let short: String = rendered.chars().take(120).collect();
+        return Err(Error::format(
+            &path,
+            format!(
+                "pre-tokenizer {short} has no GGUF name shears knows (it writes GPT-2's \
+                 byte-level split, \"gpt-2\")"
+            ),
+        ));
+    }
+    let mut tokens: Vec<Option<(String, i32)>> = Vec::new();
+    let mut put = |id: usize, s: &str, t: i32| {
+        if tokens.len() <= id {
+            tokens.resize(id + 1, None);
+        }
+        tokens[id] = Some((s.to_string(), t));
+    };
+    let entries = model
+        .get("vocab")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| Error::format(&path, "no vocab in the BPE model"))?;
+    for (s, id) in entries {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| Error::format(&path, format!("token {s:?} has no integer id")))?;
+        put(id as usize, s, NORMAL);
+    }
+    for a in tj
+        .get("added_tokens")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(s)) = (
+            a.get("id").and_then(|i| i.as_u64()),
+            a.get("content").and_then(|c| c.as_str()),
+        ) else {
+            continue;
+        };
+        let special = a.get("special").and_then(|s| s.as_bool()) == Some(true);
+        put(id as usize, s, if special { CONTROL } else { USER_DEFINED });
+    }
+    if tokens.len() > vocab {
+        return Err(Error::format(
+            &path,
+            format!(
+                "{} token ids, more than the model's vocabulary of {vocab}",
+                tokens.len()
+            ),
+        ));
+    }
+    tokens.resize(vocab, None);
+    let (names, types): (Vec<String>, Vec<i32>) = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| (format!("[PAD{i}]"), UNUSED)))
+        .unzip();
+    let merges: Vec<String> = model
+        .get("merges")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(p) if p.len() == 2 => {
+                Some(format!("{} {}", p[0].as_str()?, p[1].as_str()?))
+            }
+            _ => None,
+        })
+        .collect();
+    let id_of = |s: &str| names.iter().position(|n| n == s).map(|i| i as u32);
+    let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Json::Null);
+    let mcfg = read_json(&dir.join("config.json")).unwrap_or(Json::Null);
+    let config_id = |key: &str| -> Option<u32> {
+        let v = mcfg.get(key)?;
+        v.as_u64()
+            .or_else(|| v.as_array()?.first()?.as_u64())
+            .map(|x| x as u32)
+    };
+    let bos_id = named_id(&tcfg, "bos_token", &id_of)
+        .or_else(|| config_id("bos_token_id"))
+        .or(bos);
+    let eos_id = named_id(&tcfg, "eos_token", &id_of).or_else(|| config_id("eos_token_id"));
+    let pad_id = named_id(&tcfg, "pad_token", &id_of).or_else(|| config_id("pad_token_id"));
+    let mut m = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::Str("gpt2".into()),
+        ),
+        ("tokenizer.ggml.pre".to_string(), Value::Str("gpt-2".into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::ArrStr(names)),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            Value::ArrI32(types),
+        ),
+        ("tokenizer.ggml.merges".to_string(), Value::ArrStr(merges)),
+    ];
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", bos_id),
+        ("tokenizer.ggml.eos_token_id", eos_id),
+        ("tokenizer.ggml.padding_token_id", pad_id),
+    ] {
+        if let Some(id) = id {
+            m.push((key.to_string(), Value::U32(id)));
+        }
+    }
+    m.push((
+        "tokenizer.ggml.add_bos_token".to_string(),
+        Value::Bool(bos.is_some()),
+    ));
+    Ok(m)
+}
