@@ -123,6 +123,19 @@ impl Backend {
         }
     }
 
+    /// GGUF Q8_0 / Q4_0 blocks of `w` on this backend (ggml's reference
+    /// numerics, byte-identical on every backend).
+    pub fn quantize_gguf(
+        &self,
+        w: &shears_core::TensorView,
+        kind: shears_core::reference::gguf::GgufType,
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Backend::Cpu => shears_core::fast::quant::quantize_gguf(w, kind)?,
+            Backend::Gpu(ctx) => GpuQuant::new(ctx).quantize_gguf(w, kind)?,
+        })
+    }
+
     /// The quant family on this backend.
     pub fn quant(&self) -> Box<dyn Quant + '_> {
         match self {

@@ -481,7 +481,33 @@ fn trials() -> Vec<Check> {
     t.push(("eval".into(), Box::new(eval_lm)));
     t.push(("calibrate".into(), Box::new(calibrate)));
     t.push(("gptq".into(), Box::new(gptq)));
+    for ty in ["Q8_0", "Q4_0"] {
+        t.push((format!("quantize::gguf::{ty}"), Box::new(move || gguf(ty))));
+    }
     t
+}
+
+/// A GGUF file of tiny-llama, byte for byte alike on both backends.
+fn gguf(ty: &str) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for b in ["cpu", "gpu"] {
+        let out = dir.path().join(format!("{b}.gguf"));
+        let args = strings(&[
+            "quantize",
+            &asset("tiny-llama"),
+            "-o",
+            "{out}",
+            "--type",
+            ty,
+        ]);
+        shears(b, &args, &out)?;
+        files.push(std::fs::read(&out).unwrap());
+    }
+    if files[0] != files[1] {
+        return Err(format!("the {ty} GGUF files differ between the CPU and the GPU").into());
+    }
+    Ok(())
 }
 
 /// Whether `shears devices` lists an adapter.

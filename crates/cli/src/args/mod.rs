@@ -184,7 +184,15 @@ pub struct QuantizeArgs {
     /// scale shared by q/k/v and gate/up) or mxfp4a16 (FP4, a power-of-two
     /// scale per 32).
     #[arg(long, value_enum)]
-    pub scheme: SchemeArg,
+    pub scheme: Option<SchemeArg>,
+    /// GGUF tensor type for llama.cpp (implies --format gguf, -o a .gguf
+    /// file): Q8_0, Q4_0, F16, BF16 or F32 for the 2-D weights; norms and
+    /// other 1-D tensors stay F32.
+    #[arg(long = "type", value_parser = gguf_type, conflicts_with = "scheme")]
+    pub gguf_type: Option<shears_core::formats::gguf::GgmlType>,
+    /// The tokenizer.json a GGUF file carries (default: the model folder's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Inputs per group for the int4 schemes (must divide in_features), or
     /// `auto`: the largest power of two up to 128 that divides every
     /// selected layer.
@@ -194,8 +202,9 @@ pub struct QuantizeArgs {
     /// compressed-tensors (bit for bit what that library writes).
     #[arg(long, value_enum, default_value_t = RoundingArg::Nearest)]
     pub rounding: RoundingArg,
-    /// compressed-tensors (packed codes + config) or dense (dequantized
-    /// values in the input's dtype and names).
+    /// compressed-tensors (packed codes + config), dense (dequantized
+    /// values in the input's dtype and names) or gguf (one file for
+    /// llama.cpp; needs --type).
     #[arg(long, value_enum, default_value_t = FormatArg::CompressedTensors)]
     pub format: FormatArg,
     /// rtn (round to nearest) or gptq (needs XᵀX: a --calibration file from

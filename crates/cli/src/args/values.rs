@@ -105,6 +105,7 @@ pub enum RoundingArg {
 pub enum FormatArg {
     CompressedTensors,
     Dense,
+    Gguf,
 }
 
 /// An N:M pattern: N kept of every M consecutive inputs.
@@ -180,4 +181,16 @@ pub enum GroupScalesArg {
     Upfront,
     /// As each group is reached, from its values updated by the sweep.
     AsReached,
+}
+
+/// A GGUF tensor type (`--type`).
+pub fn gguf_type(s: &str) -> Result<shears_core::formats::gguf::GgmlType, String> {
+    use shears_core::formats::gguf::GgmlType;
+    GgmlType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = GgmlType::ALL.iter().map(|t| t.name()).collect();
+        format!(
+            "'{s}' is not a GGUF type shears writes ({})",
+            names.join(", ")
+        )
+    })
 }

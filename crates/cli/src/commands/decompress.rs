@@ -20,6 +20,9 @@ use crate::select;
 
 pub fn run(a: &DecompressArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
     let (choice, quiet) = (g.backend, g.quiet);
+    if super::gguf::is_gguf(&a.model) {
+        return super::gguf::import::decompress(&a.model, &a.output, a.force, g.sync, quiet, out);
+    }
     let ckpt = Checkpoint::open(&a.model)?;
     let config_path = ckpt.root.join("config.json");
     let Some(rs) = scheme_of(&ckpt)? else {

@@ -15,6 +15,12 @@ use crate::output::{human_bytes, thousands, Out};
 use crate::progress::Progress;
 
 pub fn run(args: &InspectArgs, choice: BackendChoice, quiet: bool, out: &mut Out) -> Result<()> {
+    if super::gguf::is_gguf(&args.model) {
+        if args.stats {
+            anyhow::bail!("--stats is not available for GGUF files");
+        }
+        return super::gguf::import::inspect(&args.model, args.json, args.report.as_deref(), out);
+    }
     let ckpt = Checkpoint::open(&args.model)?;
     let stats = if args.stats {
         Some(compute_stats(&ckpt, choice, quiet)?)

@@ -10,6 +10,7 @@ pub mod distill;
 pub mod eval;
 pub mod evaluate;
 pub mod generate;
+pub mod gguf;
 pub mod inspect;
 pub mod prune;
 pub mod quantize;

@@ -4,16 +4,22 @@
 //! [`RunConfig`] that the engine plans and runs; codes come from the
 //! backend's quant family, equal to the reference on every backend.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
-use crate::args::{GlobalArgs, QuantMethodArg, QuantizeArgs};
+use crate::args::{FormatArg, GlobalArgs, QuantMethodArg, QuantizeArgs};
 use crate::engine::config::{HessianConfig, QuantConfig};
 use crate::engine::{self, RunConfig};
 use crate::output::Out;
 
 /// The run `shears quantize` asks for.
 pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
-    let quant = QuantConfig::new(a.scheme, a.group_size, a.rounding, a.format)?;
+    let Some(scheme) = a.scheme else {
+        bail!("--scheme is needed (or --type for a GGUF file)");
+    };
+    if a.tokenizer.is_some() {
+        bail!("--tokenizer is for GGUF output (--type)");
+    }
+    let quant = QuantConfig::new(scheme, a.group_size, a.rounding, a.format)?;
     let mut cfg = RunConfig::new(&a.run, a.calibration.clone(), None, Some(quant));
     let gptq = a.method == QuantMethodArg::Gptq;
     cfg.hessian = HessianConfig::new(&a.hessian, gptq, None, Some(&quant))?;
@@ -21,5 +27,11 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
 }
 
 pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    if let Some(ty) = a.gguf_type {
+        return super::gguf::run(a, ty, g, out);
+    }
+    if a.format == FormatArg::Gguf {
+        bail!("--format gguf needs --type (Q8_0, Q4_0, F16, BF16 or F32)");
+    }
     engine::run_calibrated(config(a)?, &a.calibration_text, g, out)
 }

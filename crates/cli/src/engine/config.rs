@@ -236,6 +236,9 @@ impl QuantConfig {
             format: match format {
                 FormatArg::CompressedTensors => Format::CompressedTensors,
                 FormatArg::Dense => Format::Dense,
+                FormatArg::Gguf => bail!(
+                    "--format gguf takes a GGUF --type (Q8_0, Q4_0, F16, BF16, F32), not --scheme"
+                ),
             },
         })
     }

@@ -94,22 +94,26 @@ fn replaceable_file(dest: &Path) -> Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(dest) else {
         return Ok(());
     };
-    let looks_like_safetensors = meta.is_file()
-        && dest.extension().is_some_and(|e| e == "safetensors")
-        && std::fs::File::open(dest)
+    let head = |n: usize| -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        std::fs::File::open(dest)
             .and_then(|mut f| {
                 use std::io::Read;
-                let mut head = [0u8; 9];
-                f.read_exact(&mut head).map(|()| head[8] == b'{')
+                f.read_exact(&mut buf)
             })
-            .unwrap_or(false);
-    if looks_like_safetensors {
+            .map(|()| buf)
+            .unwrap_or_default()
+    };
+    let ext = |e: &str| meta.is_file() && dest.extension().is_some_and(|x| x == e);
+    let looks_like_safetensors = ext("safetensors") && head(9).get(8) == Some(&b'{');
+    let looks_like_gguf = ext("gguf") && head(4) == b"GGUF";
+    if looks_like_safetensors || looks_like_gguf {
         Ok(())
     } else {
         Err(Error::format(
             dest,
-            "is not a safetensors file; --force replaces only an earlier output of this kind, \
-             so remove it yourself or choose another output",
+            "is not a safetensors or GGUF file; --force replaces only an earlier output of \
+             this kind, so remove it yourself or choose another output",
         ))
     }
 }

@@ -21,12 +21,14 @@
 pub mod llama;
 mod reader;
 pub mod vocab;
+mod writer;
 
 pub use reader::{GgufFile, GgufTensor};
+pub use writer::GgufWriter;
 
 use half::{bf16, f16};
 
-use crate::reference::gguf::{dequantize_q4_0, dequantize_q8_0};
+use crate::reference::gguf::{dequantize_q4_0, dequantize_q8_0, GgufType};
 use crate::{Error, Result};
 
 /// Data alignment shears writes (and GGUF's default).
@@ -84,6 +86,15 @@ impl GgmlType {
         Self::ALL
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The block format of a quantized type (computed by the quant family).
+    pub fn blocks(self) -> Option<GgufType> {
+        match self {
+            GgmlType::Q8_0 => Some(GgufType::Q8_0),
+            GgmlType::Q4_0 => Some(GgufType::Q4_0),
+            _ => None,
+        }
     }
 
     /// Elements per block.

@@ -1,0 +1,325 @@
+//! `shears quantize MODEL -o OUT.gguf --type T`: a Hugging Face folder of
+//! the Llama family written as one GGUF file that llama.cpp loads, in one
+//! streaming pass (tensor by tensor through mmap, blocks computed on the
+//! backend, the file renamed into place when complete). What goes in the
+//! file is [`shears_core::formats::gguf`]'s: llama.cpp's architecture keys
+//! and tensor names, q/k rows in its RoPE order, the tokenizer.
+//!
+//! Types: the 2-D weights (embeddings and output included) get `--type`;
+//! a weight whose rows do not split into its blocks gets F16 instead (as
+//! llama-quantize falls back), and 1-D tensors (norms, biases) F32.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use shears_core::formats::gguf::{llama, vocab, GgmlType, GgufWriter, PlannedTensor, Value};
+
+use super::import;
+use shears_core::model::config::ModelConfig;
+use shears_core::model::text::TextTokenizer;
+use shears_core::{Checkpoint, DType, Error, TensorView};
+
+use crate::args::{GlobalArgs, QuantMethodArg, QuantizeArgs, RoundingArg};
+use crate::backend::Backend;
+use crate::output::{human_bytes, Out};
+use crate::progress::Progress;
+
+/// One tensor of the plan.
+struct Item {
+    /// The checkpoint tensor (none for generated ones).
+    source: Option<usize>,
+    out: PlannedTensor,
+    /// Heads whose q/k rows are reordered.
+    rope_heads: Option<usize>,
+    /// Why it has another type than --type, if it does.
+    fallback: bool,
+}
+
+/// Refuses the flags GGUF output does not take (yet).
+fn check_flags(a: &QuantizeArgs) -> Result<()> {
+    let refuse =
+        |flag: &str, why: &str| -> Result<()> { bail!("{flag} {why} with --type (GGUF output)") };
+    if a.method == QuantMethodArg::Gptq {
+        refuse("--method gptq", "is not available")?;
+    }
+    if a.calibration.is_some() || !a.calibration_text.calibration_text.is_empty() {
+        refuse(
+            "--calibration",
+            "(an importance matrix) is not available yet",
+        )?;
+    }
+    if a.group_size.is_some() {
+        refuse(
+            "--group-size",
+            "does not apply: GGUF types fix their blocks",
+        )?;
+    }
+    if a.rounding != RoundingArg::Nearest {
+        refuse(
+            "--rounding",
+            "does not apply: GGUF types round as ggml does",
+        )?;
+    }
+    if a.run.checks.validate || a.run.checks.verify {
+        refuse("--validate/--verify", "are not available")?;
+    }
+    if !a.run.select.include.is_empty() || !a.run.select.exclude.is_empty() {
+        refuse(
+            "--include/--exclude",
+            "do not apply: llama.cpp needs every tensor",
+        )?;
+    }
+    Ok(())
+}
+
+/// Bytes of `view` as `ty` (a float type).
+fn float_bytes(view: &TensorView, ty: GgmlType) -> Result<Vec<u8>> {
+    let same = matches!(
+        (view.dtype(), ty),
+        (DType::F32, GgmlType::F32) | (DType::F16, GgmlType::F16) | (DType::BF16, GgmlType::BF16)
+    );
+    if same {
+        return Ok(view.bytes().to_vec());
+    }
+    let dtype = match ty {
+        GgmlType::F32 => DType::F32,
+        GgmlType::F16 => DType::F16,
+        _ => DType::BF16,
+    };
+    let x = view.to_f32()?;
+    let mut out = vec![0u8; x.len() * dtype.bits() / 8];
+    shears_core::encode_f32(dtype, &x, &mut out);
+    Ok(out)
+}
+
+/// The first non-finite value of `view`, by row.
+fn first_non_finite(view: &TensorView) -> Result<Option<usize>> {
+    let (rows, cols) = view.matrix_dims();
+    let mut buf = vec![0.0f32; cols];
+    for r in 0..rows {
+        view.decode_into(r * cols..(r + 1) * cols, &mut buf)?;
+        if buf.iter().any(|v| !v.is_finite()) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    check_flags(a)?;
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(&a.run.model)?;
+    let dir = ckpt.root.clone();
+    let config_path = dir.join("config.json");
+    let cfg = ModelConfig::from_file(&config_path)?;
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let context = raw
+        .get("max_position_embeddings")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| {
+            Error::format(
+                &config_path,
+                "no max_position_embeddings (GGUF's context length)",
+            )
+        })? as usize;
+    let tok_dir = a
+        .tokenizer
+        .as_ref()
+        .and_then(|t| t.parent().map(PathBuf::from))
+        .unwrap_or_else(|| dir.clone());
+    let bos = TextTokenizer::open(&tok_dir).ok().and_then(|t| t.bos);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut metadata = llama::metadata(&cfg, &name, context, ty);
+    metadata.extend(vocab::metadata(
+        &dir,
+        a.tokenizer.as_deref(),
+        cfg.vocab,
+        bos,
+    )?);
+    // For `shears decompress`: the tokenizer (GGUF's own key for it) and
+    // the config as they were, so the folder it writes back runs as is.
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
+    let tok_text = std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
+    metadata.push((import::TOKENIZER_KEY.into(), Value::Str(tok_text)));
+    let cfg_text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    metadata.push((import::CONFIG_KEY.into(), Value::Str(cfg_text)));
+
+    // The plan: every checkpoint tensor llama.cpp takes, in stored order.
+    let mut items = Vec::new();
+    let freqs = llama::rope_freqs(&cfg);
+    if let Some(f) = &freqs {
+        items.push(Item {
+            source: None,
+            out: PlannedTensor {
+                name: "rope_freqs.weight".into(),
+                dims: vec![f.len() as u64],
+                ty: GgmlType::F32,
+            },
+            rope_heads: None,
+            fallback: false,
+        });
+    }
+    for (i, t) in ckpt.tensors.iter().enumerate() {
+        let Some(gname) = llama::gguf_name(&t.name) else {
+            return Err(Error::format(
+                &ckpt.root,
+                format!(
+                    "tensor '{}' has no place in a llama.cpp {} model",
+                    t.name,
+                    llama::arch(cfg.family)
+                ),
+            )
+            .into());
+        };
+        if gname.is_empty() {
+            continue;
+        }
+        if !t.dtype.is_float_computable() {
+            return Err(Error::format(
+                &ckpt.root,
+                format!("tensor '{}' is {:?}, not f32/f16/bf16", t.name, t.dtype),
+            )
+            .into());
+        }
+        let inner = t.shape.last().copied().unwrap_or(1);
+        let (tty, fallback) = match t.shape.len() {
+            2 if ty.fits(inner) => (ty, false),
+            2 => (GgmlType::F16, true),
+            _ => (GgmlType::F32, false),
+        };
+        items.push(Item {
+            source: Some(i),
+            rope_heads: llama::rope_heads(&cfg, &gname),
+            out: PlannedTensor {
+                name: gname,
+                dims: t.shape.iter().rev().map(|&d| d as u64).collect(),
+                ty: tty,
+            },
+            fallback,
+        });
+    }
+    let total: usize = items.iter().map(|it| it.out.nbytes()).sum();
+    if a.run.dry_run {
+        for it in &items {
+            out.line(&format!(
+                "{:<28} {:<5} {:>14} {}",
+                it.out.name,
+                it.out.ty.name(),
+                format!("{:?}", it.out.dims),
+                human_bytes(it.out.nbytes() as u64)
+            ));
+        }
+        out.line(&format!(
+            "dry run: {} tensors, {} of data; nothing written",
+            items.len(),
+            human_bytes(total as u64)
+        ));
+        return Ok(());
+    }
+
+    let backend = Backend::open(g.backend)?;
+    let planned: Vec<PlannedTensor> = items.iter().map(|it| it.out.clone()).collect();
+    let mut writer = GgufWriter::create(
+        &a.run.output,
+        &metadata,
+        planned,
+        a.run.force,
+        std::slice::from_ref(&a.run.model),
+    )?;
+    let mut progress = Progress::bytes(ckpt.total_bytes(), "gguf", g.quiet);
+    let mut done = 0u64;
+    for it in &items {
+        let bytes = match it.source {
+            None => freqs
+                .as_ref()
+                .expect("planned with it")
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Some(i) => {
+                let t = &ckpt.tensors[i];
+                let view = ckpt.view(t);
+                if let Some(r) = first_non_finite(&view)? {
+                    bail!(
+                        "tensor '{}': a non-finite value in row {r}; nothing written",
+                        t.name
+                    );
+                }
+                let mut b = match it.out.ty.blocks() {
+                    Some(kind) => backend
+                        .quantize_gguf(&view, kind)
+                        .with_context(|| format!("tensor '{}'", t.name))?,
+                    None => float_bytes(&view, it.out.ty)?,
+                };
+                if let Some(heads) = it.rope_heads {
+                    let rows = t.shape[0];
+                    b = llama::to_gguf_rows(&b, b.len() / rows.max(1), heads);
+                }
+                done += t.nbytes() as u64;
+                b
+            }
+        };
+        writer.write_tensor(&it.out.name, &bytes)?;
+        progress.set(done);
+    }
+    writer.finish()?;
+    progress.finish();
+    let count = |t: GgmlType| items.iter().filter(|it| it.out.ty == t).count();
+    let kinds: Vec<String> = GgmlType::ALL
+        .iter()
+        .filter(|&&t| count(t) > 0)
+        .map(|&t| format!("{} {}", count(t), t.name()))
+        .collect();
+    let fallbacks: Vec<&str> = items
+        .iter()
+        .filter(|it| it.fallback)
+        .map(|it| it.out.name.as_str())
+        .collect();
+    out.line(&format!(
+        "wrote {}: llama.cpp {} model, {} tensors ({}), {} -> {} in {:.1} s",
+        a.run.output.display(),
+        llama::arch(cfg.family),
+        items.len(),
+        kinds.join(", "),
+        human_bytes(ckpt.total_bytes()),
+        human_bytes(
+            std::fs::metadata(&a.run.output)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        ),
+        start.elapsed().as_secs_f64()
+    ));
+    if !fallbacks.is_empty() {
+        out.line(&format!(
+            "F16 instead of {} (rows not a whole number of blocks): {}",
+            ty.name(),
+            fallbacks.join(", ")
+        ));
+    }
+    if a.run.json {
+        let v = serde_json::json!({
+            "output": a.run.output,
+            "architecture": llama::arch(cfg.family),
+            "type": ty.name(),
+            "tensors": items.iter().map(|it| serde_json::json!({
+                "name": it.out.name,
+                "type": it.out.ty.name(),
+                "dims": it.out.dims,
+                "bytes": it.out.nbytes(),
+            })).collect::<Vec<_>>(),
+            "seconds": start.elapsed().as_secs_f64(),
+        });
+        out.answer(&serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! GGUF output for llama.cpp: `quantize --type` on assets/tiny-llama and the
+//! five golden forward models (with a byte-level tokenizer.json beside
+//! them), read back by shears' GGUF reader and by `decompress`, every
+//! tensor equal to shears' own blocks of the checkpoint's values (ggml's
+//! reference numerics), q/k rows in llama.cpp's RoPE order (checked
+//! against the reshape convert_hf_to_gguf.py describes, written here as
+//! index arithmetic of its own), the architecture keys and extra tensors
+//! each family needs, the decompressed folder evaluating like the
+//! original, and bad requests refused with one line and nothing written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use shears_core::formats::gguf::{GgmlType, GgufFile, Value};
+use shears_core::reference::gguf::{quantize_q4_0, quantize_q8_0};
+use shears_core::{Checkpoint, DType};
+
+const FAMILIES: [&str; 5] = ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"];
+
+/// A copy of golden forward model `family` with tiny-llama's byte-level
+/// tokenizer (256 tokens; the model's 512 ids are padded).
+fn golden_with_tokenizer(dir: &Path, family: &str) -> PathBuf {
+    let src = repo_root().join("tests/golden/forward").join(family);
+    let dst = dir.join(family);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    std::fs::copy(
+        repo_root().join("assets/tiny-llama/tokenizer.json"),
+        dst.join("tokenizer.json"),
+    )
+    .unwrap();
+    dst
+}
+
+fn str_key<'a>(f: &'a GgufFile, k: &str) -> &'a str {
+    match f.get(k) {
+        Some(Value::Str(s)) => s,
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+fn u32_key(f: &GgufFile, k: &str) -> u32 {
+    match f.get(k) {
+        Some(Value::U32(v)) => *v,
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+/// Row `r` of GGUF q/k comes from checkpoint row … : the weight reshaped
+/// to [heads, 2, d/2, in], the middle axes swapped, flattened.
+fn permuted_from(r: usize, rows: usize, heads: usize) -> usize {
+    let half = rows / heads / 2;
+    // GGUF index (h, j, i) over [heads, d/2, 2] ← checkpoint (h, i, j).
+    let (h, rest) = (r / (2 * half), r % (2 * half));
+    let (j, i) = (rest / 2, rest % 2);
+    (h * 2 + i) * half + j
+}
+
+/// The expected GGUF bytes of one checkpoint tensor.
+fn expected(values: &[f32], shape: &[usize], ty: GgmlType, heads: Option<usize>) -> Vec<u8> {
+    let inner = *shape.last().unwrap();
+    let rows = values.len() / inner;
+    let mut out = Vec::new();
+    for r in 0..rows {
+        let src = heads.map_or(r, |h| permuted_from(r, rows, h));
+        let row = &values[src * inner..(src + 1) * inner];
+        match ty {
+            GgmlType::Q8_0 => out.extend(quantize_q8_0(row)),
+            GgmlType::Q4_0 => out.extend(quantize_q4_0(row)),
+            GgmlType::F32 => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
+            GgmlType::F16 | GgmlType::BF16 => {
+                let dtype = if ty == GgmlType::F16 {
+                    DType::F16
+                } else {
+                    DType::BF16
+                };
+                let mut b = vec![0u8; row.len() * 2];
+                shears_core::encode_f32(dtype, row, &mut b);
+                out.extend(b);
+            }
+        }
+    }
+    out
+}
+
+/// Writes `model` as `ty` and checks every tensor, then decompresses it
+/// and checks the folder holds the values the blocks stand for.
+fn check(model: &Path, ty: GgmlType, dir: &Path) {
+    let out = dir.join(format!(
+        "{}-{}.gguf",
+        model.file_name().unwrap().to_string_lossy(),
+        ty.name()
+    ));
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(model),
+        "-o",
+        s(&out),
+        "--type",
+        ty.name(),
+        "--backend",
+        "cpu",
+    ]));
+    let f = GgufFile::open(&out).unwrap();
+    let ckpt = Checkpoint::open(model).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let arch = str_key(&f, "general.architecture").to_string();
+    let family = cfg["model_type"].as_str().unwrap();
+    let want_arch = if family == "mistral" { "llama" } else { family };
+    assert_eq!(arch, want_arch);
+    let heads = cfg["num_attention_heads"].as_u64().unwrap() as usize;
+    let kv = cfg["num_key_value_heads"].as_u64().unwrap() as usize;
+    assert_eq!(
+        u32_key(&f, &format!("{arch}.attention.head_count")) as usize,
+        heads
+    );
+    assert_eq!(
+        u32_key(&f, &format!("{arch}.attention.head_count_kv")) as usize,
+        kv
+    );
+    assert_eq!(
+        u32_key(&f, &format!("{arch}.block_count")) as u64,
+        cfg["num_hidden_layers"].as_u64().unwrap()
+    );
+    assert_eq!(
+        u32_key(&f, &format!("{arch}.vocab_size")) as u64,
+        cfg["vocab_size"].as_u64().unwrap()
+    );
+    match f.get("tokenizer.ggml.tokens") {
+        Some(Value::ArrStr(t)) => assert_eq!(t.len() as u64, cfg["vocab_size"].as_u64().unwrap()),
+        other => panic!("tokens: {other:?}"),
+    }
+    assert_eq!(str_key(&f, "tokenizer.ggml.model"), "gpt2");
+    // Llama 3's RoPE scaling as a tensor; tied models have no output.
+    let llama3 = cfg["rope_scaling"]["rope_type"].as_str() == Some("llama3");
+    assert_eq!(f.tensor("rope_freqs.weight").is_some(), llama3, "{arch}");
+    if llama3 {
+        let r = f.to_f32(f.tensor("rope_freqs.weight").unwrap()).unwrap();
+        // Llama 3's rule: each frequency's divisor, 1 above the high
+        // band, `factor` below the low one, blended between.
+        let rs = &cfg["rope_scaling"];
+        let num = |k: &str| rs[k].as_f64().unwrap();
+        let (factor, low, high, orig) = (
+            num("factor"),
+            num("low_freq_factor"),
+            num("high_freq_factor"),
+            num("original_max_position_embeddings"),
+        );
+        let base = cfg["rope_theta"].as_f64().unwrap();
+        let d = r.len() * 2;
+        for (i, &got) in r.iter().enumerate() {
+            let wavelen = 2.0 * std::f64::consts::PI * base.powf(2.0 * i as f64 / d as f64);
+            let want = if wavelen < orig / high {
+                1.0
+            } else if wavelen > orig / low {
+                factor
+            } else {
+                let smooth = (orig / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            assert!(
+                (got as f64 - want).abs() <= 1e-4 * want,
+                "rope_freqs[{i}] {got} vs {want}"
+            );
+        }
+    }
+    let tied = cfg["tie_word_embeddings"].as_bool() == Some(true);
+    assert_eq!(
+        f.tensor("output.weight").is_some(),
+        ckpt.get("lm_head.weight").is_some()
+    );
+    if tied {
+        assert!(f.tensor("output.weight").is_none());
+    }
+    let mut seen = 0;
+    for t in &ckpt.tensors {
+        let Some(g) = shears_core::formats::gguf::llama::gguf_name(&t.name) else {
+            panic!("{} unmapped", t.name)
+        };
+        if g.is_empty() {
+            continue;
+        }
+        let gt = f.tensor(&g).unwrap_or_else(|| panic!("{g} missing"));
+        assert_eq!(gt.shape(), t.shape, "{g}");
+        let want_ty = if t.shape.len() == 2 {
+            ty
+        } else {
+            GgmlType::F32
+        };
+        assert_eq!(gt.ty, Some(want_ty), "{g}");
+        let rope = arch == "llama" && (g.contains("attn_q.") || g.contains("attn_k."));
+        let h = match (rope, g.contains("attn_q.")) {
+            (false, _) => None,
+            (true, true) => Some(heads),
+            (true, false) => Some(kv),
+        };
+        let values = ckpt.view(t).to_f32().unwrap();
+        assert!(
+            f.bytes(gt).unwrap() == expected(&values, &t.shape, want_ty, h).as_slice(),
+            "{} {}: {g} differs",
+            model.display(),
+            ty.name()
+        );
+        seen += 1;
+    }
+    assert_eq!(seen + llama3 as usize, f.tensors.len());
+    // Back to safetensors: the values the blocks stand for, in the
+    // checkpoint's names and row order, and the same config.
+    let back = dir.join(format!(
+        "back-{}-{}",
+        model.file_name().unwrap().to_string_lossy(),
+        ty.name()
+    ));
+    ok(&run(&["-q", "decompress", s(&out), "-o", s(&back)]));
+    let b = Checkpoint::open(&back).unwrap();
+    assert_eq!(b.tensors.len(), seen);
+    for t in &ckpt.tensors {
+        if t.name.ends_with("inv_freq") {
+            continue;
+        }
+        let got = b.view(b.get(&t.name).unwrap()).to_f32().unwrap();
+        let g = shears_core::formats::gguf::llama::gguf_name(&t.name).unwrap();
+        let gt = f.tensor(&g).unwrap();
+        let mut want = gt.ty.unwrap().dequantize(f.bytes(gt).unwrap());
+        let rope = arch == "llama" && (g.contains("attn_q.") || g.contains("attn_k."));
+        if rope {
+            let h = if g.contains("attn_q.") { heads } else { kv };
+            let inner = *t.shape.last().unwrap();
+            let rows = want.len() / inner;
+            let mut unpermuted = vec![0.0; want.len()];
+            for r in 0..rows {
+                let src = permuted_from(r, rows, h);
+                unpermuted[src * inner..(src + 1) * inner]
+                    .copy_from_slice(&want[r * inner..(r + 1) * inner]);
+            }
+            want = unpermuted;
+        }
+        assert_eq!(got, want, "{}", t.name);
+    }
+    assert_eq!(
+        std::fs::read_to_string(back.join("config.json")).unwrap(),
+        std::fs::read_to_string(model.join("config.json")).unwrap()
+    );
+}
+
+#[test]
+fn golden_models_and_the_assets_checkpoint_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = vec![repo_root().join("assets/tiny-llama")];
+    models.extend(
+        FAMILIES
+            .iter()
+            .map(|f| golden_with_tokenizer(dir.path(), f)),
+    );
+    for m in &models {
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::F16,
+            GgmlType::BF16,
+        ] {
+            check(m, ty, dir.path());
+        }
+    }
+}
+
+#[test]
+fn a_decompressed_q8_0_model_evaluates_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let back = dir.path().join("back");
+    let model = repo_root().join("assets/tiny-llama");
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&model),
+        "-o",
+        s(&out),
+        "--type",
+        "Q8_0",
+    ]));
+    ok(&run(&["-q", "decompress", s(&out), "-o", s(&back)]));
+    let text = repo_root().join("LICENSE");
+    let text = if text.is_file() {
+        text
+    } else {
+        repo_root().join("README.md")
+    };
+    let o = run(&[
+        "eval",
+        s(&back),
+        "--text",
+        s(&text),
+        "--tokens",
+        "512",
+        "--seq-len",
+        "128",
+        "--ref",
+        s(&model),
+        "--json",
+    ]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kl = v["reference"]["kl_mean"].as_f64().unwrap();
+    let agree = v["reference"]["top1_agreement"].as_f64().unwrap();
+    // Q8_0 is near lossless: the model's next-token distribution barely moves.
+    assert!(kl < 0.01 && agree > 0.9, "{v}");
+}
+
+#[test]
+fn inspect_lists_a_gguf_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&repo_root().join("assets/tiny-llama")),
+        "-o",
+        s(&out),
+        "--type",
+        "Q4_0",
+    ]));
+    let o = run(&["inspect", s(&out), "--json"]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "gguf");
+    assert_eq!(v["metadata"]["general.architecture"], "\"llama\"");
+    let q = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "blk.0.attn_q.weight")
+        .unwrap();
+    assert_eq!(q["type"], "Q4_0");
+    assert_eq!(q["bytes"], 256 * 256 / 32 * 18);
+}
+
+#[test]
+fn bad_requests_are_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), "m");
+    let out = dir.path().join("out.gguf");
+    // No tokenizer.json.
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    refused(
+        &run(&["quantize", s(&model), "-o", s(&out), "--type", "Q8_0"]),
+        &["tokenizer.json"],
+    );
+    assert!(!out.exists());
+    // An architecture GGUF output does not describe.
+    let gpt2 = tiny_llama(dir.path(), "gpt2");
+    let cfg = std::fs::read_to_string(gpt2.join("config.json")).unwrap();
+    std::fs::write(
+        gpt2.join("config.json"),
+        cfg.replace("LlamaForCausalLM", "GPT2LMHeadModel"),
+    )
+    .unwrap();
+    refused(
+        &run(&["quantize", s(&gpt2), "-o", s(&out), "--type", "Q8_0"]),
+        &["GPT2LMHeadModel"],
+    );
+    assert!(!out.exists());
+    // An output that exists, without --force; then with it.
+    let good = tiny_llama(dir.path(), "good");
+    std::fs::write(&out, b"precious").unwrap();
+    refused(
+        &run(&["quantize", s(&good), "-o", s(&out), "--type", "Q8_0"]),
+        &["exists", "--force"],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    refused(
+        &run(&[
+            "quantize",
+            s(&good),
+            "-o",
+            s(&out),
+            "--type",
+            "Q8_0",
+            "--force",
+        ]),
+        &["not a safetensors or GGUF"],
+    );
+    std::fs::remove_file(&out).unwrap();
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&good),
+        "-o",
+        s(&out),
+        "--type",
+        "Q8_0",
+    ]));
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&good),
+        "-o",
+        s(&out),
+        "--type",
+        "Q4_0",
+        "--force",
+    ]));
+    // Flags that do not go with GGUF output.
+    refused(
+        &run(&["quantize", s(&good), "-o", s(&out), "--format", "gguf"]),
+        &["--type"],
+    );
+    refused(
+        &run(&["quantize", s(&good), "-o", s(&out), "--type", "Q5_K"]),
+        &["Q5_K"],
+    );
+    refused(
+        &run(&[
+            "quantize",
+            s(&good),
+            "-o",
+            s(&out),
+            "--type",
+            "Q8_0",
+            "--method",
+            "gptq",
+        ]),
+        &["gptq"],
+    );
+    // Not a GGUF file shears wrote.
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF\x03\x00\x00\x00").unwrap();
+    refused(
+        &run(&["decompress", s(&junk), "-o", s(&dir.path().join("j"))]),
+        &["junk.gguf"],
+    );
+}
