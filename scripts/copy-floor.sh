@@ -5,7 +5,8 @@
 # and its ratio to the median `cp -r`.
 #   scripts/copy-floor.sh [DIR] [ROUNDS] [generate flags...]
 # JOBS picks what runs each round (default "cp cp w8a16 w4a16 compress";
-# a scheme name runs `quantize --scheme` it, e.g. JOBS="cp cp fp8 nvfp4a16").
+# a scheme name runs `quantize --scheme` it, e.g. JOBS="cp cp fp8 nvfp4a16";
+# gguf-TYPE writes a GGUF file, e.g. JOBS="cp cp gguf-Q8_0 gguf-Q4_0").
 # Default: the 2.1 GB checkpoint (hidden 4096, intermediate 11008, 4
 # layers, vocab 32000, 1 GB shards) in /tmp/shears-floor. Build
 # target/release/shears first (SHEARS=path picks another binary).
@@ -24,10 +25,11 @@ LOG=$W/times.log; : > $LOG
 F="%e %U %S %M %R %F"
 for round in $(seq $ROUNDS); do
   for job in ${JOBS:-cp cp w8a16 w4a16 compress}; do
-    rm -rf o; sync
+    rm -rf o o.gguf; sync
     case $job in
       cp) cmd="cp -r g o" ;;
       compress) cmd="$B -q compress g -o o --recipe $R --backend cpu" ;;
+      gguf-*) cmd="$B -q quantize g -o o.gguf --type ${job#gguf-} --backend cpu" ;;
       *) cmd="$B -q quantize g -o o --scheme $job --backend cpu" ;;
     esac
     /usr/bin/time -o $W/t -f "$F" $cmd > /dev/null || exit 1
@@ -38,7 +40,7 @@ for round in $(seq $ROUNDS); do
     echo "round $round $job: $wall s wall, $user s user, $sys s sys, $rss KB peak RSS, $minor minor / $major major faults"
   done
 done
-rm -rf o
+rm -rf o o.gguf
 echo "median of $ROUNDS rounds (wall, ratio to cp -r, user, sys, peak RSS, minor faults):"
 python3 - $LOG <<'PY'
 import sys, statistics as st

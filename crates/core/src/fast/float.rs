@@ -7,6 +7,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+use super::wide;
 use crate::reference::fp4::Fp4;
 use crate::reference::fp8::{fp8_code, fp8_scale, Fp8};
 use crate::reference::quant::Rounding;
@@ -158,23 +159,6 @@ pub fn quantize_fp8_into(
             };
             wide(|| band.encode(codes, scales));
         });
-}
-
-/// Runs `f` compiled for AVX2 and FMA where the CPU has them (the loops it
-/// inlines then vectorize eight lanes wide), plainly elsewhere. The
-/// arithmetic is the same IEEE operations either way.
-#[inline(always)]
-fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2(f) };
-    }
-    f()
 }
 
 /// One band of an FP8 weight (a row per channel, `block` rows per block)

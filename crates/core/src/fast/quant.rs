@@ -339,7 +339,8 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
 }
 
 /// GGUF blocks of a float tensor whose rows are whole blocks of 32: rows
-/// in parallel, each through the reference (ggml's `quantize_row_*_ref`).
+/// in parallel, each through [`super::gguf`] (ggml's `quantize_row_*_ref`,
+/// byte for byte).
 pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> Result<Vec<u8>> {
     use crate::reference::gguf::QK;
     let (rows, cols) = w.matrix_dims();
@@ -359,7 +360,7 @@ pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> 
             || vec![0.0f32; cols],
             |x, (r, o)| {
                 w.decode_into(r * cols..(r + 1) * cols, x)?;
-                o.copy_from_slice(&kind.quantize(x));
+                super::gguf::row(kind, x, o);
                 Ok::<_, crate::Error>(())
             },
         )?;

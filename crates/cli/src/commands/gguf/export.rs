@@ -73,37 +73,46 @@ fn check_flags(a: &QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of `view` as `ty` (a float type).
-fn float_bytes(view: &TensorView, ty: GgmlType) -> Result<Vec<u8>> {
-    let same = matches!(
-        (view.dtype(), ty),
-        (DType::F32, GgmlType::F32) | (DType::F16, GgmlType::F16) | (DType::BF16, GgmlType::BF16)
-    );
-    if same {
-        return Ok(view.bytes().to_vec());
-    }
+/// Rows converted per piece written (a bounded buffer, whatever the
+/// tensor's size).
+const PIECE_ELEMS: usize = 1 << 22;
+
+/// Writes `view` as the float type `ty`: its own bytes when the dtype is
+/// `ty` and rows stay in place, otherwise converted a piece at a time.
+fn write_float(
+    w: &mut GgufWriter,
+    view: &TensorView,
+    ty: GgmlType,
+    rope_heads: Option<usize>,
+) -> Result<()> {
     let dtype = match ty {
         GgmlType::F32 => DType::F32,
         GgmlType::F16 => DType::F16,
         _ => DType::BF16,
     };
-    let x = view.to_f32()?;
-    let mut out = vec![0u8; x.len() * dtype.bits() / 8];
-    shears_core::encode_f32(dtype, &x, &mut out);
-    Ok(out)
-}
-
-/// The first non-finite value of `view`, by row.
-fn first_non_finite(view: &TensorView) -> Result<Option<usize>> {
     let (rows, cols) = view.matrix_dims();
-    let mut buf = vec![0.0f32; cols];
-    for r in 0..rows {
-        view.decode_into(r * cols..(r + 1) * cols, &mut buf)?;
-        if buf.iter().any(|v| !v.is_finite()) {
-            return Ok(Some(r));
-        }
+    if view.dtype() == dtype && rope_heads.is_none() {
+        return Ok(w.write(view.bytes())?);
     }
-    Ok(None)
+    let per = (PIECE_ELEMS / cols.max(1)).clamp(1, rows.max(1));
+    let mut x = vec![0.0f32; per * cols];
+    let mut bytes = vec![0u8; per * cols * dtype.bits() / 8];
+    let mut r = 0;
+    while r < rows {
+        let n = per.min(rows - r);
+        for k in 0..n {
+            let src = rope_heads.map_or(r + k, |h| llama::source_row(r + k, rows, h));
+            view.decode_into(
+                src * cols..(src + 1) * cols,
+                &mut x[k * cols..(k + 1) * cols],
+            )?;
+        }
+        let len = n * cols;
+        shears_core::encode_f32(dtype, &x[..len], &mut bytes[..len * dtype.bits() / 8]);
+        w.write(&bytes[..len * dtype.bits() / 8])?;
+        r += n;
+    }
+    Ok(())
 }
 
 pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Result<()> {
@@ -238,38 +247,45 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
     )?;
     let mut progress = Progress::bytes(ckpt.total_bytes(), "gguf", g.quiet);
     let mut done = 0u64;
-    for it in &items {
-        let bytes = match it.source {
-            None => freqs
-                .as_ref()
-                .expect("planned with it")
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            Some(i) => {
-                let t = &ckpt.tensors[i];
-                let view = ckpt.view(t);
-                if let Some(r) = first_non_finite(&view)? {
-                    bail!(
-                        "tensor '{}': a non-finite value in row {r}; nothing written",
-                        t.name
-                    );
-                }
-                let mut b = match it.out.ty.blocks() {
-                    Some(kind) => backend
-                        .quantize_gguf(&view, kind)
-                        .with_context(|| format!("tensor '{}'", t.name))?,
-                    None => float_bytes(&view, it.out.ty)?,
-                };
-                if let Some(heads) = it.rope_heads {
-                    let rows = t.shape[0];
-                    b = llama::to_gguf_rows(&b, b.len() / rows.max(1), heads);
-                }
-                done += t.nbytes() as u64;
-                b
-            }
+    for (k, it) in items.iter().enumerate() {
+        if let Some(next) = items.get(k + 1).and_then(|n| n.source) {
+            ckpt.view(&ckpt.tensors[next]).prefetch();
+        }
+        writer.start(&it.out.name)?;
+        let Some(i) = it.source else {
+            let f = freqs.as_ref().expect("planned with it");
+            let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+            writer.write(&bytes)?;
+            writer.end()?;
+            continue;
         };
-        writer.write_tensor(&it.out.name, &bytes)?;
+        let t = &ckpt.tensors[i];
+        let view = ckpt.view(t);
+        if let Some(bad) = view.non_finite() {
+            bail!(
+                "{}: tensor '{}': {} non-finite values, the first in row {}; nothing written",
+                ckpt.path_of(t).display(),
+                t.name,
+                bad.count,
+                bad.first_row
+            );
+        }
+        match it.out.ty.blocks() {
+            Some(kind) => {
+                let mut b = backend
+                    .quantize_gguf(&view, kind)
+                    .with_context(|| format!("tensor '{}'", t.name))?;
+                if let Some(heads) = it.rope_heads {
+                    b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
+                }
+                writer.write(&b)?;
+            }
+            None => write_float(&mut writer, &view, it.out.ty, it.rope_heads)?,
+        }
+        writer.end()?;
+        // Its pages are done with: they leave this process's memory.
+        view.release(0..view.bytes().len());
+        done += t.nbytes() as u64;
         progress.set(done);
     }
     writer.finish()?;

@@ -21,6 +21,8 @@ pub struct GgufWriter {
     /// Data bytes written so far.
     at: usize,
     next: usize,
+    /// Bytes of the tensor being written, between `start` and `end`.
+    open: Option<usize>,
 }
 
 impl GgufWriter {
@@ -49,29 +51,80 @@ impl GgufWriter {
             offsets,
             at: 0,
             next: 0,
+            open: None,
         })
     }
 
     /// Writes the next planned tensor's data.
     pub fn write_tensor(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.start(name)?;
+        self.write(bytes)?;
+        self.end()
+    }
+
+    /// Starts the next planned tensor, which must be `name`; its data
+    /// follows in [`GgufWriter::write`]s, closed by [`GgufWriter::end`].
+    pub fn start(&mut self, name: &str) -> Result<()> {
         match self.planned.get(self.next) {
-            Some(t) if t.name == name && t.nbytes() == bytes.len() => {}
+            Some(t) if t.name == name && self.open.is_none() => {}
             other => {
                 return Err(Error::Invalid(format!(
-                    "{}: tensor '{name}' ({} bytes) written where {:?} was planned",
+                    "{}: tensor '{name}' started where {:?} was planned",
                     self.path.display(),
-                    bytes.len(),
-                    other.map(|t| (&t.name, t.nbytes()))
+                    other.map(|t| &t.name)
                 )))
             }
         }
-        let file = self.file.as_mut().expect("open until finished");
         let pad = self.offsets[self.next] - self.at;
-        file.write_all(&vec![0u8; pad])
-            .and_then(|()| file.write_all(bytes))
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.at += pad + bytes.len();
+        self.put(&vec![0u8; pad])?;
+        self.open = Some(0);
+        Ok(())
+    }
+
+    /// Appends to the tensor started last.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(done) = self.open else {
+            return Err(Error::Invalid(format!(
+                "{}: data written outside a tensor",
+                self.path.display()
+            )));
+        };
+        let t = &self.planned[self.next];
+        if done + bytes.len() > t.nbytes() {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{}' given more than its {} bytes",
+                self.path.display(),
+                t.name,
+                t.nbytes()
+            )));
+        }
+        self.put(bytes)?;
+        self.open = Some(done + bytes.len());
+        Ok(())
+    }
+
+    /// Closes the tensor started last, checking it got all its bytes.
+    pub fn end(&mut self) -> Result<()> {
+        let t = &self.planned[self.next];
+        if self.open != Some(t.nbytes()) {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{}' got {:?} of its {} bytes",
+                self.path.display(),
+                t.name,
+                self.open,
+                t.nbytes()
+            )));
+        }
+        self.open = None;
         self.next += 1;
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("open until finished");
+        file.write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.at += bytes.len();
         Ok(())
     }
 
@@ -80,7 +133,7 @@ impl GgufWriter {
     pub fn finish(mut self) -> Result<()> {
         if let Some(t) = self.planned.get(self.next) {
             return Err(Error::Invalid(format!(
-                "{}: tensor '{}' was never written",
+                "{}: tensor '{}' was never written (or not ended)",
                 self.path.display(),
                 t.name
             )));
