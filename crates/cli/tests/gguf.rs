@@ -71,6 +71,14 @@ fn expected(values: &[f32], shape: &[usize], ty: GgmlType, heads: Option<usize>)
         match ty {
             GgmlType::Q8_0 => out.extend(quantize_q8_0(row)),
             GgmlType::Q4_0 => out.extend(quantize_q4_0(row)),
+            GgmlType::Q4_K | GgmlType::Q6_K => {
+                let block = ty.k_block().unwrap();
+                let mut b = vec![0u8; ty.row_bytes(row.len())];
+                for (x, o) in row.chunks(256).zip(b.chunks_mut(ty.block_bytes())) {
+                    block(x, o);
+                }
+                out.extend(b);
+            }
             GgmlType::F32 => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
             GgmlType::F16 | GgmlType::BF16 => {
                 let dtype = if ty == GgmlType::F16 {
@@ -188,10 +196,11 @@ fn check(model: &Path, ty: GgmlType, dir: &Path) {
         }
         let gt = f.tensor(&g).unwrap_or_else(|| panic!("{g} missing"));
         assert_eq!(gt.shape(), t.shape, "{g}");
-        let want_ty = if t.shape.len() == 2 {
-            ty
-        } else {
-            GgmlType::F32
+        let inner = *t.shape.last().unwrap();
+        let want_ty = match t.shape.len() {
+            2 if ty.fits(inner) => ty,
+            2 => ty.fallback(inner),
+            _ => GgmlType::F32,
         };
         assert_eq!(gt.ty, Some(want_ty), "{g}");
         let rope = arch == "llama" && (g.contains("attn_q.") || g.contains("attn_k."));
@@ -264,6 +273,8 @@ fn golden_models_and_the_assets_checkpoint_round_trip() {
             GgmlType::Q4_0,
             GgmlType::F16,
             GgmlType::BF16,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
         ] {
             check(m, ty, dir.path());
         }

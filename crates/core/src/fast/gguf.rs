@@ -120,6 +120,42 @@ fn row_plain(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) 
     }
 }
 
+/// K-quant super-blocks of a float tensor whose rows are whole blocks of
+/// 256: rows in parallel, each block through the reference's search
+/// ([`crate::reference::kquants`]), which is the fast path for now.
+pub fn quantize_k(
+    w: &crate::TensorView,
+    block: crate::reference::kquants::BlockFn,
+    block_bytes: usize,
+) -> crate::Result<Vec<u8>> {
+    use crate::reference::kquants::QK_K;
+    use rayon::prelude::*;
+    let (rows, cols) = w.matrix_dims();
+    if !cols.is_multiple_of(QK_K) {
+        return Err(crate::Error::Invalid(format!(
+            "K-quants need rows of whole blocks of {QK_K}; rows hold {cols}"
+        )));
+    }
+    let row_bytes = cols / QK_K * block_bytes;
+    let mut out = vec![0u8; rows * row_bytes];
+    if cols == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(row_bytes)
+        .enumerate()
+        .try_for_each_init(
+            || vec![0.0f32; cols],
+            |x, (r, o)| {
+                w.decode_into(r * cols..(r + 1) * cols, x)?;
+                for (b, ob) in x.chunks_exact(QK_K).zip(o.chunks_exact_mut(block_bytes)) {
+                    block(b, ob);
+                }
+                Ok::<_, crate::Error>(())
+            },
+        )?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

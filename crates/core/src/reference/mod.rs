@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod gram;
 pub mod hessian;
 pub mod importance;
+pub mod kquants;
 pub mod mask;
 pub mod matmul;
 pub mod quant;

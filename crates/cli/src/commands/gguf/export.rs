@@ -203,7 +203,7 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
         let inner = t.shape.last().copied().unwrap_or(1);
         let (tty, fallback) = match t.shape.len() {
             2 if ty.fits(inner) => (ty, false),
-            2 => (GgmlType::F16, true),
+            2 => (ty.fallback(inner), true),
             _ => (GgmlType::F32, false),
         };
         items.push(Item {
@@ -270,17 +270,28 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
                 bad.first_row
             );
         }
-        match it.out.ty.blocks() {
-            Some(kind) => {
-                let mut b = backend
-                    .quantize_gguf(&view, kind)
-                    .with_context(|| format!("tensor '{}'", t.name))?;
-                if let Some(heads) = it.rope_heads {
-                    b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
-                }
-                writer.write(&b)?;
+        if let Some(block) = it.out.ty.k_block() {
+            // No GPU kernel for the K-quants yet: the CPU computes them on
+            // every backend.
+            let mut b = shears_core::fast::gguf::quantize_k(&view, block, it.out.ty.block_bytes())
+                .with_context(|| format!("tensor '{}'", t.name))?;
+            if let Some(heads) = it.rope_heads {
+                b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
             }
-            None => write_float(&mut writer, &view, it.out.ty, it.rope_heads)?,
+            writer.write(&b)?;
+        } else {
+            match it.out.ty.blocks() {
+                Some(kind) => {
+                    let mut b = backend
+                        .quantize_gguf(&view, kind)
+                        .with_context(|| format!("tensor '{}'", t.name))?;
+                    if let Some(heads) = it.rope_heads {
+                        b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
+                    }
+                    writer.write(&b)?;
+                }
+                None => write_float(&mut writer, &view, it.out.ty, it.rope_heads)?,
+            }
         }
         writer.end()?;
         // Its pages are done with: they leave this process's memory.
@@ -296,10 +307,10 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
         .filter(|&&t| count(t) > 0)
         .map(|&t| format!("{} {}", count(t), t.name()))
         .collect();
-    let fallbacks: Vec<&str> = items
+    let fallbacks: Vec<String> = items
         .iter()
         .filter(|it| it.fallback)
-        .map(|it| it.out.name.as_str())
+        .map(|it| format!("{} ({})", it.out.name, it.out.ty.name()))
         .collect();
     out.line(&format!(
         "wrote {}: llama.cpp {} model, {} tensors ({}), {} -> {} in {:.1} s",
@@ -317,7 +328,7 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
     ));
     if !fallbacks.is_empty() {
         out.line(&format!(
-            "F16 instead of {} (rows not a whole number of blocks): {}",
+            "not {} (rows not a whole number of its blocks): {}",
             ty.name(),
             fallbacks.join(", ")
         ));

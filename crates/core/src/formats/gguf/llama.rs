@@ -153,6 +153,9 @@ pub fn file_type(ty: GgmlType) -> u32 {
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
         GgmlType::Q8_0 => 7,
+        // llama.cpp has no all-Q4_K file type; its nearest is Q4_K_S.
+        GgmlType::Q4_K => 14,
+        GgmlType::Q6_K => 18,
         GgmlType::BF16 => 32,
     }
 }

@@ -29,12 +29,16 @@ pub use writer::GgufWriter;
 use half::{bf16, f16};
 
 use crate::reference::gguf::{dequantize_q4_0, dequantize_q8_0, GgufType};
+use crate::reference::kquants::{
+    dequantize_q4_k, dequantize_q6_k, q4_k_block, q6_k_block, BlockFn,
+};
 use crate::{Error, Result};
 
 /// Data alignment shears writes (and GGUF's default).
 pub const ALIGNMENT: usize = 32;
 
-/// The tensor types shears writes and reads.
+/// The tensor types shears writes and reads (named as ggml names them).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
@@ -42,16 +46,20 @@ pub enum GgmlType {
     BF16,
     Q8_0,
     Q4_0,
+    Q4_K,
+    Q6_K,
 }
 
 impl GgmlType {
     /// Every type, for lookups.
-    pub const ALL: [GgmlType; 5] = [
+    pub const ALL: [GgmlType; 7] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ];
 
     /// ggml's number of the type.
@@ -61,6 +69,8 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q4_K => 12,
+            GgmlType::Q6_K => 14,
             GgmlType::BF16 => 30,
         }
     }
@@ -78,6 +88,8 @@ impl GgmlType {
             GgmlType::BF16 => "BF16",
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q6_K => "Q6_K",
         }
     }
 
@@ -86,6 +98,26 @@ impl GgmlType {
         Self::ALL
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The K-quant super-block of `x` (256 values) into `out`, for the
+    /// K types.
+    pub fn k_block(self) -> Option<BlockFn> {
+        match self {
+            GgmlType::Q4_K => Some(q4_k_block),
+            GgmlType::Q6_K => Some(q6_k_block),
+            _ => None,
+        }
+    }
+
+    /// The type llama-quantize gives a weight whose rows do not split into
+    /// this type's blocks (Q8_0 for the K-quants where rows split into 32s,
+    /// F16 otherwise).
+    pub fn fallback(self, n: usize) -> GgmlType {
+        match self.k_block() {
+            Some(_) if GgmlType::Q8_0.fits(n) => GgmlType::Q8_0,
+            _ => GgmlType::F16,
+        }
     }
 
     /// The block format of a quantized type (computed by the quant family).
@@ -102,6 +134,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q8_0 | GgmlType::Q4_0 => 32,
+            GgmlType::Q4_K | GgmlType::Q6_K => 256,
         }
     }
 
@@ -112,6 +145,8 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q8_0 => 34,
             GgmlType::Q4_0 => 18,
+            GgmlType::Q4_K => 144,
+            GgmlType::Q6_K => 210,
         }
     }
 
@@ -142,6 +177,8 @@ impl GgmlType {
                 .collect(),
             GgmlType::Q8_0 => dequantize_q8_0(bytes),
             GgmlType::Q4_0 => dequantize_q4_0(bytes),
+            GgmlType::Q4_K => dequantize_q4_k(bytes),
+            GgmlType::Q6_K => dequantize_q6_k(bytes),
         }
     }
 }
