@@ -71,14 +71,6 @@ fn expected(values: &[f32], shape: &[usize], ty: GgmlType, heads: Option<usize>)
         match ty {
             GgmlType::Q8_0 => out.extend(quantize_q8_0(row)),
             GgmlType::Q4_0 => out.extend(quantize_q4_0(row)),
-            GgmlType::Q4_K | GgmlType::Q6_K => {
-                let block = ty.k_block().unwrap();
-                let mut b = vec![0u8; ty.row_bytes(row.len())];
-                for (x, o) in row.chunks(256).zip(b.chunks_mut(ty.block_bytes())) {
-                    block(x, o);
-                }
-                out.extend(b);
-            }
             GgmlType::F32 => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
             GgmlType::F16 | GgmlType::BF16 => {
                 let dtype = if ty == GgmlType::F16 {
@@ -88,6 +80,17 @@ fn expected(values: &[f32], shape: &[usize], ty: GgmlType, heads: Option<usize>)
                 };
                 let mut b = vec![0u8; row.len() * 2];
                 shears_core::encode_f32(dtype, row, &mut b);
+                out.extend(b);
+            }
+            _ => {
+                let block = ty.k_block().unwrap();
+                let mut b = vec![0u8; ty.row_bytes(row.len())];
+                for (x, o) in row
+                    .chunks(ty.block_elems())
+                    .zip(b.chunks_mut(ty.block_bytes()))
+                {
+                    block(x, o);
+                }
                 out.extend(b);
             }
         }
@@ -273,7 +276,10 @@ fn golden_models_and_the_assets_checkpoint_round_trip() {
             GgmlType::Q4_0,
             GgmlType::F16,
             GgmlType::BF16,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
         ] {
             check(m, ty, dir.path());
@@ -423,8 +429,8 @@ fn bad_requests_are_one_line_and_write_nothing() {
         &["--type"],
     );
     refused(
-        &run(&["quantize", s(&good), "-o", s(&out), "--type", "Q5_K"]),
-        &["Q5_K"],
+        &run(&["quantize", s(&good), "-o", s(&out), "--type", "IQ2_XS"]),
+        &["IQ2_XS"],
     );
     refused(
         &run(&[
@@ -445,5 +451,63 @@ fn bad_requests_are_one_line_and_write_nothing() {
     refused(
         &run(&["decompress", s(&junk), "-o", s(&dir.path().join("j"))]),
         &["junk.gguf"],
+    );
+}
+
+/// Q4_K_M on a 12-layer model: the per-tensor choices llama.cpp's own
+/// llama-quantize made of the same model (scripts/kquant-check.py, every
+/// tensor's type and bytes equal): output Q6_K, attn_v and ffn_down Q6_K in
+/// layers 0, 3, 6, 9, 10, 11, the rest Q4_K, norms F32.
+#[test]
+fn q4_k_m_chooses_types_as_llama_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("deep");
+    ok(&run(&[
+        "-q",
+        "generate",
+        s(&model),
+        "--hidden",
+        "256",
+        "--intermediate",
+        "512",
+        "--layers",
+        "12",
+        "--vocab",
+        "512",
+        "--seed",
+        "3",
+    ]));
+    let out = dir.path().join("m.gguf");
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&model),
+        "-o",
+        s(&out),
+        "--type",
+        "Q4_K_M",
+    ]));
+    let f = GgufFile::open(&out).unwrap();
+    let more = [0, 3, 6, 9, 10, 11];
+    for t in &f.tensors {
+        let layer = t
+            .name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|l| l.parse::<usize>().ok());
+        let more_bits = (t.name.ends_with("attn_v.weight") || t.name.ends_with("ffn_down.weight"))
+            && more.contains(&layer.unwrap());
+        let want = if t.dims.len() < 2 {
+            GgmlType::F32
+        } else if t.name == "output.weight" || more_bits {
+            GgmlType::Q6_K
+        } else {
+            GgmlType::Q4_K
+        };
+        assert_eq!(t.ty, Some(want), "{}", t.name);
+    }
+    assert_eq!(
+        f.get("general.file_type"),
+        Some(&shears_core::formats::gguf::Value::U32(15))
     );
 }

@@ -185,11 +185,13 @@ pub struct QuantizeArgs {
     /// scale per 32).
     #[arg(long, value_enum)]
     pub scheme: Option<SchemeArg>,
-    /// GGUF tensor type for llama.cpp (implies --format gguf, -o a .gguf
-    /// file): Q8_0, Q4_0, F16, BF16 or F32 for the 2-D weights; norms and
+    /// GGUF type for llama.cpp (implies --format gguf, -o a .gguf file):
+    /// one type for every 2-D weight (Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K,
+    /// Q4_0, F16, BF16, F32) or a K-quant mix chosen per tensor as
+    /// llama-quantize does (Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S); norms and
     /// other 1-D tensors stay F32.
     #[arg(long = "type", value_parser = gguf_type, conflicts_with = "scheme")]
-    pub gguf_type: Option<shears_core::formats::gguf::GgmlType>,
+    pub gguf_type: Option<shears_core::formats::gguf::mix::Target>,
     /// The tokenizer.json a GGUF file carries (default: the model folder's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,

@@ -183,14 +183,13 @@ pub enum GroupScalesArg {
     AsReached,
 }
 
-/// A GGUF tensor type (`--type`).
-pub fn gguf_type(s: &str) -> Result<shears_core::formats::gguf::GgmlType, String> {
-    use shears_core::formats::gguf::GgmlType;
-    GgmlType::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = GgmlType::ALL.iter().map(|t| t.name()).collect();
+/// A GGUF tensor type or K-quant mix (`--type`).
+pub fn gguf_type(s: &str) -> Result<shears_core::formats::gguf::mix::Target, String> {
+    use shears_core::formats::gguf::mix::Target;
+    Target::parse(s).ok_or_else(|| {
         format!(
             "'{s}' is not a GGUF type shears writes ({})",
-            names.join(", ")
+            Target::names().join(", ")
         )
     })
 }

@@ -27,8 +27,8 @@ pub fn config(a: &QuantizeArgs) -> Result<RunConfig> {
 }
 
 pub fn run(a: &QuantizeArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    if let Some(ty) = a.gguf_type {
-        return super::gguf::run(a, ty, g, out);
+    if let Some(target) = a.gguf_type {
+        return super::gguf::run(a, target, g, out);
     }
     if a.format == FormatArg::Gguf {
         bail!("--format gguf needs --type (Q8_0, Q4_0, F16, BF16 or F32)");

@@ -120,23 +120,24 @@ fn row_plain(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) 
     }
 }
 
-/// K-quant super-blocks of a float tensor whose rows are whole blocks of
-/// 256: rows in parallel, each block through the reference's search
-/// ([`crate::reference::kquants`]), which is the fast path for now.
+/// Blocks of `block_elems` values of a float tensor whose rows are whole
+/// blocks: rows in parallel, each block through the reference's quantizer
+/// (the K-quants' searches, Q5_0, Q5_1), which is the fast path for now.
 pub fn quantize_k(
     w: &crate::TensorView,
     block: crate::reference::kquants::BlockFn,
+    block_elems: usize,
     block_bytes: usize,
 ) -> crate::Result<Vec<u8>> {
-    use crate::reference::kquants::QK_K;
     use rayon::prelude::*;
+    let per = block_elems;
     let (rows, cols) = w.matrix_dims();
-    if !cols.is_multiple_of(QK_K) {
+    if !cols.is_multiple_of(per) {
         return Err(crate::Error::Invalid(format!(
-            "K-quants need rows of whole blocks of {QK_K}; rows hold {cols}"
+            "rows of {cols} do not split into blocks of {per}"
         )));
     }
-    let row_bytes = cols / QK_K * block_bytes;
+    let row_bytes = cols / per * block_bytes;
     let mut out = vec![0u8; rows * row_bytes];
     if cols == 0 {
         return Ok(out);
@@ -147,7 +148,7 @@ pub fn quantize_k(
             || vec![0.0f32; cols],
             |x, (r, o)| {
                 w.decode_into(r * cols..(r + 1) * cols, x)?;
-                for (b, ob) in x.chunks_exact(QK_K).zip(o.chunks_exact_mut(block_bytes)) {
+                for (b, ob) in x.chunks_exact(per).zip(o.chunks_exact_mut(block_bytes)) {
                     block(b, ob);
                 }
                 Ok::<_, crate::Error>(())

@@ -99,6 +99,99 @@ pub fn dequantize_q4_0(blocks: &[u8]) -> Vec<f32> {
     out
 }
 
+/// The x86 conversion of a float to an integer as ggml's C casts compile
+/// (cvttss2si): truncation, and i32::MIN for NaN or out of range.
+fn c_trunc(v: f32) -> i32 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
+    }
+}
+
+/// One Q5_0 block (22 bytes: f16 d, 4 bytes of fifth bits, 16 of low
+/// nibbles) of 32 values, as `quantize_row_q5_0_ref`: d = m / −16 for the
+/// first value of largest magnitude m, codes min(31, trunc(x/d + 16.5)).
+pub fn q5_0_block(x: &[f32], out: &mut [u8]) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in &x[..QK] {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    let code = |v: f32| (c_trunc(v * id + 16.5) as i8).min(31) as u8;
+    let mut qh = 0u32;
+    for j in 0..QK / 2 {
+        let (a, b) = (code(x[j]), code(x[j + QK / 2]));
+        out[6 + j] = (a & 0xf) | ((b & 0xf) << 4);
+        qh |= (((a & 0x10) >> 4) as u32) << j;
+        qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
+    }
+    out[2..6].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// One Q5_1 block (24 bytes: f16 d and min, 4 bytes of fifth bits, 16 of
+/// low nibbles) of 32 values, as `quantize_row_q5_1_ref`: d = (max − min)
+/// / 31, codes trunc((x − min)/d + 0.5).
+pub fn q5_1_block(x: &[f32], out: &mut [u8]) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in &x[..QK] {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+    let code = |v: f32| c_trunc((v - min) * id + 0.5) as u8;
+    let mut qh = 0u32;
+    for j in 0..QK / 2 {
+        let (a, b) = (code(x[j]), code(x[j + QK / 2]));
+        out[8 + j] = (a & 0xf) | ((b & 0xf) << 4);
+        qh |= (((a & 0x10) >> 4) as u32) << j;
+        qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
+    }
+    out[4..8].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// Values of Q5_0 (`min` false) or Q5_1 blocks.
+pub fn dequantize_q5(blocks: &[u8], with_min: bool) -> Vec<f32> {
+    let size = if with_min { 24 } else { 22 };
+    let mut out = Vec::with_capacity(blocks.len() / size * QK);
+    for b in blocks.chunks_exact(size) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let (m, at) = match with_min {
+            true => (f16::from_le_bytes([b[2], b[3]]).to_f32(), 4),
+            false => (0.0, 2),
+        };
+        let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let qs = &b[at + 4..at + 20];
+        let mut y = [0.0f32; QK];
+        for j in 0..QK / 2 {
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + QK / 2)) & 1) << 4;
+            let (q0, q1) = ((qs[j] & 0xf) as u32 | h0, (qs[j] >> 4) as u32 | h1);
+            if with_min {
+                y[j] = q0 as f32 * d + m;
+                y[j + QK / 2] = q1 as f32 * d + m;
+            } else {
+                y[j] = (q0 as i32 - 16) as f32 * d;
+                y[j + QK / 2] = (q1 as i32 - 16) as f32 * d;
+            }
+        }
+        out.extend_from_slice(&y);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! GGUF's K-quant super-blocks (part of the `quant` family), as ggml's
-//! reference quantizers `quantize_row_q4_K_ref` and `quantize_row_q6_K_ref`
+//! reference quantizers `quantize_row_q{4,5,6}_K_ref`
 //! compute them (what `llama-quantize` runs without an importance matrix),
 //! bit for bit: every float operation in ggml's order, f32 throughout, no
 //! fused multiply-adds (ggml's reference is compiled without them on
@@ -15,6 +15,8 @@
 //!   levels, scale and min searched by [`make_qkx2_quants`] (weights
 //!   √mean(x²) + |x|, 21 grids) and stored as 6-bit steps of d and dmin
 //!   (f16); codes round((x + min)/scale) in [0, 15]. 144 bytes.
+//! * Q5_K: as Q4_K with 32 levels (16 grids from −0.5), the fifth bits
+//!   apart. 176 bytes.
 
 use half::f16;
 
@@ -85,11 +87,18 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     scale
 }
 
-/// ggml's `make_qkx2_quants` (squared error, `rmin` −1, `rdelta` 0.1, 20
-/// steps as Q4_K calls it): scale and −min of an affine grid of `nmax` + 1
-/// levels, codes in `l`.
-pub fn make_qkx2_quants(x: &[f32], w: &[f32], nmax: i32, l: &mut [u8]) -> (f32, f32) {
-    let (rmin, rdelta, nstep) = (-1.0f32, 0.1f32, 20);
+/// ggml's `make_qkx2_quants` (squared error, `rdelta` 0.1; Q4_K calls it
+/// with `rmin` −1 and 20 steps, Q5_K with −0.5 and 15): scale and −min of
+/// an affine grid of `nmax` + 1 levels, codes in `l`.
+pub fn make_qkx2_quants(
+    x: &[f32],
+    w: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    l: &mut [u8],
+) -> (f32, f32) {
+    let rdelta = 0.1f32;
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = w[0];
     let mut sum_x = sum_w * x[0];
@@ -243,9 +252,15 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// One Q4_K super-block (144 bytes: d, dmin, 12 bytes of scales, 128 of
-/// codes) of 256 values.
-pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
+/// The affine super-block both Q4_K and Q5_K store: 8 sub-blocks of 32
+/// with 6-bit steps of d and dmin (packed in 12 bytes) and codes in
+/// [0, nmax]. Returns (d, dmin, packed scales, codes).
+fn affine_super_block(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> (f16, f16, [u8; 12], [u8; QK_K]) {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
@@ -260,7 +275,7 @@ pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
         for (wi, &v) in w.iter_mut().zip(xs) {
             *wi = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(xs, &w, 15, &mut l[32 * j..32 * j + 32]);
+        let (s, m) = make_qkx2_quants(xs, &w, nmax, rmin, nstep, &mut l[32 * j..32 * j + 32]);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -276,8 +291,7 @@ pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    out[..144].fill(0);
-    let sc = &mut out[4..16];
+    let mut sc = [0u8; 12];
     for j in 0..8 {
         // ggml stores nearest_int's result in a uint8 before the cap.
         let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
@@ -293,24 +307,81 @@ pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
     }
     let d = f16::from_f32(max_scale / 63.0);
     let dmin = f16::from_f32(max_min / 63.0);
-    out[0..2].copy_from_slice(&d.to_le_bytes());
-    out[2..4].copy_from_slice(&dmin.to_le_bytes());
     for j in 0..8 {
-        let (s, m) = scale_min(j, &out[4..16]);
+        let (s, m) = scale_min(j, &sc);
         let dd = d.to_f32() * s as f32;
         if dd == 0.0 {
             continue;
         }
         let dm = dmin.to_f32() * m as f32;
         for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dd).clamp(0, 15) as u8;
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / dd).clamp(0, nmax) as u8;
         }
     }
+    (d, dmin, sc, l)
+}
+
+/// One Q4_K super-block (144 bytes: d, dmin, 12 bytes of scales, 128 of
+/// codes) of 256 values.
+pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
+    let (d, dmin, sc, l) = affine_super_block(x, 15, -1.0, 20);
+    out[0..2].copy_from_slice(&d.to_le_bytes());
+    out[2..4].copy_from_slice(&dmin.to_le_bytes());
+    out[4..16].copy_from_slice(&sc);
     for (h, j) in (0..QK_K).step_by(64).enumerate() {
         for i in 0..32 {
             out[16 + 32 * h + i] = l[j + i] | (l[j + i + 32] << 4);
         }
     }
+}
+
+/// One Q5_K super-block (176 bytes: d, dmin, 12 bytes of scales, 32 of
+/// fifth bits, 128 of low nibbles) of 256 values.
+pub fn q5_k_block(x: &[f32], out: &mut [u8]) {
+    let (d, dmin, sc, l) = affine_super_block(x, 31, -0.5, 15);
+    out[0..2].copy_from_slice(&d.to_le_bytes());
+    out[2..4].copy_from_slice(&dmin.to_le_bytes());
+    out[4..16].copy_from_slice(&sc);
+    let (qh, ql) = out[16..176].split_at_mut(32);
+    qh.fill(0);
+    for (h, n) in (0..QK_K).step_by(64).enumerate() {
+        let (m1, m2) = (1u8 << (2 * h), 2u8 << (2 * h));
+        for j in 0..32 {
+            let (mut l1, mut l2) = (l[n + j], l[n + j + 32]);
+            if l1 > 15 {
+                l1 -= 16;
+                qh[j] |= m1;
+            }
+            if l2 > 15 {
+                l2 -= 16;
+                qh[j] |= m2;
+            }
+            ql[32 * h + j] = l1 | (l2 << 4);
+        }
+    }
+}
+
+/// Values of Q5_K super-blocks.
+pub fn dequantize_q5_k(blocks: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(blocks.len() / 176 * QK_K);
+    for b in blocks.chunks_exact(176) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let dmin = f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let (qh, ql) = (&b[16..48], &b[48..176]);
+        for h in 0..4 {
+            let q = &ql[32 * h..32 * h + 32];
+            for (k, shift) in [(2 * h, 0), (2 * h + 1, 4)] {
+                let (s, m) = scale_min(k, &b[4..16]);
+                let (d1, m1) = (d * s as f32, dmin * m as f32);
+                let bit = 1u8 << k;
+                out.extend(q.iter().zip(qh).map(|(&v, &hb)| {
+                    let hi = if hb & bit != 0 { 16 } else { 0 };
+                    d1 * (((v >> shift) & 0xf) + hi) as f32 - m1
+                }));
+            }
+        }
+    }
+    out
 }
 
 /// Values of Q4_K super-blocks.

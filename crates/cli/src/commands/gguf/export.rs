@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use shears_core::formats::gguf::mix::{self, Target};
 use shears_core::formats::gguf::{llama, vocab, GgmlType, GgufWriter, PlannedTensor, Value};
 
 use super::import;
@@ -115,7 +116,7 @@ fn write_float(
     Ok(())
 }
 
-pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> Result<()> {
     check_flags(a)?;
     let start = Instant::now();
     let ckpt = Checkpoint::open(&a.run.model)?;
@@ -145,7 +146,7 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let mut metadata = llama::metadata(&cfg, &name, context, ty);
+    let mut metadata = llama::metadata(&cfg, &name, context, target.file_type());
     metadata.extend(vocab::metadata(
         &dir,
         a.tokenizer.as_deref(),
@@ -200,22 +201,27 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
             )
             .into());
         }
-        let inner = t.shape.last().copied().unwrap_or(1);
-        let (tty, fallback) = match t.shape.len() {
-            2 if ty.fits(inner) => (ty, false),
-            2 => (ty.fallback(inner), true),
-            _ => (GgmlType::F32, false),
-        };
         items.push(Item {
             source: Some(i),
             rope_heads: llama::rope_heads(&cfg, &gname),
             out: PlannedTensor {
                 name: gname,
                 dims: t.shape.iter().rev().map(|&d| d as u64).collect(),
-                ty: tty,
+                ty: GgmlType::F32,
             },
-            fallback,
+            fallback: false,
         });
+    }
+    // Each tensor's type: --type for every 2-D weight, or the mix's rules.
+    let listed: Vec<(&str, &[u64])> = items
+        .iter()
+        .map(|it| (it.out.name.as_str(), it.out.dims.as_slice()))
+        .collect();
+    let types = mix::choose(target, &cfg, &listed);
+    for (it, ty) in items.iter_mut().zip(types) {
+        let two_d = it.out.dims.len() == 2;
+        it.fallback = two_d && matches!(target, Target::Pure(_)) && ty != target.base();
+        it.out.ty = ty;
     }
     let total: usize = items.iter().map(|it| it.out.nbytes()).sum();
     if a.run.dry_run {
@@ -273,8 +279,13 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
         if let Some(block) = it.out.ty.k_block() {
             // No GPU kernel for the K-quants yet: the CPU computes them on
             // every backend.
-            let mut b = shears_core::fast::gguf::quantize_k(&view, block, it.out.ty.block_bytes())
-                .with_context(|| format!("tensor '{}'", t.name))?;
+            let mut b = shears_core::fast::gguf::quantize_k(
+                &view,
+                block,
+                it.out.ty.block_elems(),
+                it.out.ty.block_bytes(),
+            )
+            .with_context(|| format!("tensor '{}'", t.name))?;
             if let Some(heads) = it.rope_heads {
                 b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
             }
@@ -329,7 +340,7 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
     if !fallbacks.is_empty() {
         out.line(&format!(
             "not {} (rows not a whole number of its blocks): {}",
-            ty.name(),
+            target.name(),
             fallbacks.join(", ")
         ));
     }
@@ -337,7 +348,7 @@ pub fn run(a: &QuantizeArgs, ty: GgmlType, g: &GlobalArgs, out: &mut Out) -> Res
         let v = serde_json::json!({
             "output": a.run.output,
             "architecture": llama::arch(cfg.family),
-            "type": ty.name(),
+            "type": target.name(),
             "tensors": items.iter().map(|it| serde_json::json!({
                 "name": it.out.name,
                 "type": it.out.ty.name(),

@@ -154,19 +154,23 @@ pub fn file_type(ty: GgmlType) -> u32 {
         GgmlType::Q4_0 => 2,
         GgmlType::Q8_0 => 7,
         // llama.cpp has no all-Q4_K file type; its nearest is Q4_K_S.
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
         GgmlType::Q4_K => 14,
+        GgmlType::Q5_K => 16,
         GgmlType::Q6_K => 18,
         GgmlType::BF16 => 32,
     }
 }
 
-/// The `general.*` and architecture keys of `cfg`, its weights mostly
-/// `ty`; `context` is config.json's `max_position_embeddings`.
+/// The `general.*` and architecture keys of `cfg` (`file_type`:
+/// llama.cpp's number for its weights' types); `context` is config.json's
+/// `max_position_embeddings`.
 pub fn metadata(
     cfg: &ModelConfig,
     name: &str,
     context: usize,
-    ty: GgmlType,
+    file_type: u32,
 ) -> Vec<(String, Value)> {
     let a = arch(cfg.family);
     let k = |s: &str| format!("{a}.{s}");
@@ -174,7 +178,7 @@ pub fn metadata(
     let mut m = vec![
         ("general.architecture".into(), Value::Str(a.into())),
         ("general.name".into(), Value::Str(name.into())),
-        ("general.file_type".into(), Value::U32(file_type(ty))),
+        ("general.file_type".into(), Value::U32(file_type)),
         ("general.quantization_version".into(), Value::U32(2)),
         (k("vocab_size"), u(cfg.vocab)),
         (k("context_length"), u(context)),

@@ -19,6 +19,7 @@
 //! [`vocab`] of its tokenizer.
 
 pub mod llama;
+pub mod mix;
 mod reader;
 pub mod vocab;
 mod writer;
@@ -28,9 +29,11 @@ pub use writer::GgufWriter;
 
 use half::{bf16, f16};
 
-use crate::reference::gguf::{dequantize_q4_0, dequantize_q8_0, GgufType};
+use crate::reference::gguf::{
+    dequantize_q4_0, dequantize_q5, dequantize_q8_0, q5_0_block, q5_1_block, GgufType,
+};
 use crate::reference::kquants::{
-    dequantize_q4_k, dequantize_q6_k, q4_k_block, q6_k_block, BlockFn,
+    dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, q4_k_block, q5_k_block, q6_k_block, BlockFn,
 };
 use crate::{Error, Result};
 
@@ -46,19 +49,25 @@ pub enum GgmlType {
     BF16,
     Q8_0,
     Q4_0,
+    Q5_0,
+    Q5_1,
     Q4_K,
+    Q5_K,
     Q6_K,
 }
 
 impl GgmlType {
     /// Every type, for lookups.
-    pub const ALL: [GgmlType; 7] = [
+    pub const ALL: [GgmlType; 10] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
     ];
 
@@ -68,8 +77,11 @@ impl GgmlType {
             GgmlType::F32 => 0,
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
             GgmlType::Q4_K => 12,
+            GgmlType::Q5_K => 13,
             GgmlType::Q6_K => 14,
             GgmlType::BF16 => 30,
         }
@@ -88,7 +100,10 @@ impl GgmlType {
             GgmlType::BF16 => "BF16",
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q5_K => "Q5_K",
             GgmlType::Q6_K => "Q6_K",
         }
     }
@@ -100,23 +115,34 @@ impl GgmlType {
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
-    /// The K-quant super-block of `x` (256 values) into `out`, for the
-    /// K types.
+    /// The block quantizer of the types computed on the CPU only (the
+    /// K-quants, Q5_0, Q5_1): one block of [`GgmlType::block_elems`]
+    /// values into its bytes.
     pub fn k_block(self) -> Option<BlockFn> {
         match self {
+            GgmlType::Q5_0 => Some(q5_0_block),
+            GgmlType::Q5_1 => Some(q5_1_block),
             GgmlType::Q4_K => Some(q4_k_block),
+            GgmlType::Q5_K => Some(q5_k_block),
             GgmlType::Q6_K => Some(q6_k_block),
             _ => None,
         }
     }
 
-    /// The type llama-quantize gives a weight whose rows do not split into
-    /// this type's blocks (Q8_0 for the K-quants where rows split into 32s,
-    /// F16 otherwise).
+    /// The type llama-quantize gives a weight whose rows of `n` do not
+    /// split into this type's blocks: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K →
+    /// Q8_0 where rows split into 32s, F16 otherwise.
     pub fn fallback(self, n: usize) -> GgmlType {
-        match self.k_block() {
-            Some(_) if GgmlType::Q8_0.fits(n) => GgmlType::Q8_0,
+        let next = match self {
+            GgmlType::Q4_K => GgmlType::Q5_0,
+            GgmlType::Q5_K => GgmlType::Q5_1,
+            GgmlType::Q6_K => GgmlType::Q8_0,
             _ => GgmlType::F16,
+        };
+        if next.fits(n) {
+            next
+        } else {
+            GgmlType::F16
         }
     }
 
@@ -133,8 +159,8 @@ impl GgmlType {
     pub fn block_elems(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q8_0 | GgmlType::Q4_0 => 32,
-            GgmlType::Q4_K | GgmlType::Q6_K => 256,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q5_1 => 32,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 256,
         }
     }
 
@@ -145,7 +171,10 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q8_0 => 34,
             GgmlType::Q4_0 => 18,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
             GgmlType::Q4_K => 144,
+            GgmlType::Q5_K => 176,
             GgmlType::Q6_K => 210,
         }
     }
@@ -177,7 +206,10 @@ impl GgmlType {
                 .collect(),
             GgmlType::Q8_0 => dequantize_q8_0(bytes),
             GgmlType::Q4_0 => dequantize_q4_0(bytes),
+            GgmlType::Q5_0 => dequantize_q5(bytes, false),
+            GgmlType::Q5_1 => dequantize_q5(bytes, true),
             GgmlType::Q4_K => dequantize_q4_k(bytes),
+            GgmlType::Q5_K => dequantize_q5_k(bytes),
             GgmlType::Q6_K => dequantize_q6_k(bytes),
         }
     }
