@@ -120,24 +120,23 @@ fn row_plain(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) 
     }
 }
 
-/// Blocks of `block_elems` values of a float tensor whose rows are whole
-/// blocks: rows in parallel, each block through the reference's quantizer
-/// (the K-quants' searches, Q5_0, Q5_1), which is the fast path for now.
-pub fn quantize_k(
+/// A float tensor's rows, whole blocks of `block_elems` values, each
+/// decoded to f32 and turned into its blocks' bytes by `row` (rows in
+/// parallel, one reused buffer per thread).
+pub fn quantize_rows(
     w: &crate::TensorView,
-    block: crate::reference::kquants::BlockFn,
     block_elems: usize,
     block_bytes: usize,
+    row: impl Fn(&[f32], &mut [u8]) + Sync,
 ) -> crate::Result<Vec<u8>> {
     use rayon::prelude::*;
-    let per = block_elems;
     let (rows, cols) = w.matrix_dims();
-    if !cols.is_multiple_of(per) {
+    if !cols.is_multiple_of(block_elems) {
         return Err(crate::Error::Invalid(format!(
-            "rows of {cols} do not split into blocks of {per}"
+            "GGUF blocks need rows of whole blocks of {block_elems}; rows hold {cols}"
         )));
     }
-    let row_bytes = cols / per * block_bytes;
+    let row_bytes = cols / block_elems * block_bytes;
     let mut out = vec![0u8; rows * row_bytes];
     if cols == 0 {
         return Ok(out);
@@ -148,13 +147,29 @@ pub fn quantize_k(
             || vec![0.0f32; cols],
             |x, (r, o)| {
                 w.decode_into(r * cols..(r + 1) * cols, x)?;
-                for (b, ob) in x.chunks_exact(per).zip(o.chunks_exact_mut(block_bytes)) {
-                    block(b, ob);
-                }
+                row(x, o);
                 Ok::<_, crate::Error>(())
             },
         )?;
     Ok(out)
+}
+
+/// Blocks of `block_elems` values through the reference's quantizer `block`
+/// (the K-quants' searches, Q5_0, Q5_1), which is the fast path for now.
+pub fn quantize_k(
+    w: &crate::TensorView,
+    block: crate::reference::kquants::BlockFn,
+    block_elems: usize,
+    block_bytes: usize,
+) -> crate::Result<Vec<u8>> {
+    quantize_rows(w, block_elems, block_bytes, |x, o| {
+        for (b, ob) in x
+            .chunks_exact(block_elems)
+            .zip(o.chunks_exact_mut(block_bytes))
+        {
+            block(b, ob);
+        }
+    })
 }
 
 #[cfg(test)]

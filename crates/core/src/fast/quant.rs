@@ -343,29 +343,11 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
 /// byte for byte).
 pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> Result<Vec<u8>> {
     use crate::reference::gguf::QK;
-    let (rows, cols) = w.matrix_dims();
-    if !cols.is_multiple_of(QK) {
-        return Err(crate::Error::Invalid(format!(
-            "GGUF blocks need rows of whole blocks of {QK}; rows hold {cols}"
-        )));
-    }
-    let row_bytes = cols / QK * kind.block_bytes();
-    let mut out = vec![0u8; rows * row_bytes];
-    if cols == 0 {
-        return Ok(out);
-    }
-    out.par_chunks_mut(row_bytes)
-        .enumerate()
-        .try_for_each_init(
-            || vec![0.0f32; cols],
-            |x, (r, o)| {
-                w.decode_into(r * cols..(r + 1) * cols, x)?;
-                super::gguf::row(kind, x, o);
-                Ok::<_, crate::Error>(())
-            },
-        )?;
-    Ok(out)
+    super::gguf::quantize_rows(w, QK, kind.block_bytes(), |x, o| {
+        super::gguf::row(kind, x, o)
+    })
 }
+
 /// The fast CPU path of the quant family behind its trait.
 impl crate::ops::quant::Quant for super::FastCpu {
     fn backend(&self) -> &'static str {

@@ -176,26 +176,10 @@ impl<'a> Kernels<'a> {
             let k0 = k * nb;
             let pk = &panels[k];
             let one = (1, 1, 1);
-            self.run(
-                "potrf_diag",
-                nb,
-                pk,
-                None,
-                &dinv,
-                &status,
-                p(k0, 0, k0, k),
-                one,
-            )?;
-            self.run(
-                "invert_diag",
-                nb,
-                pk,
-                None,
-                &dinv,
-                &status,
-                p(k0, 0, k0, k),
-                one,
-            )?;
+            for step in ["potrf_diag", "invert_diag"] {
+                let pr = p(k0, 0, k0, k);
+                self.run(step, nb, pk, None, &dinv, &status, pr, one)?;
+            }
             if k + 1 == t {
                 continue;
             }

@@ -122,11 +122,10 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
     let ckpt = Checkpoint::open(&a.run.model)?;
     let dir = ckpt.root.clone();
     let config_path = dir.join("config.json");
-    let cfg = ModelConfig::from_file(&config_path)?;
-    let raw: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?,
-    )
-    .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let cfg_text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let raw: serde_json::Value = serde_json::from_str(&cfg_text)
+        .map_err(|e| Error::format(&config_path, format!("not valid JSON: {e}")))?;
+    let cfg = ModelConfig::from_json(&raw).map_err(|e| Error::format(&config_path, e))?;
     let context = raw
         .get("max_position_embeddings")
         .and_then(|v| v.as_u64())
@@ -161,7 +160,6 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         .unwrap_or_else(|| dir.join("tokenizer.json"));
     let tok_text = std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
     metadata.push((import::TOKENIZER_KEY.into(), Value::Str(tok_text)));
-    let cfg_text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     metadata.push((import::CONFIG_KEY.into(), Value::Str(cfg_text)));
 
     // The plan: every checkpoint tensor llama.cpp takes, in stored order.
