@@ -14,6 +14,23 @@ pub mod testing {
     use shears_core::reference::quant::{qparams, round_to, QuantSpec};
     use shears_kernels::GpuContext;
 
+    /// `tokens` calibration-like input rows of width `n` that share about
+    /// n/3 latent factors plus 5% noise: an ill-conditioned XᵀX, seeded.
+    pub fn correlated_inputs(tokens: usize, n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let r = (n / 3).max(1);
+        let a: Vec<f32> = (0..r * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut x = vec![0.0f32; tokens * n];
+        for row in x.chunks_mut(n.max(1)) {
+            let z: Vec<f32> = (0..r).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for (j, v) in row.iter_mut().enumerate() {
+                let s: f32 = (0..r).map(|k| z[k] * a[k * n + j]).sum();
+                *v = s + 0.05 * rng.random_range(-1.0f32..1.0);
+            }
+        }
+        x
+    }
+
     /// Whether `SHEARS_REQUIRE_GPU=1` asks that a missing adapter fail the
     /// GPU tests instead of skipping them.
     pub fn gpu_required() -> bool {

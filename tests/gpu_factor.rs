@@ -24,7 +24,7 @@ use shears::core::reference::Reference;
 use shears::core::{Checkpoint, DType};
 use shears::kernels::hessian::GpuHessian;
 use shears::kernels::GpuContext;
-use shears::testing::test_gpu;
+use shears::testing::{correlated_inputs, test_gpu};
 
 /// Largest difference of U's entries allowed between backends, relative to
 /// U's largest entry. The f32 factors round differently from the f64
@@ -32,20 +32,12 @@ use shears::testing::test_gpu;
 /// reference) and 4.4e-5 (GPU vs fast path), on the golden down_proj.
 const FACTOR_RTOL: f64 = 5e-4;
 
-/// X [tokens, n] of rank ~n/3 plus noise, with the `dead` inputs zero.
+/// Correlated inputs with the `dead` inputs zero.
 fn inputs(tokens: usize, n: usize, dead: &[usize], seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let r = (n / 3).max(1);
-    let a: Vec<f32> = (0..r * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let mut x = vec![0.0f32; tokens * n];
-    for t in 0..tokens {
-        let z: Vec<f32> = (0..r).map(|_| rng.random_range(-1.0..1.0)).collect();
-        for j in 0..n {
-            let s: f32 = (0..r).map(|k| z[k] * a[k * n + j]).sum();
-            x[t * n + j] = s + 0.05 * rng.random_range(-1.0f32..1.0);
-        }
+    let mut x = correlated_inputs(tokens, n, seed);
+    for row in x.chunks_mut(n) {
         for &d in dead {
-            x[t * n + d] = 0.0;
+            row[d] = 0.0;
         }
     }
     x

@@ -20,7 +20,7 @@ use shears::core::reference::Reference;
 use shears::core::{Checkpoint, DType};
 use shears::kernels::hessian::GpuHessian;
 use shears::kernels::GpuContext;
-use shears::testing::test_gpu;
+use shears::testing::{correlated_inputs, test_gpu};
 
 /// Fraction of codes and mask entries that must be equal.
 const SAME_MIN: f64 = 0.99;
@@ -63,33 +63,18 @@ fn golden_cases() -> Vec<Case> {
 }
 
 fn random_case(rows: usize, n: usize, seed: u64) -> Case {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let tokens = 2 * n + 5;
-    let r = (n / 3).max(1);
-    let a: Vec<f32> = (0..r * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let mut x = vec![0.0f32; tokens * n];
-    for t in 0..tokens {
-        let z: Vec<f32> = (0..r).map(|_| rng.random_range(-1.0..1.0)).collect();
-        for j in 0..n {
-            let s: f32 = (0..r).map(|k| z[k] * a[k * n + j]).sum();
-            x[t * n + j] = s + 0.05 * rng.random_range(-1.0f32..1.0);
-        }
-    }
-    let mut gram = vec![0.0f32; n * n];
-    for t in 0..tokens {
-        for i in 0..n {
-            for j in 0..n {
-                gram[i * n + j] += x[t * n + i] * x[t * n + j];
-            }
-        }
-    }
+    let x = correlated_inputs(tokens, n, seed);
+    let mut sum = Reference.gram(n).unwrap();
+    sum.add(&x, tokens).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
     Case {
         name: format!("random {rows}x{n}"),
         w: (0..rows * n)
             .map(|_| rng.random_range(-0.05..0.05))
             .collect(),
         rows,
-        gram,
+        gram: sum.finish().unwrap(),
         dtype: DType::BF16,
     }
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use shears_core::formats::gguf::{GgmlType, GgufFile, Value};
@@ -18,23 +18,6 @@ use shears_core::reference::gguf::{quantize_q4_0, quantize_q8_0};
 use shears_core::{Checkpoint, DType};
 
 const FAMILIES: [&str; 5] = ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"];
-
-/// A copy of golden forward model `family` with tiny-llama's byte-level
-/// tokenizer (256 tokens; the model's 512 ids are padded).
-fn golden_with_tokenizer(dir: &Path, family: &str) -> PathBuf {
-    let src = repo_root().join("tests/golden/forward").join(family);
-    let dst = dir.join(family);
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("assets/tiny-llama/tokenizer.json"),
-        dst.join("tokenizer.json"),
-    )
-    .unwrap();
-    dst
-}
 
 fn str_key<'a>(f: &'a GgufFile, k: &str) -> &'a str {
     match f.get(k) {

@@ -24,22 +24,6 @@ fn text(dir: &Path) -> PathBuf {
     p
 }
 
-/// A golden forward model (vocab 512) with the assets' byte-level tokenizer.
-fn golden_with_tokenizer(dir: &Path, family: &str) -> PathBuf {
-    let src = repo_root().join("tests/golden/forward").join(family);
-    let dst = dir.join(family);
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("assets/tiny-llama/tokenizer.json"),
-        dst.join("tokenizer.json"),
-    )
-    .unwrap();
-    dst
-}
-
 fn eval_json(args: &[&str]) -> serde_json::Value {
     let o = run(args);
     ok(&o);

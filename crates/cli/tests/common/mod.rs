@@ -72,6 +72,23 @@ pub fn ok(o: &Output) {
     assert!(!e.contains("panicked"), "panic: {e}");
 }
 
+/// A copy of golden forward model `family` (vocab 512) in `dir/family`
+/// with tiny-llama's byte-level tokenizer (256 tokens; the rest padded).
+pub fn golden_with_tokenizer(dir: &Path, family: &str) -> PathBuf {
+    let src = repo_root().join("tests/golden/forward").join(family);
+    let dst = dir.join(family);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    std::fs::copy(
+        repo_root().join("assets/tiny-llama/tokenizer.json"),
+        dst.join("tokenizer.json"),
+    )
+    .unwrap();
+    dst
+}
+
 /// A copy of assets/tiny-llama in `dir/name`.
 pub fn tiny_llama(dir: &Path, name: &str) -> PathBuf {
     let src = repo_root().join("assets/tiny-llama");
