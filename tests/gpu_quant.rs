@@ -18,7 +18,7 @@ mod parity;
 
 use parity::Backends;
 
-use checks::{check, check_dense, check_dequant, check_gguf, check_huge_range};
+use checks::{check, check_dense, check_dequant, check_gguf, check_huge_range, check_kquant};
 use float::{check_float, float_values, Float};
 
 fn main() {
@@ -125,6 +125,24 @@ fn main() {
                 let (name, s) = (format!("gguf::{kind:?}::{dtype}::{rows}x{cols}"), seed);
                 trials.extend(backends.gpu_trials(&name, move |ctx| {
                     check_gguf(ctx, kind, dtype, rows, cols, s)
+                }));
+            }
+        }
+    }
+    // K-quant super-blocks and Q5 blocks: exact bytes, no CPU fallback.
+    for kind in [
+        GgufType::Q4_K,
+        GgufType::Q5_K,
+        GgufType::Q6_K,
+        GgufType::Q5_0,
+        GgufType::Q5_1,
+    ] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (rows, cols) in [(1, 256), (6, 256), (5, 1280)] {
+                seed += 1;
+                let (name, s) = (format!("gguf::{kind:?}::{dtype}::{rows}x{cols}"), seed);
+                trials.extend(backends.gpu_trials(&name, move |ctx| {
+                    check_kquant(ctx, kind, dtype, rows, cols, s)
                 }));
             }
         }

@@ -1,29 +1,34 @@
-//! GGUF blocks computed on the CPU only (the K-quants Q4_K, Q5_K, Q6_K and
-//! the fallbacks Q5_0, Q5_1) against ggml's own reference quantizers:
+//! GGUF's K-quants Q4_K, Q5_K, Q6_K and the fallbacks Q5_0, Q5_1 against
+//! ggml's own reference quantizers:
 //! tests/golden/kquants/blocks.safetensors holds 37 rows of 256 values
 //! chosen to hit the searches' edge cases (zero, constant, one-signed,
 //! subnormal, below-epsilon, huge-range, half-step, tied-extreme blocks,
 //! zero sub-blocks, heavy tails) and the bytes
 //! `quantize_row_{q4_K,q5_K,q6_K,q5_0,q5_1}_ref` made of them
 //! (scripts/kquant-golden.py, libggml-base of llama-cpp-python). shears'
-//! reference and the fast path's parallel rows must give the same bytes.
+//! reference, the fast path's parallel rows and the GPU kernels must give
+//! the same bytes.
 
-use shears::core::fast::gguf::quantize_k;
-use shears::core::reference::gguf::{dequantize_q5, q5_0_block, q5_1_block};
-use shears::core::reference::kquants::{
-    dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, q4_k_block, q5_k_block, q6_k_block, BlockFn,
-    QK_K,
-};
+use shears::core::fast::quant::quantize_gguf;
+use shears::core::reference::gguf::{dequantize_q5, GgufType};
+use shears::core::reference::kquants::{dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, QK_K};
 use shears::core::{Checkpoint, DType, TensorBuf};
+use shears::kernels::quant::GpuQuant;
+use shears::testing::test_gpu;
 
-/// (name in the file, quantizer, values per block, bytes per block).
-const KINDS: [(&str, BlockFn, usize, usize); 5] = [
-    ("q4_k", q4_k_block, 256, 144),
-    ("q5_k", q5_k_block, 256, 176),
-    ("q6_k", q6_k_block, 256, 210),
-    ("q5_0", q5_0_block, 32, 22),
-    ("q5_1", q5_1_block, 32, 24),
+/// (name in the file, kind).
+const KINDS: [(&str, GgufType); 5] = [
+    ("q4_k", GgufType::Q4_K),
+    ("q5_k", GgufType::Q5_K),
+    ("q6_k", GgufType::Q6_K),
+    ("q5_0", GgufType::Q5_0),
+    ("q5_1", GgufType::Q5_1),
 ];
+
+/// The golden rows whose arithmetic leaves the normal f32 range (the
+/// subnormal, below-epsilon and 1e-30/1e30 rows), which the GPU hands to
+/// the CPU; every other row must be the GPU's own work.
+const OUTSIDE_NORMAL_RANGE: [usize; 3] = [5, 6, 12];
 
 fn golden() -> Checkpoint {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,7 +46,8 @@ fn blocks_equal_ggml_reference() {
     let x = c.view(c.get("input").unwrap()).to_f32().unwrap();
     let rows = x.len() / QK_K;
     assert_eq!(rows, 37);
-    for (name, block, elems, size) in KINDS {
+    for (name, kind) in KINDS {
+        let (block, elems, size) = (kind.block_fn(), kind.block_elems(), kind.block_bytes());
         let want = bytes(&c, name);
         let per_row = QK_K / elems * size;
         for r in 0..rows {
@@ -57,10 +63,49 @@ fn blocks_equal_ggml_reference() {
         // The fast path: the same rows as one tensor, in parallel.
         let t = TensorBuf::from_f32(DType::F32, vec![rows, QK_K], &x).unwrap();
         assert_eq!(
-            quantize_k(&t.view(), block, elems, size).unwrap(),
+            quantize_gguf(&t.view(), kind).unwrap(),
             want,
             "{name} fast path"
         );
+    }
+}
+
+#[test]
+fn gpu_blocks_equal_ggml_reference() {
+    let Some(ctx) = test_gpu().unwrap() else {
+        return;
+    };
+    let gpu = GpuQuant::new(&ctx);
+    let c = golden();
+    let x = c.view(c.get("input").unwrap()).to_f32().unwrap();
+    let rows = x.len() / QK_K;
+    for (name, kind) in KINDS {
+        let want = bytes(&c, name);
+        let per_row = want.len() / rows;
+        // Row by row, to know which rows the CPU finished.
+        let mut on_cpu = Vec::new();
+        for r in 0..rows {
+            let t = TensorBuf::from_f32(DType::F32, vec![1, QK_K], &x[r * QK_K..(r + 1) * QK_K])
+                .unwrap();
+            let got = gpu.quantize_gguf_counted(&t.view(), kind).unwrap();
+            assert_eq!(
+                got.bytes,
+                want[r * per_row..(r + 1) * per_row],
+                "{name} row {r} on the GPU ({} blocks on the CPU)",
+                got.on_cpu
+            );
+            if got.on_cpu > 0 {
+                on_cpu.push(r);
+            }
+        }
+        eprintln!("{name}: rows finished on the CPU: {on_cpu:?}");
+        assert!(
+            on_cpu.iter().all(|r| OUTSIDE_NORMAL_RANGE.contains(r)),
+            "{name}: rows {on_cpu:?} fell back to the CPU"
+        );
+        // All rows as one tensor, in one dispatch.
+        let t = TensorBuf::from_f32(DType::F32, vec![rows, QK_K], &x).unwrap();
+        assert_eq!(gpu.quantize_gguf(&t.view(), kind).unwrap(), want, "{name}");
     }
 }
 

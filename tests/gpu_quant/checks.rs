@@ -130,6 +130,7 @@ pub fn check_gguf(
         let (lead, d, top) = match kind {
             GgufType::Q8_0 => (a, a / 127.0, 126.0),
             GgufType::Q4_0 => (-a, -a / -8.0, 7.0),
+            other => return Err(format!("{other:?} has no boundary check here").into()),
         };
         block[0] = lead;
         for (j, v) in block.iter_mut().enumerate().skip(1) {
@@ -145,6 +146,11 @@ pub fn check_gguf(
     let got = GpuQuant::new(ctx)
         .quantize_gguf(&buf.view(), kind)
         .map_err(|e| e.to_string())?;
+    same_blocks(kind, &want, &got)
+}
+
+/// Exact equality of GGUF blocks, naming the first differing byte.
+fn same_blocks(kind: GgufType, want: &[u8], got: &[u8]) -> Result<(), Failed> {
     if want.len() != got.len() {
         return Err(format!("{} bytes, expected {}", got.len(), want.len()).into());
     }
@@ -158,6 +164,35 @@ pub fn check_gguf(
             got[i]
         )
         .into());
+    }
+    Ok(())
+}
+
+/// K-quant and Q5 blocks from the GPU against the reference on seeded
+/// Gaussian values with zeros, tiny and large entries mixed in: the bytes
+/// are exact, and no block of such values needs the CPU (only subnormal,
+/// infinite or NaN arithmetic sends one back there). Rows wider than one
+/// binding are refused clearly.
+pub fn check_kquant(
+    ctx: &GpuContext,
+    kind: GgufType,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let x = test_values(rows * cols, seed, false);
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
+    let want = kind.quantize(&decoded);
+    let got = GpuQuant::new(ctx).quantize_gguf_counted(&buf.view(), kind);
+    if cols * dtype.bits() / 8 + 4 > ctx.chunk_bytes() as usize {
+        return expect_row_refusal(got);
+    }
+    let got = got.map_err(|e| e.to_string())?;
+    same_blocks(kind, &want, &got.bytes)?;
+    if got.on_cpu > 0 {
+        return Err(format!("{} blocks fell back to the CPU", got.on_cpu).into());
     }
     Ok(())
 }

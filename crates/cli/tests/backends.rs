@@ -481,7 +481,7 @@ fn trials() -> Vec<Check> {
     t.push(("eval".into(), Box::new(eval_lm)));
     t.push(("calibrate".into(), Box::new(calibrate)));
     t.push(("gptq".into(), Box::new(gptq)));
-    for ty in ["Q8_0", "Q4_0"] {
+    for ty in ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"] {
         t.push((format!("quantize::gguf::{ty}"), Box::new(move || gguf(ty))));
     }
     t

@@ -65,17 +65,7 @@ fn expected(values: &[f32], shape: &[usize], ty: GgmlType, heads: Option<usize>)
                 shears_core::encode_f32(dtype, row, &mut b);
                 out.extend(b);
             }
-            _ => {
-                let block = ty.k_block().unwrap();
-                let mut b = vec![0u8; ty.row_bytes(row.len())];
-                for (x, o) in row
-                    .chunks(ty.block_elems())
-                    .zip(b.chunks_mut(ty.block_bytes()))
-                {
-                    block(x, o);
-                }
-                out.extend(b);
-            }
+            _ => out.extend(ty.blocks().unwrap().quantize(row)),
         }
     }
     out

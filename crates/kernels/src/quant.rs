@@ -3,7 +3,6 @@
 //! `shears_core::reference::quant::quantize_matrix`.
 
 use shears_core::fast::quant::ErrorStats;
-use shears_core::reference::gguf::{GgufType, QK};
 use shears_core::reference::quant::{QParams, QuantSpec, Quantized, Rounding};
 use shears_core::{DType, TensorView};
 
@@ -191,103 +190,10 @@ impl<'a> GpuQuant<'a> {
             stats,
         ))
     }
-
-    /// GGUF blocks (Q8_0 or Q4_0) of a float tensor whose rows are whole
-    /// blocks of 32, byte-identical to ggml's reference functions (and
-    /// shears' `reference::gguf`).
-    pub fn quantize_gguf(&self, w: &TensorView, kind: GgufType) -> Result<Vec<u8>> {
-        let ctx = self.ctx;
-        let (rows, cols) = w.matrix_dims();
-        let esize = w.float_size()?;
-        if !cols.is_multiple_of(QK) {
-            return Err(Error::Unsupported(format!(
-                "GGUF blocks need rows of whole blocks of {QK}; rows hold {cols}"
-            )));
-        }
-        let bb = kind.block_bytes();
-        let row_bytes = cols / QK * bb;
-        let mut out = Vec::with_capacity(rows * row_bytes);
-        if rows == 0 || cols == 0 {
-            return Ok(out);
-        }
-        let per = ((ctx.chunk_bytes() as usize - 4) / (cols * esize).max(row_bytes + 4)).min(rows);
-        if per == 0 {
-            return Err(Error::Unsupported(format!(
-                "a row of {cols} elements is larger than one GPU binding ({} bytes)",
-                ctx.chunk_bytes()
-            )));
-        }
-        let src = ctx.storage(
-            "gguf src",
-            per * cols * esize + 4,
-            wgpu::BufferUsages::empty(),
-        );
-        let blocks = ctx.storage(
-            "gguf blocks",
-            (per * row_bytes).next_multiple_of(4),
-            wgpu::BufferUsages::COPY_SRC,
-        );
-        let unused = ctx.storage("gguf unused", 4, wgpu::BufferUsages::empty());
-        let pbuf = ctx.uniform("gguf uniforms", 32);
-        let layout = quant_layout(ctx);
-        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("gguf"),
-            layout: &layout,
-            entries: &[
-                entry(0, &src),
-                entry(1, &pbuf),
-                entry(2, &blocks),
-                entry(3, &unused),
-            ],
-        });
-        let (entry_point, code) = (
-            match kind {
-                GgufType::Q8_0 => "quantize_q8_0",
-                GgufType::Q4_0 => "quantize_q4_0",
-            },
-            match w.dtype() {
-                DType::F16 => 1.0,
-                DType::BF16 => 2.0,
-                _ => 0.0,
-            },
-        );
-        let pipeline = ctx.pipeline(
-            "quant",
-            source::QUANT,
-            entry_point,
-            &layout,
-            &[("DTYPE", code)],
-        )?;
-        for rr in split(rows, per) {
-            let elems = rr.start * cols..rr.end * cols;
-            let (bytes, first) = upload_window(&elems, esize, w.bytes().len());
-            ctx.upload(&src, 0, &w.bytes()[bytes]);
-            let p = QuantParams {
-                rows: rr.len() as u32,
-                cols: cols as u32,
-                first,
-                ..Default::default()
-            };
-            ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
-            let mut enc = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("gguf clear"),
-                });
-            enc.clear_buffer(&blocks, 0, None);
-            ctx.queue().submit([enc.finish()]);
-            let n_blocks = rr.len() * cols / QK;
-            let dims = ctx.grid_2d(n_blocks.div_ceil(64));
-            let idx = ctx.dispatch(entry_point, &pipeline, &bind, dims);
-            ctx.wait(Some(idx))?;
-            out.extend(ctx.read_back(&blocks, 0, (n_blocks * bb) as u64)?);
-        }
-        Ok(out)
-    }
 }
 
 /// Bindings 0–3 of quant.wgsl (quantize_groups and the GGUF entry points).
-fn quant_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
+pub(crate) fn quant_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
     use wgpu::BufferBindingType::{Storage, Uniform};
     ctx.buffer_layout(
         "quant: src params(uniform) codes qp",
@@ -301,3 +207,5 @@ fn quant_layout(ctx: &GpuContext) -> std::sync::Arc<wgpu::BindGroupLayout> {
 }
 
 mod dequant;
+mod gguf;
+pub use gguf::GgufBlocks;

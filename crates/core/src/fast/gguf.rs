@@ -88,9 +88,18 @@ pub fn q4_0_block(x: &[f32; QK], out: &mut [u8]) {
     }
 }
 
-/// The blocks of one row (its length a multiple of 32) into `out`, with
-/// AVX2 where the CPU has it.
+/// The blocks of one row (its length a multiple of the block) into `out`:
+/// Q8_0 and Q4_0 with AVX2 where the CPU has it, the other kinds through
+/// the reference's block quantizer.
 pub fn row(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
+    use crate::reference::gguf::GgufType;
+    if !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0) {
+        let (n, size, block) = (kind.block_elems(), kind.block_bytes(), kind.block_fn());
+        for (b, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(size)) {
+            block(b, o);
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
@@ -115,7 +124,7 @@ fn row_plain(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) 
         let b: &[f32; QK] = b.try_into().expect("whole blocks");
         match kind {
             GgufType::Q8_0 => q8_0_block(b, o),
-            GgufType::Q4_0 => q4_0_block(b, o),
+            _ => q4_0_block(b, o),
         }
     }
 }
@@ -152,24 +161,6 @@ pub fn quantize_rows(
             },
         )?;
     Ok(out)
-}
-
-/// Blocks of `block_elems` values through the reference's quantizer `block`
-/// (the K-quants' searches, Q5_0, Q5_1), which is the fast path for now.
-pub fn quantize_k(
-    w: &crate::TensorView,
-    block: crate::reference::kquants::BlockFn,
-    block_elems: usize,
-    block_bytes: usize,
-) -> crate::Result<Vec<u8>> {
-    quantize_rows(w, block_elems, block_bytes, |x, o| {
-        for (b, ob) in x
-            .chunks_exact(block_elems)
-            .zip(o.chunks_exact_mut(block_bytes))
-        {
-            block(b, ob);
-        }
-    })
 }
 
 #[cfg(test)]

@@ -338,12 +338,11 @@ pub fn dequantize_packed(w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8
     Ok(out)
 }
 
-/// GGUF blocks of a float tensor whose rows are whole blocks of 32: rows
-/// in parallel, each through [`super::gguf`] (ggml's `quantize_row_*_ref`,
+/// GGUF blocks of a float tensor whose rows are whole blocks: rows in
+/// parallel, each through [`super::gguf`] (ggml's `quantize_row_*_ref`,
 /// byte for byte).
 pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> Result<Vec<u8>> {
-    use crate::reference::gguf::QK;
-    super::gguf::quantize_rows(w, QK, kind.block_bytes(), |x, o| {
+    super::gguf::quantize_rows(w, kind.block_elems(), kind.block_bytes(), |x, o| {
         super::gguf::row(kind, x, o)
     })
 }

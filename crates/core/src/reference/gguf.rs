@@ -9,33 +9,84 @@
 //!   byte j holds element j (low nibble) and element j + 16 (high nibble).
 //!   A block is 2 + 16 bytes.
 
+use super::kquants::BlockFn;
 use half::f16;
 
 /// Elements per block.
 pub const QK: usize = 32;
 
-/// The GGUF block formats shears computes.
+/// The GGUF block formats shears computes (the quant family's GGUF
+/// kinds): the 32-value blocks here and the 256-value K-quant super-blocks
+/// of [`super::kquants`].
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufType {
     Q8_0,
     Q4_0,
+    Q5_0,
+    Q5_1,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
 impl GgufType {
-    /// Bytes per block of 32 elements.
+    /// Every kind.
+    pub const ALL: [GgufType; 7] = [
+        GgufType::Q8_0,
+        GgufType::Q4_0,
+        GgufType::Q5_0,
+        GgufType::Q5_1,
+        GgufType::Q4_K,
+        GgufType::Q5_K,
+        GgufType::Q6_K,
+    ];
+
+    /// Values per block.
+    pub fn block_elems(self) -> usize {
+        match self {
+            GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K => super::kquants::QK_K,
+            _ => QK,
+        }
+    }
+
+    /// Bytes per block.
     pub fn block_bytes(self) -> usize {
         match self {
             GgufType::Q8_0 => 34,
             GgufType::Q4_0 => 18,
+            GgufType::Q5_0 => 22,
+            GgufType::Q5_1 => 24,
+            GgufType::Q4_K => 144,
+            GgufType::Q5_K => 176,
+            GgufType::Q6_K => 210,
         }
     }
 
-    /// The blocks of `x` (its length a multiple of 32).
-    pub fn quantize(self, x: &[f32]) -> Vec<u8> {
+    /// The reference quantizer of one block ([`GgufType::block_elems`]
+    /// values into [`GgufType::block_bytes`] bytes).
+    pub fn block_fn(self) -> BlockFn {
         match self {
-            GgufType::Q8_0 => quantize_q8_0(x),
-            GgufType::Q4_0 => quantize_q4_0(x),
+            GgufType::Q8_0 => |x, o| o.copy_from_slice(&quantize_q8_0(x)),
+            GgufType::Q4_0 => |x, o| o.copy_from_slice(&quantize_q4_0(x)),
+            GgufType::Q5_0 => q5_0_block,
+            GgufType::Q5_1 => q5_1_block,
+            GgufType::Q4_K => super::kquants::q4_k_block,
+            GgufType::Q5_K => super::kquants::q5_k_block,
+            GgufType::Q6_K => super::kquants::q6_k_block,
         }
+    }
+
+    /// The blocks of `x` (its length a multiple of the block).
+    pub fn quantize(self, x: &[f32]) -> Vec<u8> {
+        let (n, size) = (self.block_elems(), self.block_bytes());
+        assert_eq!(x.len() % n, 0, "{self:?} needs whole blocks of {n}");
+        let mut out = vec![0u8; x.len() / n * size];
+        let block = self.block_fn();
+        for (b, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(size)) {
+            block(b, o);
+        }
+        out
     }
 }
 

@@ -274,33 +274,17 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
                 bad.first_row
             );
         }
-        if let Some(block) = it.out.ty.k_block() {
-            // No GPU kernel for the K-quants yet: the CPU computes them on
-            // every backend.
-            let mut b = shears_core::fast::gguf::quantize_k(
-                &view,
-                block,
-                it.out.ty.block_elems(),
-                it.out.ty.block_bytes(),
-            )
-            .with_context(|| format!("tensor '{}'", t.name))?;
-            if let Some(heads) = it.rope_heads {
-                b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
-            }
-            writer.write(&b)?;
-        } else {
-            match it.out.ty.blocks() {
-                Some(kind) => {
-                    let mut b = backend
-                        .quantize_gguf(&view, kind)
-                        .with_context(|| format!("tensor '{}'", t.name))?;
-                    if let Some(heads) = it.rope_heads {
-                        b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
-                    }
-                    writer.write(&b)?;
+        match it.out.ty.blocks() {
+            Some(kind) => {
+                let mut b = backend
+                    .quantize_gguf(&view, kind)
+                    .with_context(|| format!("tensor '{}'", t.name))?;
+                if let Some(heads) = it.rope_heads {
+                    b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
                 }
-                None => write_float(&mut writer, &view, it.out.ty, it.rope_heads)?,
+                writer.write(&b)?;
             }
+            None => write_float(&mut writer, &view, it.out.ty, it.rope_heads)?,
         }
         writer.end()?;
         // Its pages are done with: they leave this process's memory.

@@ -29,12 +29,8 @@ pub use writer::GgufWriter;
 
 use half::{bf16, f16};
 
-use crate::reference::gguf::{
-    dequantize_q4_0, dequantize_q5, dequantize_q8_0, q5_0_block, q5_1_block, GgufType,
-};
-use crate::reference::kquants::{
-    dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, q4_k_block, q5_k_block, q6_k_block, BlockFn,
-};
+use crate::reference::gguf::{dequantize_q4_0, dequantize_q5, dequantize_q8_0, GgufType};
+use crate::reference::kquants::{dequantize_q4_k, dequantize_q5_k, dequantize_q6_k};
 use crate::{Error, Result};
 
 /// Data alignment shears writes (and GGUF's default).
@@ -115,20 +111,6 @@ impl GgmlType {
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
-    /// The block quantizer of the types computed on the CPU only (the
-    /// K-quants, Q5_0, Q5_1): one block of [`GgmlType::block_elems`]
-    /// values into its bytes.
-    pub fn k_block(self) -> Option<BlockFn> {
-        match self {
-            GgmlType::Q5_0 => Some(q5_0_block),
-            GgmlType::Q5_1 => Some(q5_1_block),
-            GgmlType::Q4_K => Some(q4_k_block),
-            GgmlType::Q5_K => Some(q5_k_block),
-            GgmlType::Q6_K => Some(q6_k_block),
-            _ => None,
-        }
-    }
-
     /// The type llama-quantize gives a weight whose rows of `n` do not
     /// split into this type's blocks: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K →
     /// Q8_0 where rows split into 32s, F16 otherwise.
@@ -151,7 +133,12 @@ impl GgmlType {
         match self {
             GgmlType::Q8_0 => Some(GgufType::Q8_0),
             GgmlType::Q4_0 => Some(GgufType::Q4_0),
-            _ => None,
+            GgmlType::Q5_0 => Some(GgufType::Q5_0),
+            GgmlType::Q5_1 => Some(GgufType::Q5_1),
+            GgmlType::Q4_K => Some(GgufType::Q4_K),
+            GgmlType::Q5_K => Some(GgufType::Q5_K),
+            GgmlType::Q6_K => Some(GgufType::Q6_K),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
         }
     }
 

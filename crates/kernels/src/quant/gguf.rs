@@ -1,0 +1,154 @@
+//! GGUF blocks on the GPU (shaders/quant.wgsl's Q8_0 / Q4_0 and
+//! shaders/kquant.wgsl's Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), byte-identical to
+//! ggml's reference quantizers (shears' `reference::gguf` and
+//! `reference::kquants`).
+//!
+//! The K-quant and Q5 kernels flag each block whose arithmetic met a
+//! subnormal, an infinity or a NaN (where GPUs may flush or differ; real
+//! weights never get there); the host recomputes those blocks with the CPU
+//! reference, so the bytes are exact on any GPU.
+
+use shears_core::reference::gguf::GgufType;
+use shears_core::TensorView;
+
+use super::{quant_layout, GpuQuant, QuantParams};
+use crate::chunk::{split, upload_window};
+use crate::context::entry;
+use crate::{source, Error, Result};
+
+/// GGUF blocks of one tensor and how many of them the CPU recomputed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufBlocks {
+    /// The blocks' bytes, row after row.
+    pub bytes: Vec<u8>,
+    /// Blocks the GPU flagged (subnormal, infinite or NaN arithmetic) and
+    /// the CPU reference computed instead.
+    pub on_cpu: usize,
+}
+
+/// The entry point and values per invocation of a kind.
+fn entry_point(kind: GgufType) -> (&'static str, usize) {
+    match kind {
+        GgufType::Q8_0 => ("quantize_q8_0", 32),
+        GgufType::Q4_0 => ("quantize_q4_0", 32),
+        GgufType::Q5_0 => ("quantize_q5_0", 32),
+        GgufType::Q5_1 => ("quantize_q5_1", 32),
+        GgufType::Q4_K => ("quantize_q4_k", 32),
+        GgufType::Q5_K => ("quantize_q5_k", 32),
+        GgufType::Q6_K => ("quantize_q6_k", 16),
+    }
+}
+
+impl GpuQuant<'_> {
+    /// GGUF blocks of a float tensor whose rows are whole blocks,
+    /// byte-identical to ggml's reference functions.
+    pub fn quantize_gguf(&self, w: &TensorView, kind: GgufType) -> Result<Vec<u8>> {
+        Ok(self.quantize_gguf_counted(w, kind)?.bytes)
+    }
+
+    /// [`GpuQuant::quantize_gguf`], saying how many blocks the CPU
+    /// recomputed.
+    pub fn quantize_gguf_counted(&self, w: &TensorView, kind: GgufType) -> Result<GgufBlocks> {
+        let ctx = self.ctx;
+        let (rows, cols) = w.matrix_dims();
+        let esize = w.float_size()?;
+        let (n, bb) = (kind.block_elems(), kind.block_bytes());
+        if !cols.is_multiple_of(n) {
+            return Err(Error::Unsupported(format!(
+                "GGUF {kind:?} blocks need rows of whole blocks of {n}; rows hold {cols}"
+            )));
+        }
+        let row_bytes = cols / n * bb;
+        let mut out = GgufBlocks {
+            bytes: Vec::with_capacity(rows * row_bytes),
+            on_cpu: 0,
+        };
+        if rows == 0 || cols == 0 {
+            return Ok(out);
+        }
+        let flags_per_row = cols / n * 4;
+        let per = ((ctx.chunk_bytes() as usize - 4)
+            / (cols * esize).max(row_bytes + 4).max(flags_per_row))
+        .min(rows);
+        if per == 0 {
+            return Err(Error::Unsupported(format!(
+                "a row of {cols} elements is larger than one GPU binding ({} bytes)",
+                ctx.chunk_bytes()
+            )));
+        }
+        let src = ctx.storage(
+            "gguf src",
+            per * cols * esize + 4,
+            wgpu::BufferUsages::empty(),
+        );
+        let blocks = ctx.storage(
+            "gguf blocks",
+            (per * row_bytes).next_multiple_of(4),
+            wgpu::BufferUsages::COPY_SRC,
+        );
+        let flags = ctx.storage(
+            "gguf flags",
+            per * flags_per_row,
+            wgpu::BufferUsages::COPY_SRC,
+        );
+        let pbuf = ctx.uniform("gguf uniforms", 32);
+        let layout = quant_layout(ctx);
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("gguf"),
+            layout: &layout,
+            entries: &[
+                entry(0, &src),
+                entry(1, &pbuf),
+                entry(2, &blocks),
+                entry(3, &flags),
+            ],
+        });
+        let (name, per_invocation) = entry_point(kind);
+        let dtype = match w.dtype() {
+            shears_core::DType::F16 => 1.0,
+            shears_core::DType::BF16 => 2.0,
+            _ => 0.0,
+        };
+        let pipeline = ctx.pipeline("quant", source::QUANT, name, &layout, &[("DTYPE", dtype)])?;
+        let flagged = !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0);
+        let mut x = vec![0.0f32; n];
+        for rr in split(rows, per) {
+            let elems = rr.start * cols..rr.end * cols;
+            let (bytes, first) = upload_window(&elems, esize, w.bytes().len());
+            ctx.upload(&src, 0, &w.bytes()[bytes]);
+            let p = QuantParams {
+                rows: rr.len() as u32,
+                cols: cols as u32,
+                first,
+                ..Default::default()
+            };
+            ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
+            let mut enc = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("gguf clear"),
+                });
+            enc.clear_buffer(&blocks, 0, None);
+            ctx.queue().submit([enc.finish()]);
+            let n_blocks = rr.len() * cols / n;
+            let dims = ctx.grid_2d((rr.len() * cols / per_invocation).div_ceil(64));
+            let idx = ctx.dispatch(name, &pipeline, &bind, dims);
+            ctx.wait(Some(idx))?;
+            let mut got = ctx.read_back(&blocks, 0, (n_blocks * bb) as u64)?;
+            if flagged {
+                let words = ctx.read_back(&flags, 0, (n_blocks * 4) as u64)?;
+                let block = kind.block_fn();
+                for (b, f) in words.chunks_exact(4).enumerate() {
+                    if f != [0, 0, 0, 0] {
+                        let at = elems.start + b * n;
+                        w.decode_into(at..at + n, &mut x)?;
+                        block(&x, &mut got[b * bb..(b + 1) * bb]);
+                        out.on_cpu += 1;
+                    }
+                }
+            }
+            out.bytes.extend(got);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,419 @@
+// kquant.wgsl: GGUF's K-quant super-blocks (Q4_K, Q5_K, Q6_K) and the
+// 32-value Q5_0 / Q5_1 blocks, after quant.wgsl in the quant module.
+// Specification: crates/core/src/reference/kquants.rs and
+// reference/gguf.rs (ggml's quantize_row_*_ref); the bytes are identical.
+//
+// Bindings: those of quant.wgsl. 0 src (the chunk's rows), 1 params (rows,
+// cols, first), 2 codes (the blocks' bytes ORed into a cleared buffer),
+// 3 qp: one word per block (per super-block for the K-quants), 1 where the
+// block must be recomputed on the CPU, 0 where these bytes are final.
+//
+// Exactness: see kexact.wgsl. A block whose arithmetic met a subnormal,
+// an infinity or a NaN is flagged; the host recomputes it on the CPU.
+//
+// Dispatch: @workgroup_size(64) in a 2-D grid. Q4_K / Q5_K: one invocation
+// per sub-block of 32 (8 super-blocks a workgroup); Q6_K: one per
+// sub-block of 16 (4 super-blocks); Q5_0 / Q5_1: one per block of 32.
+
+var<private> kx: array<f32, 32>;
+var<private> kw: array<f32, 32>;
+var<private> kl: array<u32, 32>;
+var<private> kaux: array<u32, 32>;
+
+var<workgroup> ks_scale: array<f32, 64>;
+var<workgroup> ks_min: array<f32, 64>;
+var<workgroup> ks_bad: array<atomic<u32>, 8>;
+
+// ggml's make_qkx2_quants over kx / kw (32 values): the affine grid of
+// nmax + 1 levels with the least weighted squared error among the first
+// guess and nstep + 1 rescaled ones; codes in kl, returns (scale, −min).
+fn make_qkx2(nmax: i32, rmin: f32, nstep: i32) -> vec2<f32> {
+    var mn = kx[0];
+    var mx = kx[0];
+    var sum_w = kw[0];
+    var sum_x = kmul(sum_w, kx[0]);
+    for (var i = 1u; i < 32u; i = i + 1u) {
+        if (kx[i] < mn) {
+            mn = kx[i];
+        }
+        if (kx[i] > mx) {
+            mx = kx[i];
+        }
+        sum_w = kadd(sum_w, kw[i]);
+        sum_x = kadd(sum_x, kmul(kw[i], kx[i]));
+    }
+    if (mn > 0.0) {
+        mn = 0.0;
+    }
+    if (mx == mn) {
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            kl[i] = 0u;
+        }
+        return vec2<f32>(0.0, -mn);
+    }
+    let nm = f32(nmax);
+    var iscale = kdiv(nm, kadd(mx, -mn));
+    var scale = kdiv(1.0, iscale);
+    var best = 0.0;
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        let q = clamp(nearest(kmul(iscale, kadd(kx[i], -mn))), 0i, nmax);
+        kl[i] = u32(q);
+        let diff = kadd(kadd(kmul(scale, f32(q)), mn), -kx[i]);
+        best = kadd(best, kmul(kw[i], kmul(diff, diff)));
+    }
+    for (var is = 0i; is <= nstep; is = is + 1i) {
+        // The range uses the best min so far, as ggml's does.
+        iscale = kdiv(kadd(kadd(rmin, kmul(0.1, f32(is))), nm), kadd(mx, -mn));
+        var sum_l = 0.0;
+        var sum_l2 = 0.0;
+        var sum_xl = 0.0;
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            let q = clamp(nearest(kmul(iscale, kadd(kx[i], -mn))), 0i, nmax);
+            kaux[i] = u32(q);
+            let qf = f32(q);
+            let wq = kmul(kw[i], qf);
+            sum_l = kadd(sum_l, wq);
+            sum_l2 = kadd(sum_l2, kmul(wq, qf));
+            sum_xl = kadd(sum_xl, kmul(wq, kx[i]));
+        }
+        let d = kadd(kmul(sum_w, sum_l2), -kmul(sum_l, sum_l));
+        if (d > 0.0) {
+            var this_scale = kdiv(kadd(kmul(sum_w, sum_xl), -kmul(sum_x, sum_l)), d);
+            var this_min = kdiv(kadd(kmul(sum_l2, sum_x), -kmul(sum_l, sum_xl)), d);
+            if (this_min > 0.0) {
+                this_min = 0.0;
+                this_scale = kdiv(sum_xl, sum_l2);
+            }
+            var cur = 0.0;
+            for (var i = 0u; i < 32u; i = i + 1u) {
+                let diff = kadd(kadd(kmul(this_scale, f32(kaux[i])), this_min), -kx[i]);
+                cur = kadd(cur, kmul(kw[i], kmul(diff, diff)));
+            }
+            if (cur < best) {
+                for (var i = 0u; i < 32u; i = i + 1u) {
+                    kl[i] = kaux[i];
+                }
+                best = cur;
+                scale = this_scale;
+                mn = this_min;
+            }
+        }
+    }
+    return vec2<f32>(scale, -mn);
+}
+
+// ggml's 6-bit step of a sub-block's scale or min: nearest_int stored in a
+// uint8, capped at 63.
+fn step6(inv: f32, v: f32) -> u32 {
+    return min(u32(nearest(kmul(inv, v))) & 0xffu, 63u);
+}
+
+// Q4_K (bytes 144, nmax 15) and Q5_K (176, 31): sub-block j of super-block
+// sb per invocation.
+fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
+    let sb = g / 8u;
+    let j = g % 8u;
+    let first = t - j;
+    let live = sb < params.rows * params.cols / 256u;
+    // Workgroup memory starts undefined (the context skips wgpu's zeroing);
+    // the first barrier below orders this before any atomicOr.
+    if (t < 8u) {
+        atomicStore(&ks_bad[t], 0u);
+    }
+    bad = false;
+    if (live) {
+        var sum_x2 = 0.0;
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            kx[i] = kload(sb * 256u + j * 32u + i);
+            sum_x2 = kadd(sum_x2, kmul(kx[i], kx[i]));
+        }
+        let av_x = sqrt_rn(kdiv(sum_x2, 32.0));
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            kw[i] = kadd(av_x, abs(kx[i]));
+        }
+        let sm = make_qkx2(nmax, rmin, nstep);
+        ks_scale[t] = sm.x;
+        ks_min[t] = sm.y;
+    }
+    workgroupBarrier();
+    if (live) {
+        var max_scale = 0.0;
+        var max_min = 0.0;
+        for (var k = 0u; k < 8u; k = k + 1u) {
+            max_scale = select(max_scale, ks_scale[first + k], ks_scale[first + k] > max_scale);
+            max_min = select(max_min, ks_min[first + k], ks_min[first + k] > max_min);
+        }
+        var inv_scale = 0.0;
+        if (max_scale > 0.0) {
+            inv_scale = kdiv(63.0, max_scale);
+        }
+        var inv_min = 0.0;
+        if (max_min > 0.0) {
+            inv_min = kdiv(63.0, max_min);
+        }
+        let db = f16_rn(kdiv(max_scale, 63.0));
+        let mb = f16_rn(kdiv(max_min, 63.0));
+        let at = sb * size;
+        if (j == 0u) {
+            put_byte(at, db);
+            put_byte(at + 1u, db >> 8u);
+            put_byte(at + 2u, mb);
+            put_byte(at + 3u, mb >> 8u);
+            for (var k = 0u; k < 8u; k = k + 1u) {
+                let ls = step6(inv_scale, ks_scale[first + k]);
+                let lm = step6(inv_min, ks_min[first + k]);
+                if (k < 4u) {
+                    put_byte(at + 4u + k, ls);
+                    put_byte(at + 8u + k, lm);
+                } else {
+                    put_byte(at + 8u + k, (ls & 0xfu) | ((lm & 0xfu) << 4u));
+                    put_byte(at + k, (ls >> 4u) << 6u);
+                    put_byte(at + 4u + k, (lm >> 4u) << 6u);
+                }
+            }
+        }
+        let dd = kmul(f16_val(db), f32(step6(inv_scale, ks_scale[t])));
+        if (dd != 0.0) {
+            let dm = kmul(f16_val(mb), f32(step6(inv_min, ks_min[t])));
+            for (var i = 0u; i < 32u; i = i + 1u) {
+                kl[i] = u32(clamp(nearest(kdiv(kadd(kx[i], dm), dd)), 0i, nmax));
+            }
+        }
+        let h = j / 2u;
+        let shift = 4u * (j & 1u);
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            if (size == 144u) {
+                put_byte(at + 16u + 32u * h + i, kl[i] << shift);
+            } else {
+                put_byte(at + 16u + i, (kl[i] >> 4u) << j);
+                put_byte(at + 48u + 32u * h + i, (kl[i] & 0xfu) << shift);
+            }
+        }
+        if (bad) {
+            atomicOr(&ks_bad[t / 8u], 1u);
+        }
+    }
+    workgroupBarrier();
+    if (live && j == 0u) {
+        qp[sb] = atomicLoad(&ks_bad[t / 8u]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn quantize_q4_k(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    affine_k(invocation(wid, nwg, lid), lid.x, 15i, -1.0, 20i, 144u);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_k(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    affine_k(invocation(wid, nwg, lid), lid.x, 31i, -0.5, 15i, 176u);
+}
+
+// ggml's make_qx_quants (rmse_type 1, no importance) over kx[0..16]: codes
+// (offset by 32) in kl, returns the scale.
+fn make_qx() -> f32 {
+    var mx = 0.0;
+    var amax = 0.0;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        if (abs(kx[i]) > amax) {
+            amax = abs(kx[i]);
+            mx = kx[i];
+        }
+    }
+    if (amax < 1e-15) {
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            kl[i] = 0u;
+        }
+        return 0.0;
+    }
+    var iscale = kdiv(-32.0, mx);
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        let q = clamp(nearest(kmul(iscale, kx[i])), -32i, 31i);
+        kl[i] = u32(q + 32i);
+        let w = kmul(kx[i], kx[i]);
+        sumlx = kadd(sumlx, kmul(kmul(w, kx[i]), f32(q)));
+        suml2 = kadd(suml2, kmul(kmul(w, f32(q)), f32(q)));
+    }
+    var scale = 0.0;
+    if (suml2 != 0.0) {
+        scale = kdiv(sumlx, suml2);
+    }
+    var best = kmul(scale, sumlx);
+    for (var is = -9i; is <= 9i; is = is + 1i) {
+        if (is == 0i) {
+            continue;
+        }
+        iscale = kdiv(-kadd(32.0, kmul(0.1, f32(is))), mx);
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            let q = f32(clamp(nearest(kmul(iscale, kx[i])), -32i, 31i));
+            let w = kmul(kx[i], kx[i]);
+            sumlx = kadd(sumlx, kmul(kmul(w, kx[i]), q));
+            suml2 = kadd(suml2, kmul(kmul(w, q), q));
+        }
+        if (suml2 > 0.0 && kmul(sumlx, sumlx) > kmul(best, suml2)) {
+            for (var i = 0u; i < 16u; i = i + 1u) {
+                kl[i] = u32(clamp(nearest(kmul(iscale, kx[i])), -32i, 31i) + 32i);
+            }
+            scale = kdiv(sumlx, suml2);
+            best = kmul(scale, sumlx);
+        }
+    }
+    return scale;
+}
+
+// Q6_K (210 bytes): sub-block j (16 values) of super-block sb per
+// invocation.
+@compute @workgroup_size(64)
+fn quantize_q6_k(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = invocation(wid, nwg, lid);
+    let t = lid.x;
+    let sb = g / 16u;
+    let j = g % 16u;
+    let first = t - j;
+    let live = sb < params.rows * params.cols / 256u;
+    // Workgroup memory starts undefined (the context skips wgpu's zeroing);
+    // the first barrier below orders this before any atomicOr.
+    if (t < 8u) {
+        atomicStore(&ks_bad[t], 0u);
+    }
+    bad = false;
+    if (live) {
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            kx[i] = kload(sb * 256u + j * 16u + i);
+        }
+        ks_scale[t] = make_qx();
+    }
+    workgroupBarrier();
+    if (live) {
+        var max_scale = 0.0;
+        var max_abs = 0.0;
+        for (var k = 0u; k < 16u; k = k + 1u) {
+            let s = ks_scale[first + k];
+            if (abs(s) > max_abs) {
+                max_abs = abs(s);
+                max_scale = s;
+            }
+        }
+        // Below ggml's epsilon the block stays all zero bytes.
+        if (max_abs >= 1e-15) {
+            let iscale = kdiv(-128.0, max_scale);
+            let db = f16_rn(kdiv(1.0, iscale));
+            let at = sb * 210u;
+            if (j == 0u) {
+                put_byte(at + 208u, db);
+                put_byte(at + 209u, db >> 8u);
+            }
+            let s = as_i8(min(nearest(kmul(iscale, ks_scale[t])), 127i));
+            put_byte(at + 192u + j, u32(s));
+            let dd = kmul(f16_val(db), f32(s));
+            if (dd != 0.0) {
+                for (var i = 0u; i < 16u; i = i + 1u) {
+                    kl[i] = u32(clamp(nearest(kdiv(kx[i], dd)), -32i, 31i) + 32i);
+                }
+            }
+            for (var i = 0u; i < 16u; i = i + 1u) {
+                let e = j * 16u + i;
+                let h = e / 128u;
+                let k = (e % 128u) / 32u;
+                let c = e % 32u;
+                put_byte(at + 64u * h + 32u * (k & 1u) + c, (kl[i] & 0xfu) << (4u * (k >> 1u)));
+                put_byte(at + 128u + 32u * h + c, (kl[i] >> 4u) << (2u * k));
+            }
+        }
+        if (bad) {
+            atomicOr(&ks_bad[t / 16u], 1u);
+        }
+    }
+    workgroupBarrier();
+    if (live && j == 0u) {
+        qp[sb] = atomicLoad(&ks_bad[t / 16u]);
+    }
+}
+
+// Q5_0 (22 bytes) and Q5_1 (24 bytes): one block of 32 per invocation.
+fn q5_block(k: u32, with_min: bool) {
+    bad = false;
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        kx[i] = kload(k * 32u + i);
+    }
+    var d = 0.0;
+    var mn = 0.0;
+    var at = k * 22u;
+    if (with_min) {
+        at = k * 24u;
+        mn = 3.40282347e38;
+        var mx = -3.40282347e38;
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            if (kx[i] < mn) {
+                mn = kx[i];
+            }
+            if (kx[i] > mx) {
+                mx = kx[i];
+            }
+        }
+        d = kdiv(kadd(mx, -mn), 31.0);
+        let mb = f16_rn(mn);
+        put_byte(at + 2u, mb);
+        put_byte(at + 3u, mb >> 8u);
+    } else {
+        var amax = 0.0;
+        var mx = 0.0;
+        for (var i = 0u; i < 32u; i = i + 1u) {
+            if (amax < abs(kx[i])) {
+                amax = abs(kx[i]);
+                mx = kx[i];
+            }
+        }
+        d = kdiv(mx, -16.0);
+    }
+    var id = 0.0;
+    if (d != 0.0) {
+        id = kdiv(1.0, d);
+    }
+    let db = f16_rn(d);
+    put_byte(at, db);
+    put_byte(at + 1u, db >> 8u);
+    let qs = select(at + 6u, at + 8u, with_min);
+    let qh = qs - 4u;
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        var c = 0u;
+        if (with_min) {
+            c = u32(i32(trunc(kadd(kmul(kadd(kx[i], -mn), id), 0.5)))) & 0xffu;
+        } else {
+            c = u32(min(as_i8(i32(trunc(kadd(kmul(kx[i], id), 16.5)))), 31i)) & 0xffu;
+        }
+        put_byte(qs + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
+        put_byte(qh + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+    }
+    qp[k] = select(0u, 1u, bad);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_0(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = invocation(wid, nwg, lid);
+    if (k * 32u < params.rows * params.cols) {
+        q5_block(k, false);
+    }
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_1(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = invocation(wid, nwg, lid);
+    if (k * 32u < params.rows * params.cols) {
+        q5_block(k, true);
+    }
+}
