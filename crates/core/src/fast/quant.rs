@@ -347,6 +347,26 @@ pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> 
     })
 }
 
+/// [`quantize_gguf`] weighted by one importance per column (llama.cpp's
+/// importance matrix): ggml's weighted searches
+/// ([`crate::reference::imatrix`]), rows in parallel.
+pub fn quantize_gguf_weighted(
+    w: &TensorView,
+    kind: crate::reference::gguf::GgufType,
+    importance: &[f32],
+) -> Result<Vec<u8>> {
+    let (_, cols) = w.matrix_dims();
+    if importance.len() != cols {
+        return Err(crate::Error::Invalid(format!(
+            "{} importances for rows of {cols}",
+            importance.len()
+        )));
+    }
+    super::gguf::quantize_rows(w, kind.block_elems(), kind.block_bytes(), |x, o| {
+        crate::reference::imatrix::quantize_row(kind, x, importance, o)
+    })
+}
+
 /// The fast CPU path of the quant family behind its trait.
 impl crate::ops::quant::Quant for super::FastCpu {
     fn backend(&self) -> &'static str {

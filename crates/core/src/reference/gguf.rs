@@ -175,14 +175,22 @@ pub fn q5_0_block(x: &[f32], out: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     let code = |v: f32| (c_trunc(v * id + 16.5) as i8).min(31) as u8;
-    let mut qh = 0u32;
+    let l: [u8; QK] = std::array::from_fn(|j| code(x[j]));
+    let (qh, qs) = out[2..22].split_at_mut(4);
+    pack_q5(&l, qs, qh);
+}
+
+/// Five-bit codes of a Q5 block: low nibbles of codes j and j + 16 in
+/// `qs[j]`, the fifth bits in the 32-bit little-endian `qh`.
+pub(crate) fn pack_q5(l: &[u8; QK], qs: &mut [u8], qh: &mut [u8]) {
+    let mut h = 0u32;
     for j in 0..QK / 2 {
-        let (a, b) = (code(x[j]), code(x[j + QK / 2]));
-        out[6 + j] = (a & 0xf) | ((b & 0xf) << 4);
-        qh |= (((a & 0x10) >> 4) as u32) << j;
-        qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
+        let (a, b) = (l[j], l[j + QK / 2]);
+        qs[j] = (a & 0xf) | ((b & 0xf) << 4);
+        h |= (((a & 0x10) >> 4) as u32) << j;
+        h |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
     }
-    out[2..6].copy_from_slice(&qh.to_le_bytes());
+    qh.copy_from_slice(&h.to_le_bytes());
 }
 
 /// One Q5_1 block (24 bytes: f16 d and min, 4 bytes of fifth bits, 16 of
@@ -203,14 +211,9 @@ pub fn q5_1_block(x: &[f32], out: &mut [u8]) {
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     out[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
     let code = |v: f32| c_trunc((v - min) * id + 0.5) as u8;
-    let mut qh = 0u32;
-    for j in 0..QK / 2 {
-        let (a, b) = (code(x[j]), code(x[j + QK / 2]));
-        out[8 + j] = (a & 0xf) | ((b & 0xf) << 4);
-        qh |= (((a & 0x10) >> 4) as u32) << j;
-        qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
-    }
-    out[4..8].copy_from_slice(&qh.to_le_bytes());
+    let l: [u8; QK] = std::array::from_fn(|j| code(x[j]));
+    let (qh, qs) = out[4..24].split_at_mut(4);
+    pack_q5(&l, qs, qh);
 }
 
 /// Values of Q5_0 (`min` false) or Q5_1 blocks.

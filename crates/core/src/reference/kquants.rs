@@ -12,7 +12,7 @@
 //!   d = max_scale / −128 (f16); codes round(x / (d·scale)) in [−32, 31],
 //!   stored +32 as 4 low bits (`ql`) and 2 high bits (`qh`). 210 bytes.
 //! * Q4_K: 256 values = 8 sub-blocks of 32, each an affine grid of 16
-//!   levels, scale and min searched by [`make_qkx2_quants`] (weights
+//!   levels, scale and min searched by [`make_qkx_quants`] (weights
 //!   √mean(x²) + |x|, 21 grids) and stored as 6-bit steps of d and dmin
 //!   (f16); codes round((x + min)/scale) in [0, 15]. 144 bytes.
 //! * Q5_K: as Q4_K with 32 levels (16 grids from −0.5), the fifth bits
@@ -27,7 +27,7 @@ pub const QK_K: usize = 256;
 pub type BlockFn = fn(&[f32], &mut [u8]);
 
 /// ggml's `GROUP_MAX_EPS`: a group below it is all zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round half to even through the f32 adder trick
 /// (|v| ≤ 4194303).
@@ -36,10 +36,10 @@ pub fn nearest_int(v: f32) -> i32 {
     (t.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
-/// ggml's `make_qx_quants` with `rmse_type` 1 and no importance: the
-/// scale of a symmetric grid of `nmax` levels each side, codes (offset by
-/// `nmax`) in `l`.
-pub fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
+/// ggml's `make_qx_quants` with `rmse_type` 1: the scale of a symmetric
+/// grid of `nmax` levels each side, codes (offset by `nmax`) in `l`; each
+/// value weighted by `qw` (an importance matrix) or, without, its square.
+pub fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         let a = v.abs();
@@ -55,9 +55,9 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let fit = |iscale: f32| {
         let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-        for &v in x {
+        for (i, &v) in x.iter().enumerate() {
             let q = code(iscale, v) as f32;
-            let w = v * v;
+            let w = qw.map_or(v * v, |w| w[i]);
             sumlx += w * v * q;
             suml2 += w * q * q;
         }
@@ -87,18 +87,19 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     scale
 }
 
-/// ggml's `make_qkx2_quants` (squared error, `rdelta` 0.1; Q4_K calls it
-/// with `rmin` −1 and 20 steps, Q5_K with −0.5 and 15): scale and −min of
-/// an affine grid of `nmax` + 1 levels, codes in `l`.
-pub fn make_qkx2_quants(
+/// ggml's `make_qkx2_quants` and `make_qkx3_quants` with squared error
+/// (given weights they compute the same): scale and −min of an affine grid
+/// of `nmax` + 1 levels, codes in `l`, searched over nstep + 1 grids from
+/// `rmin` in steps of `rdelta`. The reference Q4_K calls it with (−1, 0.1,
+/// 20), Q5_K with (−0.5, 0.1, 15), the importance-weighted ones with
+/// (−0.9, 0.05, 36).
+pub fn make_qkx_quants(
     x: &[f32],
     w: &[f32],
     nmax: i32,
-    rmin: f32,
-    nstep: i32,
+    (rmin, rdelta, nstep): (f32, f32, i32),
     l: &mut [u8],
 ) -> (f32, f32) {
-    let rdelta = 0.1f32;
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = w[0];
     let mut sum_x = sum_w * x[0];
@@ -167,11 +168,23 @@ pub fn make_qkx2_quants(
 
 /// One Q6_K super-block (210 bytes) of 256 values.
 pub fn q6_k_block(x: &[f32], out: &mut [u8]) {
+    q6_k_weighted(x, None, out);
+}
+
+/// A Q6_K super-block whose sub-block searches weight each value by `qw`
+/// (ggml's `quantize_row_q6_K_impl`) or, without, by its square.
+pub(crate) fn q6_k_weighted(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
     let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
     for ib in 0..QK_K / 16 {
-        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        let xs = &x[16 * ib..16 * ib + 16];
+        let s = make_qx_quants(
+            xs,
+            32,
+            &mut l[16 * ib..16 * ib + 16],
+            qw.map(|w| &w[16 * ib..16 * ib + 16]),
+        );
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
@@ -252,15 +265,13 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// An affine super-block: d, dmin, the packed scale and min steps, codes.
+pub(crate) type Affine = (f16, f16, [u8; 12], [u8; QK_K]);
+
 /// The affine super-block both Q4_K and Q5_K store: 8 sub-blocks of 32
 /// with 6-bit steps of d and dmin (packed in 12 bytes) and codes in
 /// [0, nmax]. Returns (d, dmin, packed scales, codes).
-fn affine_super_block(
-    x: &[f32],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-) -> (f16, f16, [u8; 12], [u8; QK_K]) {
+fn affine_super_block(x: &[f32], nmax: i32, rmin: f32, nstep: i32) -> Affine {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
@@ -275,7 +286,13 @@ fn affine_super_block(
         for (wi, &v) in w.iter_mut().zip(xs) {
             *wi = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(xs, &w, nmax, rmin, nstep, &mut l[32 * j..32 * j + 32]);
+        let (s, m) = make_qkx_quants(
+            xs,
+            &w,
+            nmax,
+            (rmin, 0.1, nstep),
+            &mut l[32 * j..32 * j + 32],
+        );
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -291,11 +308,21 @@ fn affine_super_block(
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // ggml stores nearest_int's result in a uint8 before the cap.
+    let ls: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+    let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    requantize_affine(x, nmax, d, dmin, pack_scale_mins(&ls, &lm), l)
+}
+
+/// The 12 bytes holding 8 six-bit scale steps `ls` and min steps `lm`
+/// (bits above the sixth, where ggml leaves them, are cut as its uint8
+/// stores cut them).
+pub(crate) fn pack_scale_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     let mut sc = [0u8; 12];
     for j in 0..8 {
-        // ggml stores nearest_int's result in a uint8 before the cap.
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        let (ls, lm) = (ls[j], lm[j]);
         if j < 4 {
             sc[j] = ls;
             sc[j + 4] = lm;
@@ -305,8 +332,20 @@ fn affine_super_block(
             sc[j] |= (lm >> 4) << 6;
         }
     }
-    let d = f16::from_f32(max_scale / 63.0);
-    let dmin = f16::from_f32(max_min / 63.0);
+    sc
+}
+
+/// The codes of an affine super-block from its stored steps: each
+/// sub-block whose step is not zero is rounded again on the grid the
+/// bytes hold (the others keep the search's codes in `l`).
+pub(crate) fn requantize_affine(
+    x: &[f32],
+    nmax: i32,
+    d: f16,
+    dmin: f16,
+    sc: [u8; 12],
+    mut l: [u8; QK_K],
+) -> Affine {
     for j in 0..8 {
         let (s, m) = scale_min(j, &sc);
         let dd = d.to_f32() * s as f32;
@@ -324,7 +363,11 @@ fn affine_super_block(
 /// One Q4_K super-block (144 bytes: d, dmin, 12 bytes of scales, 128 of
 /// codes) of 256 values.
 pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
-    let (d, dmin, sc, l) = affine_super_block(x, 15, -1.0, 20);
+    write_q4_k(affine_super_block(x, 15, -1.0, 20), out);
+}
+
+/// A Q4_K super-block's bytes from its steps and codes.
+pub(crate) fn write_q4_k((d, dmin, sc, l): Affine, out: &mut [u8]) {
     out[0..2].copy_from_slice(&d.to_le_bytes());
     out[2..4].copy_from_slice(&dmin.to_le_bytes());
     out[4..16].copy_from_slice(&sc);
@@ -338,7 +381,11 @@ pub fn q4_k_block(x: &[f32], out: &mut [u8]) {
 /// One Q5_K super-block (176 bytes: d, dmin, 12 bytes of scales, 32 of
 /// fifth bits, 128 of low nibbles) of 256 values.
 pub fn q5_k_block(x: &[f32], out: &mut [u8]) {
-    let (d, dmin, sc, l) = affine_super_block(x, 31, -0.5, 15);
+    write_q5_k(affine_super_block(x, 31, -0.5, 15), out);
+}
+
+/// A Q5_K super-block's bytes from its steps and codes.
+pub(crate) fn write_q5_k((d, dmin, sc, l): Affine, out: &mut [u8]) {
     out[0..2].copy_from_slice(&d.to_le_bytes());
     out[2..4].copy_from_slice(&dmin.to_le_bytes());
     out[4..16].copy_from_slice(&sc);

@@ -13,6 +13,7 @@ pub mod fp8;
 pub mod gguf;
 pub mod gram;
 pub mod hessian;
+pub mod imatrix;
 pub mod importance;
 pub mod kquants;
 pub mod mask;

@@ -1,0 +1,95 @@
+//! GGUF blocks weighted by an importance matrix against ggml's own
+//! quantizers given the same importances (`quantize_q4_K(…, quant_weights)`
+//! and its siblings, as llama-quantize --imatrix calls them):
+//! tests/golden/kquants/weighted.safetensors holds the 37 edge-case rows of
+//! 256 and 4 rows of 1024 with their importances (six orders of magnitude,
+//! a few zeros) and the bytes libggml made of them
+//! (scripts/imatrix-golden.py). shears' reference rows and the fast path's
+//! parallel rows must give the same bytes.
+
+use shears::core::fast::quant::{quantize_gguf, quantize_gguf_weighted};
+use shears::core::reference::gguf::GgufType;
+use shears::core::reference::imatrix::quantize_row;
+use shears::core::{Checkpoint, DType, TensorBuf};
+
+const KINDS: [(&str, GgufType); 7] = [
+    ("q4_0", GgufType::Q4_0),
+    ("q5_0", GgufType::Q5_0),
+    ("q5_1", GgufType::Q5_1),
+    ("q8_0", GgufType::Q8_0),
+    ("q4_k", GgufType::Q4_K),
+    ("q5_k", GgufType::Q5_K),
+    ("q6_k", GgufType::Q6_K),
+];
+
+/// The edge row of subnormal values: its Q8_0 scale 1/d overflows to
+/// infinity, where ggml's C cast of ±inf to int8 is undefined (x86 gives
+/// 0) and shears saturates; the f16 d is 0 either way, so both decode to
+/// zeros. Q8_0 ignores importances, so only that row of that type is left
+/// out.
+const SUBNORMAL_ROW: usize = 5;
+
+fn golden() -> Checkpoint {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/kquants/weighted.safetensors");
+    Checkpoint::open(&path).unwrap()
+}
+
+fn f32s(c: &Checkpoint, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let info = c.get(name).unwrap();
+    (c.view(info).to_f32().unwrap(), info.shape.clone())
+}
+
+fn bytes(c: &Checkpoint, name: &str) -> Vec<u8> {
+    c.view(c.get(name).unwrap()).bytes().to_vec()
+}
+
+#[test]
+fn weighted_blocks_equal_ggml() {
+    let c = golden();
+    for set in ["edge", "wide"] {
+        let (x, shape) = f32s(&c, &format!("{set}.input"));
+        let (qw, _) = f32s(&c, &format!("{set}.importance"));
+        let (rows, cols) = (shape[0], shape[1]);
+        for (name, kind) in KINDS {
+            let want = bytes(&c, &format!("{set}.{name}"));
+            let per_row = want.len() / rows;
+            for r in 0..rows {
+                if set == "edge" && r == SUBNORMAL_ROW && kind == GgufType::Q8_0 {
+                    continue;
+                }
+                let mut got = vec![0u8; per_row];
+                quantize_row(kind, &x[r * cols..(r + 1) * cols], &qw, &mut got);
+                assert_eq!(
+                    got,
+                    want[r * per_row..(r + 1) * per_row],
+                    "{set} {name} row {r}"
+                );
+            }
+            let t = TensorBuf::from_f32(DType::F32, vec![rows, cols], &x).unwrap();
+            let fast = quantize_gguf_weighted(&t.view(), kind, &qw).unwrap();
+            let mut reference = vec![0u8; want.len()];
+            for (xr, o) in x.chunks(cols).zip(reference.chunks_mut(per_row)) {
+                quantize_row(kind, xr, &qw, o);
+            }
+            assert_eq!(fast, reference, "{set} {name} fast path");
+        }
+    }
+}
+
+#[test]
+fn importances_change_what_they_should() {
+    let c = golden();
+    let (x, shape) = f32s(&c, "wide.input");
+    let (qw, _) = f32s(&c, "wide.importance");
+    let t = TensorBuf::from_f32(DType::F32, shape, &x).unwrap();
+    for (name, kind) in KINDS {
+        let plain = quantize_gguf(&t.view(), kind).unwrap();
+        let weighted = quantize_gguf_weighted(&t.view(), kind, &qw).unwrap();
+        // Q8_0 ignores importances (as ggml does); every other type's
+        // searches follow them.
+        assert_eq!(plain == weighted, kind == GgufType::Q8_0, "{name}");
+    }
+    let bad = quantize_gguf_weighted(&t.view(), GgufType::Q4_K, &qw[..512]);
+    assert!(bad.unwrap_err().to_string().contains("512 importances"));
+}
