@@ -484,3 +484,113 @@ fn q4_k_m_chooses_types_as_llama_quantize() {
         Some(&shears_core::formats::gguf::Value::U32(15))
     );
 }
+
+/// Σ over the decoder's linear weights of Σ_ij imp_j (W_ij − Ŵ_ij)²: the
+/// error an importance matrix is meant to lower (imp_j = ‖x_j‖², the
+/// calibration's `input_norm` squared).
+fn weighted_error(model: &Path, back: &Path, calib: &Path) -> f64 {
+    let (a, b, c) = (
+        Checkpoint::open(model).unwrap(),
+        Checkpoint::open(back).unwrap(),
+        Checkpoint::open(calib).unwrap(),
+    );
+    let mut total = 0.0f64;
+    for t in &a.tensors {
+        let Some(n) = c.get(&format!("{}.input_norm", t.name)) else {
+            continue;
+        };
+        let imp = c.view(n).to_f32().unwrap();
+        let w = a.view(t).to_f32().unwrap();
+        let q = b.view(b.get(&t.name).unwrap()).to_f32().unwrap();
+        let cols = imp.len();
+        for (i, (x, y)) in w.iter().zip(&q).enumerate() {
+            let e = (x - y) as f64;
+            total += (imp[i % cols] as f64).powi(2) * e * e;
+        }
+    }
+    total
+}
+
+#[test]
+fn an_importance_matrix_weights_the_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo_root().join("assets/tiny-llama");
+    let text = repo_root().join("README.md");
+    let calib = dir.path().join("calib.safetensors");
+    ok(&run(&[
+        "-q",
+        "calibrate",
+        s(&model),
+        "--text",
+        s(&text),
+        "--tokens",
+        "1024",
+        "--seq-len",
+        "128",
+        "-o",
+        s(&calib),
+    ]));
+    let mut errors = Vec::new();
+    for ty in ["Q4_K", "Q4_0"] {
+        for (tag, extra) in [
+            ("plain", vec![]),
+            ("imatrix", vec!["--calibration", s(&calib)]),
+        ] {
+            let out = dir.path().join(format!("{ty}-{tag}.gguf"));
+            let back = dir.path().join(format!("{ty}-{tag}"));
+            let mut args = vec!["quantize", s(&model), "-o", s(&out), "--type", ty, "--json"];
+            args.extend(extra);
+            let o = run(&args);
+            ok(&o);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            // The 14 linear layers of the two decoder blocks; not the
+            // embeddings or the output head (llama.cpp's imatrix leaves
+            // them out too).
+            let want = if tag == "plain" { 0 } else { 14 };
+            assert_eq!(v["weighted_tensors"], want, "{v}");
+            ok(&run(&["-q", "decompress", s(&out), "-o", s(&back)]));
+            errors.push((ty, tag, weighted_error(&model, &back, &calib)));
+        }
+    }
+    eprintln!("importance-weighted error: {errors:?}");
+    for pair in errors.chunks(2) {
+        // The weighted searches trade error on unimportant columns for
+        // error on important ones: the weighted total must drop.
+        assert!(pair[1].2 < 0.97 * pair[0].2, "{pair:?}");
+    }
+    // --calibration-text runs the same statistics in-process: same file.
+    let a = dir.path().join("Q4_K-imatrix.gguf");
+    let b = dir.path().join("text.gguf");
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(&model),
+        "-o",
+        s(&b),
+        "--type",
+        "Q4_K",
+        "--calibration-text",
+        s(&text),
+        "--calibration-tokens",
+        "1024",
+        "--calibration-seq-len",
+        "128",
+    ]));
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    // Statistics of another model: one line, exit 2, nothing written.
+    let other = golden_with_tokenizer(dir.path(), "qwen3");
+    let c = dir.path().join("other.gguf");
+    let o = run(&[
+        "quantize",
+        s(&other),
+        "-o",
+        s(&c),
+        "--type",
+        "Q4_K",
+        "--calibration",
+        s(&calib),
+    ]);
+    let msg = refused(&o, &[]);
+    assert!(msg.contains("calib.safetensors"), "{msg}");
+    assert!(!c.exists());
+}

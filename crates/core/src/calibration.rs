@@ -75,6 +75,16 @@ impl Calibration {
         Ok(Some(info))
     }
 
+    /// The number of tokens the statistics were summed over, where the
+    /// file says (`shears calibrate` writes it as `tokens`).
+    pub fn tokens(&self) -> Option<u64> {
+        self.ckpt
+            .shards
+            .first()
+            .and_then(|s| s.metadata.get("tokens"))
+            .and_then(|t| t.parse().ok())
+    }
+
     /// The input norms of `weight` ([in]), if the file has them.
     pub fn input_norms(&self, weight: &str, cols: usize) -> Result<Option<Vec<f32>>> {
         let key = format!("{weight}.input_norm");

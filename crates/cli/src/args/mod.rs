@@ -215,7 +215,9 @@ pub struct QuantizeArgs {
     pub method: QuantMethodArg,
     /// Calibration safetensors: `<weight>.input_gram` [in, in] (gptq) and
     /// `<weight>.inputs` [n, in], the inputs --validate feeds each layer
-    /// (seeded probes otherwise).
+    /// (seeded probes otherwise). With --type (GGUF), `<weight>.input_norm`
+    /// is the importance matrix: each weight's blocks are searched as
+    /// llama-quantize --imatrix searches them.
     #[arg(long)]
     pub calibration: Option<PathBuf>,
     #[command(flatten)]

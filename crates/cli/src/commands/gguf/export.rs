@@ -16,9 +16,12 @@ use anyhow::{bail, Context, Result};
 use shears_core::formats::gguf::mix::{self, Target};
 use shears_core::formats::gguf::{llama, vocab, GgmlType, GgufWriter, PlannedTensor, Value};
 
+use super::imatrix::Importance;
 use super::import;
+use shears_core::fast::quant::quantize_gguf_weighted;
 use shears_core::model::config::ModelConfig;
 use shears_core::model::text::TextTokenizer;
+use shears_core::reference::gguf::GgufType;
 use shears_core::{Checkpoint, DType, Error, TensorView};
 
 use crate::args::{GlobalArgs, QuantMethodArg, QuantizeArgs, RoundingArg};
@@ -43,12 +46,6 @@ fn check_flags(a: &QuantizeArgs) -> Result<()> {
         |flag: &str, why: &str| -> Result<()> { bail!("{flag} {why} with --type (GGUF output)") };
     if a.method == QuantMethodArg::Gptq {
         refuse("--method gptq", "is not available")?;
-    }
-    if a.calibration.is_some() || !a.calibration_text.calibration_text.is_empty() {
-        refuse(
-            "--calibration",
-            "(an importance matrix) is not available yet",
-        )?;
     }
     if a.group_size.is_some() {
         refuse(
@@ -240,6 +237,19 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         return Ok(());
     }
 
+    let importance = Importance::open(a, g)?;
+    if let Some(imp) = &importance {
+        let weights: Vec<(&str, usize)> = items
+            .iter()
+            .filter(|it| it.out.ty.blocks().is_some())
+            .filter_map(|it| it.source)
+            .map(|i| {
+                let t = &ckpt.tensors[i];
+                (t.name.as_str(), *t.shape.last().unwrap_or(&0))
+            })
+            .collect();
+        imp.check_covers(&weights)?;
+    }
     let backend = Backend::open(g.backend)?;
     let planned: Vec<PlannedTensor> = items.iter().map(|it| it.out.clone()).collect();
     let mut writer = GgufWriter::create(
@@ -251,6 +261,7 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
     )?;
     let mut progress = Progress::bytes(ckpt.total_bytes(), "gguf", g.quiet);
     let mut done = 0u64;
+    let mut weighted = 0usize;
     for (k, it) in items.iter().enumerate() {
         if let Some(next) = items.get(k + 1).and_then(|n| n.source) {
             ckpt.view(&ckpt.tensors[next]).prefetch();
@@ -276,9 +287,20 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         }
         match it.out.ty.blocks() {
             Some(kind) => {
-                let mut b = backend
-                    .quantize_gguf(&view, kind)
-                    .with_context(|| format!("tensor '{}'", t.name))?;
+                let cols = view.matrix_dims().1;
+                let qw = match &importance {
+                    Some(imp) if kind != GgufType::Q8_0 => imp.of(&t.name, cols)?,
+                    _ => None,
+                };
+                // The weighted searches run on the CPU on every backend.
+                let mut b = match &qw {
+                    Some(qw) => {
+                        quantize_gguf_weighted(&view, kind, qw).map_err(anyhow::Error::from)
+                    }
+                    None => backend.quantize_gguf(&view, kind),
+                }
+                .with_context(|| format!("tensor '{}'", t.name))?;
+                weighted += usize::from(qw.is_some());
                 if let Some(heads) = it.rope_heads {
                     b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
                 }
@@ -294,6 +316,8 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
     }
     writer.finish()?;
     progress.finish();
+    // With --json, stdout holds the JSON alone.
+    let mut human = Vec::new();
     let count = |t: GgmlType| items.iter().filter(|it| it.out.ty == t).count();
     let kinds: Vec<String> = GgmlType::ALL
         .iter()
@@ -305,7 +329,7 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         .filter(|it| it.fallback)
         .map(|it| format!("{} ({})", it.out.name, it.out.ty.name()))
         .collect();
-    out.line(&format!(
+    human.push(format!(
         "wrote {}: llama.cpp {} model, {} tensors ({}), {} -> {} in {:.1} s",
         a.run.output.display(),
         llama::arch(cfg.family),
@@ -319,12 +343,27 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         ),
         start.elapsed().as_secs_f64()
     ));
+    if let Some(imp) = &importance {
+        let quantized = items
+            .iter()
+            .filter(|it| it.out.ty.blocks().is_some())
+            .count();
+        human.push(format!(
+            "importance matrix {}: {weighted} of {quantized} quantized tensors weighted",
+            imp.source()
+        ));
+    }
     if !fallbacks.is_empty() {
-        out.line(&format!(
+        human.push(format!(
             "not {} (rows not a whole number of its blocks): {}",
             target.name(),
             fallbacks.join(", ")
         ));
+    }
+    if !a.run.json {
+        for l in &human {
+            out.line(l);
+        }
     }
     if a.run.json {
         let v = serde_json::json!({
@@ -337,6 +376,8 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
                 "dims": it.out.dims,
                 "bytes": it.out.nbytes(),
             })).collect::<Vec<_>>(),
+            "importance_matrix": importance.as_ref().map(|i| i.source()),
+            "weighted_tensors": weighted,
             "seconds": start.elapsed().as_secs_f64(),
         });
         out.answer(&serde_json::to_string_pretty(&v)?);

@@ -1,8 +1,10 @@
-//! GGUF, llama.cpp's file: `quantize --type` writes one
-//! ([`export`]), `decompress` turns one back into a safetensors folder and
+//! GGUF, llama.cpp's file: `quantize --type` writes one ([`export`],
+//! weighted by an importance matrix with [`imatrix`]), `decompress` turns
+//! one back into a safetensors folder and
 //! `inspect` lists one ([`import`]).
 
 pub mod export;
+pub mod imatrix;
 pub mod import;
 
 pub use export::run;
