@@ -1,6 +1,7 @@
 // kexact.wgsl: exactly rounded f32 arithmetic for the GGUF kernels of
-// kquant.wgsl (after quant.wgsl, whose mul_rn, div_rn and round_rn it
-// builds on), and the bit-exact loads and f16 conversions they need.
+// kquant.wgsl (in the quant module with quant.wgsl, whose mul_rn, div_rn
+// and round_rn it builds on), and the bit-exact loads and f16
+// conversions they need.
 //
 // Exactness. Every product and quotient is correctly rounded on the
 // integer mantissas (mul_rn, div_rn, sqrt_rn here), so no driver can fuse

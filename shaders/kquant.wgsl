@@ -1,5 +1,5 @@
 // kquant.wgsl: GGUF's K-quant super-blocks (Q4_K, Q5_K, Q6_K) and the
-// 32-value Q5_0 / Q5_1 blocks, after quant.wgsl in the quant module.
+// 32-value Q5_0 / Q5_1 blocks, in the quant module with quant.wgsl.
 // Specification: crates/core/src/reference/kquants.rs and
 // reference/gguf.rs (ggml's quantize_row_*_ref); the bytes are identical.
 //
