@@ -89,10 +89,14 @@ pub fn q4_0_block(x: &[f32; QK], out: &mut [u8]) {
 }
 
 /// The blocks of one row (its length a multiple of the block) into `out`:
-/// Q8_0 and Q4_0 with AVX2 where the CPU has it, the other kinds through
+/// Q8_0 and Q4_0 with AVX2 where the CPU has it, the K-quants through
+/// [`super::kquants`] (sub-blocks in vector lanes), Q5_0 and Q5_1 through
 /// the reference's block quantizer.
 pub fn row(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
     use crate::reference::gguf::GgufType;
+    if matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K) {
+        return super::kquants::row(kind, x, out);
+    }
     if !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0) {
         let (n, size, block) = (kind.block_elems(), kind.block_bytes(), kind.block_fn());
         for (b, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(size)) {

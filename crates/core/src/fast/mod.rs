@@ -12,6 +12,7 @@ pub mod forward;
 pub mod gguf;
 pub mod hessian;
 pub mod importance;
+pub mod kquants;
 pub mod mask;
 pub mod matmul;
 pub mod quant;

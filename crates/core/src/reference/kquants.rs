@@ -176,16 +176,23 @@ pub fn q6_k_block(x: &[f32], out: &mut [u8]) {
 pub(crate) fn q6_k_weighted(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
-    let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
     for ib in 0..QK_K / 16 {
         let xs = &x[16 * ib..16 * ib + 16];
-        let s = make_qx_quants(
+        scales[ib] = make_qx_quants(
             xs,
             32,
             &mut l[16 * ib..16 * ib + 16],
             qw.map(|w| &w[16 * ib..16 * ib + 16]),
         );
-        scales[ib] = s;
+    }
+    finish_q6_k(x, &scales, l, out);
+}
+
+/// The Q6_K bytes of `x` from its 16 sub-block scales and the searches'
+/// codes `l` (kept where a sub-block's step is zero).
+pub(crate) fn finish_q6_k(x: &[f32], scales: &[f32; QK_K / 16], mut l: [i8; QK_K], out: &mut [u8]) {
+    let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
+    for &s in scales {
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
             max_scale = s;
@@ -199,7 +206,7 @@ pub(crate) fn q6_k_weighted(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let d = f16::from_f32(1.0 / iscale);
     out[208..210].copy_from_slice(&d.to_le_bytes());
     let mut sc = [0i8; QK_K / 16];
-    for (s, &v) in sc.iter_mut().zip(&scales) {
+    for (s, &v) in sc.iter_mut().zip(scales) {
         *s = nearest_int(iscale * v).min(127) as i8;
     }
     for (j, &s) in sc.iter().enumerate() {
@@ -274,7 +281,6 @@ pub(crate) type Affine = (f16, f16, [u8; 12], [u8; QK_K]);
 fn affine_super_block(x: &[f32], nmax: i32, rmin: f32, nstep: i32) -> Affine {
     let mut l = [0u8; QK_K];
     let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
-    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
     let mut w = [0.0f32; 32];
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
@@ -295,11 +301,27 @@ fn affine_super_block(x: &[f32], nmax: i32, rmin: f32, nstep: i32) -> Affine {
         );
         scales[j] = s;
         mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
+    }
+    finish_affine(x, nmax, &scales, &mins, l)
+}
+
+/// An affine super-block from its 8 sub-blocks' searched scales and mins
+/// and the searches' codes `l`: the 6-bit steps of the largest of each,
+/// then the codes again on the stored grid.
+pub(crate) fn finish_affine(
+    x: &[f32],
+    nmax: i32,
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    l: [u8; QK_K],
+) -> Affine {
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if m > max_min {
-            max_min = m;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
