@@ -95,7 +95,7 @@ pub fn q4_0_block(x: &[f32; QK], out: &mut [u8]) {
 pub fn row(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
     use crate::reference::gguf::GgufType;
     if matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K) {
-        return super::kquants::row(kind, x, out);
+        return super::kquants::row(kind, x, None, out);
     }
     if !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0) {
         let (n, size, block) = (kind.block_elems(), kind.block_bytes(), kind.block_fn());

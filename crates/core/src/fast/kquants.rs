@@ -9,6 +9,8 @@
 //! reference's. The tails (scale steps, f16 rounding, requantization,
 //! packing) are the reference's own functions.
 
+use crate::reference::gguf::GgufType;
+use crate::reference::imatrix::{finish_affine_weighted, SEARCH};
 use crate::reference::kquants::{
     finish_affine, finish_q6_k, write_q4_k, write_q5_k, Affine, GROUP_MAX_EPS, QK_K,
 };
@@ -129,12 +131,7 @@ pub(crate) fn qkx_lanes(
 /// The Q4_K / Q5_K super-block of `x` as the reference computes it.
 #[inline(always)]
 fn affine(x: &[f32], nmax: i32, search: (f32, f32, i32)) -> Affine {
-    let mut xt = [[0.0f32; 8]; 32];
-    for j in 0..8 {
-        for i in 0..32 {
-            xt[i][j] = x[32 * j + i];
-        }
-    }
+    let xt = lanes8(x);
     let mut sum_x2 = [0.0f32; 8];
     for row in &xt {
         for j in 0..8 {
@@ -153,20 +150,43 @@ fn affine(x: &[f32], nmax: i32, search: (f32, f32, i32)) -> Affine {
     }
     let mut lt = [[0i32; 8]; 32];
     let (scales, mins) = qkx_lanes(&xt, &w, nmax, search, &mut lt);
-    let mut l = [0u8; QK_K];
-    for j in 0..8 {
-        for i in 0..32 {
-            l[32 * j + i] = lt[i][j] as u8;
-        }
-    }
-    finish_affine(x, nmax, &scales, &mins, l)
+    finish_affine(x, nmax, &scales, &mins, unlane8(&lt))
 }
 
-/// `make_qx_quants` (rmse_type 1, values weighted by their squares) over
-/// 16 sub-blocks of 16 (`x[i][j]`: value i of sub-block j), `nmax` 32:
-/// codes (offset by 32) to `l[i][j]`, returns each lane's scale.
+/// The Q4_K / Q5_K super-block of `x` weighted by the importances `qw`,
+/// as [`crate::reference::imatrix`] computes it.
 #[inline(always)]
-fn qx_lanes(x: &[[f32; 16]; 16], l: &mut [[i8; 16]; 16]) -> [f32; 16] {
+fn affine_weighted(x: &[f32], qw: &[f32], nmax: i32, cap: bool) -> Affine {
+    // σ² sums the whole super-block in order, as the reference.
+    let mut sum_x2 = 0.0f32;
+    for &v in &x[..QK_K] {
+        sum_x2 += v * v;
+    }
+    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    let (xt, qt) = (lanes8(x), lanes8(qw));
+    let mut w = [[0.0f32; 8]; 32];
+    let mut sw = [0.0f32; 8];
+    for i in 0..32 {
+        for j in 0..8 {
+            let v = xt[i][j];
+            w[i][j] = qt[i][j] * (sigma2 + v * v).sqrt();
+            sw[j] += w[i][j];
+        }
+    }
+    let mut lt = [[0i32; 8]; 32];
+    let (scales, mins) = qkx_lanes(&xt, &w, nmax, SEARCH, &mut lt);
+    finish_affine_weighted(x, nmax, cap, (&scales, &mins, &sw), unlane8(&lt))
+}
+
+/// `make_qx_quants` (rmse_type 1, values weighted by `qw[i][j]` or their
+/// squares) over 16 sub-blocks of 16 (`x[i][j]`: value i of sub-block j),
+/// `nmax` 32: codes (offset by 32) to `l[i][j]`, returns each lane's scale.
+#[inline(always)]
+fn qx_lanes(
+    x: &[[f32; 16]; 16],
+    qw: Option<&[[f32; 16]; 16]>,
+    l: &mut [[i8; 16]; 16],
+) -> [f32; 16] {
     const NMAX: i32 = 32;
     let (mut max, mut amax) = ([0.0f32; 16], [0.0f32; 16]);
     for row in x {
@@ -181,11 +201,14 @@ fn qx_lanes(x: &[[f32; 16]; 16], l: &mut [[i8; 16]; 16]) -> [f32; 16] {
     let code = |iscale: f32, v: f32| nearest(iscale * v).clamp(-NMAX, NMAX - 1);
     let fit = |iscale: &[f32; 16]| {
         let (mut sumlx, mut suml2) = ([0.0f32; 16], [0.0f32; 16]);
-        for row in x {
+        for (i, row) in x.iter().enumerate() {
             for j in 0..16 {
                 let v = row[j];
                 let q = code(iscale[j], v) as f32;
-                let w = v * v;
+                let w = match qw {
+                    Some(qw) => qw[i][j],
+                    None => v * v,
+                };
                 sumlx[j] += w * v * q;
                 suml2[j] += w * q * q;
             }
@@ -248,17 +271,50 @@ fn qx_lanes(x: &[[f32; 16]; 16], l: &mut [[i8; 16]; 16]) -> [f32; 16] {
     scale
 }
 
-/// One Q6_K super-block, as the reference.
+/// `x` (16 sub-blocks of 16) with sub-block j in lane j.
 #[inline(always)]
-fn q6_k(x: &[f32], out: &mut [u8]) {
-    let mut xt = [[0.0f32; 16]; 16];
+fn lanes16(x: &[f32]) -> [[f32; 16]; 16] {
+    let mut t = [[0.0f32; 16]; 16];
     for j in 0..16 {
         for i in 0..16 {
-            xt[i][j] = x[16 * j + i];
+            t[i][j] = x[16 * j + i];
         }
     }
+    t
+}
+
+/// `x` (8 sub-blocks of 32) with sub-block j in lane j.
+#[inline(always)]
+fn lanes8(x: &[f32]) -> [[f32; 8]; 32] {
+    let mut t = [[0.0f32; 8]; 32];
+    for j in 0..8 {
+        for i in 0..32 {
+            t[i][j] = x[32 * j + i];
+        }
+    }
+    t
+}
+
+/// Codes from lanes back to the row's order.
+#[inline(always)]
+fn unlane8(lt: &[[i32; 8]; 32]) -> [u8; QK_K] {
+    let mut l = [0u8; QK_K];
+    for j in 0..8 {
+        for i in 0..32 {
+            l[32 * j + i] = lt[i][j] as u8;
+        }
+    }
+    l
+}
+
+/// One Q6_K super-block, as the reference (weighted by `qw` as
+/// `quantize_row_q6_K_impl`, when given).
+#[inline(always)]
+fn q6_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    let xt = lanes16(x);
+    let wt = qw.map(lanes16);
     let mut lt = [[0i8; 16]; 16];
-    let scales = qx_lanes(&xt, &mut lt);
+    let scales = qx_lanes(&xt, wt.as_ref(), &mut lt);
     let mut l = [0i8; QK_K];
     for j in 0..16 {
         for i in 0..16 {
@@ -268,41 +324,52 @@ fn q6_k(x: &[f32], out: &mut [u8]) {
     finish_q6_k(x, &scales, l, out);
 }
 
-/// The super-blocks of one row of a K-quant `kind` into `out`.
+/// The super-blocks of one row of a K-quant `kind` into `out`, weighted
+/// by one importance per column when `qw` is given.
 #[inline(always)]
-fn row_plain(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
-    use crate::reference::gguf::GgufType;
+fn row_plain(kind: GgufType, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let size = kind.block_bytes();
-    for (b, o) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(size)) {
-        match kind {
-            GgufType::Q4_K => write_q4_k(affine(b, 15, (-1.0, 0.1, 20)), o),
-            GgufType::Q5_K => write_q5_k(affine(b, 31, (-0.5, 0.1, 15)), o),
-            _ => q6_k(b, o),
+    for (k, (b, o)) in x
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(size))
+        .enumerate()
+    {
+        let q = qw.map(|q| &q[k * QK_K..(k + 1) * QK_K]);
+        match (kind, q) {
+            (GgufType::Q4_K, None) => write_q4_k(affine(b, 15, (-1.0, 0.1, 20)), o),
+            (GgufType::Q5_K, None) => write_q5_k(affine(b, 31, (-0.5, 0.1, 15)), o),
+            (GgufType::Q4_K, Some(q)) => write_q4_k(affine_weighted(b, q, 15, false), o),
+            (GgufType::Q5_K, Some(q)) => write_q5_k(affine_weighted(b, q, 31, true), o),
+            _ => q6_k(b, q, o),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn row_avx2(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
-    row_plain(kind, x, out)
+unsafe fn row_avx2(kind: GgufType, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    row_plain(kind, x, qw, out)
 }
 
 /// The super-blocks of one row (its length a multiple of 256) of Q4_K,
-/// Q5_K or Q6_K, with AVX2 where the CPU has it.
-pub fn row(kind: crate::reference::gguf::GgufType, x: &[f32], out: &mut [u8]) {
+/// Q5_K or Q6_K, weighted by one importance per column when `qw` is
+/// given, with AVX2 where the CPU has it.
+pub fn row(kind: GgufType, x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
+    assert!(matches!(
+        kind,
+        GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K
+    ));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { row_avx2(kind, x, out) };
+        return unsafe { row_avx2(kind, x, qw, out) };
     }
-    row_plain(kind, x, out)
+    row_plain(kind, x, qw, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::gguf::GgufType;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -335,17 +402,41 @@ mod tests {
     #[test]
     fn lanes_equal_the_reference() {
         let x = rows(400, 7);
+        // Importances over six orders of magnitude, some zero.
+        let qw: Vec<f32> = rows(400, 8)
+            .iter()
+            .map(|v| if *v == 0.0 { 0.0 } else { v.abs() * 1e3 })
+            .collect();
         for kind in [GgufType::Q4_K, GgufType::Q5_K, GgufType::Q6_K] {
             let size = kind.block_bytes();
-            let mut got = vec![0u8; x.len() / QK_K * size];
-            row(kind, &x, &mut got);
-            let want = kind.quantize(&x);
-            for (b, (g, w)) in got.chunks(size).zip(want.chunks(size)).enumerate() {
-                assert_eq!(g, w, "{kind:?} super-block {b}");
+            for weighted in [false, true] {
+                let mut want = vec![0u8; x.len() / QK_K * size];
+                let mut got = want.clone();
+                let mut plain = want.clone();
+                let q = weighted.then_some(&qw[..]);
+                for (k, o) in want.chunks_mut(size).enumerate() {
+                    let span = k * QK_K..(k + 1) * QK_K;
+                    match q {
+                        Some(q) => crate::reference::imatrix::quantize_row(
+                            kind,
+                            &x[span.clone()],
+                            &q[span],
+                            o,
+                        ),
+                        None => kind.block_fn()(&x[span], o),
+                    }
+                }
+                for (k, (g, p)) in got.chunks_mut(size).zip(plain.chunks_mut(size)).enumerate() {
+                    let span = k * QK_K..(k + 1) * QK_K;
+                    let qs = q.map(|q| &q[span.clone()]);
+                    row(kind, &x[span.clone()], qs, g);
+                    row_plain(kind, &x[span], qs, p);
+                }
+                for (b, (g, w)) in got.chunks(size).zip(want.chunks(size)).enumerate() {
+                    assert_eq!(g, w, "{kind:?} weighted {weighted} super-block {b}");
+                }
+                assert_eq!(plain, want, "{kind:?} weighted {weighted} without AVX2");
             }
-            let mut plain = vec![0u8; got.len()];
-            row_plain(kind, &x, &mut plain);
-            assert_eq!(plain, want, "{kind:?} without AVX2");
         }
     }
 }

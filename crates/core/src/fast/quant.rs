@@ -349,7 +349,8 @@ pub fn quantize_gguf(w: &TensorView, kind: crate::reference::gguf::GgufType) -> 
 
 /// [`quantize_gguf`] weighted by one importance per column (llama.cpp's
 /// importance matrix): ggml's weighted searches
-/// ([`crate::reference::imatrix`]), rows in parallel.
+/// ([`crate::reference::imatrix`]; the K-quants' in vector lanes,
+/// [`super::kquants`]), rows in parallel.
 pub fn quantize_gguf_weighted(
     w: &TensorView,
     kind: crate::reference::gguf::GgufType,
@@ -362,8 +363,13 @@ pub fn quantize_gguf_weighted(
             importance.len()
         )));
     }
+    use crate::reference::gguf::GgufType;
     super::gguf::quantize_rows(w, kind.block_elems(), kind.block_bytes(), |x, o| {
-        crate::reference::imatrix::quantize_row(kind, x, importance, o)
+        if matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K) {
+            super::kquants::row(kind, x, Some(importance), o)
+        } else {
+            crate::reference::imatrix::quantize_row(kind, x, importance, o)
+        }
     })
 }
 

@@ -23,7 +23,7 @@ use super::kquants::{
 
 /// The search every weighted affine grid uses: 37 grids from −0.9 in
 /// steps of 0.05.
-const SEARCH: (f32, f32, i32) = (-0.9, 0.05, 36);
+pub(crate) const SEARCH: (f32, f32, i32) = (-0.9, 0.05, 36);
 
 /// ggml's `make_qp_quants`: steps in [0, nmax] of the non-negative values
 /// `x` (a super-block's sub-block scales or mins) on one grid, chosen for
@@ -127,9 +127,22 @@ fn affine_weighted(x: &[f32], qw: &[f32], nmax: i32, cap: bool) -> Affine {
         sw[j] = w.iter().fold(0.0f32, |s, &v| s + v);
         (scales[j], mins[j]) = make_qkx_quants(&x[span.clone()], &w, nmax, SEARCH, &mut l[span]);
     }
+    finish_affine_weighted(x, nmax, cap, (&scales, &mins, &sw), l)
+}
+
+/// A weighted affine super-block from its sub-blocks' searched scales,
+/// mins and weight sums: the 6-bit steps by [`make_qp_quants`], then the
+/// codes again on the stored grid.
+pub(crate) fn finish_affine_weighted(
+    x: &[f32],
+    nmax: i32,
+    cap: bool,
+    (scales, mins, sw): (&[f32; 8], &[f32; 8], &[f32; 8]),
+    l: [u8; QK_K],
+) -> Affine {
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
-    let d = make_qp_quants(&scales, 63, &mut ls, &sw);
-    let m = make_qp_quants(&mins, 63, &mut lm, &sw);
+    let d = make_qp_quants(scales, 63, &mut ls, sw);
+    let m = make_qp_quants(mins, 63, &mut lm, sw);
     if cap {
         ls = ls.map(|v| v.min(63));
         lm = lm.map(|v| v.min(63));
