@@ -92,8 +92,14 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
-    // GGUF blocks (ggml's reference numerics) of the same weight.
-    for kind in [GgufType::Q8_0, GgufType::Q4_0] {
+    // GGUF blocks (ggml's reference numerics) of the same weight, the
+    // K-quants' searches included.
+    for kind in [
+        GgufType::Q8_0,
+        GgufType::Q4_0,
+        GgufType::Q4_K,
+        GgufType::Q6_K,
+    ] {
         let id = |b: &str| BenchmarkId::new(b, format!("gguf {kind:?} bf16 {N}x{N}"));
         g.bench_function(id("cpu-fast"), |b| {
             b.iter(|| quantize_gguf(&w, kind).unwrap())
