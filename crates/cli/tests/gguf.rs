@@ -594,3 +594,42 @@ fn an_importance_matrix_weights_the_searches() {
     assert!(msg.contains("calib.safetensors"), "{msg}");
     assert!(!c.exists());
 }
+
+#[test]
+fn llama3_and_qwen2_pre_tokenizers_get_their_llama_cpp_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), "m");
+    let path = model.join("tokenizer.json");
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let qwen2 = llama3.replace(r"\p{N}{1,3}", r"\p{N}");
+    let other = llama3.replace(r"\p{N}{1,3}", r"\p{N}{1,4}");
+    for (pattern, want) in [
+        (llama3, Some("llama-bpe")),
+        (&qwen2, Some("qwen2")),
+        (&other, None),
+    ] {
+        let mut t = base.clone();
+        t["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]});
+        std::fs::write(&path, t.to_string()).unwrap();
+        let out = dir.path().join("t.gguf");
+        let _ = std::fs::remove_file(&out);
+        let o = run(&["-q", "quantize", s(&model), "-o", s(&out), "--type", "Q8_0"]);
+        match want {
+            Some(name) => {
+                ok(&o);
+                let f = GgufFile::open(&out).unwrap();
+                assert_eq!(str_key(&f, "tokenizer.ggml.pre"), name);
+                assert_eq!(str_key(&f, "tokenizer.ggml.model"), "gpt2");
+            }
+            None => {
+                refused(&o, &["pre-tokenizer", "llama-bpe"]);
+                assert!(!out.exists());
+            }
+        }
+    }
+}

@@ -6,11 +6,12 @@
 //! tokens, 4 user-defined for other added tokens, 5 unused for the ids
 //! the model's vocabulary has beyond the tokenizer's, named `[PAD<id>]`),
 //! the merges as "left right", the BOS/EOS/PAD ids and whether BOS is
-//! added. `tokenizer.ggml.pre` names the pre-tokenizer's split rule; a
-//! plain byte-level split with GPT-2's pattern is "gpt-2". Other
-//! pre-tokenizers (Llama 3's and Qwen2's own patterns, SentencePiece-style
-//! tokenizers with byte fallback) are refused rather than written with a
-//! rule llama.cpp would apply differently.
+//! added. `tokenizer.ggml.pre` names the pre-tokenizer's split rule: a
+//! plain byte-level split with GPT-2's pattern is "gpt-2", Llama 3's regex
+//! split "llama-bpe", Qwen2's (and Qwen3's) "qwen2" — the names under
+//! which llama.cpp applies the same patterns. Other pre-tokenizers (and
+//! SentencePiece-style tokenizers with byte fallback) are refused rather
+//! than written with a rule llama.cpp would apply differently.
 
 use std::path::Path;
 
@@ -29,16 +30,52 @@ fn read_json(path: &Path) -> Result<Json> {
     serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))
 }
 
-/// Whether `pre` is a byte-level split with GPT-2's own pattern (alone, or
-/// the only step of a sequence).
-fn plain_byte_level(pre: &Json) -> bool {
-    match pre.get("type").and_then(|t| t.as_str()) {
-        Some("ByteLevel") => pre.get("use_regex").and_then(|u| u.as_bool()) != Some(false),
-        Some("Sequence") => match pre.get("pretokenizers").and_then(|p| p.as_array()) {
-            Some(steps) if steps.len() == 1 => plain_byte_level(&steps[0]),
-            _ => false,
+/// Llama 3's split pattern as its tokenizer.json writes it (llama.cpp's
+/// "llama-bpe" applies the same rule).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's (and Qwen3's): digits one at a time (llama.cpp's "qwen2").
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// llama.cpp's name (`tokenizer.ggml.pre`) for the pre-tokenizer `pre`:
+/// "gpt-2" for a byte-level split with GPT-2's own pattern (alone, or the
+/// only step of a sequence); "llama-bpe" or "qwen2" for Llama 3's or
+/// Qwen2's regex split (isolated matches) followed by a byte-level step
+/// without its own pattern. None for any other.
+fn pre_name(pre: &Json) -> Option<&'static str> {
+    let kind = |j: &Json| j.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+    match kind(pre).as_deref() {
+        Some("ByteLevel") => {
+            (pre.get("use_regex").and_then(|u| u.as_bool()) != Some(false)).then_some("gpt-2")
+        }
+        Some("Sequence") => match pre
+            .get("pretokenizers")
+            .and_then(|p| p.as_array())?
+            .as_slice()
+        {
+            [one] => pre_name(one).filter(|&n| n == "gpt-2"),
+            [split, byte] => {
+                let plain_bytes = kind(byte).as_deref() == Some("ByteLevel")
+                    && byte.get("use_regex").and_then(|u| u.as_bool()) == Some(false);
+                let isolated = kind(split).as_deref() == Some("Split")
+                    && split.get("behavior").and_then(|b| b.as_str()) == Some("Isolated")
+                    && split.get("invert").and_then(|i| i.as_bool()) != Some(true);
+                let pattern = split
+                    .get("pattern")
+                    .and_then(|p| p.get("Regex"))
+                    .and_then(|r| r.as_str())?;
+                if !(plain_bytes && isolated) {
+                    return None;
+                }
+                match pattern {
+                    p if p == LLAMA3_SPLIT => Some("llama-bpe"),
+                    p if p == QWEN2_SPLIT => Some("qwen2"),
+                    _ => None,
+                }
+            }
+            _ => None,
         },
-        _ => false,
+        _ => None,
     }
 }
 
@@ -90,17 +127,17 @@ pub fn metadata(
         ));
     }
     let pre = tj.get("pre_tokenizer").unwrap_or(&Json::Null);
-    if !plain_byte_level(pre) {
+    let Some(pre_name) = pre_name(pre) else {
         let rendered = pre.to_string();
         let short: String = rendered.chars().take(120).collect();
         return Err(Error::format(
             &path,
             format!(
                 "pre-tokenizer {short} has no GGUF name shears knows (it writes GPT-2's \
-                 byte-level split, \"gpt-2\")"
+                 byte-level split \"gpt-2\", Llama 3's \"llama-bpe\" and Qwen2's \"qwen2\")"
             ),
         ));
-    }
+    };
     let mut tokens: Vec<Option<(String, i32)>> = Vec::new();
     let mut put = |id: usize, s: &str, t: i32| {
         if tokens.len() <= id {
@@ -180,7 +217,10 @@ pub fn metadata(
             "tokenizer.ggml.model".to_string(),
             Value::Str("gpt2".into()),
         ),
-        ("tokenizer.ggml.pre".to_string(), Value::Str("gpt-2".into())),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::Str(pre_name.into()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), Value::ArrStr(names)),
         (
             "tokenizer.ggml.token_type".to_string(),
