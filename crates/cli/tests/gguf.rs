@@ -633,3 +633,93 @@ fn llama3_and_qwen2_pre_tokenizers_get_their_llama_cpp_names() {
         }
     }
 }
+
+/// A small SentencePiece-style tokenizer.json (byte fallback, "▁" for
+/// spaces) of 256 + 3 + 4 tokens, in the two ways files write the scheme.
+fn spm_tokenizer(metaspace: bool) -> serde_json::Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        vocab.insert(t.to_string(), i.into());
+    }
+    for b in 0..256 {
+        vocab.insert(format!("<0x{b:02X}>"), (3 + b).into());
+    }
+    for (i, t) in ["▁t", "he", "▁the", "▁▁"].iter().enumerate() {
+        vocab.insert(t.to_string(), (259 + i).into());
+    }
+    let (normalizer, pre) = if metaspace {
+        (
+            serde_json::Value::Null,
+            serde_json::json!({"type": "Metaspace", "replacement": "▁",
+                               "prepend_scheme": "first", "split": false}),
+        )
+    } else {
+        (
+            serde_json::json!({"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}),
+            serde_json::Value::Null,
+        )
+    };
+    serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "special": true},
+            {"id": 1, "content": "<s>", "special": true},
+            {"id": 2, "content": "</s>", "special": true}],
+        "normalizer": normalizer,
+        "pre_tokenizer": pre,
+        "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true,
+                  "byte_fallback": true, "vocab": vocab,
+                  "merges": [["▁", "t"], ["h", "e"], ["▁t", "he"], ["▁", "▁"]]}
+    })
+}
+
+#[test]
+fn sentencepiece_tokenizers_become_llama_cpp_llama_vocabularies() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), "m");
+    let path = model.join("tokenizer.json");
+    for metaspace in [false, true] {
+        std::fs::write(&path, spm_tokenizer(metaspace).to_string()).unwrap();
+        let out = dir.path().join(format!("spm-{metaspace}.gguf"));
+        ok(&run(&[
+            "-q",
+            "quantize",
+            s(&model),
+            "-o",
+            s(&out),
+            "--type",
+            "Q8_0",
+        ]));
+        let f = GgufFile::open(&out).unwrap();
+        assert_eq!(str_key(&f, "tokenizer.ggml.model"), "llama");
+        assert_eq!(str_key(&f, "tokenizer.ggml.pre"), "default");
+        assert!(f.get("tokenizer.ggml.merges").is_none());
+        assert!(matches!(
+            f.get("tokenizer.ggml.add_space_prefix"),
+            Some(Value::Bool(true))
+        ));
+        assert_eq!(u32_key(&f, "tokenizer.ggml.unknown_token_id"), 0);
+        let Some(Value::ArrI32(types)) = f.get("tokenizer.ggml.token_type") else {
+            panic!("no token types")
+        };
+        // unknown, control, byte, normal; the model's ids past the
+        // tokenizer's are unused.
+        assert_eq!(&types[..4], &[2, 3, 3, 6]);
+        assert_eq!(&types[258..264], &[6, 1, 1, 1, 1, 5]);
+        let Some(Value::ArrF32(scores)) = f.get("tokenizer.ggml.scores") else {
+            panic!("no scores")
+        };
+        // −(rank of the merge that makes the token); 0 where none does.
+        assert_eq!(&scores[258..263], &[0.0, -0.0, -1.0, -2.0, -3.0]);
+    }
+    // A SentencePiece file with a normalizer shears does not know.
+    let mut t = spm_tokenizer(false);
+    t["normalizer"] = serde_json::json!({"type": "NFKC"});
+    std::fs::write(&path, t.to_string()).unwrap();
+    let out = dir.path().join("bad.gguf");
+    let o = run(&["quantize", s(&model), "-o", s(&out), "--type", "Q8_0"]);
+    refused(&o, &["tokenizer.json", "SentencePiece"]);
+    assert!(!out.exists());
+}

@@ -1,17 +1,24 @@
 //! The tokenizer keys of a GGUF file, from a Hugging Face `tokenizer.json`.
 //!
-//! shears writes byte-level BPE tokenizers (GPT-2's scheme, used by
-//! Llama 3, Qwen2/3 and SmolLM): `tokenizer.ggml.model` "gpt2", the tokens
-//! in id order with their types (1 normal, 3 control for special added
-//! tokens, 4 user-defined for other added tokens, 5 unused for the ids
-//! the model's vocabulary has beyond the tokenizer's, named `[PAD<id>]`),
-//! the merges as "left right", the BOS/EOS/PAD ids and whether BOS is
-//! added. `tokenizer.ggml.pre` names the pre-tokenizer's split rule: a
-//! plain byte-level split with GPT-2's pattern is "gpt-2", Llama 3's regex
-//! split "llama-bpe", Qwen2's (and Qwen3's) "qwen2" — the names under
-//! which llama.cpp applies the same patterns. Other pre-tokenizers (and
-//! SentencePiece-style tokenizers with byte fallback) are refused rather
-//! than written with a rule llama.cpp would apply differently.
+//! Byte-level BPE tokenizers (GPT-2's scheme, used by Llama 3, Qwen2/3 and
+//! SmolLM) become llama.cpp's "gpt2" vocabulary: the tokens in id order
+//! with their types (1 normal, 3 control for special added tokens, 4
+//! user-defined for other added tokens, 5 unused for the ids the model's
+//! vocabulary has beyond the tokenizer's, named `[PAD<id>]`), the merges as
+//! "left right", the BOS/EOS/PAD ids and whether BOS is added.
+//! `tokenizer.ggml.pre` names the pre-tokenizer's split rule: a plain
+//! byte-level split with GPT-2's pattern is "gpt-2", Llama 3's regex split
+//! "llama-bpe", Qwen2's (and Qwen3's) "qwen2" — the names under which
+//! llama.cpp applies the same patterns. Other pre-tokenizers are refused
+//! rather than written with a rule llama.cpp would apply differently.
+//!
+//! SentencePiece-style BPE tokenizers (byte fallback and "▁" for spaces:
+//! Llama 2, Mistral, TinyLlama) become its "llama" vocabulary: tokens with
+//! SentencePiece's types (2 unknown, 6 for the `<0xNN>` bytes), scores
+//! that make llama.cpp's highest-score-first merging follow the file's
+//! merge order, `add_space_prefix`, and the unknown token's id. llama.cpp
+//! tokenizes text with such a file as the `tokenizers` library does with
+//! the tokenizer.json (scripts/gguf-tokenizer-check.py).
 
 use std::path::Path;
 
@@ -21,9 +28,88 @@ use super::Value;
 use crate::{Error, Result};
 
 const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
+const BYTE: i32 = 6;
+
+/// SentencePiece's byte tokens `<0xNN>`.
+fn is_byte_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 6
+        && s.starts_with("<0x")
+        && s.ends_with('>')
+        && b[3..5].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Whether a SentencePiece-style tokenizer puts "▁" before its text
+/// (llama.cpp's `add_space_prefix`), for the two ways tokenizer.json
+/// writes the "▁"-for-space scheme: a normalizer replacing " " by "▁"
+/// (after prepending "▁", as Llama 2's), or a Metaspace pre-tokenizer that
+/// does not split (newer files). None for anything else.
+fn spm_space_prefix(tj: &Json) -> Option<bool> {
+    let ty = |j: &Json| j.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+    let norm = tj.get("normalizer").unwrap_or(&Json::Null);
+    let pre = tj.get("pre_tokenizer").unwrap_or(&Json::Null);
+    let replaces_space = |j: &Json| {
+        ty(j).as_deref() == Some("Replace")
+            && j.get("pattern")
+                .and_then(|p| p.get("String"))
+                .and_then(|s| s.as_str())
+                == Some(" ")
+            && j.get("content").and_then(|c| c.as_str()) == Some("\u{2581}")
+    };
+    let prepends = |j: &Json| {
+        ty(j).as_deref() == Some("Prepend")
+            && j.get("prepend").and_then(|p| p.as_str()) == Some("\u{2581}")
+    };
+    if pre.is_null() {
+        let steps: Vec<&Json> = match ty(norm).as_deref() {
+            Some("Sequence") => norm.get("normalizers")?.as_array()?.iter().collect(),
+            Some(_) => vec![norm],
+            None => return None,
+        };
+        return match steps.as_slice() {
+            [p, r] if prepends(p) && replaces_space(r) => Some(true),
+            [r] if replaces_space(r) => Some(false),
+            _ => None,
+        };
+    }
+    if norm.is_null()
+        && ty(pre).as_deref() == Some("Metaspace")
+        && pre.get("replacement").and_then(|r| r.as_str()) == Some("\u{2581}")
+        && pre.get("split").and_then(|s| s.as_bool()) == Some(false)
+    {
+        return match pre.get("prepend_scheme").and_then(|p| p.as_str()) {
+            Some("first") | Some("always") => Some(true),
+            Some("never") => Some(false),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// SentencePiece scores for llama.cpp's tokenizer, which merges the
+/// adjacent pair whose result scores highest: the earlier a token's first
+/// merge comes in tokenizer.json's merge list, the higher its score
+/// (−rank); tokens no merge makes (characters, bytes, specials) 0.
+fn merge_scores(names: &[String], types: &[i32], merges: &[String]) -> Vec<f32> {
+    let mut first: std::collections::HashMap<String, usize> = Default::default();
+    for (rank, m) in merges.iter().enumerate() {
+        if let Some((l, r)) = m.split_once(' ') {
+            first.entry(format!("{l}{r}")).or_insert(rank);
+        }
+    }
+    names
+        .iter()
+        .zip(types)
+        .map(|(n, &t)| match first.get(n) {
+            Some(&rank) if t == NORMAL => -(rank as f32),
+            _ => 0.0,
+        })
+        .collect()
+}
 
 fn read_json(path: &Path) -> Result<Json> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -119,15 +205,22 @@ pub fn metadata(
             format!("a {kind:?} tokenizer; shears writes byte-level BPE tokenizers to GGUF"),
         ));
     }
-    if model.get("byte_fallback").and_then(|b| b.as_bool()) == Some(true) {
-        return Err(Error::format(
-            &path,
-            "a SentencePiece-style BPE tokenizer (byte_fallback); shears writes only byte-level \
-             BPE tokenizers to GGUF so far",
-        ));
-    }
+    // SentencePiece-style BPE (Llama 2, Mistral, TinyLlama): llama.cpp's
+    // "llama" tokenizer; byte-level BPE: its "gpt2" one.
+    let spm = model.get("byte_fallback").and_then(|b| b.as_bool()) == Some(true);
+    let space_prefix = if spm {
+        Some(spm_space_prefix(&tj).ok_or_else(|| {
+            Error::format(
+                &path,
+                "a SentencePiece-style tokenizer whose normalizer / pre-tokenizer shears does not \
+                 know (it writes the \"▁\"-for-space scheme of Llama 2 and Mistral)",
+            )
+        })?)
+    } else {
+        None
+    };
     let pre = tj.get("pre_tokenizer").unwrap_or(&Json::Null);
-    let Some(pre_name) = pre_name(pre) else {
+    let Some(pre_name) = (if spm { Some("default") } else { pre_name(pre) }) else {
         let rendered = pre.to_string();
         let short: String = rendered.chars().take(120).collect();
         return Err(Error::format(
@@ -149,11 +242,18 @@ pub fn metadata(
         .get("vocab")
         .and_then(|v| v.as_object())
         .ok_or_else(|| Error::format(&path, "no vocab in the BPE model"))?;
+    let unk = model.get("unk_token").and_then(|u| u.as_str());
     for (s, id) in entries {
         let id = id
             .as_u64()
             .ok_or_else(|| Error::format(&path, format!("token {s:?} has no integer id")))?;
-        put(id as usize, s, NORMAL);
+        let t = match s.as_str() {
+            _ if !spm => NORMAL,
+            b if is_byte_token(b) => BYTE,
+            u if Some(u) == unk => UNKNOWN,
+            _ => NORMAL,
+        };
+        put(id as usize, s, t);
     }
     for a in tj
         .get("added_tokens")
@@ -168,7 +268,13 @@ pub fn metadata(
             continue;
         };
         let special = a.get("special").and_then(|s| s.as_bool()) == Some(true);
-        put(id as usize, s, if special { CONTROL } else { USER_DEFINED });
+        let t = match () {
+            // SentencePiece's unknown piece keeps its own type.
+            _ if spm && Some(s) == unk => UNKNOWN,
+            _ if special => CONTROL,
+            _ => USER_DEFINED,
+        };
+        put(id as usize, s, t);
     }
     if tokens.len() > vocab {
         return Err(Error::format(
@@ -199,6 +305,7 @@ pub fn metadata(
         })
         .collect();
     let id_of = |s: &str| names.iter().position(|n| n == s).map(|i| i as u32);
+    let unk_id = unk.and_then(id_of);
     let tcfg = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Json::Null);
     let mcfg = read_json(&dir.join("config.json")).unwrap_or(Json::Null);
     let config_id = |key: &str| -> Option<u32> {
@@ -212,22 +319,45 @@ pub fn metadata(
         .or(bos);
     let eos_id = named_id(&tcfg, "eos_token", &id_of).or_else(|| config_id("eos_token_id"));
     let pad_id = named_id(&tcfg, "pad_token", &id_of).or_else(|| config_id("pad_token_id"));
+    let model_name = if spm { "llama" } else { "gpt2" };
     let mut m = vec![
         (
             "tokenizer.ggml.model".to_string(),
-            Value::Str("gpt2".into()),
+            Value::Str(model_name.into()),
         ),
         (
             "tokenizer.ggml.pre".to_string(),
             Value::Str(pre_name.into()),
         ),
-        ("tokenizer.ggml.tokens".to_string(), Value::ArrStr(names)),
-        (
+    ];
+    if let Some(prefix) = space_prefix {
+        m.push((
+            "tokenizer.ggml.scores".to_string(),
+            Value::ArrF32(merge_scores(&names, &types, &merges)),
+        ));
+        m.push(("tokenizer.ggml.tokens".to_string(), Value::ArrStr(names)));
+        m.push((
             "tokenizer.ggml.token_type".to_string(),
             Value::ArrI32(types),
-        ),
-        ("tokenizer.ggml.merges".to_string(), Value::ArrStr(merges)),
-    ];
+        ));
+        m.push((
+            "tokenizer.ggml.add_space_prefix".to_string(),
+            Value::Bool(prefix),
+        ));
+        if let Some(id) = unk_id {
+            m.push((
+                "tokenizer.ggml.unknown_token_id".to_string(),
+                Value::U32(id),
+            ));
+        }
+    } else {
+        m.push(("tokenizer.ggml.tokens".to_string(), Value::ArrStr(names)));
+        m.push((
+            "tokenizer.ggml.token_type".to_string(),
+            Value::ArrI32(types),
+        ));
+        m.push(("tokenizer.ggml.merges".to_string(), Value::ArrStr(merges)));
+    }
     for (key, id) in [
         ("tokenizer.ggml.bos_token_id", bos_id),
         ("tokenizer.ggml.eos_token_id", eos_id),
