@@ -108,6 +108,17 @@ fn step6(inv: f32, v: f32) -> u32 {
     return min(u32(nearest(kmul(inv, v))) & 0xffu, 63u);
 }
 
+// Clears this invocation's `bad` and, from the first 8 invocations, the
+// workgroup's super-block flags: workgroup memory starts undefined (the
+// context skips wgpu's zeroing), and the first barrier after this orders
+// it before any atomicOr.
+fn start_flags(t: u32) {
+    if (t < 8u) {
+        atomicStore(&ks_bad[t], 0u);
+    }
+    bad = false;
+}
+
 // Q4_K (bytes 144, nmax 15) and Q5_K (176, 31): sub-block j of super-block
 // sb per invocation.
 fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
@@ -115,12 +126,7 @@ fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
     let j = g % 8u;
     let first = t - j;
     let live = sb < params.rows * params.cols / 256u;
-    // Workgroup memory starts undefined (the context skips wgpu's zeroing);
-    // the first barrier below orders this before any atomicOr.
-    if (t < 8u) {
-        atomicStore(&ks_bad[t], 0u);
-    }
-    bad = false;
+    start_flags(t);
     if (live) {
         var sum_x2 = 0.0;
         for (var i = 0u; i < 32u; i = i + 1u) {
@@ -281,12 +287,7 @@ fn quantize_q6_k(@builtin(workgroup_id) wid: vec3<u32>,
     let j = g % 16u;
     let first = t - j;
     let live = sb < params.rows * params.cols / 256u;
-    // Workgroup memory starts undefined (the context skips wgpu's zeroing);
-    // the first barrier below orders this before any atomicOr.
-    if (t < 8u) {
-        atomicStore(&ks_bad[t], 0u);
-    }
-    bad = false;
+    start_flags(t);
     if (live) {
         for (var i = 0u; i < 16u; i = i + 1u) {
             kx[i] = kload(sb * 256u + j * 16u + i);

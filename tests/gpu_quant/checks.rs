@@ -140,13 +140,25 @@ pub fn check_gguf(
             *v = round_to(dtype, nudged);
         }
     }
-    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
-    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
-    let want = kind.quantize(&decoded);
+    let (buf, want) = gguf_input(kind, dtype, rows, cols, &x)?;
     let got = GpuQuant::new(ctx)
         .quantize_gguf(&buf.view(), kind)
         .map_err(|e| e.to_string())?;
     same_blocks(kind, &want, &got)
+}
+
+/// `x` stored as a `dtype` tensor, and the reference's blocks of the
+/// values it holds.
+fn gguf_input(
+    kind: GgufType,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) -> Result<(TensorBuf, Vec<u8>), Failed> {
+    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], x).map_err(|e| e.to_string())?;
+    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
+    Ok((buf, kind.quantize(&decoded)))
 }
 
 /// Exact equality of GGUF blocks, naming the first differing byte.
@@ -182,9 +194,7 @@ pub fn check_kquant(
     seed: u64,
 ) -> Result<(), Failed> {
     let x = test_values(rows * cols, seed, false);
-    let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &x).map_err(|e| e.to_string())?;
-    let decoded = buf.view().to_f32().map_err(|e| e.to_string())?;
-    let want = kind.quantize(&decoded);
+    let (buf, want) = gguf_input(kind, dtype, rows, cols, &x)?;
     let got = GpuQuant::new(ctx).quantize_gguf_counted(&buf.view(), kind);
     if cols * dtype.bits() / 8 + 4 > ctx.chunk_bytes() as usize {
         return expect_row_refusal(got);

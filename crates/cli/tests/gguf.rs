@@ -19,6 +19,19 @@ use shears_core::{Checkpoint, DType};
 
 const FAMILIES: [&str; 5] = ["llama", "llama3-tied", "mistral", "qwen2", "qwen3"];
 
+/// `shears -q quantize MODEL -o OUT --type TY`, which must succeed.
+fn write_gguf(model: &Path, out: &Path, ty: &str) {
+    ok(&run(&[
+        "-q",
+        "quantize",
+        s(model),
+        "-o",
+        s(out),
+        "--type",
+        ty,
+    ]));
+}
+
 fn str_key<'a>(f: &'a GgufFile, k: &str) -> &'a str {
     match f.get(k) {
         Some(Value::Str(s)) => s,
@@ -266,15 +279,7 @@ fn a_decompressed_q8_0_model_evaluates_like_the_original() {
     let out = dir.path().join("m.gguf");
     let back = dir.path().join("back");
     let model = repo_root().join("assets/tiny-llama");
-    ok(&run(&[
-        "-q",
-        "quantize",
-        s(&model),
-        "-o",
-        s(&out),
-        "--type",
-        "Q8_0",
-    ]));
+    write_gguf(&model, &out, "Q8_0");
     ok(&run(&["-q", "decompress", s(&out), "-o", s(&back)]));
     let text = repo_root().join("LICENSE");
     let text = if text.is_file() {
@@ -377,15 +382,7 @@ fn bad_requests_are_one_line_and_write_nothing() {
         &["not a safetensors or GGUF"],
     );
     std::fs::remove_file(&out).unwrap();
-    ok(&run(&[
-        "-q",
-        "quantize",
-        s(&good),
-        "-o",
-        s(&out),
-        "--type",
-        "Q8_0",
-    ]));
+    write_gguf(&good, &out, "Q8_0");
     ok(&run(&[
         "-q",
         "quantize",
@@ -451,15 +448,7 @@ fn q4_k_m_chooses_types_as_llama_quantize() {
         "3",
     ]));
     let out = dir.path().join("m.gguf");
-    ok(&run(&[
-        "-q",
-        "quantize",
-        s(&model),
-        "-o",
-        s(&out),
-        "--type",
-        "Q4_K_M",
-    ]));
+    write_gguf(&model, &out, "Q4_K_M");
     let f = GgufFile::open(&out).unwrap();
     let more = [0, 3, 6, 9, 10, 11];
     for t in &f.tensors {
@@ -683,15 +672,7 @@ fn sentencepiece_tokenizers_become_llama_cpp_llama_vocabularies() {
     for metaspace in [false, true] {
         std::fs::write(&path, spm_tokenizer(metaspace).to_string()).unwrap();
         let out = dir.path().join(format!("spm-{metaspace}.gguf"));
-        ok(&run(&[
-            "-q",
-            "quantize",
-            s(&model),
-            "-o",
-            s(&out),
-            "--type",
-            "Q8_0",
-        ]));
+        write_gguf(&model, &out, "Q8_0");
         let f = GgufFile::open(&out).unwrap();
         assert_eq!(str_key(&f, "tokenizer.ggml.model"), "llama");
         assert_eq!(str_key(&f, "tokenizer.ggml.pre"), "default");
