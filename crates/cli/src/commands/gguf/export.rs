@@ -364,8 +364,7 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         for l in &human {
             out.line(l);
         }
-    }
-    if a.run.json {
+    } else {
         let v = serde_json::json!({
             "output": a.run.output,
             "architecture": llama::arch(cfg.family),

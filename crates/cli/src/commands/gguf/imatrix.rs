@@ -27,11 +27,13 @@ impl Importance {
     /// The importance matrix the flags ask for, if any (running the model
     /// over --calibration-text first).
     pub fn open(a: &QuantizeArgs, g: &GlobalArgs) -> Result<Option<Self>> {
+        if a.calibration.is_some() && !a.calibration_text.calibration_text.is_empty() {
+            bail!("--calibration and --calibration-text: give one");
+        }
         let made =
             crate::lm::in_process(&a.run.model, &a.calibration_text, g.backend, g.quiet, None)?;
         let path = match (&made, &a.calibration) {
-            (Some(_), Some(_)) => bail!("--calibration and --calibration-text: give one"),
-            (Some(m), None) => m.path.clone(),
+            (Some(m), _) => m.path.clone(),
             (None, Some(p)) => p.clone(),
             (None, None) => return Ok(None),
         };

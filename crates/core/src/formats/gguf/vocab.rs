@@ -34,6 +34,11 @@ const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
 const BYTE: i32 = 6;
 
+/// A tokenizer.json section's `type`.
+fn json_type(j: &Json) -> Option<&str> {
+    j.get("type").and_then(|t| t.as_str())
+}
+
 /// SentencePiece's byte tokens `<0xNN>`.
 fn is_byte_token(s: &str) -> bool {
     let b = s.as_bytes();
@@ -49,11 +54,11 @@ fn is_byte_token(s: &str) -> bool {
 /// (after prepending "▁", as Llama 2's), or a Metaspace pre-tokenizer that
 /// does not split (newer files). None for anything else.
 fn spm_space_prefix(tj: &Json) -> Option<bool> {
-    let ty = |j: &Json| j.get("type").and_then(|t| t.as_str()).map(str::to_owned);
+    let ty = json_type;
     let norm = tj.get("normalizer").unwrap_or(&Json::Null);
     let pre = tj.get("pre_tokenizer").unwrap_or(&Json::Null);
     let replaces_space = |j: &Json| {
-        ty(j).as_deref() == Some("Replace")
+        ty(j) == Some("Replace")
             && j.get("pattern")
                 .and_then(|p| p.get("String"))
                 .and_then(|s| s.as_str())
@@ -61,11 +66,10 @@ fn spm_space_prefix(tj: &Json) -> Option<bool> {
             && j.get("content").and_then(|c| c.as_str()) == Some("\u{2581}")
     };
     let prepends = |j: &Json| {
-        ty(j).as_deref() == Some("Prepend")
-            && j.get("prepend").and_then(|p| p.as_str()) == Some("\u{2581}")
+        ty(j) == Some("Prepend") && j.get("prepend").and_then(|p| p.as_str()) == Some("\u{2581}")
     };
     if pre.is_null() {
-        let steps: Vec<&Json> = match ty(norm).as_deref() {
+        let steps: Vec<&Json> = match ty(norm) {
             Some("Sequence") => norm.get("normalizers")?.as_array()?.iter().collect(),
             Some(_) => vec![norm],
             None => return None,
@@ -77,7 +81,7 @@ fn spm_space_prefix(tj: &Json) -> Option<bool> {
         };
     }
     if norm.is_null()
-        && ty(pre).as_deref() == Some("Metaspace")
+        && ty(pre) == Some("Metaspace")
         && pre.get("replacement").and_then(|r| r.as_str()) == Some("\u{2581}")
         && pre.get("split").and_then(|s| s.as_bool()) == Some(false)
     {
@@ -129,8 +133,8 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// Qwen2's regex split (isolated matches) followed by a byte-level step
 /// without its own pattern. None for any other.
 fn pre_name(pre: &Json) -> Option<&'static str> {
-    let kind = |j: &Json| j.get("type").and_then(|t| t.as_str()).map(str::to_owned);
-    match kind(pre).as_deref() {
+    let kind = json_type;
+    match kind(pre) {
         Some("ByteLevel") => {
             (pre.get("use_regex").and_then(|u| u.as_bool()) != Some(false)).then_some("gpt-2")
         }
@@ -141,9 +145,9 @@ fn pre_name(pre: &Json) -> Option<&'static str> {
         {
             [one] => pre_name(one).filter(|&n| n == "gpt-2"),
             [split, byte] => {
-                let plain_bytes = kind(byte).as_deref() == Some("ByteLevel")
+                let plain_bytes = kind(byte) == Some("ByteLevel")
                     && byte.get("use_regex").and_then(|u| u.as_bool()) == Some(false);
-                let isolated = kind(split).as_deref() == Some("Split")
+                let isolated = kind(split) == Some("Split")
                     && split.get("behavior").and_then(|b| b.as_str()) == Some("Isolated")
                     && split.get("invert").and_then(|i| i.as_bool()) != Some(true);
                 let pattern = split
