@@ -5,10 +5,16 @@ from: gguf-py's dequantization of each tensor equals the checkpoint's
 values quantized by gguf-py's own quantizer (Q8_0, Q4_0; F16/BF16/F32 as
 converted), with q/k rows of llama-architecture files reordered the way
 convert_hf_to_gguf.py describes (reshape [heads, 2, d/2, in], swap the
-middle axes). Needs numpy and gguf (`pip install gguf`); not part of CI.
+middle axes). gguf-py has no quantizer for the K-quants and Q5_0/Q5_1:
+those tensors' gguf-py dequantization must equal shears' own
+(`shears decompress FILE`, rounded to the dtype it writes). Needs numpy and
+gguf (`pip install gguf`); not part of CI.
 
-usage: scripts/gguf-check.py MODEL_DIR FILE.gguf [FILE.gguf ...]
+usage: [SHEARS=target/release/shears] scripts/gguf-check.py MODEL_DIR FILE.gguf [FILE.gguf ...]
 """
+import os
+import subprocess
+import tempfile
 import json
 import struct
 import sys
@@ -42,7 +48,31 @@ def safetensors(folder):
             else:
                 continue
             out[k] = a.reshape(v["shape"])
+            DTYPES[k] = dt
     return out
+
+
+DTYPES = {}
+
+
+def as_dtype(a, dt):
+    """f32 values rounded to the safetensors dtype `dt` (nearest even)."""
+    if dt == "F16":
+        return a.astype(np.float16).astype(np.float32)
+    if dt == "BF16":
+        u = a.astype(np.float32).view(np.uint32)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        return u.astype(np.uint32).view(np.float32)
+    return a
+
+
+def decompressed(path):
+    """shears' own dequantization of a GGUF file, name -> array (HF names)."""
+    shears = os.environ.get("SHEARS", "target/release/shears")
+    d = tempfile.mkdtemp(prefix="gguf-check-")
+    out = os.path.join(d, "back")
+    subprocess.run([shears, "-q", "decompress", path, "-o", out], check=True)
+    return safetensors(out)
 
 
 NAMES = {
@@ -88,6 +118,7 @@ def main():
         r = gguf.GGUFReader(path)
         arch = r.fields["general.architecture"].contents()
         checked = 0
+        ours = None
         for t in r.tensors:
             if t.name == "rope_freqs.weight":
                 continue
@@ -105,8 +136,19 @@ def main():
             elif t.tensor_type == Q.BF16:
                 want = gguf.quants.dequantize(gguf.quants.quantize(src, Q.BF16), Q.BF16)
                 same_bytes = True
-            else:
+            elif t.tensor_type in (Q.F32,):
                 want, same_bytes = src, True
+            else:
+                # K-quants, Q5_0, Q5_1: gguf-py's dequantization against
+                # shears' own, both in the dtype shears writes back.
+                if ours is None:
+                    ours = decompressed(path)
+                name = hf_name(t.name)
+                mine = ours[name]
+                if arch == "llama" and (".attn_q." in t.name or ".attn_k." in t.name):
+                    mine = permute(mine, heads)
+                got = as_dtype(got, DTYPES[name])
+                want, same_bytes = mine, True
             diff = float(np.abs(got - want.reshape(src.shape)).max()) if src.size else 0.0
             if diff != 0.0 or not same_bytes:
                 bad += 1
