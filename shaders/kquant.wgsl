@@ -23,11 +23,19 @@ var<private> kaux: array<u32, 32>;
 var<workgroup> ks_scale: array<f32, 64>;
 var<workgroup> ks_min: array<f32, 64>;
 var<workgroup> ks_bad: array<atomic<u32>, 8>;
+// The affine super-blocks' weight sums per sub-block, 6-bit steps of the
+// scales and mins, and the f16 bits of d and dmin per super-block.
+var<workgroup> ks_sw: array<f32, 64>;
+var<workgroup> ks_ls: array<u32, 64>;
+var<workgroup> ks_lm: array<u32, 64>;
+var<workgroup> ks_d: array<u32, 8>;
+var<workgroup> ks_dmin: array<u32, 8>;
 
-// ggml's make_qkx2_quants over kx / kw (32 values): the affine grid of
-// nmax + 1 levels with the least weighted squared error among the first
-// guess and nstep + 1 rescaled ones; codes in kl, returns (scale, −min).
-fn make_qkx2(nmax: i32, rmin: f32, nstep: i32) -> vec2<f32> {
+// ggml's make_qkx2_quants / make_qkx3_quants over kx / kw (32 values):
+// the affine grid of nmax + 1 levels with the least weighted squared error
+// among the first guess and nstep + 1 rescaled ones (from rmin in steps of
+// rdelta); codes in kl, returns (scale, −min).
+fn make_qkx(nmax: i32, rmin: f32, rdelta: f32, nstep: i32) -> vec2<f32> {
     var mn = kx[0];
     var mx = kx[0];
     var sum_w = kw[0];
@@ -63,7 +71,7 @@ fn make_qkx2(nmax: i32, rmin: f32, nstep: i32) -> vec2<f32> {
     }
     for (var is = 0i; is <= nstep; is = is + 1i) {
         // The range uses the best min so far, as ggml's does.
-        iscale = kdiv(kadd(kadd(rmin, kmul(0.1, f32(is))), nm), kadd(mx, -mn));
+        iscale = kdiv(kadd(kadd(rmin, kmul(rdelta, f32(is))), nm), kadd(mx, -mn));
         var sum_l = 0.0;
         var sum_l2 = 0.0;
         var sum_xl = 0.0;
@@ -120,8 +128,10 @@ fn start_flags(t: u32) {
 }
 
 // Q4_K (bytes 144, nmax 15) and Q5_K (176, 31): sub-block j of super-block
-// sb per invocation.
-fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
+// sb per invocation. `weighted`: with an importance matrix, as ggml's
+// quantize_row_q{4,5}_K_impl (weights importance · √(σ² + x²), the
+// 37-grid search, 6-bit steps by make_qp_quants, Q5_K's capped at 63).
+fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32, weighted: bool) {
     let sb = g / 8u;
     let j = g % 8u;
     let first = t - j;
@@ -133,32 +143,80 @@ fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
             kx[i] = kload(sb * 256u + j * 32u + i);
             sum_x2 = kadd(sum_x2, kmul(kx[i], kx[i]));
         }
-        let av_x = sqrt_rn(kdiv(sum_x2, 32.0));
-        for (var i = 0u; i < 32u; i = i + 1u) {
-            kw[i] = kadd(av_x, abs(kx[i]));
+        var sm: vec2<f32>;
+        if (weighted) {
+            // σ² over the whole super-block, summed in order.
+            var all_x2 = 0.0;
+            for (var i = 0u; i < 256u; i = i + 1u) {
+                let v = kload(sb * 256u + i);
+                all_x2 = kadd(all_x2, kmul(v, v));
+            }
+            let sigma2 = kdiv(kmul(2.0, all_x2), 256.0);
+            let col = (sb * 256u + j * 32u) % params.cols;
+            var sw = 0.0;
+            for (var i = 0u; i < 32u; i = i + 1u) {
+                kw[i] = kmul(kqw(col + i), sqrt_rn(kadd(sigma2, kmul(kx[i], kx[i]))));
+                sw = kadd(sw, kw[i]);
+            }
+            ks_sw[t] = sw;
+            sm = make_qkx(nmax, -0.9, 0.05, 36i);
+        } else {
+            let av_x = sqrt_rn(kdiv(sum_x2, 32.0));
+            for (var i = 0u; i < 32u; i = i + 1u) {
+                kw[i] = kadd(av_x, abs(kx[i]));
+            }
+            sm = make_qkx(nmax, rmin, 0.1, nstep);
         }
-        let sm = make_qkx2(nmax, rmin, nstep);
         ks_scale[t] = sm.x;
         ks_min[t] = sm.y;
     }
     workgroupBarrier();
-    if (live) {
-        var max_scale = 0.0;
-        var max_min = 0.0;
+    // The super-block's steps, by its first invocation.
+    if (live && j == 0u) {
+        var sc: array<f32, 8>;
+        var mn: array<f32, 8>;
+        var sw: array<f32, 8>;
         for (var k = 0u; k < 8u; k = k + 1u) {
-            max_scale = select(max_scale, ks_scale[first + k], ks_scale[first + k] > max_scale);
-            max_min = select(max_min, ks_min[first + k], ks_min[first + k] > max_min);
+            sc[k] = ks_scale[first + k];
+            mn[k] = ks_min[first + k];
+            sw[k] = ks_sw[first + k];
         }
-        var inv_scale = 0.0;
-        if (max_scale > 0.0) {
-            inv_scale = kdiv(63.0, max_scale);
+        if (weighted) {
+            let ds = make_qp(sc, sw);
+            let dm = make_qp(mn, sw);
+            ks_d[t / 8u] = f16_rn(ds.d);
+            ks_dmin[t / 8u] = f16_rn(dm.d);
+            for (var k = 0u; k < 8u; k = k + 1u) {
+                ks_ls[first + k] = select(ds.l[k], min(ds.l[k], 63u), size == 176u);
+                ks_lm[first + k] = select(dm.l[k], min(dm.l[k], 63u), size == 176u);
+            }
+        } else {
+            var max_scale = 0.0;
+            var max_min = 0.0;
+            for (var k = 0u; k < 8u; k = k + 1u) {
+                max_scale = select(max_scale, sc[k], sc[k] > max_scale);
+                max_min = select(max_min, mn[k], mn[k] > max_min);
+            }
+            var inv_scale = 0.0;
+            if (max_scale > 0.0) {
+                inv_scale = kdiv(63.0, max_scale);
+            }
+            var inv_min = 0.0;
+            if (max_min > 0.0) {
+                inv_min = kdiv(63.0, max_min);
+            }
+            ks_d[t / 8u] = f16_rn(kdiv(max_scale, 63.0));
+            ks_dmin[t / 8u] = f16_rn(kdiv(max_min, 63.0));
+            for (var k = 0u; k < 8u; k = k + 1u) {
+                ks_ls[first + k] = step6(inv_scale, sc[k]);
+                ks_lm[first + k] = step6(inv_min, mn[k]);
+            }
         }
-        var inv_min = 0.0;
-        if (max_min > 0.0) {
-            inv_min = kdiv(63.0, max_min);
-        }
-        let db = f16_rn(kdiv(max_scale, 63.0));
-        let mb = f16_rn(kdiv(max_min, 63.0));
+    }
+    workgroupBarrier();
+    if (live) {
+        let db = ks_d[t / 8u];
+        let mb = ks_dmin[t / 8u];
         let at = sb * size;
         if (j == 0u) {
             put_byte(at, db);
@@ -166,8 +224,8 @@ fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
             put_byte(at + 2u, mb);
             put_byte(at + 3u, mb >> 8u);
             for (var k = 0u; k < 8u; k = k + 1u) {
-                let ls = step6(inv_scale, ks_scale[first + k]);
-                let lm = step6(inv_min, ks_min[first + k]);
+                let ls = ks_ls[first + k];
+                let lm = ks_lm[first + k];
                 if (k < 4u) {
                     put_byte(at + 4u + k, ls);
                     put_byte(at + 8u + k, lm);
@@ -178,9 +236,10 @@ fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
                 }
             }
         }
-        let dd = kmul(f16_val(db), f32(step6(inv_scale, ks_scale[t])));
+        // The grid the bytes hold (ggml reads 6 bits back).
+        let dd = kmul(f16_val(db), f32(ks_ls[t] & 63u));
         if (dd != 0.0) {
-            let dm = kmul(f16_val(mb), f32(step6(inv_min, ks_min[t])));
+            let dm = kmul(f16_val(mb), f32(ks_lm[t] & 63u));
             for (var i = 0u; i < 32u; i = i + 1u) {
                 kl[i] = u32(clamp(nearest(kdiv(kadd(kx[i], dm), dd)), 0i, nmax));
             }
@@ -209,19 +268,34 @@ fn affine_k(g: u32, t: u32, nmax: i32, rmin: f32, nstep: i32, size: u32) {
 fn quantize_q4_k(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    affine_k(invocation(wid, nwg, lid), lid.x, 15i, -1.0, 20i, 144u);
+    affine_k(invocation(wid, nwg, lid), lid.x, 15i, -1.0, 20i, 144u, false);
 }
 
 @compute @workgroup_size(64)
 fn quantize_q5_k(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    affine_k(invocation(wid, nwg, lid), lid.x, 31i, -0.5, 15i, 176u);
+    affine_k(invocation(wid, nwg, lid), lid.x, 31i, -0.5, 15i, 176u, false);
 }
 
-// ggml's make_qx_quants (rmse_type 1, no importance) over kx[0..16]: codes
-// (offset by 32) in kl, returns the scale.
-fn make_qx() -> f32 {
+@compute @workgroup_size(64)
+fn quantize_q4_k_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    affine_k(invocation(wid, nwg, lid), lid.x, 15i, -1.0, 20i, 144u, true);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_k_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    affine_k(invocation(wid, nwg, lid), lid.x, 31i, -0.5, 15i, 176u, true);
+}
+
+// ggml's make_qx_quants (rmse_type 1) over kx[0..16], each value weighted
+// by its square or, `weighted`, by its importance in kw: codes (offset by
+// 32) in kl, returns the scale.
+fn make_qx(weighted: bool) -> f32 {
     var mx = 0.0;
     var amax = 0.0;
     for (var i = 0u; i < 16u; i = i + 1u) {
@@ -242,7 +316,10 @@ fn make_qx() -> f32 {
     for (var i = 0u; i < 16u; i = i + 1u) {
         let q = clamp(nearest(kmul(iscale, kx[i])), -32i, 31i);
         kl[i] = u32(q + 32i);
-        let w = kmul(kx[i], kx[i]);
+        var w = kw[i];
+        if (!weighted) {
+            w = kmul(kx[i], kx[i]);
+        }
         sumlx = kadd(sumlx, kmul(kmul(w, kx[i]), f32(q)));
         suml2 = kadd(suml2, kmul(kmul(w, f32(q)), f32(q)));
     }
@@ -260,7 +337,10 @@ fn make_qx() -> f32 {
         suml2 = 0.0;
         for (var i = 0u; i < 16u; i = i + 1u) {
             let q = f32(clamp(nearest(kmul(iscale, kx[i])), -32i, 31i));
-            let w = kmul(kx[i], kx[i]);
+            var w = kw[i];
+            if (!weighted) {
+                w = kmul(kx[i], kx[i]);
+            }
             sumlx = kadd(sumlx, kmul(kmul(w, kx[i]), q));
             suml2 = kadd(suml2, kmul(kmul(w, q), q));
         }
@@ -281,8 +361,19 @@ fn make_qx() -> f32 {
 fn quantize_q6_k(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = invocation(wid, nwg, lid);
-    let t = lid.x;
+    q6_k(invocation(wid, nwg, lid), lid.x, false);
+}
+
+// Q6_K with an importance matrix (quantize_row_q6_K_impl: each sub-block's
+// search weighted by the importances alone).
+@compute @workgroup_size(64)
+fn quantize_q6_k_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    q6_k(invocation(wid, nwg, lid), lid.x, true);
+}
+
+fn q6_k(g: u32, t: u32, weighted: bool) {
     let sb = g / 16u;
     let j = g % 16u;
     let first = t - j;
@@ -291,8 +382,11 @@ fn quantize_q6_k(@builtin(workgroup_id) wid: vec3<u32>,
     if (live) {
         for (var i = 0u; i < 16u; i = i + 1u) {
             kx[i] = kload(sb * 256u + j * 16u + i);
+            if (weighted) {
+                kw[i] = kqw((sb * 256u + j * 16u + i) % params.cols);
+            }
         }
-        ks_scale[t] = make_qx();
+        ks_scale[t] = make_qx(weighted);
     }
     workgroupBarrier();
     if (live) {

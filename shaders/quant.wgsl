@@ -47,7 +47,7 @@ struct Params {
     group: u32,  // inputs per group
     groups: u32, // groups per row
     first: u32,  // offset of element 0 inside the first word
-    _pad0: u32,
+    qw_at: u32,  // GGUF with an importance matrix: its word offset in src
     _pad1: u32,
     _pad2: u32,
 }

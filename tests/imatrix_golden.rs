@@ -11,6 +11,8 @@ use shears::core::fast::quant::{quantize_gguf, quantize_gguf_weighted};
 use shears::core::reference::gguf::GgufType;
 use shears::core::reference::imatrix::quantize_row;
 use shears::core::{Checkpoint, DType, TensorBuf};
+use shears::kernels::quant::GpuQuant;
+use shears::testing::test_gpu;
 
 const KINDS: [(&str, GgufType); 7] = [
     ("q4_0", GgufType::Q4_0),
@@ -92,4 +94,56 @@ fn importances_change_what_they_should() {
     }
     let bad = quantize_gguf_weighted(&t.view(), GgufType::Q4_K, &qw[..512]);
     assert!(bad.unwrap_err().to_string().contains("512 importances"));
+}
+
+/// The golden edge rows whose arithmetic leaves the normal f32 range (the
+/// subnormal, below-epsilon and 1e±30 rows) and row 4 (one spike among
+/// zeros, where the weighted Q5_K search's min reaches its max and ggml
+/// divides by zero): the GPU hands them to the CPU.
+const OUTSIDE_NORMAL_RANGE: [usize; 4] = [4, 5, 6, 12];
+
+#[test]
+fn gpu_weighted_k_quants_equal_ggml() {
+    let Some(ctx) = test_gpu().unwrap() else {
+        return;
+    };
+    let gpu = GpuQuant::new(&ctx);
+    let c = golden();
+    for set in ["edge", "wide"] {
+        let (x, shape) = f32s(&c, &format!("{set}.input"));
+        let (qw, _) = f32s(&c, &format!("{set}.importance"));
+        let (rows, cols) = (shape[0], shape[1]);
+        for (name, kind) in &KINDS[4..] {
+            let want = bytes(&c, &format!("{set}.{name}"));
+            let per_row = want.len() / rows;
+            let mut on_cpu = Vec::new();
+            for r in 0..rows {
+                let t =
+                    TensorBuf::from_f32(DType::F32, vec![1, cols], &x[r * cols..(r + 1) * cols])
+                        .unwrap();
+                let got = gpu.quantize_gguf_weighted(&t.view(), *kind, &qw).unwrap();
+                assert_eq!(
+                    got.bytes,
+                    want[r * per_row..(r + 1) * per_row],
+                    "{set} {name} row {r} on the GPU ({} blocks on the CPU)",
+                    got.on_cpu
+                );
+                if got.on_cpu > 0 {
+                    on_cpu.push(r);
+                }
+            }
+            let allowed: &[usize] = if set == "edge" {
+                &OUTSIDE_NORMAL_RANGE
+            } else {
+                &[]
+            };
+            assert!(
+                on_cpu.iter().all(|r| allowed.contains(r)),
+                "{set} {name}: rows {on_cpu:?} fell back to the CPU"
+            );
+            let t = TensorBuf::from_f32(DType::F32, vec![rows, cols], &x).unwrap();
+            let all = gpu.quantize_gguf_weighted(&t.view(), *kind, &qw).unwrap();
+            assert_eq!(all.bytes, want, "{set} {name} in one dispatch");
+        }
+    }
 }

@@ -123,16 +123,26 @@ impl Backend {
         }
     }
 
-    /// GGUF Q8_0 / Q4_0 blocks of `w` on this backend (ggml's reference
-    /// numerics, byte-identical on every backend).
+    /// GGUF blocks of `w` on this backend (ggml's reference numerics,
+    /// byte-identical on every backend), weighted by one importance per
+    /// column when given (llama.cpp's importance matrix; on the GPU for the
+    /// K-quants, on the CPU for the other types).
     pub fn quantize_gguf(
         &self,
         w: &shears_core::TensorView,
         kind: shears_core::reference::gguf::GgufType,
+        importance: Option<&[f32]>,
     ) -> anyhow::Result<Vec<u8>> {
-        Ok(match self {
-            Backend::Cpu => shears_core::fast::quant::quantize_gguf(w, kind)?,
-            Backend::Gpu(ctx) => GpuQuant::new(ctx).quantize_gguf(w, kind)?,
+        use shears_core::fast::quant::{quantize_gguf, quantize_gguf_weighted};
+        use shears_core::reference::gguf::GgufType;
+        let k_quant = matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K);
+        Ok(match (self, importance) {
+            (Backend::Gpu(ctx), Some(q)) if k_quant => {
+                GpuQuant::new(ctx).quantize_gguf_weighted(w, kind, q)?.bytes
+            }
+            (_, Some(q)) => quantize_gguf_weighted(w, kind, q)?,
+            (Backend::Cpu, None) => quantize_gguf(w, kind)?,
+            (Backend::Gpu(ctx), None) => GpuQuant::new(ctx).quantize_gguf(w, kind)?,
         })
     }
 

@@ -482,18 +482,28 @@ fn trials() -> Vec<Check> {
     t.push(("calibrate".into(), Box::new(calibrate)));
     t.push(("gptq".into(), Box::new(gptq)));
     for ty in ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"] {
-        t.push((format!("quantize::gguf::{ty}"), Box::new(move || gguf(ty))));
+        t.push((
+            format!("quantize::gguf::{ty}"),
+            Box::new(move || gguf(ty, false)),
+        ));
+    }
+    for ty in ["Q4_K_M", "Q5_K_M"] {
+        t.push((
+            format!("quantize::gguf::{ty}::imatrix"),
+            Box::new(move || gguf(ty, true)),
+        ));
     }
     t
 }
 
-/// A GGUF file of tiny-llama, byte for byte alike on both backends.
-fn gguf(ty: &str) -> Result<(), Failed> {
+/// A GGUF file of tiny-llama, byte for byte alike on both backends (with
+/// an importance matrix from the assets' calibration file when asked).
+fn gguf(ty: &str, imatrix: bool) -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     for b in ["cpu", "gpu"] {
         let out = dir.path().join(format!("{b}.gguf"));
-        let args = strings(&[
+        let mut args = strings(&[
             "quantize",
             &asset("tiny-llama"),
             "-o",
@@ -501,6 +511,12 @@ fn gguf(ty: &str) -> Result<(), Failed> {
             "--type",
             ty,
         ]);
+        if imatrix {
+            args.extend(strings(&[
+                "--calibration",
+                &asset("tiny-llama-calibration.safetensors"),
+            ]));
+        }
         shears(b, &args, &out)?;
         files.push(std::fs::read(&out).unwrap());
     }

@@ -19,7 +19,10 @@ struct QuantParams {
     group: u32,
     groups: u32,
     first: u32,
-    _pad: [u32; 3],
+    /// Word offset in `src` of the importances (GGUF with an
+    /// importance matrix).
+    qw_at: u32,
+    _pad: [u32; 2],
 }
 const _: () = assert!(std::mem::size_of::<QuantParams>() == 32);
 
@@ -145,7 +148,7 @@ impl<'a> GpuQuant<'a> {
                 group: group as u32,
                 groups: groups as u32,
                 first,
-                _pad: [0; 3],
+                ..Default::default()
             };
             ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
             let mut enc = ctx

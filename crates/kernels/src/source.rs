@@ -21,13 +21,15 @@ pub const MASK: &str = concat!(
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
 /// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/load.wgsl` +
-/// `shaders/kexact.wgsl` + `shaders/kquant.wgsl` (GGUF's K-quants and Q5
-/// blocks, on quant.wgsl's bindings) + `shaders/quant.wgsl`.
+/// `shaders/kexact.wgsl` + `shaders/kweighted.wgsl` + `shaders/kquant.wgsl`
+/// (GGUF's K-quants and Q5 blocks, on quant.wgsl's bindings) +
+/// `shaders/quant.wgsl`.
 pub const QUANT: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
     include_str!("../../../shaders/qparams.wgsl"),
     include_str!("../../../shaders/load.wgsl"),
     include_str!("../../../shaders/kexact.wgsl"),
+    include_str!("../../../shaders/kweighted.wgsl"),
     include_str!("../../../shaders/kquant.wgsl"),
     include_str!("../../../shaders/quant.wgsl")
 );

@@ -115,7 +115,7 @@ impl GpuQuant<'_> {
                 group: w.group as u32,
                 groups: groups as u32,
                 first: 0,
-                _pad: [0; 3],
+                ..Default::default()
             };
             ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
             let n = rr.len() * cols;

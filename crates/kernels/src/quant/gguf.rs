@@ -9,6 +9,7 @@
 //! reference, so the bytes are exact on any GPU.
 
 use shears_core::reference::gguf::GgufType;
+use shears_core::reference::imatrix::quantize_row;
 use shears_core::TensorView;
 
 use super::{quant_layout, GpuQuant, QuantParams};
@@ -26,8 +27,15 @@ pub struct GgufBlocks {
     pub on_cpu: usize,
 }
 
-/// The entry point and values per invocation of a kind.
-fn entry_point(kind: GgufType) -> (&'static str, usize) {
+/// The entry point and values per invocation of a kind (weighted by an
+/// importance matrix or not).
+fn entry_point(kind: GgufType, weighted: bool) -> (&'static str, usize) {
+    match (kind, weighted) {
+        (GgufType::Q4_K, true) => return ("quantize_q4_k_w", 32),
+        (GgufType::Q5_K, true) => return ("quantize_q5_k_w", 32),
+        (GgufType::Q6_K, true) => return ("quantize_q6_k_w", 16),
+        _ => {}
+    }
     match kind {
         GgufType::Q8_0 => ("quantize_q8_0", 32),
         GgufType::Q4_0 => ("quantize_q4_0", 32),
@@ -49,6 +57,34 @@ impl GpuQuant<'_> {
     /// [`GpuQuant::quantize_gguf`], saying how many blocks the CPU
     /// recomputed.
     pub fn quantize_gguf_counted(&self, w: &TensorView, kind: GgufType) -> Result<GgufBlocks> {
+        self.blocks(w, kind, None)
+    }
+
+    /// The K-quant (Q4_K, Q5_K, Q6_K) blocks of `w` weighted by one
+    /// importance per column, byte-identical to ggml's
+    /// `quantize_q*_K(…, quant_weights)` (shears' `reference::imatrix`).
+    pub fn quantize_gguf_weighted(
+        &self,
+        w: &TensorView,
+        kind: GgufType,
+        importance: &[f32],
+    ) -> Result<GgufBlocks> {
+        if !matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K) {
+            return Err(Error::Unsupported(format!(
+                "no GPU kernel for importance-weighted {kind:?}"
+            )));
+        }
+        if importance.len() != w.matrix_dims().1 {
+            return Err(Error::Unsupported(format!(
+                "{} importances for rows of {}",
+                importance.len(),
+                w.matrix_dims().1
+            )));
+        }
+        self.blocks(w, kind, Some(importance))
+    }
+
+    fn blocks(&self, w: &TensorView, kind: GgufType, qw: Option<&[f32]>) -> Result<GgufBlocks> {
         let ctx = self.ctx;
         let (rows, cols) = w.matrix_dims();
         let esize = w.float_size()?;
@@ -67,7 +103,9 @@ impl GpuQuant<'_> {
             return Ok(out);
         }
         let flags_per_row = cols / n * 4;
-        let per = ((ctx.chunk_bytes() as usize - 4)
+        // The importances sit after the chunk's rows in the same binding.
+        let qw_bytes = qw.map_or(0, |q| q.len() * 4);
+        let per = ((ctx.chunk_bytes() as usize).saturating_sub(4 + qw_bytes)
             / (cols * esize).max(row_bytes + 4).max(flags_per_row))
         .min(rows);
         if per == 0 {
@@ -76,11 +114,11 @@ impl GpuQuant<'_> {
                 ctx.chunk_bytes()
             )));
         }
-        let src = ctx.storage(
-            "gguf src",
-            per * cols * esize + 4,
-            wgpu::BufferUsages::empty(),
-        );
+        let qw_at = (per * cols * esize + 4).next_multiple_of(4);
+        let src = ctx.storage("gguf src", qw_at + qw_bytes, wgpu::BufferUsages::empty());
+        if let Some(q) = qw {
+            ctx.upload(&src, qw_at as u64, bytemuck::cast_slice(q));
+        }
         let blocks = ctx.storage(
             "gguf blocks",
             (per * row_bytes).next_multiple_of(4),
@@ -103,7 +141,7 @@ impl GpuQuant<'_> {
                 entry(3, &flags),
             ],
         });
-        let (name, per_invocation) = entry_point(kind);
+        let (name, per_invocation) = entry_point(kind, qw.is_some());
         let dtype = match w.dtype() {
             shears_core::DType::F16 => 1.0,
             shears_core::DType::BF16 => 2.0,
@@ -120,6 +158,7 @@ impl GpuQuant<'_> {
                 rows: rr.len() as u32,
                 cols: cols as u32,
                 first,
+                qw_at: (qw_at / 4) as u32,
                 ..Default::default()
             };
             ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
@@ -142,7 +181,14 @@ impl GpuQuant<'_> {
                     if f != [0, 0, 0, 0] {
                         let at = elems.start + b * n;
                         w.decode_into(at..at + n, &mut x)?;
-                        block(&x, &mut got[b * bb..(b + 1) * bb]);
+                        let o = &mut got[b * bb..(b + 1) * bb];
+                        match qw {
+                            Some(q) => {
+                                let c = at % cols;
+                                quantize_row(kind, &x, &q[c..c + n], o);
+                            }
+                            None => block(&x, o),
+                        }
                         out.on_cpu += 1;
                     }
                 }

@@ -18,7 +18,6 @@ use shears_core::formats::gguf::{llama, vocab, GgmlType, GgufWriter, PlannedTens
 
 use super::imatrix::Importance;
 use super::import;
-use shears_core::fast::quant::quantize_gguf_weighted;
 use shears_core::model::config::ModelConfig;
 use shears_core::model::text::TextTokenizer;
 use shears_core::reference::gguf::GgufType;
@@ -292,14 +291,9 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
                     Some(imp) if kind != GgufType::Q8_0 => imp.of(&t.name, cols)?,
                     _ => None,
                 };
-                // The weighted searches run on the CPU on every backend.
-                let mut b = match &qw {
-                    Some(qw) => {
-                        quantize_gguf_weighted(&view, kind, qw).map_err(anyhow::Error::from)
-                    }
-                    None => backend.quantize_gguf(&view, kind),
-                }
-                .with_context(|| format!("tensor '{}'", t.name))?;
+                let mut b = backend
+                    .quantize_gguf(&view, kind, qw.as_deref())
+                    .with_context(|| format!("tensor '{}'", t.name))?;
                 weighted += usize::from(qw.is_some());
                 if let Some(heads) = it.rope_heads {
                     b = llama::to_gguf_rows(&b, b.len() / t.shape[0].max(1), heads);
