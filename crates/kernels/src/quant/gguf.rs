@@ -31,19 +31,17 @@ pub struct GgufBlocks {
 /// importance matrix or not).
 fn entry_point(kind: GgufType, weighted: bool) -> (&'static str, usize) {
     match (kind, weighted) {
-        (GgufType::Q4_K, true) => return ("quantize_q4_k_w", 32),
-        (GgufType::Q5_K, true) => return ("quantize_q5_k_w", 32),
-        (GgufType::Q6_K, true) => return ("quantize_q6_k_w", 16),
-        _ => {}
-    }
-    match kind {
-        GgufType::Q8_0 => ("quantize_q8_0", 32),
-        GgufType::Q4_0 => ("quantize_q4_0", 32),
-        GgufType::Q5_0 => ("quantize_q5_0", 32),
-        GgufType::Q5_1 => ("quantize_q5_1", 32),
-        GgufType::Q4_K => ("quantize_q4_k", 32),
-        GgufType::Q5_K => ("quantize_q5_k", 32),
-        GgufType::Q6_K => ("quantize_q6_k", 16),
+        (GgufType::Q4_K, true) => ("quantize_q4_k_w", 32),
+        (GgufType::Q5_K, true) => ("quantize_q5_k_w", 32),
+        (GgufType::Q6_K, true) => ("quantize_q6_k_w", 16),
+        (GgufType::Q4_K, false) => ("quantize_q4_k", 32),
+        (GgufType::Q5_K, false) => ("quantize_q5_k", 32),
+        (GgufType::Q6_K, false) => ("quantize_q6_k", 16),
+        // The 32-value types have no weighted kernel (refused before).
+        (GgufType::Q8_0, _) => ("quantize_q8_0", 32),
+        (GgufType::Q4_0, _) => ("quantize_q4_0", 32),
+        (GgufType::Q5_0, _) => ("quantize_q5_0", 32),
+        (GgufType::Q5_1, _) => ("quantize_q5_1", 32),
     }
 }
 
