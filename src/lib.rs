@@ -12,6 +12,7 @@ pub mod testing {
     use rand_chacha::ChaCha8Rng;
     use rand_distr::StandardNormal;
     use shears_core::reference::quant::{qparams, round_to, QuantSpec};
+    use shears_kernels::quant::GgufBlocks;
     use shears_kernels::GpuContext;
 
     /// `tokens` calibration-like input rows of width `n` that share about
@@ -29,6 +30,48 @@ pub mod testing {
             }
         }
         x
+    }
+
+    /// GGUF blocks from a GPU path (`quantize`) against `want`, the bytes
+    /// ggml made of the f32 rows of `x` (`cols` wide): row by row, each
+    /// equal and, where the GPU handed blocks to the CPU, the row listed in
+    /// `allowed`; then all rows in one call. `label` names the case.
+    pub fn gpu_gguf_rows_match(
+        label: &str,
+        x: &[f32],
+        cols: usize,
+        want: &[u8],
+        allowed: &[usize],
+        quantize: impl Fn(&shears_core::TensorView) -> shears_kernels::Result<GgufBlocks>,
+    ) {
+        use shears_core::{DType, TensorBuf};
+        let rows = x.len() / cols;
+        let per_row = want.len() / rows;
+        let mut on_cpu = Vec::new();
+        for (r, row) in x.chunks(cols).enumerate() {
+            let t = TensorBuf::from_f32(DType::F32, vec![1, cols], row).unwrap();
+            let got = quantize(&t.view()).unwrap();
+            assert_eq!(
+                got.bytes,
+                want[r * per_row..(r + 1) * per_row],
+                "{label} row {r} on the GPU ({} blocks on the CPU)",
+                got.on_cpu
+            );
+            if got.on_cpu > 0 {
+                on_cpu.push(r);
+            }
+        }
+        eprintln!("{label}: rows finished on the CPU: {on_cpu:?}");
+        assert!(
+            on_cpu.iter().all(|r| allowed.contains(r)),
+            "{label}: rows {on_cpu:?} fell back to the CPU"
+        );
+        let t = TensorBuf::from_f32(DType::F32, vec![rows, cols], x).unwrap();
+        assert_eq!(
+            quantize(&t.view()).unwrap().bytes,
+            want,
+            "{label} in one dispatch"
+        );
     }
 
     /// Whether `SHEARS_REQUIRE_GPU=1` asks that a missing adapter fail the

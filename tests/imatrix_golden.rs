@@ -12,7 +12,7 @@ use shears::core::reference::gguf::GgufType;
 use shears::core::reference::imatrix::quantize_row;
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::quant::GpuQuant;
-use shears::testing::test_gpu;
+use shears::testing::{gpu_gguf_rows_match, test_gpu};
 
 const KINDS: [(&str, GgufType); 7] = [
     ("q4_0", GgufType::Q4_0),
@@ -112,38 +112,21 @@ fn gpu_weighted_k_quants_equal_ggml() {
     for set in ["edge", "wide"] {
         let (x, shape) = f32s(&c, &format!("{set}.input"));
         let (qw, _) = f32s(&c, &format!("{set}.importance"));
-        let (rows, cols) = (shape[0], shape[1]);
+        let cols = shape[1];
         for (name, kind) in &KINDS[4..] {
-            let want = bytes(&c, &format!("{set}.{name}"));
-            let per_row = want.len() / rows;
-            let mut on_cpu = Vec::new();
-            for r in 0..rows {
-                let t =
-                    TensorBuf::from_f32(DType::F32, vec![1, cols], &x[r * cols..(r + 1) * cols])
-                        .unwrap();
-                let got = gpu.quantize_gguf_weighted(&t.view(), *kind, &qw).unwrap();
-                assert_eq!(
-                    got.bytes,
-                    want[r * per_row..(r + 1) * per_row],
-                    "{set} {name} row {r} on the GPU ({} blocks on the CPU)",
-                    got.on_cpu
-                );
-                if got.on_cpu > 0 {
-                    on_cpu.push(r);
-                }
-            }
             let allowed: &[usize] = if set == "edge" {
                 &OUTSIDE_NORMAL_RANGE
             } else {
                 &[]
             };
-            assert!(
-                on_cpu.iter().all(|r| allowed.contains(r)),
-                "{set} {name}: rows {on_cpu:?} fell back to the CPU"
+            gpu_gguf_rows_match(
+                &format!("{set} {name}"),
+                &x,
+                cols,
+                &bytes(&c, &format!("{set}.{name}")),
+                allowed,
+                |w| gpu.quantize_gguf_weighted(w, *kind, &qw),
             );
-            let t = TensorBuf::from_f32(DType::F32, vec![rows, cols], &x).unwrap();
-            let all = gpu.quantize_gguf_weighted(&t.view(), *kind, &qw).unwrap();
-            assert_eq!(all.bytes, want, "{set} {name} in one dispatch");
         }
     }
 }

@@ -14,7 +14,7 @@ use shears::core::reference::gguf::{dequantize_q5, GgufType};
 use shears::core::reference::kquants::{dequantize_q4_k, dequantize_q5_k, dequantize_q6_k, QK_K};
 use shears::core::{Checkpoint, DType, TensorBuf};
 use shears::kernels::quant::GpuQuant;
-use shears::testing::test_gpu;
+use shears::testing::{gpu_gguf_rows_match, test_gpu};
 
 /// (name in the file, kind).
 const KINDS: [(&str, GgufType); 5] = [
@@ -78,34 +78,15 @@ fn gpu_blocks_equal_ggml_reference() {
     let gpu = GpuQuant::new(&ctx);
     let c = golden();
     let x = c.view(c.get("input").unwrap()).to_f32().unwrap();
-    let rows = x.len() / QK_K;
     for (name, kind) in KINDS {
-        let want = bytes(&c, name);
-        let per_row = want.len() / rows;
-        // Row by row, to know which rows the CPU finished.
-        let mut on_cpu = Vec::new();
-        for r in 0..rows {
-            let t = TensorBuf::from_f32(DType::F32, vec![1, QK_K], &x[r * QK_K..(r + 1) * QK_K])
-                .unwrap();
-            let got = gpu.quantize_gguf_counted(&t.view(), kind).unwrap();
-            assert_eq!(
-                got.bytes,
-                want[r * per_row..(r + 1) * per_row],
-                "{name} row {r} on the GPU ({} blocks on the CPU)",
-                got.on_cpu
-            );
-            if got.on_cpu > 0 {
-                on_cpu.push(r);
-            }
-        }
-        eprintln!("{name}: rows finished on the CPU: {on_cpu:?}");
-        assert!(
-            on_cpu.iter().all(|r| OUTSIDE_NORMAL_RANGE.contains(r)),
-            "{name}: rows {on_cpu:?} fell back to the CPU"
+        gpu_gguf_rows_match(
+            name,
+            &x,
+            QK_K,
+            &bytes(&c, name),
+            &OUTSIDE_NORMAL_RANGE,
+            |w| gpu.quantize_gguf_counted(w, kind),
         );
-        // All rows as one tensor, in one dispatch.
-        let t = TensorBuf::from_f32(DType::F32, vec![rows, QK_K], &x).unwrap();
-        assert_eq!(gpu.quantize_gguf(&t.view(), kind).unwrap(), want, "{name}");
     }
 }
 
