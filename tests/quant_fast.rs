@@ -217,3 +217,80 @@ fn masked_quantization_equals_quantizing_the_pruned_copy() {
         }
     }
 }
+
+/// Magnitude N:M made while quantizing (compress's one pass) gives the mask
+/// family's mask and the codes, parameters and statistics of quantizing
+/// with that mask, on every dtype, with NaN, infinities and ties inside the
+/// groups; a pattern that does not divide the rows is refused.
+#[test]
+fn pruning_while_quantizing_equals_masking_first() {
+    use shears::core::fast::quant::{quantize_keep_into, quantize_masked_into, Keep};
+    use shears::core::fast::FastCpu;
+    use shears::core::reference::mask::Mask;
+    use shears::core::reference::score::{Method, Scorer};
+    let scorer = Scorer {
+        method: Method::Magnitude,
+        norms: None,
+        grad: None,
+        salt: 0,
+    };
+    let mut seed = 9900;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for spec in SCHEMES {
+            for (n, m, cols) in [(2, 4, 4), (2, 4, 36), (2, 4, 256), (1, 4, 132), (4, 8, 136)] {
+                seed += 1;
+                let rows = 5;
+                let mut values = test_values(rows * cols, seed, true);
+                // Ties inside groups: every third value repeats the one before.
+                for i in (1..values.len()).step_by(3) {
+                    values[i] = -values[i - 1];
+                }
+                let buf = TensorBuf::from_f32(dtype, vec![rows, cols], &values).unwrap();
+                let want_mask = FastCpu.nm(&buf.view(), &scorer, n, m).unwrap();
+                let (mut a, mut b) = (Default::default(), Default::default());
+                let sa = quantize_masked_into(
+                    &spec,
+                    &buf.view(),
+                    Some(&want_mask),
+                    Rounding::Nearest,
+                    true,
+                    &mut a,
+                )
+                .unwrap();
+                let mut mask = vec![9u8; rows * cols];
+                let keep = Keep::MagnitudeNm {
+                    n,
+                    m,
+                    out: &mut mask,
+                };
+                let sb =
+                    quantize_keep_into(&spec, &buf.view(), keep, Rounding::Nearest, true, &mut b)
+                        .unwrap();
+                let what = format!("{n}:{m} {spec:?} {dtype} {cols}");
+                assert_eq!(mask, want_mask, "{what}");
+                assert_eq!(a, b, "{what}");
+                assert_eq!(sa.max_abs.to_bits(), sb.max_abs.to_bits(), "{what}");
+                assert_eq!(sa.sum_sq_err.to_bits(), sb.sum_sq_err.to_bits(), "{what}");
+            }
+        }
+    }
+    let buf = TensorBuf::from_f32(DType::F32, vec![2, 6], &[1.0; 12]).unwrap();
+    let mut mask = vec![0u8; 12];
+    let keep = Keep::MagnitudeNm {
+        n: 2,
+        m: 4,
+        out: &mut mask,
+    };
+    let spec = SCHEMES[0];
+    let err = quantize_keep_into(
+        &spec,
+        &buf.view(),
+        keep,
+        Rounding::Nearest,
+        true,
+        &mut Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("groups of 4"), "{err}");
+}

@@ -12,10 +12,11 @@ use shears_core::formats::compressed_tensors::{layer_bytes, layer_tensors};
 use shears_core::reference::mask::zero_pruned;
 use shears_core::reference::matmul::{probe_inputs, relative_error, PackedParts};
 use shears_core::reference::quant::Quantized;
+use shears_core::reference::score::Method;
 use shears_core::reference::select::Cut;
 use shears_core::{encode_f32, TensorInfo, TensorView};
 
-use super::config::Format;
+use super::config::{Format, Mode};
 use super::masks::{global_scope_cut, make_mask, Aux, MaskFamilies};
 use super::plan::{Action, Plan};
 use super::report::{PruneRow, QuantRow, Report, Row};
@@ -168,6 +169,9 @@ impl<'p, 'b> Stage<'p, 'b> {
         let ctx = |e: shears_core::Error| {
             anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
         };
+        if let Some(row) = self.prune_and_quantize(t, view, aux, sink, t0)? {
+            return Ok(row);
+        }
         let mut mask_mismatches = None;
         let keep = match (&self.plan.cfg.prune, aux) {
             (Some(p), Some(x)) => {
@@ -214,6 +218,67 @@ impl<'p, 'b> Stage<'p, 'b> {
             .quant
             .quantize(&q.spec, view, keep.as_deref(), q.rounding, &mut self.qbuf)
             .map_err(ctx)?;
+        self.finish_quant(t, view, keep, mask_mismatches, stats, sink, t0)
+    }
+
+    /// Magnitude N:M pruning and integer quantization in one pass over the
+    /// weight, where the backend has one; `None` otherwise (or for any
+    /// other recipe).
+    fn prune_and_quantize<'v>(
+        &mut self,
+        t: &TensorInfo,
+        view: &TensorView<'v>,
+        aux: Option<&Aux>,
+        sink: &Sink<'v>,
+        t0: Instant,
+    ) -> Result<Option<Row>> {
+        let (Some(p), Some(q), Some(x)) = (self.plan.cfg.prune, self.plan.cfg.quant, aux) else {
+            return Ok(None);
+        };
+        let Mode::Pattern { n, m } = p.mode else {
+            return Ok(None);
+        };
+        if p.method != Method::Magnitude || q.scheme.is_float() {
+            return Ok(None);
+        }
+        let ctx = |e: shears_core::Error| {
+            let path = self.plan.ckpt.path_of(t);
+            anyhow::anyhow!("{}: tensor '{}': {e}", path.display(), t.name)
+        };
+        let mut keep = Vec::new();
+        let fused = self
+            .quant
+            .quantize_magnitude_nm(&q.spec, view, n, m, q.rounding, &mut keep, &mut self.qbuf)
+            .map_err(ctx)?;
+        let Some(stats) = fused else {
+            return Ok(None);
+        };
+        let diff = self
+            .verify_mask(view, x, p.method, p.mode, None, &keep)
+            .map_err(ctx)?;
+        let row = self.finish_quant(t, view, Some(keep), diff, stats, sink, t0)?;
+        Ok(Some(row))
+    }
+
+    /// The rest of quantizing one tensor once its codes are in `qbuf`:
+    /// `--verify` against the verifier's codes, `--validate`, sending, and
+    /// the report row.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_quant<'v>(
+        &mut self,
+        t: &TensorInfo,
+        view: &TensorView<'v>,
+        keep: Option<Vec<u8>>,
+        mask_mismatches: Option<u64>,
+        stats: shears_core::ops::quant::ErrorStats,
+        sink: &Sink<'v>,
+        t0: Instant,
+    ) -> Result<Row> {
+        let q = self.plan.cfg.quant.expect("a quantizing run");
+        let ckpt = self.plan.ckpt;
+        let ctx = |e: shears_core::Error| {
+            anyhow::anyhow!("{}: tensor '{}': {e}", ckpt.path_of(t).display(), t.name)
+        };
         if self.inject_fault {
             if let Some(c) = self.qbuf.codes.first_mut() {
                 *c = c.wrapping_add(1);
@@ -258,8 +323,8 @@ impl<'p, 'b> Stage<'p, 'b> {
         &mut self,
         view: &TensorView,
         x: &Aux,
-        method: shears_core::reference::score::Method,
-        mode: super::config::Mode,
+        method: Method,
+        mode: Mode,
     ) -> shears_core::Result<(Vec<u8>, Option<u64>)> {
         let scorer = x.scorer(method);
         let cut = self.global.map(|c| Cut {
@@ -276,17 +341,32 @@ impl<'p, 'b> Stage<'p, 'b> {
             // Ties at the global cut are pruned in tensor order.
             self.ties_left -= used;
         }
+        let diff = self.verify_mask(view, x, method, mode, cut, &m)?;
+        Ok((m, diff))
+    }
+
+    /// Under --verify, how many entries of `keep` differ from the mask the
+    /// verifier makes; `None` otherwise.
+    fn verify_mask(
+        &self,
+        view: &TensorView,
+        x: &Aux,
+        method: Method,
+        mode: Mode,
+        cut: Option<Cut>,
+        keep: &[u8],
+    ) -> shears_core::Result<Option<u64>> {
         if !self.plan.cfg.checks.verify {
-            return Ok((m, None));
+            return Ok(None);
         }
         let check = MaskFamilies {
             importance: self.importance.as_ref(),
             select: self.verifier.select.as_ref(),
             mask: self.verifier.mask.as_ref(),
         };
-        let (m2, _) = make_mask(&check, view, &scorer, mode, cut)?;
-        let diff = m.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
-        Ok((m, Some(diff)))
+        let (m2, _) = make_mask(&check, view, &x.scorer(method), mode, cut)?;
+        let diff = keep.iter().zip(&m2).filter(|(a, b)| a != b).count() as u64;
+        Ok(Some(diff))
     }
 
     /// Sends the quantized tensor in the output format; returns its bytes.

@@ -3,6 +3,7 @@
 //! per-element functions, so results are identical to
 //! `reference::quant::quantize_matrix`.
 
+use rayon::iter::Either;
 use rayon::prelude::*;
 
 use crate::reference::matmul::PackedWeight;
@@ -33,6 +34,10 @@ fn quantize_row(
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+mod keep;
+
+pub use keep::Keep;
+use keep::RowKeep;
 
 /// Quantizes a [rows, cols] float tensor.
 pub fn quantize_view(spec: &QuantSpec, w: &TensorView, rounding: Rounding) -> Result<Quantized> {
@@ -66,15 +71,35 @@ pub fn quantize_masked_into(
     want_stats: bool,
     out: &mut Quantized,
 ) -> Result<ErrorStats> {
+    let keep = keep.map_or(Keep::All, Keep::Given);
+    quantize_keep_into(spec, w, keep, rounding, want_stats, out)
+}
+
+/// [`quantize_view_into`] after the pruning `keep` says, applied to each
+/// row as it is decoded (one pass over the weight, also when the pruning
+/// makes its mask here).
+pub fn quantize_keep_into(
+    spec: &QuantSpec,
+    w: &TensorView,
+    keep: Keep,
+    rounding: Rounding,
+    want_stats: bool,
+    out: &mut Quantized,
+) -> Result<ErrorStats> {
     let (rows, cols) = w.matrix_dims();
-    if let Some(k) = keep {
-        if k.len() != rows * cols {
-            return Err(crate::Error::Invalid(format!(
-                "the mask holds {} entries, the weight {}",
-                k.len(),
-                rows * cols
-            )));
+    let mask_len = match &keep {
+        Keep::All => None,
+        Keep::Given(k) => Some(k.len()),
+        Keep::MagnitudeNm { n, m, out } => {
+            crate::reference::mask::check_nm(*n, *m, cols)?;
+            Some(out.len())
         }
+    };
+    if let Some(len) = mask_len.filter(|&l| l != rows * cols) {
+        return Err(crate::Error::Invalid(format!(
+            "the mask holds {len} entries, the weight {}",
+            rows * cols
+        )));
     }
     let dtype = w.dtype();
     let size = w.float_size()?;
@@ -97,15 +122,34 @@ pub fn quantize_masked_into(
             dtype,
             crate::DType::BF16 | crate::DType::F16 | crate::DType::F32
         );
+    // Each row's share of the pruning: a slice of the given mask, or of the
+    // mask being made.
+    let (given, nm) = match keep {
+        Keep::All => (None, None),
+        Keep::Given(k) => (Some(k), None),
+        Keep::MagnitudeNm { n, m, out } => (None, Some((n, m, out))),
+    };
+    let made = match nm {
+        Some((n, m, o)) => {
+            Either::Left(o.par_chunks_mut(cols.max(1)).map(move |o| Some((n, m, o))))
+        }
+        None => Either::Right((0..rows).into_par_iter().map(|_| None)),
+    };
     let mut stats = ErrorStats::default();
     if cols > 0 {
         stats = codes
             .par_chunks_mut(cols)
             .zip(params.par_chunks_mut(groups))
+            .zip(made)
             .enumerate()
             .map_init(
                 || vec![0.0f32; cols],
-                |x, (r, (c, p))| -> Result<ErrorStats> {
+                |x, (r, ((c, p), made))| -> Result<ErrorStats> {
+                    let row_keep = match (given, made) {
+                        (Some(k), _) => RowKeep::Given(&k[r * cols..(r + 1) * cols]),
+                        (None, Some((n, m, out))) => RowKeep::Nm { n, m, out },
+                        (None, None) => RowKeep::All,
+                    };
                     let mut st = ErrorStats::default();
                     #[cfg(target_arch = "x86_64")]
                     if simd {
@@ -123,15 +167,13 @@ pub fn quantize_masked_into(
                                 group,
                                 rounding,
                                 want_stats.then_some(&mut st),
-                                keep.map(|k| &k[r * cols..(r + 1) * cols]),
+                                row_keep,
                             )
                         };
                         return Ok(st);
                     }
                     w.decode_into(r * cols..(r + 1) * cols, x)?;
-                    if let Some(k) = keep {
-                        apply_mask(x, &k[r * cols..(r + 1) * cols]);
-                    }
+                    row_keep.apply(x);
                     quantize_row(spec, x, c, p, group, rounding, dtype);
                     if !want_stats {
                         return Ok(st);
@@ -150,16 +192,6 @@ pub fn quantize_masked_into(
     }
     w.release(0..rows * cols * size);
     Ok(stats)
-}
-
-/// Sets the elements of `x` whose `keep` byte is 0 to +0.
-#[inline]
-fn apply_mask(x: &mut [f32], keep: &[u8]) {
-    for (v, &k) in x.iter_mut().zip(keep) {
-        if k == 0 {
-            *v = 0.0;
-        }
-    }
 }
 
 /// Codes of `bits` bits packed along rows as compressed-tensors stores
@@ -388,6 +420,22 @@ impl crate::ops::quant::Quant for super::FastCpu {
         out: &mut Quantized,
     ) -> Result<ErrorStats> {
         quantize_masked_into(spec, w, keep, rounding, true, out)
+    }
+
+    fn quantize_magnitude_nm(
+        &self,
+        spec: &QuantSpec,
+        w: &TensorView,
+        n: usize,
+        m: usize,
+        rounding: Rounding,
+        keep: &mut Vec<u8>,
+        out: &mut Quantized,
+    ) -> Result<Option<ErrorStats>> {
+        // Every byte is written by the pass.
+        keep.resize(w.numel(), 0);
+        let out_mask = Keep::MagnitudeNm { n, m, out: keep };
+        quantize_keep_into(spec, w, out_mask, rounding, true, out).map(Some)
     }
 
     fn dequantize_packed(&self, w: &PackedWeight, dtype: crate::DType) -> Result<Vec<u8>> {

@@ -25,6 +25,25 @@ pub trait Quant {
         out: &mut Quantized,
     ) -> Result<ErrorStats>;
 
+    /// Prunes `w` to magnitude N:M and quantizes it in one pass, writing
+    /// the keep-mask (1 kept, 0 pruned) into `keep`; the same mask, codes
+    /// and statistics as the mask family's `nm` followed by
+    /// [`Quant::quantize`]. `None` where this backend has no such pass (the
+    /// caller then makes the mask and quantizes separately).
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_magnitude_nm(
+        &self,
+        _spec: &QuantSpec,
+        _w: &TensorView,
+        _n: usize,
+        _m: usize,
+        _rounding: Rounding,
+        _keep: &mut Vec<u8>,
+        _out: &mut Quantized,
+    ) -> Result<Option<ErrorStats>> {
+        Ok(None)
+    }
+
     /// The dense values of a packed compressed-tensors weight, as bytes of
     /// `dtype` (f32, f16 or bf16).
     fn dequantize_packed(&self, w: &PackedWeight, dtype: DType) -> Result<Vec<u8>>;

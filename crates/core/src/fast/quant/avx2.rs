@@ -150,13 +150,11 @@ pub unsafe fn quantize_row(
     group: usize,
     rounding: Rounding,
     stats: Option<&mut super::ErrorStats>,
-    keep: Option<&[u8]>,
+    keep: super::RowKeep,
 ) {
     let want_stats = stats.is_some();
     decode(dtype, bytes, x);
-    if let Some(k) = keep {
-        super::apply_mask(x, k);
-    }
+    keep.apply(x);
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let cols = x.len();
     let lo = _mm256_set1_ps(spec.qmin() as f32);
