@@ -130,12 +130,14 @@ fn layerwise_curves<D: Device>(dev: &D) -> Result<(), Failed> {
         student_bias: None,
         mask: Some(&mask),
         grid: Some(&grid),
+        targets: None,
     };
     let cfg = LkdConfig {
         epochs: 10,
         batch_size: 64,
         lr: 1e-3,
         seed: 4,
+        patience: None,
     };
     let a = distill_layer(&Reference, &problem, &cfg).map_err(err)?;
     let b = distill_layer(dev, &problem, &cfg).map_err(err)?;

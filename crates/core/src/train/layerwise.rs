@@ -88,6 +88,20 @@ pub struct LayerProblem<'a> {
     pub student_bias: Option<&'a [f32]>,
     pub mask: Option<&'a [f32]>,
     pub grid: Option<&'a Grid>,
+    /// The teacher's outputs for the same tokens, when the teacher saw
+    /// other inputs than the student (sequential distillation: the student
+    /// layer reads what the compressed layers before it produced, the
+    /// teacher what the dense ones did). The teacher's weight and bias are
+    /// then not used; without this they make the targets from `x_train`
+    /// and `x_held`.
+    pub targets: Option<Targets<'a>>,
+}
+
+/// Given teacher outputs: [n_train, outputs] and [n_held, outputs].
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    pub train: &'a [f32],
+    pub held: &'a [f32],
 }
 
 /// How long and how fast a layer is distilled.
@@ -99,6 +113,11 @@ pub struct LkdConfig {
     pub lr: f32,
     /// Seed of the mini-batch order.
     pub seed: u64,
+    /// Early stopping: the held-out error is measured after every epoch and
+    /// training stops once it has not improved for this many epochs; the
+    /// result is the best epoch's weights (or the student as given, when no
+    /// epoch beat it). `None` trains every epoch and keeps the last.
+    pub patience: Option<usize>,
 }
 
 /// The distilled layer and how much closer it came to its teacher.
@@ -115,6 +134,10 @@ pub struct LkdResult {
     pub error_after: f64,
     /// The MSE of every step.
     pub losses: Vec<f64>,
+    /// Epochs trained, and the one whose weights were kept (0: the
+    /// student as given).
+    pub epochs: usize,
+    pub best_epoch: usize,
 }
 
 /// The learning rate of step `t` (1-based) of `total`: a cosine from `lr`
@@ -144,8 +167,9 @@ fn check(p: &LayerProblem) -> Result<(usize, usize)> {
             )));
         }
     }
+    let teacher_weight = p.targets.is_none().then_some(p.teacher_weight.len());
     for (what, len) in [
-        ("the teacher weight", Some(p.teacher_weight.len())),
+        ("the teacher weight", teacher_weight),
         ("the student weight", Some(p.student_weight.len())),
         ("the mask", p.mask.map(<[f32]>::len)),
     ] {
@@ -161,6 +185,17 @@ fn check(p: &LayerProblem) -> Result<(usize, usize)> {
             return Err(bad(what, len, o));
         }
     }
+    let (n_train, n_held) = (p.x_train.len() / i, p.x_held.len() / i);
+    if let Some(t) = p.targets {
+        for (what, len, n) in [
+            ("training", t.train.len(), n_train),
+            ("held-out", t.held.len(), n_held),
+        ] {
+            if len != n * o {
+                return Err(bad(&format!("the {what} targets"), len, n * o));
+            }
+        }
+    }
     if let Some(g) = p.grid {
         let want = o * i.div_ceil(g.shape.group.max(1));
         if g.shape.group == 0 || !matches!(g.shape.bits, 4 | 8) {
@@ -173,7 +208,7 @@ fn check(p: &LayerProblem) -> Result<(usize, usize)> {
             return Err(bad("the grid's zero points", len, want));
         }
     }
-    Ok((p.x_train.len() / i, p.x_held.len() / i))
+    Ok((n_train, n_held))
 }
 
 /// Distills one layer on `dev`. See the module documentation for the step.
@@ -196,8 +231,23 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
             }
         }
     }
-    let teacher_w = dev.upload(p.teacher_weight)?;
-    let teacher_b = p.teacher_bias.map(|b| dev.upload(b)).transpose()?;
+    let teacher = |x: &D::Buf, n: usize| -> Result<Vec<f32>> {
+        let mut y = dev.zeros(n * out)?;
+        dev.matmul(
+            x,
+            &dev.upload(p.teacher_weight)?,
+            &mut y,
+            n,
+            inp,
+            out,
+            false,
+            true,
+        )?;
+        if let Some(b) = p.teacher_bias {
+            dev.add_bias(&mut y, &dev.upload(b)?, n, out)?;
+        }
+        Ok(dev.download(&y)?[..n * out].to_vec())
+    };
     let mut w = dev.upload(&w0)?;
     let mut b = p.student_bias.map(|b| dev.upload(b)).transpose()?;
     let mask = p.mask.map(|m| dev.upload(m)).transpose()?;
@@ -230,15 +280,10 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
 
     // Held-out targets, and the error before training.
     let x_held = dev.upload(p.x_held)?;
-    let mut y_held_t = dev.zeros(n_held * out)?;
-    linear(
-        &x_held,
-        &teacher_w,
-        teacher_b.as_ref(),
-        &mut y_held_t,
-        n_held,
-    )?;
-    let y_held_t_host = dev.download(&y_held_t)?;
+    let y_held_t_host = match p.targets {
+        Some(t) => t.held.to_vec(),
+        None => teacher(&x_held, n_held)?,
+    };
     let mut y_held_s = dev.zeros(n_held * out)?;
     let mut held_error = |w: &D::Buf, b: Option<&D::Buf>, wq: &mut D::Buf| -> Result<f64> {
         let used = if effective(w, wq)? { &*wq } else { w };
@@ -253,11 +298,10 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
 
     // Training targets: the teacher's outputs on every training row, held
     // on the host and gathered per batch.
-    let x_all = dev.upload(p.x_train)?;
-    let mut y_all = dev.zeros(n_train * out)?;
-    linear(&x_all, &teacher_w, teacher_b.as_ref(), &mut y_all, n_train)?;
-    let y_train = dev.download(&y_all)?;
-    drop((x_all, y_all));
+    let y_train = match p.targets {
+        Some(t) => t.train.to_vec(),
+        None => teacher(&dev.upload(p.x_train)?, n_train)?,
+    };
 
     let mut xb = dev.zeros(batch * inp)?;
     let mut tb = dev.zeros(batch * out)?;
@@ -268,7 +312,11 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
     let total = cfg.epochs * n_train.div_ceil(batch);
     let (mut hx, mut hy) = (Vec::new(), Vec::new());
     let mut losses = Vec::with_capacity(total);
-    for _ in 0..cfg.epochs {
+    // Early stopping: the best held-out error so far, its epoch and weights
+    // (epoch 0: the student as given).
+    let mut best = (error_before, 0usize, None::<(Vec<f32>, Option<Vec<f32>>)>);
+    let mut epochs = 0;
+    for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
         for idx in order.chunks(batch) {
             let n = idx.len();
@@ -293,13 +341,34 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
                 dev.adam(b, &db, &mut mb, &mut vb, None, out, s)?;
             }
         }
+        epochs = epoch;
+        let Some(patience) = cfg.patience else {
+            continue;
+        };
+        let e = held_error(&w, b.as_ref(), &mut wq)?;
+        if e < best.0 {
+            let bias = b.as_ref().map(|b| dev.download(b)).transpose()?;
+            best = (e, epoch, Some((dev.download(&w)?, bias)));
+        } else if epoch - best.1 >= patience {
+            break;
+        }
     }
 
-    let error_after = held_error(&w, b.as_ref(), &mut wq)?;
-    let weight = dev.download(&w)?[..nw].to_vec();
-    let bias = match &b {
-        Some(b) => Some(dev.download(b)?[..out].to_vec()),
-        None => None,
+    let best_error = best.0;
+    let (weight, bias, best_epoch) = match (cfg.patience, best) {
+        (None, _) => {
+            let bias = b.as_ref().map(|b| dev.download(b)).transpose()?;
+            (dev.download(&w)?, bias, epochs)
+        }
+        (Some(_), (_, e, Some((w, b)))) => (w, b, e),
+        (Some(_), (_, _, None)) => (w0, p.student_bias.map(<[f32]>::to_vec), 0),
+    };
+    let weight = weight[..nw].to_vec();
+    let bias = bias.map(|b| b[..out].to_vec());
+    let error_after = if cfg.patience.is_some() {
+        best_error
+    } else {
+        held_error(&w, b.as_ref(), &mut wq)?
     };
     let codes = p.grid.map(|g| g.codes(&weight, out, inp));
     Ok(LkdResult {
@@ -309,6 +378,8 @@ pub fn distill_layer<D: Device>(dev: &D, p: &LayerProblem, cfg: &LkdConfig) -> R
         error_before,
         error_after,
         losses,
+        epochs,
+        best_epoch,
     })
 }
 
@@ -329,20 +400,20 @@ pub fn held_out_error<D: Device>(
     })?;
     let (inp, out) = (p.inputs, p.outputs);
     let x = dev.upload(p.x_held)?;
-    let mut outputs = Vec::with_capacity(2);
-    for (w, b) in [(p.teacher_weight, p.teacher_bias), (weight, bias)] {
+    let run = |w: &[f32], b: Option<&[f32]>| -> Result<Vec<f32>> {
         let w = dev.upload(w)?;
         let mut y = dev.zeros(n * out)?;
         dev.matmul(&x, &w, &mut y, n, inp, out, false, true)?;
         if let Some(b) = b {
             dev.add_bias(&mut y, &dev.upload(b)?, n, out)?;
         }
-        outputs.push(dev.download(&y)?);
-    }
-    Ok(relative_error(
-        &outputs[0][..n * out],
-        &outputs[1][..n * out],
-    ))
+        Ok(dev.download(&y)?[..n * out].to_vec())
+    };
+    let teacher = match p.targets {
+        Some(t) => t.held.to_vec(),
+        None => run(p.teacher_weight, p.teacher_bias)?,
+    };
+    Ok(relative_error(&teacher, &run(weight, bias)?))
 }
 
 #[cfg(test)]

@@ -62,12 +62,14 @@ fn representable_teacher_is_recovered_under_the_mask() {
         student_bias: Some(&vec![0.0; out]),
         mask: Some(&mask),
         grid: None,
+        targets: None,
     };
     let cfg = LkdConfig {
         epochs: 150,
         batch_size: 64,
         lr: 0.05,
         seed: 3,
+        patience: None,
     };
     let r = distill_layer(&Reference, &problem, &cfg).unwrap();
     assert!(r.error_before > 0.5, "before {}", r.error_before);
@@ -134,12 +136,14 @@ fn quantized_student_stays_on_its_grid_and_improves() {
         student_bias: None,
         mask: Some(&mask),
         grid: Some(&grid),
+        targets: None,
     };
     let cfg = LkdConfig {
         epochs: 20,
         batch_size: 64,
         lr: 1e-2,
         seed: 4,
+        patience: None,
     };
     let r = distill_layer(&Reference, &problem, &cfg).unwrap();
     assert!(
@@ -186,12 +190,14 @@ fn mismatched_shapes_are_errors() {
         student_bias: None,
         mask: None,
         grid: None,
+        targets: None,
     };
     let cfg = LkdConfig {
         epochs: 1,
         batch_size: 4,
         lr: 1e-3,
         seed: 0,
+        patience: None,
     };
     let e = distill_layer(&Reference, &problem, &cfg)
         .unwrap_err()
@@ -220,6 +226,7 @@ fn held_out_error_measures_the_given_weight() {
         student_bias: None,
         mask: None,
         grid: None,
+        targets: None,
     };
     let e = |w: &[f32], b: Option<&[f32]>| held_out_error(&Reference, &problem, w, b).unwrap();
     assert_eq!(e(&teacher, Some(&bias)), 0.0);
@@ -238,4 +245,133 @@ fn held_out_error_measures_the_given_weight() {
         (r - 0.5).abs() < 1e-6,
         "half the weight: relative error {r}"
     );
+}
+
+/// A layer whose teacher saw other inputs than the student: given targets
+/// replace the teacher's weight, the same targets the weight would make
+/// give the same result bit for bit, and targets from inputs the student
+/// does not see still pull it toward them.
+#[test]
+fn given_targets_stand_in_for_the_teacher() {
+    let (inp, out) = (12, 5);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let teacher = gauss(&mut rng, inp * out);
+    let bias = gauss(&mut rng, out);
+    let student: Vec<f32> = teacher.iter().map(|w| w * 0.7).collect();
+    let x = correlated(&mut rng, 128, inp);
+    let (x_train, x_held) = x.split_at(96 * inp);
+    let (tw, tb) = (&teacher, &bias);
+    let outputs = |x: &[f32]| -> Vec<f32> {
+        x.chunks(inp)
+            .flat_map(|r| {
+                (0..out).map(move |o| {
+                    let w = &tw[o * inp..(o + 1) * inp];
+                    r.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + tb[o]
+                })
+            })
+            .collect()
+    };
+    let base = LayerProblem {
+        inputs: inp,
+        outputs: out,
+        x_train,
+        x_held,
+        teacher_weight: &teacher,
+        teacher_bias: Some(&bias),
+        student_weight: &student,
+        student_bias: Some(&vec![0.0; out]),
+        mask: None,
+        grid: None,
+        targets: None,
+    };
+    let cfg = LkdConfig {
+        epochs: 60,
+        batch_size: 16,
+        lr: 0.05,
+        seed: 5,
+        patience: None,
+    };
+    let (train, held) = (outputs(x_train), outputs(x_held));
+    let given = LayerProblem {
+        teacher_weight: &[],
+        teacher_bias: None,
+        targets: Some(Targets {
+            train: &train,
+            held: &held,
+        }),
+        ..base
+    };
+    let a = distill_layer(&Reference, &base, &cfg).unwrap();
+    let b = distill_layer(&Reference, &given, &cfg).unwrap();
+    // The reference's products sum in the same order as `outputs`.
+    assert!((a.error_before - b.error_before).abs() < 1e-6);
+    assert!(b.error_after < 0.5 * b.error_before, "{b:?}");
+    let short = LayerProblem {
+        targets: Some(Targets {
+            train: &train[..out],
+            held: &held,
+        }),
+        ..given
+    };
+    let err = distill_layer(&Reference, &short, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("training targets"), "{err}");
+}
+
+/// With patience, training stops once the held-out error stops falling and
+/// keeps the best epoch; when no epoch beats the student as given (a
+/// learning rate that diverges), the result is that student, unchanged.
+#[test]
+fn early_stopping_keeps_the_best_epoch() {
+    let (inp, out) = (16, 6);
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let teacher = gauss(&mut rng, inp * out);
+    let mask: Vec<f32> = (0..inp * out).map(|i| (i % 2) as f32).collect();
+    let student: Vec<f32> = teacher.iter().zip(&mask).map(|(w, m)| w * m).collect();
+    // One draw, so training and held-out rows share their correlations;
+    // few training rows, so fitting them closely stops generalizing.
+    let x = correlated(&mut rng, 74, inp);
+    let (x_train, x_held) = x.split_at(10 * inp);
+    let problem = LayerProblem {
+        inputs: inp,
+        outputs: out,
+        x_train,
+        x_held,
+        teacher_weight: &teacher,
+        teacher_bias: None,
+        student_weight: &student,
+        student_bias: None,
+        mask: Some(&mask),
+        grid: None,
+        targets: None,
+    };
+    let cfg = LkdConfig {
+        epochs: 200,
+        batch_size: 5,
+        lr: 0.01,
+        seed: 6,
+        patience: Some(3),
+    };
+    let r = distill_layer(&Reference, &problem, &cfg).unwrap();
+    assert!(
+        r.best_epoch >= 1 && r.best_epoch <= r.epochs,
+        "{} of {}",
+        r.best_epoch,
+        r.epochs
+    );
+    assert!(r.epochs < 200, "never stopped");
+    assert!(r.epochs - r.best_epoch == 3);
+    let e = held_out_error(&Reference, &problem, &r.weight, None).unwrap();
+    assert_eq!(e, r.error_after);
+    assert!(r.error_after < r.error_before);
+    let wild = LkdConfig {
+        lr: 1e6,
+        epochs: 5,
+        ..cfg
+    };
+    let r = distill_layer(&Reference, &problem, &wild).unwrap();
+    assert_eq!(r.best_epoch, 0);
+    assert_eq!(r.weight, student);
+    assert_eq!(r.error_after, r.error_before);
 }

@@ -259,6 +259,7 @@ impl Job<'_> {
             student_bias: student_b.as_deref(),
             mask: Some(&mask),
             grid: grid.as_ref(),
+            targets: None,
         };
         let r =
             distill_layer(dev, &problem, &self.cfg).with_context(|| format!("layer {}", t.name))?;

@@ -82,6 +82,7 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
         batch_size: a.batch_size,
         lr: a.lr,
         seed: a.seed,
+        patience: None,
     })
 }
 
