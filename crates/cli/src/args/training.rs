@@ -97,6 +97,29 @@ pub struct DistillLayersArgs {
     /// In-process calibration of the teacher (see `shears prune --help`).
     #[command(flatten)]
     pub calibration_text: super::CalibrationTextArgs,
+    /// What each student layer learns from, with --calibration-text (the
+    /// model runs): `sequential` (the default there) trains layer i on the
+    /// inputs the student itself produces from its layers before i, already
+    /// distilled, against the dense teacher's outputs for the same tokens;
+    /// `independent` on the teacher's own inputs. Without text, layers are
+    /// always independent.
+    #[arg(long, value_enum)]
+    pub mode: Option<DistillMode>,
+    /// Text the student's perplexity and KL to the teacher are measured on,
+    /// before and after (default: the held-out sequences of
+    /// --calibration-text). Needs the model to run (config.json and
+    /// tokenizer.json in the teacher's folder).
+    #[arg(long, num_args = 1..)]
+    pub eval_text: Vec<PathBuf>,
+    /// Write the result even when its perplexity on the evaluation text is
+    /// worse than the student's (by default nothing is written then).
+    #[arg(long)]
+    pub keep_worse: bool,
+    /// Stop a layer's training once its held-out error has not improved for
+    /// this many epochs, keeping its best epoch (0: train every epoch and
+    /// keep the last).
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
     /// Seeded Gaussian probe rows per layer when there is no calibration file.
     #[arg(long, default_value_t = 256)]
     pub probe_rows: usize,
@@ -185,4 +208,13 @@ pub enum SplitChoice {
     Test,
     Train,
     All,
+}
+
+/// `distill layers --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DistillMode {
+    /// Each layer on the teacher's inputs.
+    Independent,
+    /// Each layer on the student's own inputs, layers in order.
+    Sequential,
 }

@@ -5,6 +5,7 @@
 
 mod job;
 mod layers;
+mod model;
 mod report;
 
 pub use layers::run as layers;

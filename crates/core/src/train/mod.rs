@@ -13,6 +13,8 @@ pub mod mlp;
 
 pub use data::{stratified_split, Dataset, Split};
 pub use device::{AdamStep, Device, GridShape};
-pub use layerwise::{distill_layer, held_out_error, Grid, LayerProblem, LkdConfig, LkdResult};
+pub use layerwise::{
+    distill_layer, held_out_error, Grid, LayerProblem, LkdConfig, LkdResult, Targets,
+};
 pub use metrics::{evaluate, predict, Metrics};
 pub use mlp::{train, Mlp, TrainConfig, TrainLog};

@@ -12,6 +12,7 @@ use shears_core::reference::matmul::probe_inputs;
 use shears_core::reference::quant::round_to;
 use shears_core::train::{
     distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, LkdConfig, LkdResult,
+    Targets,
 };
 use shears_core::{encode_f32, Checkpoint, DType};
 
@@ -38,16 +39,54 @@ pub(super) struct Job<'a> {
 
 /// A distilled layer's output bytes (None: the student's own bytes are
 /// kept) and how many of its tensors are still to be written.
-struct Written {
-    weight: Option<Vec<u8>>,
-    bias: Option<Vec<u8>>,
-    pending: usize,
+pub(super) struct Written {
+    pub(super) weight: Option<Vec<u8>>,
+    pub(super) bias: Option<Vec<u8>>,
+    pub(super) pending: usize,
+}
+
+/// One distilled layer: its report row, its output bytes, and the values
+/// the layer computes with as written (the student's own when training did
+/// not help).
+pub(super) struct Distilled {
+    pub(super) row: LayerRow,
+    pub(super) written: Written,
+    pub(super) values: Vec<f32>,
+    pub(super) bias: Option<Vec<f32>>,
 }
 
 impl OnDevice for Job<'_> {
     type Output = Vec<LayerRow>;
 
     fn run<D: Device>(self, dev: &D) -> Result<Vec<LayerRow>> {
+        let mut rows = Vec::new();
+        self.write(|i| {
+            let d = self.distill(dev, i)?;
+            log_layer(&d.row, rows.len() + 1, self.targets.len());
+            rows.push(d.row);
+            Ok(d.written)
+        })?;
+        Ok(rows)
+    }
+}
+
+/// A line per finished layer, so logs that are not a terminal (no progress
+/// bar) still show the run moving.
+pub(super) fn log_layer(row: &LayerRow, k: usize, n: usize) {
+    tracing::info!(
+        "layer {k}/{n} {}: held-out error {:.5} -> {:.5} ({:.1} s)",
+        row.name,
+        row.error_before,
+        row.error_after,
+        row.seconds
+    );
+}
+
+impl Job<'_> {
+    /// Streams the student to the output, each target's tensors replaced by
+    /// what `produce(i)` returns for target `i` (called once per target,
+    /// when the first of its tensors is reached).
+    pub(super) fn write(&self, mut produce: impl FnMut(usize) -> Result<Written>) -> Result<()> {
         let s = self.student;
         let ckpt = s.ckpt;
         // Which target each replaced student tensor belongs to.
@@ -72,7 +111,7 @@ impl OnDevice for Job<'_> {
         let writer = CheckpointWriter::create(&self.a.output, shards, opts)?;
         let mut progress = Progress::bytes(ckpt.total_bytes(), "distill", self.quiet);
         let mut cache: HashMap<usize, Written> = HashMap::new();
-        let mut rows = Vec::new();
+        let mut produced = 0;
         let mut done = 0u64;
         // Streamed like every command: training overlaps the writer thread.
         let ((), mut writer) = pipeline::streamed(writer, |sink| {
@@ -86,21 +125,9 @@ impl OnDevice for Job<'_> {
                 let w = match cache.entry(i) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        progress.tensor(rows.len(), self.targets.len(), &self.targets[i].name);
-                        let (row, w) = self.distill(dev, i)?;
-                        // A line per finished layer, so logs that are not a
-                        // terminal (no progress bar) still show the run moving.
-                        tracing::info!(
-                            "layer {}/{} {}: held-out error {:.5} -> {:.5} ({:.1} s)",
-                            rows.len() + 1,
-                            self.targets.len(),
-                            row.name,
-                            row.error_before,
-                            row.error_after,
-                            row.seconds
-                        );
-                        rows.push(row);
-                        e.insert(w)
+                        progress.tensor(produced, self.targets.len(), &self.targets[i].name);
+                        produced += 1;
+                        e.insert(produce(i)?)
                     }
                 };
                 let is_bias = Some(&t.name) == self.targets[i].student_bias.as_ref();
@@ -127,14 +154,12 @@ impl OnDevice for Job<'_> {
             writer.copy_file(f)?;
         }
         writer.finish()?;
-        Ok(rows)
+        Ok(())
     }
-}
 
-impl Job<'_> {
     /// The input rows of target `i`: its calibration inputs, or seeded
     /// Gaussian probes.
-    fn inputs(&self, i: usize) -> Result<(Vec<f32>, usize)> {
+    pub(super) fn inputs(&self, i: usize) -> Result<(Vec<f32>, usize)> {
         let t = &self.targets[i];
         if let Some(c) = self.calibration {
             return Ok(c.inputs(&t.name, t.inn)?.expect("checked before training"));
@@ -206,8 +231,29 @@ impl Job<'_> {
         (values, bytes, nz)
     }
 
-    /// Distills target `i` and returns its report row and output bytes.
-    fn distill<D: Device>(&self, dev: &D, i: usize) -> Result<(LayerRow, Written)> {
+    /// Distills target `i` on its calibration inputs or probes.
+    fn distill<D: Device>(&self, dev: &D, i: usize) -> Result<Distilled> {
+        let (x, n) = self.inputs(i)?;
+        self.distill_on(dev, i, &x, self.held_rows(n), None)
+    }
+
+    /// Of `n` input rows, how many are held out.
+    pub(super) fn held_rows(&self, n: usize) -> usize {
+        ((n as f64 * self.a.held_out_fraction).round() as usize).clamp(1, n - 1)
+    }
+
+    /// Distills target `i` on the input rows `x`, the last `held` of them
+    /// held out, against the teacher layer's outputs on them or, when
+    /// given, `targets` (the teacher's outputs for the same tokens, as
+    /// [`Targets`]).
+    pub(super) fn distill_on<D: Device>(
+        &self,
+        dev: &D,
+        i: usize,
+        x: &[f32],
+        held: usize,
+        targets: Option<Targets>,
+    ) -> Result<Distilled> {
         let start = Instant::now();
         let t = &self.targets[i];
         let (s, teacher) = (self.student, self.teacher);
@@ -245,8 +291,7 @@ impl Job<'_> {
             .collect();
         let kept = mask.iter().filter(|&&m| m != 0.0).count();
 
-        let (x, n) = self.inputs(i)?;
-        let held = ((n as f64 * self.a.held_out_fraction).round() as usize).clamp(1, n - 1);
+        let n = x.len() / t.inn;
         let (x_train, x_held) = x.split_at((n - held) * t.inn);
         let problem = LayerProblem {
             inputs: t.inn,
@@ -259,7 +304,7 @@ impl Job<'_> {
             student_bias: student_b.as_deref(),
             mask: Some(&mask),
             grid: grid.as_ref(),
-            targets: None,
+            targets,
         };
         let r =
             distill_layer(dev, &problem, &self.cfg).with_context(|| format!("layer {}", t.name))?;
@@ -278,6 +323,10 @@ impl Job<'_> {
             encode_f32(dt, b, &mut bytes);
             bytes
         });
+        let (values, bias_values) = match improved {
+            true => (values, bias_out),
+            false => (weight, student_b),
+        };
         let written = Written {
             weight: improved.then_some(weight_bytes),
             bias: bias_bytes.filter(|_| improved),
@@ -304,7 +353,12 @@ impl Job<'_> {
             steps: r.losses.len(),
             seconds: start.elapsed().as_secs_f64(),
         };
-        Ok((row, written))
+        Ok(Distilled {
+            row,
+            written,
+            values,
+            bias: bias_values,
+        })
     }
 }
 

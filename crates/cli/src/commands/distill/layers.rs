@@ -14,13 +14,19 @@
 use anyhow::{bail, Result};
 use shears_core::calibration::Calibration;
 
-use crate::lm::in_process;
+use crate::args::DistillMode;
+use crate::backend::Backend;
+use crate::lm::Model;
+use crate::CheckFailed;
+use shears_core::model::eval::Windows;
+use shears_core::model::text::{read_tokens, sequences};
 use shears_core::formats::compressed_tensors::ReadScheme;
 use shears_core::formats::ct_reader::{self, scheme_of};
 use shears_core::train::LkdConfig;
 use shears_core::{Checkpoint, Error, TensorInfo};
 
 use super::job::Job;
+use super::model::{self, ModelJob, Source};
 use super::report;
 use crate::args::{DistillLayersArgs, GlobalArgs};
 use crate::output::Out;
@@ -82,7 +88,7 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
         batch_size: a.batch_size,
         lr: a.lr,
         seed: a.seed,
-        patience: None,
+        patience: (a.patience > 0).then_some(a.patience),
     })
 }
 
@@ -251,12 +257,14 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
             a.student.display()
         );
     }
-    let made = in_process(&a.teacher, &a.calibration_text, g.backend, g.quiet, None)?;
-    let calibration_path = made
-        .as_ref()
-        .map(|m| m.path.clone())
-        .or(a.calibration.clone());
-    let calibration = match &calibration_path {
+    let text = !a.calibration_text.calibration_text.is_empty();
+    if a.mode == Some(DistillMode::Sequential) && !text {
+        bail!(
+            "--mode sequential needs --calibration-text: the student's own inputs come from \
+             running it over text"
+        );
+    }
+    let calibration = match &a.calibration {
         Some(p) => {
             let c = Calibration::open(p)?;
             for t in &targets {
@@ -291,6 +299,82 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
         quiet: g.quiet,
         sync: g.sync,
     };
-    let rows = on_device(g.backend, job)?;
-    report::print(a, &rows, student.scheme.as_ref(), out)
+    if !text && a.eval_text.is_empty() {
+        let rows = on_device(g.backend, job)?;
+        return report::print(a, &rows, student.scheme.as_ref(), None, out);
+    }
+    with_model(a, g, job, out)
+}
+
+/// The run with the models running over text: the layers distilled on the
+/// calibration text (or the calibration file's rows) and both students
+/// judged on the evaluation text.
+fn with_model(a: &DistillLayersArgs, g: &GlobalArgs, job: Job, out: &mut Out) -> Result<()> {
+    let (tm, sm) = (Model::open(&a.teacher)?, Model::open(&a.student)?);
+    let (tw, sw) = (tm.weights()?, sm.weights()?);
+    model::check_targets(&job, tm.cfg.layers)?;
+    let tok = tm.tokenizer()?;
+    let seq_len = a.calibration_text.calibration_seq_len;
+    let t = &a.calibration_text;
+    let (ids, held_seqs) = match t.calibration_text.is_empty() {
+        true => (Vec::new(), 0),
+        false => {
+            let ids = sequences(&tok, &t.calibration_text, seq_len, t.calibration_tokens)?;
+            let n = ids.len() / seq_len;
+            if n < 2 {
+                bail!(
+                    "--calibration-text gives {n} sequence of {seq_len} tokens; at least 2 are \
+                     needed (training and held-out): give more text or lower \
+                     --calibration-seq-len"
+                );
+            }
+            let held = ((n as f64 * a.held_out_fraction).round() as usize).clamp(1, n - 1);
+            (ids, held)
+        }
+    };
+    let eval = match a.eval_text.is_empty() {
+        true => {
+            let held = ids[ids.len() - held_seqs * seq_len..].to_vec();
+            Windows {
+                ids: held,
+                seq_len,
+                scored_from: vec![1; held_seqs],
+            }
+        }
+        false => {
+            let per = seq_len.saturating_sub(tok.bos.is_some() as usize);
+            let text = read_tokens(&tok, &a.eval_text, t.calibration_tokens + per)?;
+            Windows::new(&text, tok.bos, seq_len, per, t.calibration_tokens)?
+        }
+    };
+    let source = match t.calibration_text.is_empty() {
+        true => Source::File,
+        false => Source::Text(a.mode.unwrap_or(DistillMode::Sequential)),
+    };
+    let backend = Backend::open(g.backend)?;
+    let fw = backend.forward();
+    let scheme = job.student.scheme.clone();
+    let run = ModelJob {
+        job,
+        fw: fw.as_ref(),
+        teacher: &tw,
+        student: &sw,
+        source,
+        ids,
+        seq_len,
+        held_seqs,
+        eval,
+        keep_worse: a.keep_worse,
+    };
+    let (rows, verdict) = backend.train(run)?;
+    report::print(a, &rows, scheme.as_ref(), Some((&verdict, source)), out)?;
+    if !verdict.written {
+        return Err(CheckFailed(format!(
+            "the distilled student's perplexity on the evaluation text is {:.4}, worse than the \
+             student's own {:.4}: nothing written (--keep-worse writes it anyway)",
+            verdict.after.perplexity, verdict.before.perplexity
+        ))
+        .into());
+    }
+    Ok(())
 }

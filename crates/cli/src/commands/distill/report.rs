@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::json;
 use shears_core::formats::compressed_tensors::ReadScheme;
 
-use crate::args::DistillLayersArgs;
+use super::model::{Source, Verdict};
+use crate::args::{DistillLayersArgs, DistillMode};
+use shears_core::model::eval::Scores;
 use crate::output::Out;
 
 /// One distilled layer.
@@ -57,13 +59,25 @@ pub fn print(
     a: &DistillLayersArgs,
     rows: &[LayerRow],
     scheme: Option<&ReadScheme>,
+    model: Option<(&Verdict, Source)>,
     out: &mut Out,
 ) -> Result<()> {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let format = describe_format(scheme);
-    let inputs = match &a.calibration {
-        Some(p) => format!("calibration inputs from {}", p.display()),
-        None => format!("{} seeded Gaussian probe rows per layer", a.probe_rows),
+    let files = |f: &[std::path::PathBuf]| {
+        let names: Vec<String> = f.iter().map(|p| p.display().to_string()).collect();
+        names.join(", ")
+    };
+    let text = files(&a.calibration_text.calibration_text);
+    let inputs = match (&a.calibration, model.map(|m| m.1)) {
+        (_, Some(Source::Text(DistillMode::Sequential))) => {
+            format!("the student's own inputs (sequential) from {text}")
+        }
+        (_, Some(Source::Text(DistillMode::Independent))) => {
+            format!("the teacher's inputs (independent) from {text}")
+        }
+        (Some(p), _) => format!("calibration inputs from {}", p.display()),
+        (None, _) => format!("{} seeded Gaussian probe rows per layer", a.probe_rows),
     };
     out.line(&format!(
         "distilled {} layers of {} ({format}) against {} on {inputs}",
@@ -110,8 +124,33 @@ pub fn print(
         "",
         100.0 * (1.0 - after / before.max(f64::MIN_POSITIVE))
     ));
-    out.line(&format!("wrote {}", a.output.display()));
-    write_json(a, rows, &format, (before, after, total))
+    if let Some((v, _)) = model {
+        let on = match a.eval_text.is_empty() {
+            true => "the held-out calibration sequences".to_string(),
+            false => files(&a.eval_text),
+        };
+        let (b, f) = (&v.before, &v.after);
+        let rb = b.reference.as_ref().expect("judged against the teacher");
+        let rf = f.reference.as_ref().expect("judged against the teacher");
+        out.line("");
+        out.line(&format!(
+            "model on {} tokens of {on}: teacher perplexity {:.4}",
+            b.tokens, rb.perplexity
+        ));
+        out.line(&format!(
+            "  student as given:   perplexity {:.4}, KL(teacher ‖ student) {:.5} nats/token, top-1 agreement {:.1}%",
+            b.perplexity, rb.kl_mean, 100.0 * rb.top1_agreement
+        ));
+        out.line(&format!(
+            "  student distilled:  perplexity {:.4}, KL(teacher ‖ student) {:.5} nats/token, top-1 agreement {:.1}%",
+            f.perplexity, rf.kl_mean, 100.0 * rf.top1_agreement
+        ));
+    }
+    match model {
+        Some((v, _)) if !v.written => out.line("nothing written: the distilled student is worse"),
+        _ => out.line(&format!("wrote {}", a.output.display())),
+    }
+    write_json(a, rows, &format, (before, after, total), model)
 }
 
 /// The student's format in words.
@@ -140,8 +179,35 @@ fn write_json(
     rows: &[LayerRow],
     format: &str,
     (before, after, total): (f64, f64, f64),
+    model: Option<(&Verdict, Source)>,
 ) -> Result<()> {
     if let Some(path) = &a.report {
+        let scores = |s: &Scores| {
+            let r = s.reference.as_ref();
+            json!({
+                "perplexity": s.perplexity,
+                "mean_nll": s.mean_nll,
+                "accuracy": s.accuracy,
+                "kl_mean": r.map(|r| r.kl_mean),
+                "kl_p99": r.map(|r| r.kl_p99),
+                "top1_agreement": r.map(|r| r.top1_agreement),
+            })
+        };
+        let model = model.map(|(v, source)| {
+            json!({
+                "mode": match source {
+                    Source::Text(DistillMode::Sequential) => "sequential",
+                    _ => "independent",
+                },
+                "calibration_text": a.calibration_text.calibration_text,
+                "eval_text": a.eval_text,
+                "eval_tokens": v.before.tokens,
+                "teacher_perplexity": v.before.reference.as_ref().map(|r| r.perplexity),
+                "before": scores(&v.before),
+                "after": scores(&v.after),
+                "written": v.written,
+            })
+        });
         let doc = json!({
             "command": "distill layers",
             "teacher": a.teacher,
@@ -158,6 +224,8 @@ fn write_json(
             "mean_error_before": before,
             "mean_error_after": after,
             "seconds": total,
+            "patience": a.patience,
+            "model": model,
             "layers": rows.iter().map(|r| {
                 let mut v = serde_json::to_value(r).expect("JSON");
                 v["reduction_percent"] = json!(r.reduction());
