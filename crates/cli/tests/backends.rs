@@ -140,6 +140,74 @@ fn distill_layers() -> Result<(), Failed> {
     )
 }
 
+/// Sequential distillation with the model running over text: the forward
+/// pass and the training both on each backend; the layers' errors and the
+/// verdict's KL agree within the training tolerance.
+fn distill_sequential() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = common::golden_with_tokenizer(dir.path(), "llama");
+    let text = dir.path().join("text.txt");
+    let lines: String = (0..40)
+        .map(|i| {
+            format!(
+                "Line {i}: the quick brown fox jumps over the lazy dog {}.\n",
+                i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&text, lines).unwrap();
+    let student = dir.path().join("student");
+    shears(
+        "cpu",
+        &strings(&["prune", &s(&teacher), "-o", "{out}"]),
+        &student,
+    )?;
+    let mut figures = Vec::new();
+    for b in ["cpu", "gpu"] {
+        let report = dir.path().join(format!("{b}.json"));
+        let args = strings(&[
+            "distill",
+            "layers",
+            "--teacher",
+            &s(&teacher),
+            "--student",
+            &s(&student),
+            "--calibration-text",
+            &s(&text),
+            "--calibration-seq-len",
+            "64",
+            "--epochs",
+            "2",
+            "--judge",
+            "kl",
+            "--keep-worse",
+            "--report",
+            &s(&report),
+            "-o",
+            "{out}",
+        ]);
+        shears(b, &args, &dir.path().join(b))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        figures.push((
+            doc["mean_error_after"].as_f64().unwrap(),
+            doc["model"]["after"]["kl_mean"].as_f64().unwrap(),
+        ));
+    }
+    close(
+        "mean held-out error after",
+        figures[0].0,
+        figures[1].0,
+        DISTILL_RTOL,
+    )?;
+    close(
+        "KL to the teacher after",
+        figures[0].1,
+        figures[1].1,
+        DISTILL_RTOL,
+    )
+}
+
 fn inspect_stats() -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let args = strings(&["inspect", &asset("tiny-llama"), "--stats", "--json"]);
@@ -476,6 +544,10 @@ fn trials() -> Vec<Check> {
         Some(int8),
     );
     t.push(("distill_layers".into(), Box::new(distill_layers)));
+    t.push((
+        "distill_layers::sequential".into(),
+        Box::new(distill_sequential),
+    ));
     t.push(("inspect_stats".into(), Box::new(inspect_stats)));
     t.push(("evaluate".into(), Box::new(evaluate)));
     t.push(("eval".into(), Box::new(eval_lm)));

@@ -111,8 +111,14 @@ pub struct DistillLayersArgs {
     /// tokenizer.json in the teacher's folder).
     #[arg(long, num_args = 1..)]
     pub eval_text: Vec<PathBuf>,
-    /// Write the result even when its perplexity on the evaluation text is
-    /// worse than the student's (by default nothing is written then).
+    /// What the evaluation text judges the distilled student by: its
+    /// perplexity, or its KL divergence from the teacher (what distillation
+    /// minimizes; the better measure for a model whose perplexity means
+    /// little, such as a randomly initialized one).
+    #[arg(long, value_enum, default_value_t = Judge::Perplexity)]
+    pub judge: Judge,
+    /// Write the result even when it is worse than the student on the
+    /// evaluation text by --judge (by default nothing is written then).
     #[arg(long)]
     pub keep_worse: bool,
     /// Stop a layer's training once its held-out error has not improved for
@@ -217,4 +223,11 @@ pub enum DistillMode {
     Independent,
     /// Each layer on the student's own inputs, layers in order.
     Sequential,
+}
+
+/// `distill layers --judge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Judge {
+    Perplexity,
+    Kl,
 }

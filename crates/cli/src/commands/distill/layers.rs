@@ -14,14 +14,14 @@
 use anyhow::{bail, Result};
 use shears_core::calibration::Calibration;
 
-use crate::args::DistillMode;
+use crate::args::{DistillMode, Judge};
 use crate::backend::Backend;
 use crate::lm::Model;
 use crate::CheckFailed;
-use shears_core::model::eval::Windows;
-use shears_core::model::text::{read_tokens, sequences};
 use shears_core::formats::compressed_tensors::ReadScheme;
 use shears_core::formats::ct_reader::{self, scheme_of};
+use shears_core::model::eval::Windows;
+use shears_core::model::text::{read_tokens, sequences};
 use shears_core::train::LkdConfig;
 use shears_core::{Checkpoint, Error, TensorInfo};
 
@@ -344,7 +344,14 @@ fn with_model(a: &DistillLayersArgs, g: &GlobalArgs, job: Job, out: &mut Out) ->
         false => {
             let per = seq_len.saturating_sub(tok.bos.is_some() as usize);
             let text = read_tokens(&tok, &a.eval_text, t.calibration_tokens + per)?;
-            Windows::new(&text, tok.bos, seq_len, per, t.calibration_tokens)?
+            Windows::new(&text, tok.bos, seq_len, per, t.calibration_tokens).map_err(|e| {
+                let names: Vec<String> = a
+                    .eval_text
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                anyhow::anyhow!("--eval-text {}: {e}", names.join(", "))
+            })?
         }
     };
     let source = match t.calibration_text.is_empty() {
@@ -353,7 +360,7 @@ fn with_model(a: &DistillLayersArgs, g: &GlobalArgs, job: Job, out: &mut Out) ->
     };
     let backend = Backend::open(g.backend)?;
     let fw = backend.forward();
-    let scheme = job.student.scheme.clone();
+    let scheme = job.student.scheme;
     let run = ModelJob {
         job,
         fw: fw.as_ref(),
@@ -365,14 +372,24 @@ fn with_model(a: &DistillLayersArgs, g: &GlobalArgs, job: Job, out: &mut Out) ->
         held_seqs,
         eval,
         keep_worse: a.keep_worse,
+        judge: a.judge,
     };
     let (rows, verdict) = backend.train(run)?;
     report::print(a, &rows, scheme.as_ref(), Some((&verdict, source)), out)?;
     if !verdict.written {
+        let (b, f) = (&verdict.before, &verdict.after);
+        let kl = |s: &shears_core::model::eval::Scores| {
+            s.reference.as_ref().map_or(f64::NAN, |r| r.kl_mean)
+        };
+        let what = match a.judge {
+            Judge::Perplexity => {
+                format!("perplexity {:.4} against {:.4}", f.perplexity, b.perplexity)
+            }
+            Judge::Kl => format!("KL to the teacher {:.5} against {:.5}", kl(f), kl(b)),
+        };
         return Err(CheckFailed(format!(
-            "the distilled student's perplexity on the evaluation text is {:.4}, worse than the \
-             student's own {:.4}: nothing written (--keep-worse writes it anyway)",
-            verdict.after.perplexity, verdict.before.perplexity
+            "the distilled student is worse than the student on the evaluation text ({what}): \
+             nothing written (--keep-worse writes it anyway)"
         ))
         .into());
     }

@@ -26,7 +26,7 @@ use shears_core::train::{Device, Targets};
 
 use super::job::{log_layer, Job, Written};
 use super::report::LayerRow;
-use crate::args::DistillMode;
+use crate::args::{DistillMode, Judge};
 use crate::training::OnDevice;
 
 /// Where each layer's input rows come from.
@@ -52,6 +52,7 @@ pub(super) struct ModelJob<'a> {
     pub(super) held_seqs: usize,
     pub(super) eval: Windows,
     pub(super) keep_worse: bool,
+    pub(super) judge: Judge,
 }
 
 /// The students on the evaluation text: as given and as distilled, each
@@ -144,9 +145,13 @@ impl OnDevice for ModelJob<'_> {
                         (Source::Text(_), Some(x)) => {
                             let tl = linear(&lt, name);
                             let rows_in = teacher_in.len() / tl.inn;
-                            let y = self
-                                .fw
-                                .linear(&teacher_in, rows_in, &tl.w, tl.out, tl.bias.as_deref())?;
+                            let y = self.fw.linear(
+                                &teacher_in,
+                                rows_in,
+                                &tl.w,
+                                tl.out,
+                                tl.bias.as_deref(),
+                            )?;
                             let (train, held) = y.split_at((rows_in - held_rows) * tl.out);
                             let targets = Targets { train, held };
                             self.job.distill_on(dev, i, x, held_rows, Some(targets))?
@@ -154,6 +159,9 @@ impl OnDevice for ModelJob<'_> {
                     };
                     let lin = linear_mut(&mut ls, name);
                     lin.w = d.values;
+                    if worse_injected() {
+                        lin.w.iter_mut().for_each(|w| *w = -*w);
+                    }
                     if d.bias.is_some() {
                         lin.bias = d.bias;
                     }
@@ -179,7 +187,7 @@ impl OnDevice for ModelJob<'_> {
             Ok(score(self.fw, &hs, &xn, &self.eval, Some((&ht, &nt)))?)
         };
         let (before, after) = (judge(&e0)?, judge(&e1)?);
-        let written = after.perplexity <= before.perplexity || self.keep_worse;
+        let written = !worse(&before, &after, self.judge) || self.keep_worse;
         if written {
             self.job.write(|i| spill.take(i))?;
         }
@@ -189,6 +197,17 @@ impl OnDevice for ModelJob<'_> {
             written,
         };
         Ok((rows, verdict))
+    }
+}
+
+/// Whether `after` is worse than `before` by `judge`.
+pub(super) fn worse(before: &Scores, after: &Scores, judge: Judge) -> bool {
+    match judge {
+        Judge::Perplexity => after.perplexity > before.perplexity,
+        Judge::Kl => {
+            let kl = |s: &Scores| s.reference.as_ref().map_or(f64::NAN, |r| r.kl_mean);
+            kl(after) > kl(before)
+        }
     }
 }
 
@@ -251,9 +270,12 @@ pub(super) fn check_targets(job: &Job, layers: usize) -> Result<()> {
                 .any(|l| t.name == format!("model.layers.{i}.{l}.weight"))
         });
         if !ok {
+            let ckpt = job.student.ckpt;
+            let info = ckpt.get(&t.stored).expect("a student tensor");
             bail!(
-                "tensor '{}': distilling with the model running trains the decoder's linear \
+                "{}: tensor '{}': distilling with the model running trains the decoder's linear \
                  layers only; leave it out with --exclude",
+                ckpt.path_of(info).display(),
                 t.name
             );
         }
@@ -265,9 +287,14 @@ pub(super) fn check_targets(job: &Job, layers: usize) -> Result<()> {
 /// beside the output (gone with the process, whatever ends it).
 struct Spill {
     file: std::fs::File,
-    at: HashMap<usize, (Option<(u64, usize)>, Option<(u64, usize)>, usize)>,
+    /// Per target: where its weight and bias bytes are (offset, length),
+    /// and its tensors still to write.
+    at: HashMap<usize, (Parked, Parked, usize)>,
     end: u64,
 }
+
+/// Where parked bytes are in the spill file, if any.
+type Parked = Option<(u64, usize)>;
 
 impl Spill {
     fn new(output: &std::path::Path) -> Result<Self> {
@@ -275,8 +302,12 @@ impl Spill {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        let file = tempfile::tempfile_in(&dir)
-            .with_context(|| format!("{}: a temporary file for the distilled layers", dir.display()))?;
+        let file = tempfile::tempfile_in(&dir).with_context(|| {
+            format!(
+                "{}: a temporary file for the distilled layers",
+                dir.display()
+            )
+        })?;
         Ok(Spill {
             file,
             at: HashMap::new(),
@@ -284,7 +315,7 @@ impl Spill {
         })
     }
 
-    fn park(&mut self, bytes: Option<Vec<u8>>) -> Result<Option<(u64, usize)>> {
+    fn park(&mut self, bytes: Option<Vec<u8>>) -> Result<Parked> {
         let Some(b) = bytes else {
             return Ok(None);
         };
@@ -304,7 +335,7 @@ impl Spill {
 
     fn take(&mut self, i: usize) -> Result<Written> {
         let (weight, bias, pending) = self.at.remove(&i).expect("every target was distilled");
-        let mut read = |at: Option<(u64, usize)>| -> Result<Option<Vec<u8>>> {
+        let mut read = |at: Parked| -> Result<Option<Vec<u8>>> {
             let Some((off, len)) = at else {
                 return Ok(None);
             };
@@ -319,4 +350,13 @@ impl Spill {
             pending,
         })
     }
+}
+
+/// Test seam, in debug builds only: `SHEARS_INJECT_FAULT=distill-worse`
+/// negates every distilled layer the verdict judges (not what would be
+/// written), so tests can watch a worse student be refused. Release builds
+/// have no such switch.
+fn worse_injected() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("SHEARS_INJECT_FAULT").is_some_and(|v| v == "distill-worse")
 }

@@ -8,8 +8,8 @@ use shears_core::formats::compressed_tensors::ReadScheme;
 
 use super::model::{Source, Verdict};
 use crate::args::{DistillLayersArgs, DistillMode};
-use shears_core::model::eval::Scores;
 use crate::output::Out;
+use shears_core::model::eval::Scores;
 
 /// One distilled layer.
 #[derive(Debug, Clone, Serialize)]
@@ -147,7 +147,10 @@ pub fn print(
         ));
     }
     match model {
-        Some((v, _)) if !v.written => out.line("nothing written: the distilled student is worse"),
+        Some((v, _)) if !v.written => out.line(&format!(
+            "nothing written: the distilled student is worse by --judge {}",
+            format!("{:?}", a.judge).to_lowercase()
+        )),
         _ => out.line(&format!("wrote {}", a.output.display())),
     }
     write_json(a, rows, &format, (before, after, total), model)
@@ -205,6 +208,7 @@ fn write_json(
                 "teacher_perplexity": v.before.reference.as_ref().map(|r| r.perplexity),
                 "before": scores(&v.before),
                 "after": scores(&v.after),
+                "judge": format!("{:?}", a.judge).to_lowercase(),
                 "written": v.written,
             })
         });

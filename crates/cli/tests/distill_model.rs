@@ -1,0 +1,349 @@
+//! `distill layers` with the model running over text: sequential and
+//! independent modes on a golden model, the verdict on the evaluation text
+//! equal to what `shears eval` says of the written output, a worse student
+//! refused, and bad inputs refused with one line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use shears_core::Checkpoint;
+
+/// Two different texts of a few thousand bytes (one token per byte).
+fn texts(dir: &Path) -> (PathBuf, PathBuf) {
+    let (a, b) = (dir.join("calib.txt"), dir.join("eval.txt"));
+    let mut ta = String::new();
+    let mut tb = String::new();
+    for i in 0..60 {
+        ta.push_str(&format!(
+            "Line {i}: the quick brown fox jumps over the lazy dog, {} times.\n",
+            i * 7 % 13
+        ));
+        tb.push_str(&format!(
+            "Entry {}: a compressed model is judged by what it predicts next; {i}\n",
+            i * 5 % 11
+        ));
+    }
+    std::fs::write(&a, ta).unwrap();
+    std::fs::write(&b, tb).unwrap();
+    (a, b)
+}
+
+/// The JSON report of a run.
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `distill layers` of `student` against `teacher` with `more` flags.
+fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--backend",
+        "cpu",
+        "-q",
+        "distill",
+        "layers",
+        "--teacher",
+        s(teacher),
+        "--student",
+        s(student),
+        "-o",
+        s(out),
+        "--epochs",
+        "3",
+        "--calibration-seq-len",
+        "128",
+    ];
+    args.extend_from_slice(more);
+    run(&args)
+}
+
+#[test]
+fn sequential_distillation_repairs_the_model_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "llama");
+    let (calib, eval) = texts(dir.path());
+    let student = dir.path().join("pruned");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--sparsity",
+        "0.5",
+        "--scope",
+        "row",
+    ]));
+    let mut layers = Vec::new();
+    for mode in ["sequential", "independent"] {
+        let out = dir.path().join(mode);
+        let rep = dir.path().join(format!("{mode}.json"));
+        let o = distill(
+            &teacher,
+            &student,
+            &out,
+            &[
+                "--calibration-text",
+                s(&calib),
+                "--eval-text",
+                s(&eval),
+                "--mode",
+                mode,
+                "--report",
+                s(&rep),
+                "--judge",
+                "kl",
+            ],
+        );
+        ok(&o);
+        let r = report(&rep);
+        let m = &r["model"];
+        assert_eq!(m["mode"], mode);
+        assert_eq!(m["written"], true);
+        let kl = |w: &str| m[w]["kl_mean"].as_f64().unwrap();
+        assert!(kl("after") < 0.8 * kl("before"), "{mode}: {m}");
+        // What was judged is what was written: `shears eval` of the output
+        // against the teacher on the same windows gives the same figures.
+        let e = run(&[
+            "--backend",
+            "cpu",
+            "-q",
+            "eval",
+            s(&out),
+            "--text",
+            s(&eval),
+            "--ref",
+            s(&teacher),
+            "--seq-len",
+            "128",
+            "--json",
+        ]);
+        ok(&e);
+        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        let ppl = e["perplexity"].as_f64().unwrap();
+        let want = m["after"]["perplexity"].as_f64().unwrap();
+        assert!(
+            (ppl - want).abs() <= 1e-4 * want,
+            "{mode}: eval {ppl}, report {want}"
+        );
+        assert_eq!(e["tokens"], m["eval_tokens"]);
+        // Pruned weights stay exactly zero.
+        let (sc, oc) = (
+            Checkpoint::open(&student).unwrap(),
+            Checkpoint::open(&out).unwrap(),
+        );
+        for t in &sc.tensors {
+            let a = sc.view(t).to_f32().unwrap();
+            let b = oc.view(oc.get(&t.name).unwrap()).to_f32().unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert!(*x != 0.0 || *y == 0.0, "{}: a pruned weight moved", t.name);
+            }
+        }
+        layers.push(r["layers"].as_array().unwrap().clone());
+    }
+    // Layer 0's q/k/v read the embeddings in both modes: the same problem,
+    // the same result (up to the order the teacher's outputs are summed
+    // in: the forward pass's product or the training device's); later
+    // layers see other inputs.
+    let (seq, ind) = (&layers[0], &layers[1]);
+    assert_eq!(seq.len(), 14);
+    for k in 0..3 {
+        let after = |r: &[serde_json::Value]| r[k]["error_after"].as_f64().unwrap();
+        let (a, b) = (after(seq), after(ind));
+        assert!((a - b).abs() <= 1e-6 * b, "{}: {a} {b}", seq[k]["name"]);
+    }
+    assert_ne!(seq[13]["error_before"], ind[13]["error_before"]);
+}
+
+#[test]
+fn a_quantized_student_is_judged_and_stays_on_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "qwen3");
+    let (calib, _) = texts(dir.path());
+    let student = dir.path().join("w4");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "quantize",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--scheme",
+        "w4a16",
+        "--group-size",
+        "auto",
+    ]));
+    let out = dir.path().join("out");
+    let rep = dir.path().join("r.json");
+    ok(&distill(
+        &teacher,
+        &student,
+        &out,
+        &[
+            "--calibration-text",
+            s(&calib),
+            "--report",
+            s(&rep),
+            "--judge",
+            "kl",
+        ],
+    ));
+    let m = &report(&rep)["model"];
+    assert_eq!(m["mode"], "sequential");
+    assert!(m["eval_text"].as_array().unwrap().is_empty());
+    // Judged on the held-out quarter of the calibration sequences.
+    assert_eq!(m["eval_tokens"].as_u64().unwrap() % 127, 0);
+    let kl = |w: &str| m[w]["kl_mean"].as_f64().unwrap();
+    assert!(kl("after") < kl("before"), "{m}");
+    let (sc, oc) = (
+        Checkpoint::open(&student).unwrap(),
+        Checkpoint::open(&out).unwrap(),
+    );
+    let mut changed = 0;
+    for t in &sc.tensors {
+        let (a, b) = (
+            sc.view(t).bytes(),
+            oc.view(oc.get(&t.name).unwrap()).bytes(),
+        );
+        if t.name.ends_with("weight_packed") {
+            changed += (a != b) as usize;
+        } else {
+            assert_eq!(a, b, "{} changed", t.name);
+        }
+    }
+    assert!(changed > 0);
+}
+
+#[test]
+fn a_worse_student_is_not_written_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "llama");
+    let (calib, eval) = texts(dir.path());
+    let student = dir.path().join("pruned");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--sparsity",
+        "0.5",
+    ]));
+    let out = dir.path().join("out");
+    let flags = [
+        "--calibration-text",
+        s(&calib),
+        "--eval-text",
+        s(&eval),
+        "--epochs",
+        "1",
+        "--judge",
+        "kl",
+    ];
+    let worse = |more: &[&str]| {
+        let mut cmd = std::process::Command::new(shears_bin());
+        cmd.env("SHEARS_INJECT_FAULT", "distill-worse");
+        cmd.env("XDG_RUNTIME_DIR", xdg_runtime_dir());
+        cmd.args([
+            "--backend",
+            "cpu",
+            "-q",
+            "distill",
+            "layers",
+            "--teacher",
+            s(&teacher),
+            "--student",
+            s(&student),
+            "-o",
+            s(&out),
+            "--calibration-seq-len",
+            "128",
+        ]);
+        cmd.args(flags).args(more);
+        cmd.output().unwrap()
+    };
+    let o = worse(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("worse") && e.contains("--keep-worse"), "{e}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    ok(&worse(&["--keep-worse"]));
+    assert!(out.join("model.safetensors").exists());
+}
+
+#[test]
+fn bad_model_runs_are_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "llama");
+    let (calib, eval) = texts(dir.path());
+    let student = dir.path().join("pruned");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--sparsity",
+        "0.5",
+    ]));
+    let out = dir.path().join("out");
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "only a few bytes of text").unwrap();
+    let one = dir.path().join("one.txt");
+    std::fs::write(&one, "x".repeat(200)).unwrap();
+    // A student whose lm_head is compressed: not a decoder linear.
+    let head = dir.path().join("head");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&head),
+        "--sparsity",
+        "0.5",
+        "--include",
+        "lm_head.weight",
+    ]));
+    let cases: [(&Path, &[&str], &str); 5] = [
+        (&student, &["--mode", "sequential"], "--calibration-text"),
+        (&student, &["--calibration-text", s(&short)], "short.txt"),
+        (&student, &["--calibration-text", s(&one)], "at least 2"),
+        (
+            &student,
+            &["--calibration-text", s(&calib), "--eval-text", s(&short)],
+            "short.txt",
+        ),
+        (
+            &head,
+            &[
+                "--calibration-text",
+                s(&calib),
+                "--include",
+                "lm_head.weight",
+            ],
+            "lm_head.weight",
+        ),
+    ];
+    for (student, flags, must) in cases {
+        let o = distill(&teacher, student, &out, flags);
+        let e = refused(&o, &[must]);
+        assert!(!out.exists(), "{flags:?}: {e}");
+    }
+    let _ = eval;
+}
