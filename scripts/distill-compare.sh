@@ -11,7 +11,8 @@
 # Qwen3 and Mistral models (given tiny-llama's byte-level tokenizer: 256
 # ids, which their 512-id vocabularies hold). CALIB and EVAL pick the texts (default
 # README.md and ../shared/DESIGN.md), STUDENTS the students (default
-# "magnitude wanda w4a16"), BACKEND the backend (default cpu), FLAGS more
+# "magnitude wanda w4a16"), MODES the modes (default all three), BACKEND
+# the backend (default cpu), FLAGS more
 # `distill layers` flags. Build target/release/shears first.
 set -e
 B=$(realpath ${SHEARS:-target/release/shears})
@@ -34,7 +35,7 @@ for m in $MODELS; do
       wanda) $B -q --backend $BACKEND prune $T -o $d/$s --sparsity 0.5 --scope row --method wanda --calibration $d/calib.safetensors ;;
       *) $B -q --backend $BACKEND quantize $T -o $d/$s --scheme $s --group-size auto ;;
     esac
-    for mode in file independent sequential; do
+    for mode in ${MODES:-file independent sequential}; do
       case $mode in
         file) src="--calibration $d/calib.safetensors" ;;
         *) src="--calibration-text $CALIB --mode $mode" ;;

@@ -51,6 +51,8 @@ fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::pr
         s(out),
         "--epochs",
         "3",
+        "--lr",
+        "0.003",
         "--calibration-seq-len",
         "128",
     ];

@@ -178,6 +178,7 @@ impl Job<'_> {
                 let rs = s.scheme.as_ref().expect("quantized layers have a scheme");
                 let l = &s.quantized[q];
                 let qz = l.read(s.ckpt, rs)?;
+                l.release(s.ckpt);
                 let grid = Grid {
                     shape: GridShape {
                         bits: rs.spec.bits,
@@ -191,9 +192,7 @@ impl Job<'_> {
             }
             None => {
                 let info = s.ckpt.get(&t.stored).expect("checked");
-                let w = s.ckpt.view(info).to_f32().with_context(|| {
-                    format!("{}: tensor '{}'", s.ckpt.path_of(info).display(), t.stored)
-                })?;
+                let w = decoded(s.ckpt, &t.stored)?;
                 Ok((w, None, info.dtype))
             }
         }
@@ -257,12 +256,7 @@ impl Job<'_> {
         let start = Instant::now();
         let t = &self.targets[i];
         let (s, teacher) = (self.student, self.teacher);
-        let f32s = |ckpt: &Checkpoint, name: &str| -> Result<Vec<f32>> {
-            let info = ckpt.get(name).expect("checked");
-            ckpt.view(info)
-                .to_f32()
-                .with_context(|| format!("{}: tensor '{name}'", ckpt.path_of(info).display()))
-        };
+        let f32s = decoded;
         let teacher_w = f32s(teacher, &t.name)?;
         let teacher_b = t
             .teacher_bias
@@ -369,4 +363,16 @@ fn count_new_zeros(values: &[f32], mask: &[f32]) -> usize {
         .zip(mask)
         .filter(|(&v, &m)| m != 0.0 && v == 0.0)
         .count()
+}
+
+/// Tensor `name` (checked to exist) in f32, its mapped pages dropped from
+/// memory after, so a run's memory holds what it decoded, not the files.
+fn decoded(ckpt: &Checkpoint, name: &str) -> Result<Vec<f32>> {
+    let info = ckpt.get(name).expect("checked");
+    let view = ckpt.view(info);
+    let v = view
+        .to_f32()
+        .with_context(|| format!("{}: tensor '{name}'", ckpt.path_of(info).display()))?;
+    view.release(0..info.nbytes());
+    Ok(v)
 }

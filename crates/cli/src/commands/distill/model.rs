@@ -103,9 +103,12 @@ impl OnDevice for ModelJob<'_> {
         let mut spill = Spill::new(&self.job.a.output)?;
         let mut rows = Vec::new();
         for layer in 0..layers {
+            // One layer of each model in memory: the evaluation states go
+            // through the teacher's and the given student's layer first.
             let lt = self.teacher.layer(layer)?;
-            let given = self.student.layer(layer)?;
-            let mut ls = given.clone();
+            let mut ls = self.student.layer(layer)?;
+            rt.layer(&lt, &mut et, &mut NoCapture)?;
+            rs.layer(&ls, &mut e0, &mut NoCapture)?;
             for group in GROUPS {
                 let names: Vec<String> = group
                     .iter()
@@ -174,8 +177,6 @@ impl OnDevice for ModelJob<'_> {
                 rt.layer(&lt, &mut xt, &mut NoCapture)?;
                 rs.layer(&ls, &mut xs, &mut NoCapture)?;
             }
-            rt.layer(&lt, &mut et, &mut NoCapture)?;
-            rs.layer(&given, &mut e0, &mut NoCapture)?;
             rs.layer(&ls, &mut e1, &mut NoCapture)?;
             tracing::info!("distill: decoder layer {}/{layers} done", layer + 1);
         }

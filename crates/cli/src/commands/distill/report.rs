@@ -87,7 +87,10 @@ pub fn print(
     ));
     out.line(&format!(
         "{} epochs, batch {}, lr {}, seed {}; error = ‖Y_t − Y_s‖/‖Y_t‖ on held-out rows",
-        a.epochs, a.batch_size, a.lr, a.seed
+        a.epochs,
+        a.batch_size,
+        a.lr.unwrap_or(super::layers::default_lr(a)),
+        a.seed
     ));
     out.line("");
     out.line(&format!(
@@ -223,7 +226,7 @@ fn write_json(
             "held_out_fraction": a.held_out_fraction,
             "epochs": a.epochs,
             "batch_size": a.batch_size,
-            "lr": a.lr,
+            "lr": a.lr.unwrap_or(super::layers::default_lr(a)),
             "seed": a.seed,
             "mean_error_before": before,
             "mean_error_after": after,
