@@ -35,6 +35,28 @@ fn report(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// The golden Llama with a tokenizer, the two texts, and the Llama pruned
+/// 50% per row.
+fn pruned_llama(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let teacher = golden_with_tokenizer(dir, "llama");
+    let (calib, eval) = texts(dir);
+    let student = dir.join("pruned");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--sparsity",
+        "0.5",
+        "--scope",
+        "row",
+    ]));
+    (teacher, calib, eval, student)
+}
+
 /// `distill layers` of `student` against `teacher` with `more` flags.
 fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -63,22 +85,7 @@ fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::pr
 #[test]
 fn sequential_distillation_repairs_the_model_it_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = golden_with_tokenizer(dir.path(), "llama");
-    let (calib, eval) = texts(dir.path());
-    let student = dir.path().join("pruned");
-    ok(&run(&[
-        "--backend",
-        "cpu",
-        "-q",
-        "prune",
-        s(&teacher),
-        "-o",
-        s(&student),
-        "--sparsity",
-        "0.5",
-        "--scope",
-        "row",
-    ]));
+    let (teacher, calib, eval, student) = pruned_llama(dir.path());
     let mut layers = Vec::new();
     for mode in ["sequential", "independent"] {
         let out = dir.path().join(mode);
@@ -223,20 +230,7 @@ fn a_quantized_student_is_judged_and_stays_on_its_grid() {
 #[test]
 fn a_worse_student_is_not_written_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = golden_with_tokenizer(dir.path(), "llama");
-    let (calib, eval) = texts(dir.path());
-    let student = dir.path().join("pruned");
-    ok(&run(&[
-        "--backend",
-        "cpu",
-        "-q",
-        "prune",
-        s(&teacher),
-        "-o",
-        s(&student),
-        "--sparsity",
-        "0.5",
-    ]));
+    let (teacher, calib, eval, student) = pruned_llama(dir.path());
     let out = dir.path().join("out");
     let flags = [
         "--calibration-text",
@@ -288,20 +282,7 @@ fn a_worse_student_is_not_written_unless_asked() {
 #[test]
 fn bad_model_runs_are_refused_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = golden_with_tokenizer(dir.path(), "llama");
-    let (calib, eval) = texts(dir.path());
-    let student = dir.path().join("pruned");
-    ok(&run(&[
-        "--backend",
-        "cpu",
-        "-q",
-        "prune",
-        s(&teacher),
-        "-o",
-        s(&student),
-        "--sparsity",
-        "0.5",
-    ]));
+    let (teacher, calib, eval, student) = pruned_llama(dir.path());
     let out = dir.path().join("out");
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "only a few bytes of text").unwrap();

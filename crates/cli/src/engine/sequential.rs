@@ -60,15 +60,7 @@ impl<'b> LayerCompressor<'b> {
     /// Replaces each selected weight of `lw` by its compressed values, as a
     /// runtime decodes them (rounded to the weight's dtype).
     pub fn compress(&mut self, lw: &mut LayerWeights, stats: &InputStats) -> Result<()> {
-        for lin in [
-            &mut lw.q,
-            &mut lw.k,
-            &mut lw.v,
-            &mut lw.o,
-            &mut lw.gate,
-            &mut lw.up,
-            &mut lw.down,
-        ] {
+        for lin in lw.linears_mut() {
             let Some(&dtype) = self.chosen.get(&lin.name) else {
                 continue;
             };

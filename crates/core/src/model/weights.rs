@@ -41,6 +41,28 @@ pub struct LayerWeights {
     pub down: Linear,
 }
 
+impl LayerWeights {
+    /// The seven linear layers, in execution order.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// [`LayerWeights::linears`], to change.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+}
+
 /// The weights of a checkpoint, read by name.
 pub struct Weights<'c> {
     ckpt: &'c Checkpoint,

@@ -239,26 +239,14 @@ impl Capture for Grab<'_> {
 
 /// The linear of `lw` whose weight is `name`.
 fn linear<'l>(lw: &'l LayerWeights, name: &str) -> &'l Linear {
-    [&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down]
-        .into_iter()
-        .find(|l| l.name == name)
-        .expect("a decoder linear")
+    let found = lw.linears().into_iter().find(|l| l.name == name);
+    found.expect("a decoder linear")
 }
 
 /// [`linear`], to change.
 fn linear_mut<'l>(lw: &'l mut LayerWeights, name: &str) -> &'l mut Linear {
-    [
-        &mut lw.q,
-        &mut lw.k,
-        &mut lw.v,
-        &mut lw.o,
-        &mut lw.gate,
-        &mut lw.up,
-        &mut lw.down,
-    ]
-    .into_iter()
-    .find(|l| l.name == name)
-    .expect("a decoder linear")
+    let found = lw.linears_mut().into_iter().find(|l| l.name == name);
+    found.expect("a decoder linear")
 }
 
 /// Checks that every target is a decoder linear layer of the model.
