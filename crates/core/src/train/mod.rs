@@ -5,6 +5,8 @@
 //! (ZeroQuant's LKD). The loops are generic over [`Device`], so the CPU
 //! reference and the GPU run the same steps in the same order.
 
+pub mod block;
+mod block_ops;
 pub mod data;
 pub mod device;
 pub mod layerwise;
