@@ -76,14 +76,51 @@ pub struct Cache {
     m: Vec<f64>,
 }
 
+/// C [m, n] = A · B with A and B given by their row and column strides,
+/// on the `matrixmultiply` crate's f64 GEMM (all cores' worth of one).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[f64], isize, isize),
+    b: (&[f64], isize, isize),
+) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    if m * k * n == 0 {
+        return c;
+    }
+    // SAFETY: a holds m×k and b k×n elements at the given strides (the
+    // callers' shapes), c is m×n row-major.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.0.as_ptr(),
+            a.1,
+            a.2,
+            b.0.as_ptr(),
+            b.1,
+            b.2,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
+}
+
 /// Y [p, out] = X [p, in] · Wᵀ (+ b).
 fn linear(x: &[f64], w: &[f64], out: usize, b: Option<&[f64]>) -> Vec<f64> {
     let inn = w.len() / out;
-    let mut y = Vec::with_capacity(x.len() / inn * out);
-    for xr in x.chunks_exact(inn) {
-        for (o, wr) in w.chunks_exact(inn).enumerate() {
-            let s: f64 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
-            y.push(s + b.map_or(0.0, |b| b[o]));
+    let p = x.len() / inn;
+    let mut y = gemm(p, inn, out, (x, inn as isize, 1), (w, 1, inn as isize));
+    if let Some(b) = b {
+        for r in y.chunks_exact_mut(out) {
+            r.iter_mut().zip(b).for_each(|(y, b)| *y += b);
         }
     }
     y
@@ -92,28 +129,14 @@ fn linear(x: &[f64], w: &[f64], out: usize, b: Option<&[f64]>) -> Vec<f64> {
 /// dX [p, in] = dY [p, out] · W.
 fn linear_back_x(dy: &[f64], w: &[f64], out: usize) -> Vec<f64> {
     let inn = w.len() / out;
-    let mut dx = vec![0.0; dy.len() / out * inn];
-    for (dyr, dxr) in dy.chunks_exact(out).zip(dx.chunks_exact_mut(inn)) {
-        for (o, wr) in w.chunks_exact(inn).enumerate() {
-            for (d, &wv) in dxr.iter_mut().zip(wr) {
-                *d += dyr[o] * wv;
-            }
-        }
-    }
-    dx
+    let p = dy.len() / out;
+    gemm(p, out, inn, (dy, out as isize, 1), (w, inn as isize, 1))
 }
 
 /// dW [out, in] = dYᵀ · X.
 fn linear_back_w(dy: &[f64], x: &[f64], out: usize, inn: usize) -> Vec<f64> {
-    let mut dw = vec![0.0; out * inn];
-    for (dyr, xr) in dy.chunks_exact(out).zip(x.chunks_exact(inn)) {
-        for (o, dwr) in dw.chunks_exact_mut(inn).enumerate() {
-            for (d, &xv) in dwr.iter_mut().zip(xr) {
-                *d += dyr[o] * xv;
-            }
-        }
-    }
-    dw
+    let p = dy.len() / out;
+    gemm(out, p, inn, (dy, 1, out as isize), (x, inn as isize, 1))
 }
 
 /// Rotates every head of every token by its position (forward RoPE).

@@ -7,6 +7,7 @@
 
 pub mod block;
 mod block_ops;
+pub mod blockwise;
 pub mod data;
 pub mod device;
 pub mod layerwise;

@@ -1,0 +1,88 @@
+//! Block-wise distillation of the golden Llama's first block with its MLP
+//! pruned by half, on the block's real inputs (token embeddings): the
+//! block's held-out output error falls and pruned weights stay zero.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::model::{ModelConfig, Weights};
+use crate::Checkpoint;
+
+#[test]
+fn pruned_block_learns_its_teachers_output() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/forward/llama");
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
+    let teacher = Block::from_layer(&weights.layer(0).unwrap());
+    let shape = BlockShape {
+        hidden: cfg.hidden,
+        heads: cfg.heads,
+        kv_heads: cfg.kv_heads,
+        head_dim: cfg.head_dim,
+        inter: cfg.intermediate,
+        seq_len: 8,
+        eps: cfg.rms_eps as f64,
+    };
+    let rope = RopeTable::new(&cfg, 8);
+    // Half of every row pruned (alternate columns), q/k/v/o/gate/up/down.
+    // The MLP's linears pruned by half (alternate columns), attention kept.
+    let masks: Vec<Vec<f32>> = teacher
+        .linears
+        .iter()
+        .enumerate()
+        .map(|(l, w)| {
+            (0..w.len())
+                .map(|i| if l < 4 { 1.0 } else { ((i + i / 7) % 2) as f32 })
+                .collect()
+        })
+        .collect();
+    let mut student = teacher.clone();
+    for (w, m) in student.linears.iter_mut().zip(&masks) {
+        w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m as f64);
+    }
+    // The block's real inputs: embeddings of seeded token ids.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let ids: Vec<u32> = (0..360 * 8)
+        .map(|_| rng.random_range(0..cfg.vocab as u32))
+        .collect();
+    let x = weights.embed(&ids).unwrap();
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let (y, _) = super::super::block::forward(&shape, &teacher, &rope, &xd);
+    let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+    let split = 320 * 8 * cfg.hidden;
+    let problem = BlockProblem {
+        shape,
+        rope: &rope,
+        x_train: &x[..split],
+        y_train: &y[..split],
+        x_held: &x[split..],
+        y_held: &y[split..],
+        block: &student,
+        trained: [true; 7],
+        masks: [0, 1, 2, 3, 4, 5, 6].map(|i| Some(masks[i].as_slice())),
+        grids: [None; 7],
+    };
+    let cfg = LkdConfig {
+        epochs: 30,
+        batch_size: 16,
+        lr: 0.003,
+        seed: 1,
+        patience: Some(5),
+    };
+    let r = distill_block(&problem, &cfg).unwrap();
+    assert!(
+        r.error_after < 0.85 * r.error_before,
+        "{} -> {}",
+        r.error_before,
+        r.error_after
+    );
+    for (w, m) in r.weights.iter().zip(&masks) {
+        for (v, &k) in w.iter().zip(m) {
+            assert!(k != 0.0 || *v == 0.0, "a pruned weight moved");
+        }
+    }
+    assert!(r.best_epoch >= 1);
+}
