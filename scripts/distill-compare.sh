@@ -5,6 +5,7 @@
 #                `distill layers --calibration` did before), independent
 #   independent  every calibration token, the teacher's inputs
 #   sequential   every calibration token, the student's own inputs
+#   block        (MODES=block) every linear of a decoder block together
 # all judged on a different text (perplexity, KL(teacher ‖ student)).
 #   scripts/distill-compare.sh [WORKDIR] [MODEL...]
 # Defaults: /tmp/shears-distill, assets/tiny-llama and the golden Llama,

@@ -1,5 +1,5 @@
-//! `distill layers` with the model running over text: sequential and
-//! independent modes on a golden model, the verdict on the evaluation text
+//! `distill layers` with the model running over text: sequential,
+//! independent and block modes on a golden model, the verdict on the evaluation text
 //! equal to what `shears eval` says of the written output, a worse student
 //! refused, and bad inputs refused with one line.
 
@@ -87,7 +87,7 @@ fn sequential_distillation_repairs_the_model_it_writes() {
     let dir = tempfile::tempdir().unwrap();
     let (teacher, calib, eval, student) = pruned_llama(dir.path());
     let mut layers = Vec::new();
-    for mode in ["sequential", "independent"] {
+    for mode in ["sequential", "independent", "block"] {
         let out = dir.path().join(mode);
         let rep = dir.path().join(format!("{mode}.json"));
         let o = distill(

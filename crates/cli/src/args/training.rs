@@ -101,8 +101,10 @@ pub struct DistillLayersArgs {
     /// model runs): `sequential` (the default there) trains layer i on the
     /// inputs the student itself produces from its layers before i, already
     /// distilled, against the dense teacher's outputs for the same tokens;
-    /// `independent` on the teacher's own inputs. Without text, layers are
-    /// always independent.
+    /// `independent` on the teacher's own inputs; `block` trains all the
+    /// compressed linears of a decoder block together against the teacher
+    /// block's output, on the student's own inputs (CPU only). Without
+    /// text, layers are always independent.
     #[arg(long, value_enum)]
     pub mode: Option<DistillMode>,
     /// Text the student's perplexity and KL to the teacher are measured on,
@@ -225,6 +227,9 @@ pub enum DistillMode {
     Independent,
     /// Each layer on the student's own inputs, layers in order.
     Sequential,
+    /// Every compressed linear of a decoder block together, on the
+    /// student's own inputs, against the teacher block's output (CPU).
+    Block,
 }
 
 /// `distill layers --judge`.

@@ -3,6 +3,7 @@
 //! al. 2015); `layers` repairs the compressed linear layers of a checkpoint
 //! against its dense original (ZeroQuant's LKD, in [`layers`]).
 
+mod block;
 mod job;
 mod layers;
 mod model;

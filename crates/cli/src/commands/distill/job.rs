@@ -11,8 +11,7 @@ use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
 use shears_core::reference::matmul::probe_inputs;
 use shears_core::reference::quant::round_to;
 use shears_core::train::{
-    distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, LkdConfig, LkdResult,
-    Targets,
+    distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, LkdConfig, Targets,
 };
 use shears_core::{encode_f32, Checkpoint, DType};
 
@@ -171,7 +170,7 @@ impl Job<'_> {
 
     /// The student's weight of target `t` as f32, its fixed grid when
     /// quantized, and the dtype it is stored in.
-    fn student_weight(&self, t: &Target) -> Result<(Vec<f32>, Option<Grid>, DType)> {
+    pub(super) fn student_weight(&self, t: &Target) -> Result<(Vec<f32>, Option<Grid>, DType)> {
         let s = self.student;
         match t.quant {
             Some(q) => {
@@ -201,15 +200,16 @@ impl Job<'_> {
     /// The trained weight as it will be written: its values (rounded to
     /// the stored dtype or on the grid), its bytes, and the kept weights it
     /// turned into exact zeros.
-    fn encode_weight(
+    pub(super) fn encode_weight(
         &self,
         t: &Target,
-        r: &LkdResult,
+        weight: &[f32],
+        codes: Option<&Vec<i8>>,
         grid: Option<&Grid>,
         dtype: DType,
         mask: &[f32],
     ) -> (Vec<f32>, Vec<u8>, usize) {
-        let (values, bytes) = match (grid, &r.codes) {
+        let (values, bytes) = match (grid, codes) {
             (Some(g), Some(codes)) => {
                 let rs = self.student.scheme.as_ref().expect("scheme");
                 let bytes = if rs.packed {
@@ -220,7 +220,7 @@ impl Job<'_> {
                 (g.dequantize(codes, t.out, t.inn), bytes)
             }
             _ => {
-                let values: Vec<f32> = r.weight.iter().map(|&w| round_to(dtype, w)).collect();
+                let values: Vec<f32> = weight.iter().map(|&w| round_to(dtype, w)).collect();
                 let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
                 encode_f32(dtype, &values, &mut bytes);
                 (values, bytes)
@@ -228,6 +228,17 @@ impl Job<'_> {
         };
         let nz = count_new_zeros(&values, mask);
         (values, bytes, nz)
+    }
+
+    /// The keep-mask of a student weight: a zero of a pruned student is a
+    /// pruned weight; a quantized student that was not pruned keeps every
+    /// weight trainable (a code equal to the zero point is not pruned).
+    pub(super) fn mask_of(&self, weight: &[f32]) -> Vec<f32> {
+        let pruned = self.student.pruned;
+        weight
+            .iter()
+            .map(|&w| if w == 0.0 && pruned { 0.0 } else { 1.0 })
+            .collect()
     }
 
     /// Distills target `i` on its calibration inputs or probes.
@@ -275,14 +286,7 @@ impl Job<'_> {
 
         // The student's weight, its mask and (quantized) its fixed grid.
         let (weight, grid, dtype) = self.student_weight(t)?;
-        // The mask comes from pruning only: a zero of a pruned student is a
-        // pruned weight; a quantized student that was not pruned keeps every
-        // weight trainable (a code equal to the zero point is not pruned).
-        let pruned = self.student.pruned;
-        let mask: Vec<f32> = weight
-            .iter()
-            .map(|&w| if w == 0.0 && pruned { 0.0 } else { 1.0 })
-            .collect();
+        let mask = self.mask_of(&weight);
         let kept = mask.iter().filter(|&&m| m != 0.0).count();
 
         let n = x.len() / t.inn;
@@ -309,7 +313,7 @@ impl Job<'_> {
             _ => None,
         };
         let (values, weight_bytes, new_zeros) =
-            self.encode_weight(t, &r, grid.as_ref(), dtype, &mask);
+            self.encode_weight(t, &r.weight, r.codes.as_ref(), grid.as_ref(), dtype, &mask);
         let error_after = held_out_error(dev, &problem, &values, bias_out.as_deref())?;
         let improved = error_after < r.error_before;
         let bias_bytes = bias_out.as_ref().zip(bias_dtype).map(|(b, dt)| {

@@ -99,9 +99,12 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
 /// --calibration-text, so an epoch takes ~30 times the steps of a
 /// calibration file's 256 rows and a smaller rate does better.
 pub(super) fn default_lr(a: &DistillLayersArgs) -> f32 {
-    match a.calibration_text.calibration_text.is_empty() {
-        true => 5e-3,
-        false => 3e-4,
+    match (a.calibration_text.calibration_text.is_empty(), a.mode) {
+        (true, _) => 5e-3,
+        // A block's step is one whole sequence (or `--batch-size` tokens'
+        // worth), and the block's output moves less per weight.
+        (false, Some(DistillMode::Block)) => 3e-3,
+        (false, _) => 3e-4,
     }
 }
 

@@ -109,7 +109,15 @@ impl OnDevice for ModelJob<'_> {
             let mut ls = self.student.layer(layer)?;
             rt.layer(&lt, &mut et, &mut NoCapture)?;
             rs.layer(&ls, &mut e0, &mut NoCapture)?;
+            if self.source == Source::Text(DistillMode::Block) {
+                let mut yt = xt.clone();
+                rt.layer(&lt, &mut yt, &mut NoCapture)?;
+                self.block_layer(layer, &mut ls, &xs, &yt, &by_name, &mut spill, &mut rows)?;
+            }
             for group in GROUPS {
+                if self.source == Source::Text(DistillMode::Block) {
+                    break;
+                }
                 let names: Vec<String> = group
                     .iter()
                     .map(|l| format!("model.layers.{layer}.{l}.weight"))
@@ -130,7 +138,7 @@ impl OnDevice for ModelJob<'_> {
                         let t = input_of(&rt, &lt, &xt, &names[0])?;
                         let s = match mode {
                             DistillMode::Sequential => Some(input_of(&rs, &ls, &xs, &names[0])?),
-                            DistillMode::Independent => None,
+                            DistillMode::Independent | DistillMode::Block => None,
                         };
                         (t, s)
                     }
@@ -274,7 +282,7 @@ pub(super) fn check_targets(job: &Job, layers: usize) -> Result<()> {
 
 /// Distilled tensors parked until the verdict: an unnamed temporary file
 /// beside the output (gone with the process, whatever ends it).
-struct Spill {
+pub(super) struct Spill {
     file: std::fs::File,
     /// Per target: where its weight and bias bytes are (offset, length),
     /// and its tensors still to write.
@@ -315,7 +323,7 @@ impl Spill {
         Ok(Some(at))
     }
 
-    fn put(&mut self, i: usize, w: Written) -> Result<()> {
+    pub(super) fn put(&mut self, i: usize, w: Written) -> Result<()> {
         let weight = self.park(w.weight)?;
         let bias = self.park(w.bias)?;
         self.at.insert(i, (weight, bias, w.pending));

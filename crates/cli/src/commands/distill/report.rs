@@ -76,6 +76,9 @@ pub fn print(
         (_, Some(Source::Text(DistillMode::Independent))) => {
             format!("the teacher's inputs (independent) from {text}")
         }
+        (_, Some(Source::Text(DistillMode::Block))) => {
+            format!("the student's own inputs, a decoder block at a time (block) from {text}; error = the block's output")
+        }
         (Some(p), _) => format!("calibration inputs from {}", p.display()),
         (None, _) => format!("{} seeded Gaussian probe rows per layer", a.probe_rows),
     };
@@ -203,6 +206,7 @@ fn write_json(
             json!({
                 "mode": match source {
                     Source::Text(DistillMode::Sequential) => "sequential",
+                    Source::Text(DistillMode::Block) => "block",
                     _ => "independent",
                 },
                 "calibration_text": a.calibration_text.calibration_text,

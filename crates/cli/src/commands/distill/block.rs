@@ -1,0 +1,165 @@
+//! `distill layers --mode block`: every compressed linear of a decoder
+//! block trained together on the student's own inputs against the teacher
+//! block's output for the same tokens (`shears_core::train::blockwise`, on
+//! the CPU), then each written in the student's format like the other modes.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use shears_core::model::rope::RopeTable;
+use shears_core::model::LayerWeights;
+use shears_core::train::block::{forward, Block, BlockShape};
+use shears_core::train::blockwise::{distill_block, BlockProblem};
+use shears_core::train::Grid;
+
+use super::job::{log_layer, Written};
+use super::model::{ModelJob, Spill};
+use super::report::LayerRow;
+use shears_core::model::weights::LINEARS;
+
+/// What one target linear of the block starts from.
+struct Part {
+    target: usize,
+    mask: Vec<f32>,
+    grid: Option<Grid>,
+    dtype: shears_core::DType,
+}
+
+impl ModelJob<'_> {
+    /// Distills decoder layer `layer`'s targets as one block: `xs` are the
+    /// student block's inputs, `yt` the teacher block's outputs (whole
+    /// sequences, the last `held_seqs` held out). Updates `ls` to what is
+    /// written, parks the output in `spill` and adds the report rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_layer(
+        &self,
+        layer: usize,
+        ls: &mut LayerWeights,
+        xs: &[f32],
+        yt: &[f32],
+        by_name: &HashMap<&str, usize>,
+        spill: &mut Spill,
+        rows: &mut Vec<LayerRow>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let job = &self.job;
+        let mut parts: [Option<Part>; 7] = Default::default();
+        for (l, rest) in LINEARS.iter().enumerate() {
+            let name = format!("model.layers.{layer}.{rest}.weight");
+            let Some(&i) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            let (weight, grid, dtype) = job.student_weight(&job.targets[i])?;
+            parts[l] = Some(Part {
+                target: i,
+                mask: job.mask_of(&weight),
+                grid,
+                dtype,
+            });
+        }
+        if parts.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let cfg = self.teacher.config();
+        let shape = BlockShape {
+            hidden: cfg.hidden,
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+            inter: cfg.intermediate,
+            seq_len: self.seq_len,
+            eps: cfg.rms_eps as f64,
+        };
+        let rope = RopeTable::new(cfg, self.seq_len);
+        let block = Block::from_layer(ls);
+        let split = xs.len() - self.held_seqs * self.seq_len * cfg.hidden;
+        let problem = BlockProblem {
+            shape,
+            rope: &rope,
+            x_train: &xs[..split],
+            y_train: &yt[..split],
+            x_held: &xs[split..],
+            y_held: &yt[split..],
+            block: &block,
+            trained: parts.each_ref().map(Option::is_some),
+            masks: parts
+                .each_ref()
+                .map(|p| p.as_ref().map(|p| p.mask.as_slice())),
+            grids: parts
+                .each_ref()
+                .map(|p| p.as_ref().and_then(|p| p.grid.as_ref())),
+        };
+        let r =
+            distill_block(&problem, &job.cfg).with_context(|| format!("decoder layer {layer}"))?;
+        // The block as it would be written, measured on the held-out
+        // sequences; written only when better than the student's block.
+        let mut written = block.clone();
+        let mut encoded = Vec::new();
+        for (l, p) in parts.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let t = &job.targets[p.target];
+            let codes = p
+                .grid
+                .as_ref()
+                .map(|g| g.codes(&r.weights[l], t.out, t.inn));
+            let (values, bytes, new_zeros) = job.encode_weight(
+                t,
+                &r.weights[l],
+                codes.as_ref(),
+                p.grid.as_ref(),
+                p.dtype,
+                &p.mask,
+            );
+            written.linears[l] = values.iter().map(|&v| v as f64).collect();
+            encoded.push((l, values, bytes, new_zeros));
+        }
+        let held: Vec<f64> = xs[split..].iter().map(|&v| v as f64).collect();
+        let target: Vec<f64> = yt[split..].iter().map(|&v| v as f64).collect();
+        let (y, _) = forward(&shape, &written, &rope, &held);
+        let num: f64 = target.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum();
+        let den: f64 = target.iter().map(|a| a * a).sum();
+        let error_written = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+        let improved = error_written < r.error_before;
+        let seconds = start.elapsed().as_secs_f64() / encoded.len() as f64;
+        let train_rows = split / cfg.hidden;
+        for (l, values, bytes, new_zeros) in encoded {
+            let p = parts[l].as_ref().expect("encoded");
+            let t = &job.targets[p.target];
+            let kept = p.mask.iter().filter(|&&m| m != 0.0).count();
+            if improved {
+                ls.linears_mut()[l].w = values;
+            }
+            let row = LayerRow {
+                name: t.name.clone(),
+                shape: [t.out, t.inn],
+                quantized: p.grid.is_some(),
+                density: kept as f64 / (t.out * t.inn) as f64,
+                train_rows,
+                held_rows: (xs.len() - split) / cfg.hidden,
+                error_before: r.error_before,
+                error_after: if improved {
+                    error_written
+                } else {
+                    r.error_before
+                },
+                trained_error: error_written,
+                kept_student: !improved,
+                new_zeros: if improved { new_zeros } else { 0 },
+                first_loss: r.losses.first().copied().unwrap_or(f64::NAN),
+                last_loss: r.losses.last().copied().unwrap_or(f64::NAN),
+                steps: r.losses.len(),
+                seconds,
+            };
+            log_layer(&row, rows.len() + 1, job.targets.len());
+            rows.push(row);
+            let w = Written {
+                weight: improved.then_some(bytes),
+                bias: None,
+                pending: 1 + usize::from(t.student_bias.is_some()),
+            };
+            spill.put(p.target, w)?;
+        }
+        Ok(())
+    }
+}
