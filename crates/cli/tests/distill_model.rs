@@ -186,7 +186,8 @@ fn a_quantized_student_is_judged_and_stays_on_its_grid() {
         "--group-size",
         "auto",
     ]));
-    let out = dir.path().join("out");
+    // An output whose folders do not exist yet: made when it is written.
+    let out = dir.path().join("deep/er/out");
     let rep = dir.path().join("r.json");
     ok(&distill(
         &teacher,

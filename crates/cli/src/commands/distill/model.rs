@@ -295,10 +295,18 @@ type Parked = Option<(u64, usize)>;
 
 impl Spill {
     fn new(output: &std::path::Path) -> Result<Self> {
-        let dir = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
+        // The output's folder, or its nearest existing ancestor (the
+        // writer creates the rest only when the output is written).
+        let mut dir = output.parent().map(std::path::Path::to_path_buf);
+        while let Some(d) = dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            dir = d.parent().map(std::path::Path::to_path_buf);
+        }
+        let dir = dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
         let file = tempfile::tempfile_in(&dir).with_context(|| {
             format!(
                 "{}: a temporary file for the distilled layers",
