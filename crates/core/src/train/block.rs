@@ -78,7 +78,6 @@ pub struct Cache {
 
 /// C [m, n] = A · B with A and B given by their row and column strides,
 /// on the `matrixmultiply` crate's f64 GEMM (all cores' worth of one).
-#[allow(clippy::too_many_arguments)]
 fn gemm(
     m: usize,
     k: usize,

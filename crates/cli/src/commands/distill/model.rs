@@ -8,7 +8,9 @@
 //!   against the teacher's outputs for the same tokens on the teacher's own
 //!   path, so a layer also learns to undo what the layers before it lost;
 //! - `independent`: the teacher's inputs (as without the model), from the
-//!   text, or from a calibration file's rows.
+//!   text, or from a calibration file's rows;
+//! - `block`: all of a block's targets at once against the teacher block's
+//!   output ([`super::block`]).
 //!
 //! Meanwhile the evaluation text runs through the teacher, the student as
 //! given and the student as distilled, so the run ends with both students'
