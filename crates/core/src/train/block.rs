@@ -26,6 +26,21 @@ pub struct BlockShape {
     pub eps: f64,
 }
 
+impl BlockShape {
+    /// The block of a decoder layer of `cfg` over sequences of `seq_len`.
+    pub fn new(cfg: &crate::model::ModelConfig, seq_len: usize) -> Self {
+        BlockShape {
+            hidden: cfg.hidden,
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+            inter: cfg.intermediate,
+            seq_len,
+            eps: cfg.rms_eps as f64,
+        }
+    }
+}
+
 /// The block's weights in f64: the seven linears in `LayerWeights::linears`
 /// order (q, k, v, o, gate, up, down), each [out, in] row-major.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,18 +21,6 @@ fn golden(family: &str) -> (Checkpoint, ModelConfig) {
     (Checkpoint::open(&dir).unwrap(), cfg)
 }
 
-fn shape(cfg: &ModelConfig) -> BlockShape {
-    BlockShape {
-        hidden: cfg.hidden,
-        heads: cfg.heads,
-        kv_heads: cfg.kv_heads,
-        head_dim: cfg.head_dim,
-        inter: cfg.intermediate,
-        seq_len: SEQ,
-        eps: cfg.rms_eps as f64,
-    }
-}
-
 fn states(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
@@ -50,7 +38,12 @@ fn forward_matches_the_models_layer() {
         runner.layer(&lw, &mut want, &mut NoCapture).unwrap();
         let t = RopeTable::new(&cfg, SEQ);
         let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let (got, _) = forward(&shape(&cfg), &Block::from_layer(&lw), &t, &xd);
+        let (got, _) = forward(
+            &BlockShape::new(&cfg, SEQ),
+            &Block::from_layer(&lw),
+            &t,
+            &xd,
+        );
         let max = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
         for (i, (&a, &b)) in want.iter().zip(&got).enumerate() {
             assert!(
@@ -67,7 +60,7 @@ fn gradients_match_finite_differences() {
         let (ckpt, cfg) = golden(family);
         let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
         let block = Block::from_layer(&weights.layer(0).unwrap());
-        let s = shape(&cfg);
+        let s = BlockShape::new(&cfg, SEQ);
         let t = RopeTable::new(&cfg, SEQ);
         let n = 2 * SEQ * cfg.hidden;
         let x: Vec<f64> = states(n, 2).iter().map(|&v| v as f64).collect();

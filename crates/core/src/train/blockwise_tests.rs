@@ -17,15 +17,7 @@ fn pruned_block_learns_its_teachers_output() {
     let ckpt = Checkpoint::open(&dir).unwrap();
     let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
     let teacher = Block::from_layer(&weights.layer(0).unwrap());
-    let shape = BlockShape {
-        hidden: cfg.hidden,
-        heads: cfg.heads,
-        kv_heads: cfg.kv_heads,
-        head_dim: cfg.head_dim,
-        inter: cfg.intermediate,
-        seq_len: 8,
-        eps: cfg.rms_eps as f64,
-    };
+    let shape = BlockShape::new(&cfg, 8);
     let rope = RopeTable::new(&cfg, 8);
     // Half of every row pruned (alternate columns), q/k/v/o/gate/up/down.
     // The MLP's linears pruned by half (alternate columns), attention kept.

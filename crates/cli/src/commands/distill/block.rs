@@ -62,15 +62,7 @@ impl ModelJob<'_> {
             return Ok(());
         }
         let cfg = self.teacher.config();
-        let shape = BlockShape {
-            hidden: cfg.hidden,
-            heads: cfg.heads,
-            kv_heads: cfg.kv_heads,
-            head_dim: cfg.head_dim,
-            inter: cfg.intermediate,
-            seq_len: self.seq_len,
-            eps: cfg.rms_eps as f64,
-        };
+        let shape = BlockShape::new(cfg, self.seq_len);
         let rope = RopeTable::new(cfg, self.seq_len);
         let block = Block::from_layer(ls);
         let split = xs.len() - self.held_seqs * self.seq_len * cfg.hidden;
