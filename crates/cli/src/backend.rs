@@ -8,7 +8,7 @@ use shears_core::reference::forward::Forward;
 use shears_core::reference::{
     importance::Importance, mask::Mask, matmul::Matmul, select::Select, Reference,
 };
-use shears_core::train::Device;
+use shears_core::train::block_device::BlockOps;
 use shears_kernels::{
     DeviceType, GpuContext, GpuFloat, GpuForward, GpuImportance, GpuMask, GpuMatmul, GpuQuant,
     GpuSelect, GpuTrain,
@@ -20,7 +20,9 @@ use crate::args::BackendChoice;
 /// `evaluate`): the backend picks the [`Device`] and calls `run`.
 pub trait OnDevice {
     type Output;
-    fn run<D: Device>(self, dev: &D) -> Result<Self::Output>;
+    /// Runs the job on `dev` (every training device has the block
+    /// operations too).
+    fn run<D: BlockOps>(self, dev: &D) -> Result<Self::Output>;
 }
 
 /// The families `--verify` recomputes with ([`Backend::verifier`]).

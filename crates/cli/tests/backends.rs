@@ -140,10 +140,10 @@ fn distill_layers() -> Result<(), Failed> {
     )
 }
 
-/// Sequential distillation with the model running over text: the forward
-/// pass and the training both on each backend; the layers' errors and the
-/// verdict's KL agree within the training tolerance.
-fn distill_sequential() -> Result<(), Failed> {
+/// Distillation with the model running over text (`--mode` sequential or
+/// block): the forward pass and the training both on each backend; the
+/// layers' errors and the verdict's KL agree within the training tolerance.
+fn distill_text(mode: &str) -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::golden_with_tokenizer(dir.path(), "llama");
     let text = dir.path().join("text.txt");
@@ -176,6 +176,8 @@ fn distill_sequential() -> Result<(), Failed> {
             &s(&text),
             "--calibration-seq-len",
             "64",
+            "--mode",
+            mode,
             "--epochs",
             "2",
             "--judge",
@@ -544,10 +546,12 @@ fn trials() -> Vec<Check> {
         Some(int8),
     );
     t.push(("distill_layers".into(), Box::new(distill_layers)));
-    t.push((
-        "distill_layers::sequential".into(),
-        Box::new(distill_sequential),
-    ));
+    for mode in ["sequential", "block"] {
+        t.push((
+            format!("distill_layers::{mode}"),
+            Box::new(move || distill_text(mode)),
+        ));
+    }
     t.push(("inspect_stats".into(), Box::new(inspect_stats)));
     t.push(("evaluate".into(), Box::new(evaluate)));
     t.push(("eval".into(), Box::new(eval_lm)));

@@ -59,6 +59,10 @@ pub const TRAIN: &str = concat!(
     include_str!("../../../shaders/train.wgsl")
 );
 
+/// `shaders/block.wgsl`: a decoder block's operations for block-wise
+/// distillation (on the training family's bind layout).
+pub const BLOCK: &str = include_str!("../../../shaders/block.wgsl");
+
 /// `shaders/forward.wgsl`.
 pub const FORWARD: &str = include_str!("../../../shaders/forward.wgsl");
 
@@ -72,6 +76,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("quant", QUANT),
     ("float", FLOAT),
     ("train", TRAIN),
+    ("block", BLOCK),
     ("forward", FORWARD),
     ("hessian", HESSIAN),
     ("factor", FACTOR),

@@ -109,8 +109,32 @@ impl<'a> GpuTrain<'a> {
         params: TrainParams,
         groups: (u32, u32),
     ) -> shears_core::Result<()> {
+        self.run_module(
+            "train",
+            source::TRAIN,
+            entry_point,
+            ins,
+            outs,
+            params,
+            groups,
+        )
+    }
+
+    /// Records and submits one dispatch of `entry` of the module `source`
+    /// (named `shader`), which uses this family's bind layout.
+    #[allow(clippy::too_many_arguments)]
+    fn run_module(
+        &self,
+        shader: &'static str,
+        source: &'static str,
+        entry_point: &'static str,
+        ins: [Option<&GpuBuf>; 3],
+        outs: [Option<&GpuBuf>; 3],
+        params: TrainParams,
+        groups: (u32, u32),
+    ) -> shears_core::Result<()> {
         let ctx = self.ctx;
-        let pipeline = ctx.pipeline("train", source::TRAIN, entry_point, &self.layout, &[])?;
+        let pipeline = ctx.pipeline(shader, source, entry_point, &self.layout, &[])?;
         ctx.queue()
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
         let in_buf = |i: usize| ins[i].map_or(&self.dummy, |b| &b.buf);
@@ -171,4 +195,5 @@ fn check_len(what: &str, b: &GpuBuf, need: usize) -> shears_core::Result<()> {
     Ok(())
 }
 
+mod block;
 mod device;

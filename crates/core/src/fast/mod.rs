@@ -7,6 +7,7 @@
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastCpu;
 
+pub mod block_train;
 pub mod float;
 pub mod forward;
 pub mod gguf;

@@ -7,6 +7,7 @@
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reference;
 
+pub mod block_train;
 pub mod forward;
 pub mod fp4;
 pub mod fp8;

@@ -7,14 +7,17 @@
 //! latent weight straight through. Loss: the mean squared error of the
 //! block's output; Adam with the learning rate on a cosine to 0; batches of
 //! whole sequences (attention needs them); early stopping on the held-out
-//! sequences as `LkdConfig::patience` says. Runs on the f64 block of
-//! [`super::block`] (the CPU; no GPU kernels yet).
+//! sequences as `LkdConfig::patience` says. Runs on any backend's
+//! [`BlockOps`] in f32 ([`super::block_pass`]).
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::block::{backward, forward, Block, BlockShape};
+use super::block::{Block, BlockShape};
+use super::block_device::BlockOps;
+use super::block_pass::{backward, forward, DeviceBlock};
+use super::device::{AdamStep, GridShape};
 use super::layerwise::{cosine_lr, Grid, LkdConfig, ADAM_BETAS, ADAM_EPS};
 use crate::model::rope::RopeTable;
 use crate::{Error, Result};
@@ -53,26 +56,6 @@ pub struct BlockResult {
     pub best_epoch: usize,
 }
 
-/// The weights the block computes with: masked, and fake-quantized on the
-/// fixed grids (as f32, the way the layer is stored).
-fn effective(p: &BlockProblem, latent: &[Vec<f64>; 7]) -> Block {
-    let mut b = p.block.clone();
-    for (i, lat) in latent.iter().enumerate() {
-        if !p.trained[i] {
-            continue;
-        }
-        let out = linear_out(&p.shape, i);
-        let inn = lat.len() / out;
-        let w: Vec<f32> = lat.iter().map(|&v| v as f32).collect();
-        let w = match p.grids[i] {
-            Some(g) => g.dequantize(&g.codes(&w, out, inn), out, inn),
-            None => w,
-        };
-        b.linears[i] = w.iter().map(|&v| v as f64).collect();
-    }
-    b
-}
-
 /// Output width of linear `i` of the block.
 pub fn linear_out(s: &BlockShape, i: usize) -> usize {
     match i {
@@ -83,23 +66,54 @@ pub fn linear_out(s: &BlockShape, i: usize) -> usize {
     }
 }
 
-fn wide(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
+/// Sequences per forward pass when measuring held-out error.
+const EVAL_SEQS: usize = 8;
 
-/// ‖t − y‖ / ‖t‖.
-fn relative(t: &[f64], y: &[f64]) -> f64 {
-    let num: f64 = t.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum();
-    let den: f64 = t.iter().map(|a| a * a).sum();
-    if den > 0.0 {
+/// ‖y − ŷ‖ / ‖y‖ of the block with weights `w` on `x` (whole sequences),
+/// in pieces of [`EVAL_SEQS`] sequences, sums in f64.
+pub fn held_error<D: BlockOps>(
+    dev: &D,
+    b: &DeviceBlock<D>,
+    w: [&D::Buf; 7],
+    x: &[f32],
+    y: &[f32],
+) -> Result<f64> {
+    let row = b.shape.seq_len * b.shape.hidden;
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (xs, ys) in x.chunks(EVAL_SEQS * row).zip(y.chunks(EVAL_SEQS * row)) {
+        let pass = forward(dev, b, w, &dev.upload(xs)?, xs.len() / b.shape.hidden)?;
+        let got = dev.download(&pass.y)?;
+        for (&t, &g) in ys.iter().zip(&got) {
+            num += (t as f64 - g as f64).powi(2);
+            den += (t as f64).powi(2);
+        }
+    }
+    Ok(if den > 0.0 {
         (num / den).sqrt()
     } else {
         num.sqrt()
-    }
+    })
 }
 
-/// Distills one block; see the module documentation.
-pub fn distill_block(p: &BlockProblem, cfg: &LkdConfig) -> Result<BlockResult> {
+/// ‖y − ŷ‖ / ‖y‖ of `block` as given on `x` (whole sequences).
+pub fn block_error<D: BlockOps>(
+    dev: &D,
+    shape: BlockShape,
+    rope: &RopeTable,
+    block: &Block,
+    x: &[f32],
+    y: &[f32],
+) -> Result<f64> {
+    let db = DeviceBlock::new(dev, shape, block, rope)?;
+    let w: Vec<D::Buf> = block
+        .linears
+        .iter()
+        .map(|l| dev.upload(&l.iter().map(|&v| v as f32).collect::<Vec<_>>()))
+        .collect::<Result<_>>()?;
+    held_error(dev, &db, std::array::from_fn(|i| &w[i]), x, y)
+}
+
+fn check(p: &BlockProblem) -> Result<()> {
     let s = &p.shape;
     let row = s.seq_len * s.hidden;
     for (what, x) in [
@@ -122,79 +136,193 @@ pub fn distill_block(p: &BlockProblem, cfg: &LkdConfig) -> Result<BlockResult> {
             "block-wise distillation: inputs and targets differ in length".into(),
         ));
     }
-    let (x_held, y_held) = (wide(p.x_held), wide(p.y_held));
-    let held_error = |latent: &[Vec<f64>; 7]| -> f64 {
-        let (y, _) = forward(s, &effective(p, latent), p.rope, &x_held);
-        relative(&y_held, &y)
-    };
-    // The student starts masked.
-    let mut latent: [Vec<f64>; 7] = p.block.linears.clone();
-    for (i, w) in latent.iter_mut().enumerate() {
-        if let Some(m) = p.masks[i] {
-            w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m as f64);
+    Ok(())
+}
+
+/// A fixed grid on the device and the buffer the fake quantization of the
+/// latent weight goes to.
+struct OnGrid<D: BlockOps> {
+    scales: D::Buf,
+    zero_points: Option<D::Buf>,
+    shape: GridShape,
+    wq: D::Buf,
+}
+
+/// A trained linear on the device: its latent weight, Adam's moments, its
+/// mask and grid.
+struct Trained<D: BlockOps> {
+    latent: D::Buf,
+    m: D::Buf,
+    v: D::Buf,
+    mask: Option<D::Buf>,
+    grid: Option<OnGrid<D>>,
+    out: usize,
+    inn: usize,
+}
+
+/// The seven linears on the device: trained ones (with what training
+/// needs) and fixed ones.
+enum Linear<D: BlockOps> {
+    Trained(Box<Trained<D>>),
+    Fixed(D::Buf),
+}
+
+impl<D: BlockOps> Linear<D> {
+    /// The weight the block computes with (after [`refresh`]).
+    fn weight(&self) -> &D::Buf {
+        match self {
+            Linear::Trained(t) => t.grid.as_ref().map_or(&t.latent, |g| &g.wq),
+            Linear::Fixed(w) => w,
         }
     }
-    let start = latent.clone();
-    let error_before = held_error(&latent);
+}
+
+/// Fake-quantizes the gridded linears' latent weights.
+fn refresh<D: BlockOps>(dev: &D, lin: &mut [Linear<D>]) -> Result<()> {
+    for l in lin.iter_mut() {
+        if let Linear::Trained(t) = l {
+            if let Some(g) = &mut t.grid {
+                let z = g.zero_points.as_ref();
+                dev.fake_quant(&t.latent, &g.scales, z, &mut g.wq, t.out, t.inn, g.shape)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn weights<D: BlockOps>(lin: &[Linear<D>]) -> [&D::Buf; 7] {
+    std::array::from_fn(|i| lin[i].weight())
+}
+
+/// The latent weights of the trained linears, the given ones of the rest.
+fn snapshot<D: BlockOps>(dev: &D, p: &BlockProblem, lin: &[Linear<D>]) -> Result<[Vec<f32>; 7]> {
+    let mut out: [Vec<f32>; 7] = Default::default();
+    for (i, l) in lin.iter().enumerate() {
+        out[i] = match l {
+            Linear::Trained(t) => dev.download(&t.latent)?,
+            Linear::Fixed(_) => p.block.linears[i].iter().map(|&v| v as f32).collect(),
+        };
+    }
+    Ok(out)
+}
+
+/// Distills one block on `dev`; see the module documentation.
+pub fn distill_block<D: BlockOps>(
+    dev: &D,
+    p: &BlockProblem,
+    cfg: &LkdConfig,
+) -> Result<BlockResult> {
+    check(p)?;
+    let s = &p.shape;
+    let row = s.seq_len * s.hidden;
+    let db = DeviceBlock::new(dev, *s, p.block, p.rope)?;
+    let mut lin = Vec::with_capacity(7);
+    for i in 0..7 {
+        // The student starts masked.
+        let mut w: Vec<f32> = p.block.linears[i].iter().map(|&v| v as f32).collect();
+        if let Some(m) = p.masks[i] {
+            w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m);
+        }
+        if !p.trained[i] {
+            lin.push(Linear::Fixed(dev.upload(&w)?));
+            continue;
+        }
+        let out = linear_out(s, i);
+        let inn = w.len() / out;
+        let grid = match p.grids[i] {
+            Some(g) => Some(OnGrid {
+                scales: dev.upload(&g.scales)?,
+                zero_points: g
+                    .zero_points
+                    .as_deref()
+                    .map(|z| dev.upload(z))
+                    .transpose()?,
+                shape: g.shape,
+                wq: dev.zeros(w.len())?,
+            }),
+            None => None,
+        };
+        lin.push(Linear::Trained(Box::new(Trained {
+            m: dev.zeros(w.len())?,
+            v: dev.zeros(w.len())?,
+            mask: p.masks[i].map(|m| dev.upload(m)).transpose()?,
+            latent: dev.upload(&w)?,
+            grid,
+            out,
+            inn,
+        })));
+    }
+    refresh(dev, &mut lin)?;
+    let start = snapshot(dev, p, &lin)?;
+    let error_before = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
     let seqs = p.x_train.len() / row;
     let per_step = (cfg.batch_size / s.seq_len).clamp(1, seqs);
     let total = cfg.epochs * seqs.div_ceil(per_step);
-    let mut mom: [Vec<f64>; 7] = latent.clone().map(|w| vec![0.0; w.len()]);
-    let mut vel = mom.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..seqs).collect();
     let mut losses = Vec::with_capacity(total);
-    let mut best = (error_before, 0usize, start.clone());
+    let mut best: (f64, usize, Option<[Vec<f32>; 7]>) = (error_before, 0, None);
     let mut epochs = 0;
-    let (b1, b2) = (ADAM_BETAS.0 as f64, ADAM_BETAS.1 as f64);
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
         for idx in order.chunks(per_step) {
             let mut x = Vec::with_capacity(idx.len() * row);
             let mut t = Vec::with_capacity(idx.len() * row);
             for &q in idx {
-                x.extend(p.x_train[q * row..(q + 1) * row].iter().map(|&v| v as f64));
-                t.extend(p.y_train[q * row..(q + 1) * row].iter().map(|&v| v as f64));
+                x.extend_from_slice(&p.x_train[q * row..(q + 1) * row]);
+                t.extend_from_slice(&p.y_train[q * row..(q + 1) * row]);
             }
-            let eff = effective(p, &latent);
-            let (y, cache) = forward(s, &eff, p.rope, &x);
-            let n = y.len() as f64;
-            let dy: Vec<f64> = y.iter().zip(&t).map(|(a, b)| 2.0 * (a - b) / n).collect();
-            losses.push(y.iter().zip(&t).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n);
-            let grads = backward(s, &eff, p.rope, &cache, &dy);
+            let tokens = idx.len() * s.seq_len;
+            let pass = forward(dev, &db, weights(&lin), &dev.upload(&x)?, tokens)?;
+            let mut dy = dev.zeros(x.len())?;
+            losses.push(dev.mse(&pass.y, &dev.upload(&t)?, &mut dy, tokens, s.hidden)?);
+            let grads = backward(dev, &db, weights(&lin), &pass, &dy)?;
+            drop(pass);
             let step = losses.len();
-            let lr = cosine_lr(cfg.lr, step, total) as f64;
-            let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
-            for i in (0..7).filter(|&i| p.trained[i]) {
-                let mask = p.masks[i];
-                for (e, g) in grads[i].iter().enumerate() {
-                    if mask.is_some_and(|m| m[e] == 0.0) {
-                        continue;
-                    }
-                    let (m, v) = (&mut mom[i][e], &mut vel[i][e]);
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    latent[i][e] -= lr * (*m / c1) / ((*v / c2).sqrt() + ADAM_EPS as f64);
+            let at = AdamStep::at(
+                cosine_lr(cfg.lr, step, total),
+                ADAM_BETAS.0,
+                ADAM_BETAS.1,
+                ADAM_EPS,
+                step as u32,
+            );
+            for (l, g) in lin.iter_mut().zip(&grads) {
+                if let Linear::Trained(tr) = l {
+                    let n = tr.out * tr.inn;
+                    dev.adam(
+                        &mut tr.latent,
+                        g,
+                        &mut tr.m,
+                        &mut tr.v,
+                        tr.mask.as_ref(),
+                        n,
+                        at,
+                    )?;
                 }
             }
+            refresh(dev, &mut lin)?;
         }
         epochs = epoch;
         let Some(patience) = cfg.patience else {
             continue;
         };
-        let e = held_error(&latent);
+        let e = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
         if e < best.0 {
-            best = (e, epoch, latent.clone());
+            best = (e, epoch, Some(snapshot(dev, p, &lin)?));
         } else if epoch - best.1 >= patience {
             break;
         }
     }
     let (error_after, best_epoch, kept) = match cfg.patience {
-        Some(_) => best,
-        None => (held_error(&latent), epochs, latent),
+        Some(_) => (best.0, best.1, best.2.unwrap_or(start)),
+        None => (
+            held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?,
+            epochs,
+            snapshot(dev, p, &lin)?,
+        ),
     };
     Ok(BlockResult {
-        weights: kept.map(|w| w.iter().map(|&v| v as f32).collect()),
+        weights: kept,
         error_before,
         error_after,
         losses,

@@ -6,7 +6,9 @@
 //! reference and the GPU run the same steps in the same order.
 
 pub mod block;
+pub mod block_device;
 mod block_ops;
+pub mod block_pass;
 pub mod blockwise;
 pub mod data;
 pub mod device;

@@ -1,7 +1,8 @@
 //! `distill layers --mode block`: every compressed linear of a decoder
 //! block trained together on the student's own inputs against the teacher
 //! block's output for the same tokens (`shears_core::train::blockwise`, on
-//! the CPU), then each written in the student's format like the other modes.
+//! the backend's training device), then each written in the student's
+//! format like the other modes.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -9,8 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use shears_core::model::rope::RopeTable;
 use shears_core::model::LayerWeights;
-use shears_core::train::block::{forward, Block, BlockShape};
-use shears_core::train::blockwise::{distill_block, BlockProblem};
+use shears_core::train::block::{Block, BlockShape};
+use shears_core::train::block_device::BlockOps;
+use shears_core::train::blockwise::{block_error, distill_block, BlockProblem};
 use shears_core::train::Grid;
 
 use super::job::{log_layer, Written};
@@ -32,8 +34,9 @@ impl ModelJob<'_> {
     /// sequences, the last `held_seqs` held out). Updates `ls` to what is
     /// written, parks the output in `spill` and adds the report rows.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn block_layer(
+    pub(super) fn block_layer<D: BlockOps>(
         &self,
+        dev: &D,
         layer: usize,
         ls: &mut LayerWeights,
         xs: &[f32],
@@ -82,8 +85,8 @@ impl ModelJob<'_> {
                 .each_ref()
                 .map(|p| p.as_ref().and_then(|p| p.grid.as_ref())),
         };
-        let r =
-            distill_block(&problem, &job.cfg).with_context(|| format!("decoder layer {layer}"))?;
+        let r = distill_block(dev, &problem, &job.cfg)
+            .with_context(|| format!("decoder layer {layer}"))?;
         // The block as it would be written, measured on the held-out
         // sequences; written only when better than the student's block.
         let mut written = block.clone();
@@ -106,12 +109,7 @@ impl ModelJob<'_> {
             written.linears[l] = values.iter().map(|&v| v as f64).collect();
             encoded.push((l, values, bytes, new_zeros));
         }
-        let held: Vec<f64> = xs[split..].iter().map(|&v| v as f64).collect();
-        let target: Vec<f64> = yt[split..].iter().map(|&v| v as f64).collect();
-        let (y, _) = forward(&shape, &written, &rope, &held);
-        let num: f64 = target.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum();
-        let den: f64 = target.iter().map(|a| a * a).sum();
-        let error_written = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+        let error_written = block_error(dev, shape, &rope, &written, &xs[split..], &yt[split..])?;
         let improved = error_written < r.error_before;
         let seconds = start.elapsed().as_secs_f64() / encoded.len() as f64;
         let train_rows = split / cfg.hidden;

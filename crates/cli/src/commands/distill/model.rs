@@ -24,7 +24,8 @@ use anyhow::{bail, Context, Result};
 use shears_core::model::eval::{score, Scores, Windows};
 use shears_core::model::{Capture, LayerWeights, Linear, NoCapture, Runner, Weights};
 use shears_core::reference::forward::Forward;
-use shears_core::train::{Device, Targets};
+use shears_core::train::block_device::BlockOps;
+use shears_core::train::Targets;
 
 use super::job::{log_layer, Job, Written};
 use super::report::LayerRow;
@@ -79,7 +80,7 @@ const GROUPS: [&[&str]; 4] = [
 impl OnDevice for ModelJob<'_> {
     type Output = (Vec<LayerRow>, Verdict);
 
-    fn run<D: Device>(self, dev: &D) -> Result<(Vec<LayerRow>, Verdict)> {
+    fn run<D: BlockOps>(self, dev: &D) -> Result<(Vec<LayerRow>, Verdict)> {
         let layers = self.teacher.config().layers;
         let by_name: HashMap<&str, usize> = self
             .job
@@ -114,7 +115,9 @@ impl OnDevice for ModelJob<'_> {
             if self.source == Source::Text(DistillMode::Block) {
                 let mut yt = xt.clone();
                 rt.layer(&lt, &mut yt, &mut NoCapture)?;
-                self.block_layer(layer, &mut ls, &xs, &yt, &by_name, &mut spill, &mut rows)?;
+                self.block_layer(
+                    dev, layer, &mut ls, &xs, &yt, &by_name, &mut spill, &mut rows,
+                )?;
             }
             for group in GROUPS {
                 if self.source == Source::Text(DistillMode::Block) {
