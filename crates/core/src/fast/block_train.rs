@@ -1,16 +1,35 @@
-//! The block operations on the fast CPU path: the reference's own per-row
-//! and per-sequence functions run on pieces in parallel, so the results are
-//! the reference's bit for bit.
+//! The block operations on the fast CPU path: the reference's own per-row,
+//! per-head and elementwise functions run on pieces in parallel, so the
+//! results are the reference's bit for bit, except the attention scores'
+//! and dS's dot products, summed in eight lanes (AVX2 where the CPU has it)
+//! instead of in index order: within the GPU's tolerance of the reference.
 
 use rayon::prelude::*;
 
+use super::matmul::dot;
+
 use crate::reference::block_train::{
-    attention_back_seq, attention_seq, rms_back_rows, rms_rows, rope_rows, seq_triangle,
-    silu_mul_back_slice, AttnSeq,
+    attention_dkv_head, attention_ds_head, attention_head, rms_back_rows, rms_rows, rope_rows,
+    scatter_heads, seq_triangle, silu_mul_back_slice, AttnSeq,
 };
 use crate::reference::forward::{silu, AttnShape};
 use crate::train::block_device::BlockOps;
 use crate::Result;
+
+/// The matmul family's eight-lane dot product, compiled for AVX2 where the
+/// CPU has it.
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn wide(a: &[f32], b: &[f32]) -> f32 {
+            dot(a, b)
+        }
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { wide(a, b) };
+    }
+    dot(a, b)
+}
 
 /// Rows per parallel piece.
 const ROWS: usize = 64;
@@ -86,23 +105,29 @@ impl BlockOps for super::FastCpu {
         a: &mut Vec<f32>,
         s: AttnShape,
     ) -> Result<()> {
-        let l = s.seq_len;
-        let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let tri = seq_triangle(&s);
-        p[..s.seqs * tri]
+        let (d, l) = (s.head_dim, s.seq_len);
+        let (qw, kw) = (s.heads * d, s.kv_heads * d);
+        let tri = l * (l + 1) / 2;
+        // Every (sequence, head) in parallel, each head's output in a block
+        // of its own, then put in the token rows.
+        let mut o = vec![0.0f32; s.seqs * s.heads * l * d];
+        p[..s.seqs * s.heads * tri]
             .par_chunks_mut(tri)
-            .zip(a[..s.seqs * l * qw].par_chunks_mut(l * qw))
+            .zip(o.par_chunks_mut(l * d))
             .enumerate()
-            .for_each(|(sq, (p, a))| {
-                attention_seq(
+            .for_each(|(e, (ph, oh))| {
+                let (sq, h) = (e / s.heads, e % s.heads);
+                let (qs, ks, vs) = (
                     &q[sq * l * qw..][..l * qw],
                     &k[sq * l * kw..][..l * kw],
                     &v[sq * l * kw..][..l * kw],
-                    p,
-                    a,
-                    &s,
-                )
+                );
+                attention_head(dot8, qs, ks, vs, h, ph, oh, &s);
             });
+        a[..s.seqs * l * qw]
+            .par_chunks_mut(l * qw)
+            .zip(o.par_chunks(s.heads * l * d))
+            .for_each(|(a, o)| scatter_heads(o, l, d, a));
         Ok(())
     }
 
@@ -118,24 +143,44 @@ impl BlockOps for super::FastCpu {
         dv: &mut Vec<f32>,
         s: AttnShape,
     ) -> Result<()> {
-        let l = s.seq_len;
-        let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let tri = seq_triangle(&s);
-        dq[..s.seqs * l * qw]
-            .par_chunks_mut(l * qw)
-            .zip(dk[..s.seqs * l * kw].par_chunks_mut(l * kw))
-            .zip(dv[..s.seqs * l * kw].par_chunks_mut(l * kw))
+        let (d, l) = (s.head_dim, s.seq_len);
+        let (qw, kw) = (s.heads * d, s.kv_heads * d);
+        let (tri, head_tri) = (seq_triangle(&s), l * (l + 1) / 2);
+        let seq = |sq: usize| AttnSeq {
+            q: &q[sq * l * qw..][..l * qw],
+            k: &k[sq * l * kw..][..l * kw],
+            v: &v[sq * l * kw..][..l * kw],
+            p: &p[sq * tri..][..tri],
+            da: &da[sq * l * qw..][..l * qw],
+        };
+        let mut ds = vec![0.0f32; s.seqs * tri];
+        let mut gq = vec![0.0f32; s.seqs * s.heads * l * d];
+        ds.par_chunks_mut(head_tri)
+            .zip(gq.par_chunks_mut(l * d))
             .enumerate()
-            .for_each(|(sq, ((dq, dk), dv))| {
-                let x = AttnSeq {
-                    q: &q[sq * l * qw..][..l * qw],
-                    k: &k[sq * l * kw..][..l * kw],
-                    v: &v[sq * l * kw..][..l * kw],
-                    p: &p[sq * tri..][..tri],
-                    da: &da[sq * l * qw..][..l * qw],
-                };
-                attention_back_seq(&x, dq, dk, dv, &s)
+            .for_each(|(e, (dsh, gh))| {
+                let (sq, h) = (e / s.heads, e % s.heads);
+                attention_ds_head(dot8, &seq(sq), h, dsh, gh, &s);
             });
+        let mut gk = vec![0.0f32; s.seqs * s.kv_heads * l * d];
+        let mut gv = vec![0.0f32; gk.len()];
+        gk.par_chunks_mut(l * d)
+            .zip(gv.par_chunks_mut(l * d))
+            .enumerate()
+            .for_each(|(e, (dkh, dvh))| {
+                let (sq, kh) = (e / s.kv_heads, e % s.kv_heads);
+                attention_dkv_head(&seq(sq), &ds[sq * tri..][..tri], kh, dkh, dvh, &s);
+            });
+        for (out, heads, width, n) in [
+            (&mut dq[..], &gq, qw, s.heads),
+            (&mut dk[..], &gk, kw, s.kv_heads),
+            (&mut dv[..], &gv, kw, s.kv_heads),
+        ] {
+            out[..s.seqs * l * width]
+                .par_chunks_mut(l * width)
+                .zip(heads.par_chunks(n * l * d))
+                .for_each(|(o, hs)| scatter_heads(hs, l, d, o));
+        }
         Ok(())
     }
 

@@ -23,7 +23,7 @@ const ROW_BLOCK: usize = 64;
 /// `a` holds m×k elements at (i·rsa + j·csa), `b` k×n at (i·rsb + j·csb),
 /// `c` m×n at (i·n + j) with c.len() ≥ m·n.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
+pub(crate) unsafe fn gemm(
     m: usize,
     k: usize,
     n: usize,

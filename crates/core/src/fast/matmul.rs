@@ -73,7 +73,8 @@ fn transpose(yt: &[f32], out: usize, p: usize) -> Vec<f32> {
 }
 
 /// Dot product with 8 independent accumulators (vectorises).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a.len() / 8 * 8;
     for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {

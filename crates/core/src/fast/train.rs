@@ -1,5 +1,5 @@
 //! Fast CPU training operations: the products (where training spends its
-//! time) on all cores with eight-lane sums over contiguous rows, and the
+//! time) as `matrixmultiply` SGEMMs on blocks of rows on all cores, and the
 //! elementwise ops (Adam, fake quantization, activations) rows in parallel
 //! with the reference's own formulas. Products sum in another order than
 //! [`Reference`] (agreement within `MATMUL_RTOL`, like the GPU); every
@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::forward::gemm;
 use crate::reference::train::{adam_slice, fake_quant_row, mse_row};
 use crate::reference::Reference;
 use crate::train::device::{AdamStep, Device, GridShape};
@@ -14,53 +15,8 @@ use crate::Result;
 
 /// Elements per parallel piece of an elementwise op.
 const PIECE: usize = 1 << 16;
-
-/// `m` rows of `k` from a matrix stored [m, k], or [k, m] when `t`.
-fn rows_of(a: &[f32], m: usize, k: usize, t: bool) -> std::borrow::Cow<'_, [f32]> {
-    if !t {
-        return std::borrow::Cow::Borrowed(&a[..m * k]);
-    }
-    let mut out = vec![0.0f32; m * k];
-    out.par_chunks_mut(k.max(1))
-        .enumerate()
-        .for_each(|(i, row)| {
-            for (p, v) in row.iter_mut().enumerate() {
-                *v = a[p * m + i];
-            }
-        });
-    std::borrow::Cow::Owned(out)
-}
-
-/// Dot product in eight independent lanes (vectorises).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let body = a.len() / 8 * 8;
-    for (ca, cb) in a[..body].chunks_exact(8).zip(b[..body].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for j in body..a.len() {
-        s += a[j] * b[j];
-    }
-    s
-}
-
-/// [`dot`] compiled for AVX2 where the CPU has it.
-fn dot_any(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        fn wide(a: &[f32], b: &[f32]) -> f32 {
-            dot(a, b)
-        }
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { wide(a, b) };
-    }
-    dot(a, b)
-}
+/// Fewest rows of a product per parallel block.
+const ROW_BLOCK: usize = 16;
 
 /// Runs `f` on matching pieces of `out` and the inputs, in parallel.
 fn pieces<F>(out: &mut [f32], n: usize, f: F)
@@ -107,16 +63,25 @@ impl Device for super::FastCpu {
             c[..m * n].fill(0.0);
             return Ok(());
         }
-        // Rows of op(a) [m, k] and columns of op(b) as rows [n, k].
-        let ar = rows_of(a, m, k, ta);
-        let bc = rows_of(b, n, k, !tb);
+        // op(a) [m, k] and op(b) [k, n] as strided views; blocks of c's
+        // rows in parallel, each one SGEMM.
+        let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+        let block = m.div_ceil(4 * rayon::current_num_threads()).max(ROW_BLOCK);
+        assert!(
+            a.len() >= m * k && b.len() >= k * n,
+            "matmul operands too short"
+        );
         c[..m * n]
-            .par_chunks_mut(n.max(1))
-            .zip(ar.par_chunks(k))
-            .for_each(|(crow, arow)| {
-                for (j, v) in crow.iter_mut().enumerate() {
-                    *v = dot_any(arow, &bc[j * k..(j + 1) * k]);
-                }
+            .par_chunks_mut(block * n.max(1))
+            .enumerate()
+            .for_each(|(i, cb)| {
+                let rows = cb.len() / n.max(1);
+                let a0 = &a[i * block * rsa..];
+                // SAFETY: rows i·block.. of op(a) start at a0 and stay within
+                // a (m×k values at the strides above); b holds k×n values at
+                // its strides; cb is rows×n.
+                unsafe { gemm(rows, k, n, a0.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, cb) };
             });
         Ok(())
     }

@@ -8,6 +8,16 @@ use super::forward::{silu, AttnShape};
 use crate::train::block_device::{triangle_len, BlockOps};
 use crate::Result;
 
+/// Σ a·b in increasing index, f32: the reference's dot product (the fast
+/// path passes its own to the attention functions below).
+pub(crate) fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
 /// 1/√(Σx²/cols + eps) of one row, the sum in increasing column.
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let mut ss = 0.0f32;
@@ -84,55 +94,51 @@ pub(crate) fn seq_triangle(s: &AttnShape) -> usize {
     s.heads * s.seq_len * (s.seq_len + 1) / 2
 }
 
-/// [`BlockOps::attention`] of one sequence: q, k, v, a are its token rows,
-/// p its heads' triangles.
-pub(crate) fn attention_seq(
+/// [`BlockOps::attention`] of head `h` of one sequence (q, k, v its token
+/// rows): the head's triangle of weights into `p`, its output [seq_len,
+/// head_dim] into `o`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_head(
+    dot: impl Fn(&[f32], &[f32]) -> f32,
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    h: usize,
     p: &mut [f32],
-    a: &mut [f32],
+    o: &mut [f32],
     s: &AttnShape,
 ) {
     let (d, l) = (s.head_dim, s.seq_len);
     let (qw, kw) = (s.heads * d, s.kv_heads * d);
-    let group = s.heads / s.kv_heads;
+    let kh = h / (s.heads / s.kv_heads);
     let scale = 1.0 / (d as f32).sqrt();
-    let tri = l * (l + 1) / 2;
-    a.fill(0.0);
-    for h in 0..s.heads {
-        let kh = h / group;
-        for i in 0..l {
-            let row = &mut p[h * tri + i * (i + 1) / 2..][..i + 1];
-            let qi = &q[i * qw + h * d..][..d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, pj) in row.iter_mut().enumerate() {
-                let kj = &k[j * kw + kh * d..][..d];
-                let mut dot = 0.0f32;
-                for c in 0..d {
-                    dot += qi[c] * kj[c];
-                }
-                *pj = dot * scale;
-                max = max.max(*pj);
-            }
-            let mut sum = 0.0f32;
-            for pj in row.iter_mut() {
-                *pj = (*pj - max).exp();
-                sum += *pj;
-            }
-            let o = &mut a[i * qw + h * d..][..d];
-            for (j, pj) in row.iter_mut().enumerate() {
-                *pj /= sum;
-                let vj = &v[j * kw + kh * d..][..d];
-                for c in 0..d {
-                    o[c] += *pj * vj[c];
-                }
+    o.fill(0.0);
+    for i in 0..l {
+        let row = &mut p[i * (i + 1) / 2..][..i + 1];
+        let qi = &q[i * qw + h * d..][..d];
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in row.iter_mut().enumerate() {
+            *pj = dot(qi, &k[j * kw + kh * d..][..d]) * scale;
+            max = max.max(*pj);
+        }
+        let mut sum = 0.0f32;
+        for pj in row.iter_mut() {
+            *pj = (*pj - max).exp();
+            sum += *pj;
+        }
+        let oi = &mut o[i * d..][..d];
+        for (j, pj) in row.iter_mut().enumerate() {
+            *pj /= sum;
+            let vj = &v[j * kw + kh * d..][..d];
+            for c in 0..d {
+                oi[c] += *pj * vj[c];
             }
         }
     }
 }
 
-/// Shared inputs of [`attention_back_seq`]: one sequence's q, k, v, p, da.
+/// Shared inputs of the attention's backward pass: one sequence's q, k, v,
+/// p (all heads' triangles), da.
 pub(crate) struct AttnSeq<'a> {
     pub q: &'a [f32],
     pub k: &'a [f32],
@@ -141,67 +147,85 @@ pub(crate) struct AttnSeq<'a> {
     pub da: &'a [f32],
 }
 
-/// [`BlockOps::attention_backward`] of one sequence.
-pub(crate) fn attention_back_seq(
+/// Head `h`'s dS (its triangle, into `ds`) and dq ([seq_len, head_dim],
+/// into `dq`).
+pub(crate) fn attention_ds_head(
+    dot: impl Fn(&[f32], &[f32]) -> f32,
     x: &AttnSeq,
+    h: usize,
+    ds: &mut [f32],
     dq: &mut [f32],
+    s: &AttnShape,
+) {
+    let (d, l) = (s.head_dim, s.seq_len);
+    let (qw, kw) = (s.heads * d, s.kv_heads * d);
+    let kh = h / (s.heads / s.kv_heads);
+    let scale = 1.0 / (d as f32).sqrt();
+    let tri = l * (l + 1) / 2;
+    let p = &x.p[h * tri..][..tri];
+    dq.fill(0.0);
+    for i in 0..l {
+        let off = i * (i + 1) / 2;
+        let (prow, drow) = (&p[off..][..i + 1], &mut ds[off..][..i + 1]);
+        let dai = &x.da[i * qw + h * d..][..d];
+        let mut mean = 0.0f32;
+        for (j, dp) in drow.iter_mut().enumerate() {
+            *dp = dot(dai, &x.v[j * kw + kh * d..][..d]);
+            mean += prow[j] * *dp;
+        }
+        let dqi = &mut dq[i * d..][..d];
+        for (j, dp) in drow.iter_mut().enumerate() {
+            *dp = prow[j] * (*dp - mean) * scale;
+            let kj = &x.k[j * kw + kh * d..][..d];
+            for c in 0..d {
+                dqi[c] += *dp * kj[c];
+            }
+        }
+    }
+}
+
+/// KV head `kh`'s dk and dv ([seq_len, head_dim] each) from the dS of all
+/// heads (`ds`, laid out as p).
+pub(crate) fn attention_dkv_head(
+    x: &AttnSeq,
+    ds: &[f32],
+    kh: usize,
     dk: &mut [f32],
     dv: &mut [f32],
     s: &AttnShape,
 ) {
     let (d, l) = (s.head_dim, s.seq_len);
-    let (qw, kw) = (s.heads * d, s.kv_heads * d);
+    let qw = s.heads * d;
     let group = s.heads / s.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
     let tri = l * (l + 1) / 2;
-    // dS of every head, same layout as p.
-    let mut ds = vec![0.0f32; x.p.len()];
-    dq.fill(0.0);
-    for h in 0..s.heads {
-        let kh = h / group;
-        for i in 0..l {
-            let off = h * tri + i * (i + 1) / 2;
-            let (prow, drow) = (&x.p[off..][..i + 1], &mut ds[off..][..i + 1]);
-            let dai = &x.da[i * qw + h * d..][..d];
-            let mut mean = 0.0f32;
-            for (j, dp) in drow.iter_mut().enumerate() {
-                let vj = &x.v[j * kw + kh * d..][..d];
-                let mut dot = 0.0f32;
-                for c in 0..d {
-                    dot += dai[c] * vj[c];
-                }
-                *dp = dot;
-                mean += prow[j] * dot;
-            }
-            let dqi = &mut dq[i * qw + h * d..][..d];
-            for (j, dp) in drow.iter_mut().enumerate() {
-                *dp = prow[j] * (*dp - mean) * scale;
-                let kj = &x.k[j * kw + kh * d..][..d];
-                for c in 0..d {
-                    dqi[c] += *dp * kj[c];
-                }
-            }
-        }
-    }
     dk.fill(0.0);
     dv.fill(0.0);
-    for h in 0..s.heads {
-        let kh = h / group;
+    for h in kh * group..(kh + 1) * group {
         for i in 0..l {
             let off = h * tri + i * (i + 1) / 2;
             let qi = &x.q[i * qw + h * d..][..d];
             let dai = &x.da[i * qw + h * d..][..d];
             for j in 0..=i {
                 let (g, w) = (ds[off + j], x.p[off + j]);
-                let dkj = &mut dk[j * kw + kh * d..][..d];
+                let dkj = &mut dk[j * d..][..d];
                 for c in 0..d {
                     dkj[c] += g * qi[c];
                 }
-                let dvj = &mut dv[j * kw + kh * d..][..d];
+                let dvj = &mut dv[j * d..][..d];
                 for c in 0..d {
                     dvj[c] += w * dai[c];
                 }
             }
+        }
+    }
+}
+
+/// Copies per-head blocks [heads][rows, d] into token rows [rows, heads·d].
+pub(crate) fn scatter_heads(heads: &[f32], rows: usize, d: usize, out: &mut [f32]) {
+    let n = heads.len() / (rows * d).max(1);
+    for (h, block) in heads.chunks_exact(rows * d).enumerate() {
+        for (r, v) in block.chunks_exact(d).enumerate() {
+            out[r * n * d + h * d..][..d].copy_from_slice(v);
         }
     }
 }
@@ -287,17 +311,30 @@ impl BlockOps for super::Reference {
         a: &mut Vec<f32>,
         s: AttnShape,
     ) -> Result<()> {
-        let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let (l, tri) = (s.seq_len, seq_triangle(&s));
+        let (d, l) = (s.head_dim, s.seq_len);
+        let (qw, kw) = (s.heads * d, s.kv_heads * d);
+        let tri = l * (l + 1) / 2;
+        let mut o = vec![0.0f32; s.heads * l * d];
         for sq in 0..s.seqs {
-            attention_seq(
+            let (qs, ks, vs) = (
                 &q[sq * l * qw..][..l * qw],
                 &k[sq * l * kw..][..l * kw],
                 &v[sq * l * kw..][..l * kw],
-                &mut p[sq * tri..][..tri],
-                &mut a[sq * l * qw..][..l * qw],
-                &s,
             );
+            for h in 0..s.heads {
+                let ph = &mut p[(sq * s.heads + h) * tri..][..tri];
+                attention_head(
+                    dot_in_order,
+                    qs,
+                    ks,
+                    vs,
+                    h,
+                    ph,
+                    &mut o[h * l * d..][..l * d],
+                    &s,
+                );
+            }
+            scatter_heads(&o, l, d, &mut a[sq * l * qw..][..l * qw]);
         }
         debug_assert!(p.len() >= triangle_len(&s));
         Ok(())
@@ -315,8 +352,15 @@ impl BlockOps for super::Reference {
         dv: &mut Vec<f32>,
         s: AttnShape,
     ) -> Result<()> {
-        let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let (l, tri) = (s.seq_len, seq_triangle(&s));
+        let (d, l) = (s.head_dim, s.seq_len);
+        let (qw, kw) = (s.heads * d, s.kv_heads * d);
+        let tri = seq_triangle(&s);
+        let mut ds = vec![0.0f32; tri];
+        let mut gq = vec![0.0f32; s.heads * l * d];
+        let (mut gk, mut gv) = (
+            vec![0.0f32; s.kv_heads * l * d],
+            vec![0.0f32; s.kv_heads * l * d],
+        );
         for sq in 0..s.seqs {
             let x = AttnSeq {
                 q: &q[sq * l * qw..][..l * qw],
@@ -325,13 +369,21 @@ impl BlockOps for super::Reference {
                 p: &p[sq * tri..][..tri],
                 da: &da[sq * l * qw..][..l * qw],
             };
-            attention_back_seq(
-                &x,
-                &mut dq[sq * l * qw..][..l * qw],
-                &mut dk[sq * l * kw..][..l * kw],
-                &mut dv[sq * l * kw..][..l * kw],
-                &s,
-            );
+            let head_tri = tri / s.heads;
+            for h in 0..s.heads {
+                let dsh = &mut ds[h * head_tri..][..head_tri];
+                attention_ds_head(dot_in_order, &x, h, dsh, &mut gq[h * l * d..][..l * d], &s);
+            }
+            for kh in 0..s.kv_heads {
+                let (dkh, dvh) = (
+                    &mut gk[kh * l * d..][..l * d],
+                    &mut gv[kh * l * d..][..l * d],
+                );
+                attention_dkv_head(&x, &ds, kh, dkh, dvh, &s);
+            }
+            scatter_heads(&gq, l, d, &mut dq[sq * l * qw..][..l * qw]);
+            scatter_heads(&gk, l, d, &mut dk[sq * l * kw..][..l * kw]);
+            scatter_heads(&gv, l, d, &mut dv[sq * l * kw..][..l * kw]);
         }
         Ok(())
     }
