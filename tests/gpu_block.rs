@@ -15,7 +15,7 @@ use shears::core::model::rope::RopeTable;
 use shears::core::model::{ModelConfig, Weights};
 use shears::core::reference::forward::AttnShape;
 use shears::core::reference::Reference;
-use shears::core::train::block::{Block, BlockShape};
+use shears::core::train::block::BlockShape;
 use shears::core::train::block_device::{triangle_len, BlockOps};
 use shears::core::train::block_pass::{backward, forward, DeviceBlock};
 use shears::core::train::blockwise::{distill_block, BlockProblem, BlockResult};
@@ -152,13 +152,13 @@ fn pass_on<D: BlockOps>(dev: &D, family: &str) -> Result<Vec<Vec<f32>>, Failed> 
     const SEQ: usize = 9;
     let (ckpt, cfg) = golden(family);
     let weights = Weights::open(&ckpt, cfg.clone())?;
-    let blk = Block::from_layer(&weights.layer(0)?);
+    let lw = weights.layer(0)?;
     let shape = BlockShape::new(&cfg, SEQ);
     let rope = RopeTable::new(&cfg, SEQ);
-    let db = DeviceBlock::new(dev, shape, &blk, &rope)?;
+    let db = DeviceBlock::new(dev, shape, &lw, &rope)?;
     let mut w = Vec::new();
-    for l in &blk.linears {
-        w.push(dev.upload(&l.iter().map(|&v| v as f32).collect::<Vec<_>>())?);
+    for l in lw.linears() {
+        w.push(dev.upload(&l.w)?);
     }
     let w: [&D::Buf; 7] = std::array::from_fn(|i| &w[i]);
     let n = 2 * SEQ * cfg.hidden;
@@ -198,29 +198,29 @@ fn distill_on<D: BlockOps>(dev: &D) -> Result<BlockResult, Failed> {
     const SEQ: usize = 8;
     let (ckpt, cfg) = golden("llama");
     let weights = Weights::open(&ckpt, cfg.clone())?;
-    let teacher = Block::from_layer(&weights.layer(0)?);
+    let teacher = weights.layer(0)?;
     let shape = BlockShape::new(&cfg, SEQ);
     let rope = RopeTable::new(&cfg, SEQ);
     let masks: Vec<Vec<f32>> = teacher
-        .linears
+        .linears()
         .iter()
         .enumerate()
         .map(|(l, w)| {
-            (0..w.len())
+            (0..w.w.len())
                 .map(|i| if l < 4 { 1.0 } else { ((i + i / 5) % 2) as f32 })
                 .collect()
         })
         .collect();
     let grids: Vec<Option<Grid>> = teacher
-        .linears
+        .linears()
         .iter()
         .enumerate()
         .map(|(l, w)| {
             (l < 4).then(|| {
-                let scales = w
-                    .chunks(32)
-                    .map(|g| (g.iter().fold(0.0f64, |m, v| m.max(v.abs())) / 7.0) as f32)
-                    .collect();
+                let scales =
+                    w.w.chunks(32)
+                        .map(|g| g.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 7.0)
+                        .collect();
                 Grid {
                     shape: GridShape { bits: 4, group: 32 },
                     scales,
@@ -236,11 +236,7 @@ fn distill_on<D: BlockOps>(dev: &D) -> Result<BlockResult, Failed> {
     let x = weights.embed(&ids)?;
     let y = {
         let db = DeviceBlock::new(&Reference, shape, &teacher, &rope)?;
-        let w: Vec<Vec<f32>> = teacher
-            .linears
-            .iter()
-            .map(|l| l.iter().map(|&v| v as f32).collect())
-            .collect();
+        let w: Vec<Vec<f32>> = teacher.linears().iter().map(|l| l.w.clone()).collect();
         let pass = forward(
             &Reference,
             &db,

@@ -4,9 +4,10 @@
 //! operations, so block-wise distillation trains on the CPU paths and the
 //! GPU alike. Only the seven linear weights get gradients.
 
-use super::block::{Block, BlockShape};
+use super::block::BlockShape;
 use super::block_device::{triangle_len, BlockOps};
 use crate::model::rope::RopeTable;
+use crate::model::LayerWeights;
 use crate::reference::forward::AttnShape;
 use crate::Result;
 
@@ -24,15 +25,13 @@ pub struct DeviceBlock<D: BlockOps> {
     half: usize,
 }
 
-fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
 impl<D: BlockOps> DeviceBlock<D> {
-    /// `b`'s fixed parts on `dev`, with `rope` covering the sequence.
-    pub fn new(dev: &D, shape: BlockShape, b: &Block, rope: &RopeTable) -> Result<Self> {
-        let up = |v: &[f64]| dev.upload(&narrow(v));
-        let opt = |v: &Option<Vec<f64>>| v.as_deref().map(up).transpose();
+    /// The fixed parts of decoder layer `b` on `dev`, with `rope` covering
+    /// the sequence.
+    pub fn new(dev: &D, shape: BlockShape, b: &LayerWeights, rope: &RopeTable) -> Result<Self> {
+        let up = |v: &[f32]| dev.upload(v);
+        let opt = |v: Option<&Vec<f32>>| v.map(|v| up(v)).transpose();
+        let l = b.linears();
         let half = rope.half;
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for pos in 0..shape.seq_len {
@@ -43,13 +42,13 @@ impl<D: BlockOps> DeviceBlock<D> {
             shape,
             input_norm: up(&b.input_norm)?,
             post_norm: up(&b.post_norm)?,
-            q_norm: opt(&b.q_norm)?,
-            k_norm: opt(&b.k_norm)?,
+            q_norm: opt(b.q_norm.as_ref())?,
+            k_norm: opt(b.k_norm.as_ref())?,
             biases: [
-                opt(&b.biases[0])?,
-                opt(&b.biases[1])?,
-                opt(&b.biases[2])?,
-                opt(&b.biases[3])?,
+                opt(l[0].bias.as_ref())?,
+                opt(l[1].bias.as_ref())?,
+                opt(l[2].bias.as_ref())?,
+                opt(l[3].bias.as_ref())?,
             ],
             cos: dev.upload(&cos)?,
             sin: dev.upload(&sin)?,

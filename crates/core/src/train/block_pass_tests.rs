@@ -46,7 +46,8 @@ fn check_on<D: BlockOps>(dev: &D, name: &str) {
     for family in FAMILIES {
         let (ckpt, cfg) = golden(family);
         let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
-        let blk = block::Block::from_layer(&weights.layer(0).unwrap());
+        let lw = weights.layer(0).unwrap();
+        let blk = block::Block::from_layer(&lw);
         let s = BlockShape::new(&cfg, SEQ);
         let rope = RopeTable::new(&cfg, SEQ);
         let n = 3 * SEQ * cfg.hidden;
@@ -55,14 +56,11 @@ fn check_on<D: BlockOps>(dev: &D, name: &str) {
         let (want_y, cache) = block::forward(&s, &blk, &rope, &wide(&x));
         let want_g = block::backward(&s, &blk, &rope, &cache, &wide(&dy));
 
-        let db = DeviceBlock::new(dev, s, &blk, &rope).unwrap();
-        let w: Vec<D::Buf> = blk
-            .linears
+        let db = DeviceBlock::new(dev, s, &lw, &rope).unwrap();
+        let w: Vec<D::Buf> = lw
+            .linears()
             .iter()
-            .map(|l| {
-                dev.upload(&l.iter().map(|&v| v as f32).collect::<Vec<_>>())
-                    .unwrap()
-            })
+            .map(|l| dev.upload(&l.w).unwrap())
             .collect();
         let w: [&D::Buf; 7] = std::array::from_fn(|i| &w[i]);
         let xb = dev.upload(&x).unwrap();

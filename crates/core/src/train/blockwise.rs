@@ -14,12 +14,13 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::block::{Block, BlockShape};
+use super::block::BlockShape;
 use super::block_device::BlockOps;
 use super::block_pass::{backward, forward, DeviceBlock};
 use super::device::{AdamStep, GridShape};
 use super::layerwise::{cosine_lr, Grid, LkdConfig, ADAM_BETAS, ADAM_EPS};
 use crate::model::rope::RopeTable;
+use crate::model::LayerWeights;
 use crate::{Error, Result};
 
 /// One block to distill. States are [tokens, hidden] in whole sequences of
@@ -32,8 +33,8 @@ pub struct BlockProblem<'a> {
     pub y_train: &'a [f32],
     pub x_held: &'a [f32],
     pub y_held: &'a [f32],
-    /// The student block as given.
-    pub block: &'a Block,
+    /// The student's decoder layer as given.
+    pub block: &'a LayerWeights,
     /// Per linear (q, k, v, o, gate, up, down): trained or held fixed, its
     /// keep-mask (1 kept, 0 pruned) and its fixed grid.
     pub trained: [bool; 7],
@@ -44,8 +45,9 @@ pub struct BlockProblem<'a> {
 /// The trained block.
 #[derive(Debug, Clone)]
 pub struct BlockResult {
-    /// The latent weights of the seven linears (zero where pruned); the
-    /// block computes with their fake quantization where a grid is given.
+    /// The latent weights of the trained linears (zero where pruned; the
+    /// block computes with their fake quantization where a grid is given);
+    /// empty for the linears held fixed.
     pub weights: [Vec<f32>; 7],
     /// ‖Y_t − Y_s‖ / ‖Y_t‖ of the block's output on the held-out
     /// sequences, before and after.
@@ -95,20 +97,21 @@ pub fn held_error<D: BlockOps>(
     })
 }
 
-/// ‖y − ŷ‖ / ‖y‖ of `block` as given on `x` (whole sequences).
+/// ‖y − ŷ‖ / ‖y‖ of decoder layer `block` as given on `x` (whole
+/// sequences).
 pub fn block_error<D: BlockOps>(
     dev: &D,
     shape: BlockShape,
     rope: &RopeTable,
-    block: &Block,
+    block: &LayerWeights,
     x: &[f32],
     y: &[f32],
 ) -> Result<f64> {
     let db = DeviceBlock::new(dev, shape, block, rope)?;
     let w: Vec<D::Buf> = block
-        .linears
+        .linears()
         .iter()
-        .map(|l| dev.upload(&l.iter().map(|&v| v as f32).collect::<Vec<_>>()))
+        .map(|l| dev.upload(&l.w))
         .collect::<Result<_>>()?;
     held_error(dev, &db, std::array::from_fn(|i| &w[i]), x, y)
 }
@@ -194,14 +197,13 @@ fn weights<D: BlockOps>(lin: &[Linear<D>]) -> [&D::Buf; 7] {
     std::array::from_fn(|i| lin[i].weight())
 }
 
-/// The latent weights of the trained linears, the given ones of the rest.
-fn snapshot<D: BlockOps>(dev: &D, p: &BlockProblem, lin: &[Linear<D>]) -> Result<[Vec<f32>; 7]> {
+/// The latent weights of the trained linears (nothing of the rest).
+fn snapshot<D: BlockOps>(dev: &D, lin: &[Linear<D>]) -> Result<[Vec<f32>; 7]> {
     let mut out: [Vec<f32>; 7] = Default::default();
     for (i, l) in lin.iter().enumerate() {
-        out[i] = match l {
-            Linear::Trained(t) => dev.download(&t.latent)?,
-            Linear::Fixed(_) => p.block.linears[i].iter().map(|&v| v as f32).collect(),
-        };
+        if let Linear::Trained(t) = l {
+            out[i] = dev.download(&t.latent)?;
+        }
     }
     Ok(out)
 }
@@ -218,14 +220,15 @@ pub fn distill_block<D: BlockOps>(
     let db = DeviceBlock::new(dev, *s, p.block, p.rope)?;
     let mut lin = Vec::with_capacity(7);
     for i in 0..7 {
+        let given = &p.block.linears()[i].w;
+        if !p.trained[i] {
+            lin.push(Linear::Fixed(dev.upload(given)?));
+            continue;
+        }
         // The student starts masked.
-        let mut w: Vec<f32> = p.block.linears[i].iter().map(|&v| v as f32).collect();
+        let mut w = given.clone();
         if let Some(m) = p.masks[i] {
             w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m);
-        }
-        if !p.trained[i] {
-            lin.push(Linear::Fixed(dev.upload(&w)?));
-            continue;
         }
         let out = linear_out(s, i);
         let inn = w.len() / out;
@@ -253,7 +256,7 @@ pub fn distill_block<D: BlockOps>(
         })));
     }
     refresh(dev, &mut lin)?;
-    let start = snapshot(dev, p, &lin)?;
+    let start = snapshot(dev, &lin)?;
     let error_before = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
     let seqs = p.x_train.len() / row;
     let per_step = (cfg.batch_size / s.seq_len).clamp(1, seqs);
@@ -308,7 +311,7 @@ pub fn distill_block<D: BlockOps>(
         };
         let e = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
         if e < best.0 {
-            best = (e, epoch, Some(snapshot(dev, p, &lin)?));
+            best = (e, epoch, Some(snapshot(dev, &lin)?));
         } else if epoch - best.1 >= patience {
             break;
         }
@@ -318,7 +321,7 @@ pub fn distill_block<D: BlockOps>(
         None => (
             held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?,
             epochs,
-            snapshot(dev, p, &lin)?,
+            snapshot(dev, &lin)?,
         ),
     };
     Ok(BlockResult {

@@ -17,24 +17,23 @@ fn pruned_block_learns_its_teachers_output() {
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let ckpt = Checkpoint::open(&dir).unwrap();
     let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
-    let teacher = Block::from_layer(&weights.layer(0).unwrap());
+    let teacher = weights.layer(0).unwrap();
     let shape = BlockShape::new(&cfg, 8);
     let rope = RopeTable::new(&cfg, 8);
-    // Half of every row pruned (alternate columns), q/k/v/o/gate/up/down.
     // The MLP's linears pruned by half (alternate columns), attention kept.
     let masks: Vec<Vec<f32>> = teacher
-        .linears
+        .linears()
         .iter()
         .enumerate()
         .map(|(l, w)| {
-            (0..w.len())
+            (0..w.w.len())
                 .map(|i| if l < 4 { 1.0 } else { ((i + i / 7) % 2) as f32 })
                 .collect()
         })
         .collect();
     let mut student = teacher.clone();
-    for (w, m) in student.linears.iter_mut().zip(&masks) {
-        w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m as f64);
+    for (l, m) in student.linears_mut().into_iter().zip(&masks) {
+        l.w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m);
     }
     // The block's real inputs: embeddings of seeded token ids.
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -43,7 +42,8 @@ fn pruned_block_learns_its_teachers_output() {
         .collect();
     let x = weights.embed(&ids).unwrap();
     let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let (y, _) = super::super::block::forward(&shape, &teacher, &rope, &xd);
+    let spec = super::super::block::Block::from_layer(&teacher);
+    let (y, _) = super::super::block::forward(&shape, &spec, &rope, &xd);
     let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     // The f32 pass's measure of the teacher against its own f64 output.
     let own = block_error(&FastCpu, shape, &rope, &teacher, &x, &y).unwrap();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use shears_core::model::rope::RopeTable;
 use shears_core::model::LayerWeights;
-use shears_core::train::block::{Block, BlockShape};
+use shears_core::train::block::BlockShape;
 use shears_core::train::block_device::BlockOps;
 use shears_core::train::blockwise::{block_error, distill_block, BlockProblem};
 use shears_core::train::Grid;
@@ -67,7 +67,6 @@ impl ModelJob<'_> {
         let cfg = self.teacher.config();
         let shape = BlockShape::new(cfg, self.seq_len);
         let rope = RopeTable::new(cfg, self.seq_len);
-        let block = Block::from_layer(ls);
         let split = xs.len() - self.held_seqs * self.seq_len * cfg.hidden;
         let problem = BlockProblem {
             shape,
@@ -76,7 +75,7 @@ impl ModelJob<'_> {
             y_train: &yt[..split],
             x_held: &xs[split..],
             y_held: &yt[split..],
-            block: &block,
+            block: ls,
             trained: parts.each_ref().map(Option::is_some),
             masks: parts
                 .each_ref()
@@ -87,9 +86,9 @@ impl ModelJob<'_> {
         };
         let r = distill_block(dev, &problem, &job.cfg)
             .with_context(|| format!("decoder layer {layer}"))?;
-        // The block as it would be written, measured on the held-out
-        // sequences; written only when better than the student's block.
-        let mut written = block.clone();
+        // The block as it would be written (its values swapped into the
+        // layer), measured on the held-out sequences; written only when
+        // better than the student's block, else the given values go back.
         let mut encoded = Vec::new();
         for (l, p) in parts.iter().enumerate() {
             let Some(p) = p else { continue };
@@ -106,19 +105,20 @@ impl ModelJob<'_> {
                 p.dtype,
                 &p.mask,
             );
-            written.linears[l] = values.iter().map(|&v| v as f64).collect();
-            encoded.push((l, values, bytes, new_zeros));
+            let given = std::mem::replace(&mut ls.linears_mut()[l].w, values);
+            encoded.push((l, given, bytes, new_zeros));
         }
-        let error_written = block_error(dev, shape, &rope, &written, &xs[split..], &yt[split..])?;
+        drop(r.weights);
+        let error_written = block_error(dev, shape, &rope, ls, &xs[split..], &yt[split..])?;
         let improved = error_written < r.error_before;
         let seconds = start.elapsed().as_secs_f64() / encoded.len() as f64;
         let train_rows = split / cfg.hidden;
-        for (l, values, bytes, new_zeros) in encoded {
+        for (l, given, bytes, new_zeros) in encoded {
             let p = parts[l].as_ref().expect("encoded");
             let t = &job.targets[p.target];
             let kept = p.mask.iter().filter(|&&m| m != 0.0).count();
-            if improved {
-                ls.linears_mut()[l].w = values;
+            if !improved {
+                ls.linears_mut()[l].w = given;
             }
             let row = LayerRow {
                 name: t.name.clone(),
