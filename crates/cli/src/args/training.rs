@@ -143,7 +143,8 @@ pub struct DistillLayersArgs {
     pub batch_size: usize,
     /// Peak learning rate of Adam (cosine-decayed to 0). Default 0.0003
     /// with --calibration-text (every token a row: many steps per epoch),
-    /// 0.005 otherwise (a few hundred rows); both measured, see the README.
+    /// 0.005 otherwise (a few hundred rows); with --mode block, 0.015 × the
+    /// RMS of each block's kept weights. All measured, see the README.
     #[arg(long)]
     pub lr: Option<f32>,
     /// Seed of the batch order and of the probes.

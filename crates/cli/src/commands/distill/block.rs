@@ -84,8 +84,13 @@ impl ModelJob<'_> {
                 .each_ref()
                 .map(|p| p.as_ref().and_then(|p| p.grid.as_ref())),
         };
-        let r = distill_block(dev, &problem, &job.cfg)
-            .with_context(|| format!("decoder layer {layer}"))?;
+        let mut lkd = job.cfg;
+        if super::layers::lr_from_weights(job.a) {
+            lkd.lr = super::layers::BLOCK_LR_PER_RMS * kept_rms(&parts, ls);
+            tracing::info!("decoder layer {layer}: learning rate {:.3e}", lkd.lr);
+        }
+        let r =
+            distill_block(dev, &problem, &lkd).with_context(|| format!("decoder layer {layer}"))?;
         // The block as it would be written (its values swapped into the
         // layer), measured on the held-out sequences; written only when
         // better than the student's block, else the given values go back.
@@ -152,4 +157,19 @@ impl ModelJob<'_> {
         }
         Ok(())
     }
+}
+
+/// The root mean square of the kept weights of the block's trained linears.
+fn kept_rms(parts: &[Option<Part>; 7], ls: &LayerWeights) -> f32 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (p, l) in parts.iter().zip(ls.linears()) {
+        let Some(p) = p else { continue };
+        for (&w, &m) in l.w.iter().zip(&p.mask) {
+            if m != 0.0 {
+                sum += (w as f64) * (w as f64);
+                n += 1;
+            }
+        }
+    }
+    (sum / n.max(1) as f64).sqrt() as f32
 }

@@ -88,12 +88,16 @@ pub fn print(
         a.student.display(),
         a.teacher.display()
     ));
+    let lr = match super::layers::lr_from_weights(a) {
+        true => format!(
+            "{} × each block's weight RMS",
+            super::layers::BLOCK_LR_PER_RMS
+        ),
+        false => a.lr.unwrap_or(super::layers::default_lr(a)).to_string(),
+    };
     out.line(&format!(
-        "{} epochs, batch {}, lr {}, seed {}; error = ‖Y_t − Y_s‖/‖Y_t‖ on held-out rows",
-        a.epochs,
-        a.batch_size,
-        a.lr.unwrap_or(super::layers::default_lr(a)),
-        a.seed
+        "{} epochs, batch {}, lr {lr}, seed {}; error = ‖Y_t − Y_s‖/‖Y_t‖ on held-out rows",
+        a.epochs, a.batch_size, a.seed
     ));
     out.line("");
     out.line(&format!(
@@ -230,7 +234,11 @@ fn write_json(
             "held_out_fraction": a.held_out_fraction,
             "epochs": a.epochs,
             "batch_size": a.batch_size,
-            "lr": a.lr.unwrap_or(super::layers::default_lr(a)),
+            // null when each block's rate comes from its weights.
+            "lr": (!super::layers::lr_from_weights(a))
+                .then(|| a.lr.unwrap_or(super::layers::default_lr(a))),
+            "lr_per_weight_rms": super::layers::lr_from_weights(a)
+                .then_some(super::layers::BLOCK_LR_PER_RMS),
             "seed": a.seed,
             "mean_error_before": before,
             "mean_error_after": after,
