@@ -6,36 +6,9 @@
 // Every sum runs in the reference's order, so only FMA contraction and the
 // accuracy of exp and sqrt separate GPU from CPU.
 //
-// Bindings: the layout of train.wgsl (in0..in2 read, out0..out2
-// read_write, params uniform). One invocation per row, pair, query or
+// Bindings, `Params` and `flat`: train_layout.wgsl, prepended (the
+// training family's layout). One invocation per row, pair, query or
 // element, 256-wide workgroups on a 2-D grid.
-
-struct Params {
-    m: u32,
-    k: u32,
-    n: u32,
-    flags: u32,
-    f0: f32,
-    f1: f32,
-    f2: f32,
-    f3: f32,
-    f4: f32,
-    f5: f32,
-    u4: u32,
-    u5: u32,
-}
-
-@group(0) @binding(0) var<storage, read> in0: array<f32>;
-@group(0) @binding(1) var<storage, read> in1: array<f32>;
-@group(0) @binding(2) var<storage, read> in2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out0: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out1: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
-
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
 fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));

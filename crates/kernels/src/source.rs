@@ -53,15 +53,20 @@ pub const HESSIAN: &str = concat!(
 /// `shaders/factor.wgsl`: the Hessian's Gram sums and factor.
 pub const FACTOR: &str = include_str!("../../../shaders/factor.wgsl");
 
-/// `shaders/div_rn.wgsl` + `shaders/train.wgsl`.
+/// `shaders/div_rn.wgsl` + `shaders/train_layout.wgsl` + `shaders/train.wgsl`.
 pub const TRAIN: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/train_layout.wgsl"),
     include_str!("../../../shaders/train.wgsl")
 );
 
-/// `shaders/block.wgsl`: a decoder block's operations for block-wise
-/// distillation (on the training family's bind layout).
-pub const BLOCK: &str = include_str!("../../../shaders/block.wgsl");
+/// `shaders/train_layout.wgsl` + `shaders/block.wgsl`: a decoder block's
+/// operations for block-wise distillation (on the training family's bind
+/// layout).
+pub const BLOCK: &str = concat!(
+    include_str!("../../../shaders/train_layout.wgsl"),
+    include_str!("../../../shaders/block.wgsl")
+);
 
 /// `shaders/forward.wgsl`.
 pub const FORWARD: &str = include_str!("../../../shaders/forward.wgsl");
