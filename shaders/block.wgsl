@@ -106,20 +106,35 @@ fn kv_at(sq: u32, tok: u32, kh: u32) -> u32 {
     return (sq * params.n + tok) * params.u5 * params.k + kh * params.k;
 }
 
+// The query of invocation e: token i of head h of sequence sq, which
+// reads KV head kh.
+struct Query {
+    i: u32,
+    h: u32,
+    sq: u32,
+    kh: u32,
+}
+
+fn query_of(e: u32) -> Query {
+    let l = params.n;
+    let h = (e / l) % params.u4;
+    return Query(e % l, h, e / (l * params.u4), h / (params.u4 / params.u5));
+}
+
 // One query: q = in0, k = in1, v = in2 → p = out0 (its triangle row), a = out1.
 @compute @workgroup_size(256)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = flat(wid, nwg, lid);
-    let l = params.n;
-    if (e >= params.m * params.u4 * l) {
+    if (e >= params.m * params.u4 * params.n) {
         return;
     }
-    let i = e % l;
-    let h = (e / l) % params.u4;
-    let sq = e / (l * params.u4);
-    let kh = h / (params.u4 / params.u5);
+    let qr = query_of(e);
+    let i = qr.i;
+    let h = qr.h;
+    let sq = qr.sq;
+    let kh = qr.kh;
     let d = params.k;
     let pr = tri_at(sq, h, i);
     let qi = q_at(sq, i, h);
@@ -159,14 +174,14 @@ fn attention_ds(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = flat(wid, nwg, lid);
-    let l = params.n;
-    if (e >= params.m * params.u4 * l) {
+    if (e >= params.m * params.u4 * params.n) {
         return;
     }
-    let i = e % l;
-    let h = (e / l) % params.u4;
-    let sq = e / (l * params.u4);
-    let kh = h / (params.u4 / params.u5);
+    let qr = query_of(e);
+    let i = qr.i;
+    let h = qr.h;
+    let sq = qr.sq;
+    let kh = qr.kh;
     let pr = tri_at(sq, h, i);
     let dai = q_at(sq, i, h);
     var mean = 0.0;
@@ -190,14 +205,14 @@ fn attention_dq(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = flat(wid, nwg, lid);
-    let l = params.n;
-    if (e >= params.m * params.u4 * l) {
+    if (e >= params.m * params.u4 * params.n) {
         return;
     }
-    let i = e % l;
-    let h = (e / l) % params.u4;
-    let sq = e / (l * params.u4);
-    let kh = h / (params.u4 / params.u5);
+    let qr = query_of(e);
+    let i = qr.i;
+    let h = qr.h;
+    let sq = qr.sq;
+    let kh = qr.kh;
     let pr = tri_at(sq, h, i);
     let qi = q_at(sq, i, h);
     for (var c = 0u; c < params.k; c = c + 1u) {
