@@ -73,10 +73,7 @@ impl<B> Layer<B> {
 
     /// One step; the loss comes back to the host (a GPU waits for it).
     fn step<D: Device<Buf = B>>(&mut self, dev: &D, t: u32) -> f64 {
-        let grid = GridShape {
-            bits: 4,
-            group: 128,
-        };
+        let grid = GridShape::int(4, 128);
         dev.fake_quant(&self.w, &self.scales, None, &mut self.wq, N, N, grid)
             .unwrap();
         dev.matmul(&self.x, &self.wq, &mut self.y, BATCH, N, N, false, true)

@@ -34,7 +34,8 @@ for m in $MODELS; do
     case $s in
       magnitude) $B -q --backend $BACKEND prune $T -o $d/$s --sparsity 0.5 --scope row --method magnitude ;;
       wanda) $B -q --backend $BACKEND prune $T -o $d/$s --sparsity 0.5 --scope row --method wanda --calibration $d/calib.safetensors ;;
-      *) $B -q --backend $BACKEND quantize $T -o $d/$s --scheme $s --group-size auto ;;
+      w4a16*) $B -q --backend $BACKEND quantize $T -o $d/$s --scheme $s --group-size auto ;;
+      *) $B -q --backend $BACKEND quantize $T -o $d/$s --scheme $s ;;  # fp8, nvfp4a16, mxfp4a16, w8a16
     esac
     for mode in ${MODES:-file independent sequential}; do
       case $mode in

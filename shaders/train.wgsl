@@ -236,7 +236,9 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>,
 
 // Fake quantization of in0 [m, n] on the grid: scales in1 [m, groups],
 // zero points in2 (flags & 1); u4 bits, u5 group. out0 = (q − zp)·s with
-// q = rne(clamp(div_rn(w, s) + zp, qmin, qmax)).
+// q = rne(clamp(div_rn(w, s) + zp, qmin, qmax)); on a float grid (flags 2:
+// E4M3, 4: E2M1, the codes of minifloat.wgsl) the format's value of the
+// clamped quotient times s.
 @compute @workgroup_size(256)
 fn fake_quant(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>,
@@ -254,9 +256,21 @@ fn fake_quant(@builtin(workgroup_id) wid: vec3<u32>,
     if ((params.flags & 1u) != 0u) {
         zp = in2[g];
     }
+    let w = in0[e];
+    if ((params.flags & 6u) != 0u) {
+        // A float grid: the E4M3 (flag 2) or E2M1 (flag 4) value nearest
+        // the clamped quotient, times s; a NaN weight gives 0.
+        var v = 0.0;
+        if ((params.flags & 2u) != 0u) {
+            v = e4m3_value(e4m3(clamp(div_rn(w, s), -448.0, 448.0)));
+        } else {
+            v = e2m1_value(e2m1(clamp(div_rn(w, s), -6.0, 6.0)));
+        }
+        out0[e] = select(v * s, 0.0, is_nan(w));
+        return;
+    }
     let qmax = f32((1u << (params.u4 - 1u)) - 1u);
     let qmin = -qmax - 1.0;
-    let w = in0[e];
     var q = round(clamp(div_rn(w, s) + zp, qmin, qmax));
     if (w != w) {
         q = 0.0;

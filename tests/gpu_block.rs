@@ -222,7 +222,7 @@ fn distill_on<D: BlockOps>(dev: &D) -> Result<BlockResult, Failed> {
                         .map(|g| g.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 7.0)
                         .collect();
                 Grid {
-                    shape: GridShape { bits: 4, group: 32 },
+                    shape: GridShape::int(4, 32),
                     scales,
                     zero_points: None,
                 }

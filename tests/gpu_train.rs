@@ -115,7 +115,7 @@ fn layerwise_curves<D: Device>(dev: &D) -> Result<(), Failed> {
         .map(|i| 0.1 + (i % 4) as f32 * 0.02)
         .collect();
     let grid = Grid {
-        shape: GridShape { bits: 4, group },
+        shape: GridShape::int(4, group),
         scales,
         zero_points: None,
     };

@@ -4,7 +4,7 @@
 use libtest_mimic::Failed;
 use shears::core::reference::matmul::MATMUL_RTOL;
 use shears::core::reference::Reference;
-use shears::core::train::{AdamStep, Device, GridShape};
+use shears::core::train::{AdamStep, Device, GridShape, Levels};
 use shears::testing::test_values;
 
 /// Ops without arithmetic freedom (bias add and sums in the same order,
@@ -262,14 +262,31 @@ pub fn ops<D: Device>(dev: &D, m: usize, k: usize, n: usize, seed: u64) -> Resul
             return Err("adam: a masked weight is not exactly +0".into());
         }
     }
-    // Fake quantization on a grid: identical values (identical codes).
-    for (bits, group, asym) in [(8u32, n, false), (4, 4.min(n), true), (4, n, false)] {
-        let groups = n.div_ceil(group);
-        let scales: Vec<f32> = (0..m * groups)
-            .map(|i| 0.05 + (i % 5) as f32 * 0.013)
-            .collect();
+    // Fake quantization on a grid: identical values (identical codes), on
+    // integer grids and the float formats (whose quotients here reach
+    // past both formats' largest values, and their subnormals).
+    let float_grids = [(Levels::E4M3, n), (Levels::E2M1, 4.min(n))];
+    let int_grids = [(8u32, n, false), (4, 4.min(n), true), (4, n, false)];
+    let grids = int_grids
+        .iter()
+        .map(|&(bits, group, asym)| (GridShape::int(bits, group), asym))
+        .chain(
+            float_grids
+                .iter()
+                .map(|&(levels, group)| (GridShape { levels, group }, false)),
+        );
+    for (grid, asym) in grids {
+        let groups = n.div_ceil(grid.group);
+        let scales: Vec<f32> = match grid.levels {
+            Levels::Int { .. } => (0..m * groups)
+                .map(|i| 0.05 + (i % 5) as f32 * 0.013)
+                .collect(),
+            // Divisors from 1e-4 (quotients past ±448) to 0.3.
+            _ => (0..m * groups)
+                .map(|i| [1e-4, 0.003, 0.05, 0.3][i % 4] * (1.0 + (i % 7) as f32 * 0.01))
+                .collect(),
+        };
         let zps: Vec<f32> = (0..m * groups).map(|i| ((i % 3) as f32) - 1.0).collect();
-        let grid = GridShape { bits, group };
         cpu.fake_quant(&z, &scales, asym.then_some(&zps), &mut want, m, n, grid)
             .map_err(err)?;
         let zpb = g(&zps)?;
@@ -285,7 +302,7 @@ pub fn ops<D: Device>(dev: &D, m: usize, k: usize, n: usize, seed: u64) -> Resul
         .map_err(err)?;
         let got = dev.download(&out).map_err(err)?;
         close(
-            &format!("fake_quant {bits} bits g{group} asym={asym}"),
+            &format!("fake_quant {:?} g{} asym={asym}", grid.levels, grid.group),
             &want,
             &got,
             EXACT,

@@ -141,9 +141,11 @@ fn distill_layers() -> Result<(), Failed> {
 }
 
 /// Distillation with the model running over text (`--mode` sequential or
-/// block): the forward pass and the training both on each backend; the
-/// layers' errors and the verdict's KL agree within the training tolerance.
-fn distill_text(mode: &str) -> Result<(), Failed> {
+/// block) of a pruned student, or of one quantized to `scheme` (the float
+/// formats train on their fixed E4M3 / E2M1 grids): the forward pass and
+/// the training both on each backend; the layers' errors and the verdict's
+/// KL agree within the training tolerance.
+fn distill_text(mode: &str, scheme: Option<&str>) -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::golden_with_tokenizer(dir.path(), "llama");
     let text = dir.path().join("text.txt");
@@ -157,11 +159,11 @@ fn distill_text(mode: &str) -> Result<(), Failed> {
         .collect();
     std::fs::write(&text, lines).unwrap();
     let student = dir.path().join("student");
-    shears(
-        "cpu",
-        &strings(&["prune", &s(&teacher), "-o", "{out}"]),
-        &student,
-    )?;
+    let compress = match scheme {
+        Some(sc) => strings(&["quantize", &s(&teacher), "-o", "{out}", "--scheme", sc]),
+        None => strings(&["prune", &s(&teacher), "-o", "{out}"]),
+    };
+    shears("cpu", &compress, &student)?;
     let mut figures = Vec::new();
     for b in ["cpu", "gpu"] {
         let report = dir.path().join(format!("{b}.json"));
@@ -549,7 +551,13 @@ fn trials() -> Vec<Check> {
     for mode in ["sequential", "block"] {
         t.push((
             format!("distill_layers::{mode}"),
-            Box::new(move || distill_text(mode)),
+            Box::new(move || distill_text(mode, None)),
+        ));
+    }
+    for (mode, scheme) in [("sequential", "fp8"), ("block", "nvfp4a16")] {
+        t.push((
+            format!("distill_layers::{mode}_{scheme}"),
+            Box::new(move || distill_text(mode, Some(scheme))),
         ));
     }
     t.push(("inspect_stats".into(), Box::new(inspect_stats)));

@@ -228,6 +228,118 @@ fn a_quantized_student_is_judged_and_stays_on_its_grid() {
     assert!(changed > 0);
 }
 
+/// The float formats (FP8 per channel and in blocks, NVFP4, MXFP4) train
+/// on their own scales: the KL to the teacher drops, only the code tensors
+/// change (scales, global scales, norms and config byte for byte), and
+/// the written codes are what the verdict measured (`shears eval` of the
+/// output gives the report's KL).
+#[test]
+fn float_students_train_on_their_scales() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "llama");
+    let (calib, eval) = texts(dir.path());
+    for (scheme, codes_suffix) in [
+        ("fp8", ".weight"),
+        ("fp8-block", ".weight"),
+        ("nvfp4a16", ".weight_packed"),
+        ("mxfp4a16", ".weight_packed"),
+    ] {
+        let student = dir.path().join(scheme);
+        ok(&run(&[
+            "--backend",
+            "cpu",
+            "-q",
+            "quantize",
+            s(&teacher),
+            "-o",
+            s(&student),
+            "--scheme",
+            scheme,
+        ]));
+        let out = dir.path().join(format!("{scheme}-out"));
+        let rep = dir.path().join(format!("{scheme}.json"));
+        ok(&distill(
+            &teacher,
+            &student,
+            &out,
+            &[
+                "--calibration-text",
+                s(&calib),
+                "--eval-text",
+                s(&eval),
+                "--report",
+                s(&rep),
+                "--judge",
+                "kl",
+            ],
+        ));
+        let r = report(&rep);
+        let m = &r["model"];
+        let kl = |w: &str| m[w]["kl_mean"].as_f64().unwrap();
+        assert!(kl("after") < kl("before"), "{scheme}: {m}");
+        let format = r["format"].as_str().unwrap();
+        assert!(
+            format.contains(if scheme.starts_with("fp8") {
+                "FP8"
+            } else {
+                "FP4"
+            }),
+            "{scheme}: {format}"
+        );
+        let (sc, oc) = (
+            Checkpoint::open(&student).unwrap(),
+            Checkpoint::open(&out).unwrap(),
+        );
+        assert_eq!(sc.tensors.len(), oc.tensors.len(), "{scheme}");
+        let mut changed = 0;
+        for t in &sc.tensors {
+            let o = oc.get(&t.name).unwrap();
+            assert_eq!(
+                (t.dtype, &t.shape),
+                (o.dtype, &o.shape),
+                "{scheme} {}",
+                t.name
+            );
+            let (a, b) = (sc.view(t).bytes(), oc.view(o).bytes());
+            let is_codes = t.name.ends_with(codes_suffix) && t.name.contains("_proj");
+            if is_codes {
+                changed += (a != b) as usize;
+            } else {
+                assert_eq!(a, b, "{scheme}: {} changed", t.name);
+            }
+        }
+        assert!(changed > 0, "{scheme}: no codes changed");
+        assert_eq!(
+            std::fs::read(student.join("config.json")).unwrap(),
+            std::fs::read(out.join("config.json")).unwrap(),
+            "{scheme}"
+        );
+        // What is written is what was judged.
+        let e = run(&[
+            "--backend",
+            "cpu",
+            "-q",
+            "eval",
+            s(&out),
+            "--text",
+            s(&eval),
+            "--ref",
+            s(&teacher),
+            "--seq-len",
+            "128",
+            "--json",
+        ]);
+        ok(&e);
+        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        let ppl = e["perplexity"].as_f64().unwrap();
+        let want = m["after"]["perplexity"].as_f64().unwrap();
+        assert!(
+            (ppl - want).abs() <= 1e-4 * want,
+            "{scheme}: eval {ppl}, report {want}"
+        );
+    }
+}
+
 #[test]
 fn a_worse_student_is_not_written_unless_asked() {
     let dir = tempfile::tempdir().unwrap();

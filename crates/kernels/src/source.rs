@@ -35,11 +35,12 @@ pub const QUANT: &str = concat!(
 );
 
 /// `shaders/div_rn.wgsl` + `shaders/qparams.wgsl` + `shaders/load.wgsl` +
-/// `shaders/float.wgsl`.
+/// `shaders/minifloat.wgsl` + `shaders/float.wgsl`.
 pub const FLOAT: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
     include_str!("../../../shaders/qparams.wgsl"),
     include_str!("../../../shaders/load.wgsl"),
+    include_str!("../../../shaders/minifloat.wgsl"),
     include_str!("../../../shaders/float.wgsl")
 );
 
@@ -53,9 +54,11 @@ pub const HESSIAN: &str = concat!(
 /// `shaders/factor.wgsl`: the Hessian's Gram sums and factor.
 pub const FACTOR: &str = include_str!("../../../shaders/factor.wgsl");
 
-/// `shaders/div_rn.wgsl` + `shaders/train_layout.wgsl` + `shaders/train.wgsl`.
+/// `shaders/div_rn.wgsl` + `shaders/minifloat.wgsl` +
+/// `shaders/train_layout.wgsl` + `shaders/train.wgsl`.
 pub const TRAIN: &str = concat!(
     include_str!("../../../shaders/div_rn.wgsl"),
+    include_str!("../../../shaders/minifloat.wgsl"),
     include_str!("../../../shaders/train_layout.wgsl"),
     include_str!("../../../shaders/train.wgsl")
 );

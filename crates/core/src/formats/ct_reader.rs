@@ -9,6 +9,7 @@ use super::compressed_tensors::{read_config, FloatRead, ReadScheme};
 use crate::ops::quant::Quant;
 use crate::reference::matmul::PackedWeight;
 use crate::reference::quant::{unpack_cols, unpack_rows, QParams, Quantized};
+use crate::train::Levels;
 use crate::{encode_f32, Checkpoint, DType, Error, Result, TensorInfo};
 
 /// One quantized layer found in a compressed-tensors checkpoint: its
@@ -80,7 +81,7 @@ impl Layer<'_> {
             return Err(Error::tensor(
                 ckpt.path_of(self.codes),
                 &self.codes.name,
-                "an FP8 layer has no integer grid (layer-wise distillation of FP8 students is not supported yet)",
+                "a float layer has no integer grid (read it with read_float)",
             ));
         }
         let (scales, zps) = self.params(ckpt, rs)?;
@@ -252,19 +253,33 @@ fn stored_shape(ckpt: &Checkpoint, prefix: &str, path: &std::path::Path) -> Resu
     Ok((o as usize, i as usize))
 }
 
-/// The dense values of a float layer.
-fn float_values(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Vec<f32>> {
+/// A float layer as stored: FP8 codes and scales, or FP4 ones.
+enum Stored {
+    Fp8(crate::reference::fp8::Fp8),
+    Fp4(crate::reference::fp4::Fp4),
+}
+
+impl Stored {
+    fn dequantized(&self) -> Vec<f32> {
+        match self {
+            Stored::Fp8(q) => q.dequantized(),
+            Stored::Fp4(q) => q.dequantized(),
+        }
+    }
+}
+
+/// A float layer's codes and scales, unpacked.
+fn float_stored(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Stored> {
     use crate::reference::fp4::Fp4;
     let codes = ckpt.view(l.codes).bytes();
     Ok(match kind {
-        FloatRead::Fp8 { block } => crate::reference::fp8::Fp8 {
+        FloatRead::Fp8 { block } => Stored::Fp8(crate::reference::fp8::Fp8 {
             rows: l.out,
             cols: l.inn,
             block,
             codes: codes.to_vec(),
             scales: ckpt.view(l.scale).to_f32()?,
-        }
-        .dequantized(),
+        }),
         FloatRead::Nvfp4 | FloatRead::Mxfp4 => {
             let global_scale = l.zero_point.map(|g| {
                 f32::from_le_bytes(
@@ -280,17 +295,75 @@ fn float_values(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Vec<f32
                     unpacked.push((row[k / 2] >> (4 * (k % 2))) & 0xf);
                 }
             }
-            Fp4 {
+            Stored::Fp4(Fp4 {
                 rows: l.out,
                 cols: l.inn,
                 group: l.inn / l.scale.shape[1].max(1),
                 codes: unpacked,
                 scales: ckpt.view(l.scale).bytes().to_vec(),
                 global_scale,
-            }
-            .dequantized()
+            })
         }
     })
+}
+
+/// The dense values of a float layer.
+fn float_values(ckpt: &Checkpoint, l: &Layer, kind: FloatRead) -> Result<Vec<f32>> {
+    Ok(float_stored(ckpt, l, kind)?.dequantized())
+}
+
+/// A float layer's fixed grid, for training on it: the dense values, what
+/// each [row, group] of `group` inputs is divided by (the FP8 scale of
+/// the row or of its block tile; the FP4 group's scale, over the global
+/// scale for NVFP4), and the format's levels. Codes on these divisors
+/// re-encode the layer in its own format with its scales unchanged.
+pub struct FloatGrid {
+    pub values: Vec<f32>,
+    pub divisors: Vec<f32>,
+    pub group: usize,
+    pub levels: Levels,
+}
+
+impl Layer<'_> {
+    /// The layer's [`FloatGrid`] (float layers only).
+    pub fn read_float(&self, ckpt: &Checkpoint, rs: &ReadScheme) -> Result<FloatGrid> {
+        let Some(kind) = rs.float else {
+            return Err(Error::tensor(
+                ckpt.path_of(self.codes),
+                &self.codes.name,
+                "an integer layer has no float grid",
+            ));
+        };
+        let stored = float_stored(ckpt, self, kind)?;
+        let values = stored.dequantized();
+        Ok(match stored {
+            Stored::Fp8(q) => {
+                let group = q.block.unwrap_or(q.cols).max(1);
+                let groups = q.cols.div_ceil(group);
+                let divisors = (0..q.rows * groups)
+                    .map(|i| q.scale_of(i / groups, (i % groups) * group))
+                    .collect();
+                FloatGrid {
+                    values,
+                    divisors,
+                    group,
+                    levels: Levels::E4M3,
+                }
+            }
+            Stored::Fp4(q) => {
+                let groups = q.cols.div_ceil(q.group.max(1));
+                let divisors = (0..q.rows * groups)
+                    .map(|i| q.scale(i / groups, i % groups))
+                    .collect();
+                FloatGrid {
+                    values,
+                    divisors,
+                    group: q.group,
+                    levels: Levels::E2M1,
+                }
+            }
+        })
+    }
 }
 
 /// An FP4 layer: packed codes [out, in/2] (U8), scales per group (E4M3 for

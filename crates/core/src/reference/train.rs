@@ -10,7 +10,8 @@
 //!   a rounded probability), and a teacher probability of 0 contributes 0.
 
 use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
-use crate::train::device::{AdamStep, Device, GridShape};
+use crate::reference::{fp4, fp8};
+use crate::train::device::{AdamStep, Device, GridShape, Levels};
 use crate::{DType, Error, Result};
 
 /// √(2/π), the constant of GELU's tanh form.
@@ -82,8 +83,17 @@ pub(crate) fn fake_quant_row(
     out: &mut [f32],
     grid: GridShape,
 ) {
+    let bits = match grid.levels {
+        Levels::Int { bits } => bits,
+        levels => {
+            for (c, (o, &x)) in out.iter_mut().zip(w).enumerate() {
+                *o = fake_float(x, scales[c / grid.group], levels);
+            }
+            return;
+        }
+    };
     let spec = QuantSpec {
-        bits: grid.bits,
+        bits,
         group: Some(grid.group),
         symmetric: zero_points.is_none(),
     };
@@ -98,6 +108,34 @@ pub(crate) fn fake_quant_row(
             p,
         );
     }
+}
+
+/// The code of `x` on a float grid of divisor `s`: the E4M3 byte or E2M1
+/// nibble nearest the f32 quotient clamped to the format's range (a NaN
+/// weight gets the code of 0).
+pub fn float_code(x: f32, s: f32, levels: Levels) -> u8 {
+    if x.is_nan() {
+        return 0;
+    }
+    match levels {
+        Levels::E4M3 => fp8::e4m3((x / s).clamp(-fp8::E4M3_MAX, fp8::E4M3_MAX)),
+        Levels::E2M1 => fp4::e2m1((x / s).clamp(-6.0, 6.0)),
+        Levels::Int { .. } => unreachable!("integer grids have integer codes"),
+    }
+}
+
+/// The value a float grid's code stands for under divisor `s`.
+pub fn float_value(code: u8, s: f32, levels: Levels) -> f32 {
+    match levels {
+        Levels::E4M3 => fp8::e4m3_value(code) * s,
+        Levels::E2M1 => fp4::e2m1_value(code) * s,
+        Levels::Int { .. } => unreachable!("integer grids have integer codes"),
+    }
+}
+
+/// Fake quantization of one weight on a float grid.
+fn fake_float(x: f32, s: f32, levels: Levels) -> f32 {
+    float_value(float_code(x, s, levels), s, levels)
 }
 
 /// The class index a label stored as f32 stands for, checked against `cols`.

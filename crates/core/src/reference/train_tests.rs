@@ -318,7 +318,7 @@ fn fake_quant_lands_on_the_reference_grid() {
             &mut wq,
             rows,
             cols,
-            GridShape { bits, group },
+            GridShape::int(bits, group),
         )
         .unwrap();
         for i in 0..rows * cols {
@@ -335,5 +335,84 @@ fn fake_quant_lands_on_the_reference_grid() {
                 assert_eq!(wq[i], 0.0, "zero at {i} did not stay zero");
             }
         }
+    }
+}
+
+/// A float grid made of a scheme's own scales gives, on the f32 weight the
+/// scheme quantized, that scheme's codes (FP8 per channel and in blocks,
+/// NVFP4, MXFP4), and fake quantization gives the values those codes
+/// stand for; re-encoding the values keeps them.
+#[test]
+fn float_grids_reproduce_the_schemes_codes() {
+    use crate::reference::{fp4, fp8};
+    use crate::train::{Grid, Levels};
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (rows, cols) = (6, 64);
+    let mut w = randn(&mut rng, rows * cols);
+    // Outliers past the grids' ranges in their groups, exact zeros, and a
+    // negative value that rounds to zero.
+    w[5] *= 40.0;
+    w[70] = 0.0;
+    w[200] = -1e-6;
+    let fp8_grid = |q: &fp8::Fp8, group: usize| {
+        let groups = cols.div_ceil(group);
+        let scales = (0..rows * groups)
+            .map(|i| q.scale_of(i / groups, (i % groups) * group))
+            .collect();
+        (scales, q.codes.clone(), q.dequantized())
+    };
+    let fp4_grid = |q: &fp4::Fp4| {
+        let groups = cols / q.group;
+        let scales = (0..rows * groups)
+            .map(|i| q.scale(i / groups, i % groups))
+            .collect();
+        (scales, q.codes.clone(), q.dequantized())
+    };
+    let per_channel = fp8::quantize_fp8(&w, rows, cols, None, DType::F32, Rounding::Nearest);
+    let blocks = fp8::quantize_fp8(&w, rows, cols, Some(16), DType::F32, Rounding::Nearest);
+    let gs = fp4::nv_global_scale(w.iter().fold(0.0f32, |m, v| m.max(v.abs())), DType::F32);
+    let cases = [
+        ("fp8", Levels::E4M3, cols, fp8_grid(&per_channel, cols)),
+        ("fp8-block", Levels::E4M3, 16, fp8_grid(&blocks, 16)),
+        (
+            "nvfp4",
+            Levels::E2M1,
+            16,
+            fp4_grid(&fp4::quantize_nvfp4(&w, rows, cols, gs, DType::F32)),
+        ),
+        (
+            "mxfp4",
+            Levels::E2M1,
+            32,
+            fp4_grid(&fp4::quantize_mxfp4(&w, rows, cols, DType::F32)),
+        ),
+    ];
+    for (name, levels, group, (scales, want_codes, want_values)) in cases {
+        let grid = Grid {
+            shape: GridShape { levels, group },
+            scales,
+            zero_points: None,
+        };
+        let codes = grid.codes(&w, rows, cols);
+        let got: Vec<u8> = codes.iter().map(|&c| c as u8).collect();
+        assert_eq!(got, want_codes, "{name}: codes");
+        let values = grid.dequantize(&codes, rows, cols);
+        assert_eq!(values, want_values, "{name}: values");
+        let mut wq = vec![f32::NAN; rows * cols];
+        Reference
+            .fake_quant(&w, &grid.scales, None, &mut wq, rows, cols, grid.shape)
+            .unwrap();
+        assert_eq!(wq, want_values, "{name}: fake quantization");
+        let again = grid.dequantize(&grid.codes(&values, rows, cols), rows, cols);
+        assert_eq!(again, values, "{name}: re-encoding moved a value");
+    }
+    // A NaN weight fake-quantizes to 0 on a float grid.
+    for levels in [Levels::E4M3, Levels::E2M1] {
+        let mut out = vec![1.0f32];
+        let grid = GridShape { levels, group: 1 };
+        Reference
+            .fake_quant(&vec![f32::NAN], &vec![0.5], None, &mut out, 1, 1, grid)
+            .unwrap();
+        assert_eq!(out[0].to_bits(), 0, "{levels:?}");
     }
 }

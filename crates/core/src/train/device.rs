@@ -44,13 +44,42 @@ impl AdamStep {
     }
 }
 
-/// A layer's fixed quantization grid for fake quantization: `bits` (4 or
-/// 8), `group` inputs per scale; scales [rows, groups] and optional zero
-/// points [rows, groups] (as f32 integers) live in device buffers.
+/// A layer's fixed quantization grid for fake quantization: the values a
+/// quotient rounds to ([`Levels`]), `group` inputs per scale; scales
+/// [rows, groups] and optional zero points [rows, groups] (as f32
+/// integers; integer grids only) live in device buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GridShape {
-    pub bits: u32,
+    pub levels: Levels,
     pub group: usize,
+}
+
+impl GridShape {
+    /// An integer grid of `bits` (4 or 8) in groups of `group` inputs.
+    pub const fn int(bits: u32, group: usize) -> Self {
+        GridShape {
+            levels: Levels::Int { bits },
+            group,
+        }
+    }
+
+    /// Whether the device ops take this grid: 4- or 8-bit integers or a
+    /// float format, and groups of at least one input.
+    pub fn is_supported(&self) -> bool {
+        self.group > 0 && !matches!(self.levels, Levels::Int { bits } if !matches!(bits, 4 | 8))
+    }
+}
+
+/// What a quotient w / s is rounded to on a fixed grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Levels {
+    /// Integers of `bits` bits, two's complement range (with a zero point
+    /// when the grid has them).
+    Int { bits: u32 },
+    /// FP8 E4M3 values (±448 at most; the fp8 and fp8-block schemes).
+    E4M3,
+    /// FP4 E2M1 values (±6 at most; nvfp4a16 and mxfp4a16).
+    E2M1,
 }
 
 /// One backend's training operations.
@@ -182,6 +211,10 @@ pub trait Device {
     /// the correctly rounded quotient (as `reference::quant` with
     /// `Rounding::Nearest`); s and zp of element (r, c) are
     /// scales[r·groups + c/group] and zero_points[…] (0 when absent).
+    /// On a float grid (E4M3, E2M1; no zero points) wq = v·s with v the
+    /// format's value nearest clamp(fl32(w / s), ±max) (ties to even, as
+    /// `reference::fp8::e4m3` and `reference::fp4::e2m1` round); a NaN w
+    /// gives 0 on every grid.
     #[allow(clippy::too_many_arguments)]
     fn fake_quant(
         &self,

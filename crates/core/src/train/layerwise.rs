@@ -16,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use crate::reference::matmul::relative_error;
 use crate::reference::quant::{self, QParams, QuantSpec, Rounding};
-use crate::train::device::{AdamStep, Device, GridShape};
+use crate::reference::train;
+use crate::train::device::{AdamStep, Device, GridShape, Levels};
 use crate::{DType, Error, Result};
 
 /// Adam's β1, β2 and ε for layer-wise distillation.
@@ -33,30 +34,46 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// The codes of `w` [rows, cols] on this grid (round to nearest, as
-    /// the reference quantizer).
+    /// The codes of `w` [rows, cols] on this grid: integers rounded to
+    /// nearest, as the reference quantizer; on a float grid the E4M3 byte
+    /// or E2M1 nibble ([`reference::train::float_code`]) as `i8` bits.
     pub fn codes(&self, w: &[f32], rows: usize, cols: usize) -> Vec<i8> {
+        let groups = cols.div_ceil(self.shape.group);
+        let at = |i: usize| (i / cols) * groups + (i % cols) / self.shape.group;
+        let Levels::Int { bits } = self.shape.levels else {
+            return (0..rows * cols)
+                .map(|i| train::float_code(w[i], self.scales[at(i)], self.shape.levels) as i8)
+                .collect();
+        };
         let spec = QuantSpec {
-            bits: self.shape.bits,
+            bits,
             group: Some(self.shape.group),
             symmetric: self.zero_points.is_none(),
         };
-        let groups = cols.div_ceil(self.shape.group);
         (0..rows * cols)
             .map(|i| {
-                let p = self.params((i / cols) * groups + (i % cols) / self.shape.group);
-                quant::quantize(&spec, w[i], p, Rounding::Nearest, DType::F32) as i8
+                quant::quantize(
+                    &spec,
+                    w[i],
+                    self.params(at(i)),
+                    Rounding::Nearest,
+                    DType::F32,
+                ) as i8
             })
             .collect()
     }
 
-    /// The values `codes` stand for, (q − zp)·s.
+    /// The values `codes` stand for: (q − zp)·s, or a float code's value
+    /// times s.
     pub fn dequantize(&self, codes: &[i8], rows: usize, cols: usize) -> Vec<f32> {
         let groups = cols.div_ceil(self.shape.group);
         (0..rows * cols)
             .map(|i| {
-                let p = self.params((i / cols) * groups + (i % cols) / self.shape.group);
-                quant::dequantize(codes[i] as i32, p)
+                let g = (i / cols) * groups + (i % cols) / self.shape.group;
+                match self.shape.levels {
+                    Levels::Int { .. } => quant::dequantize(codes[i] as i32, self.params(g)),
+                    levels => train::float_value(codes[i] as u8, self.scales[g], levels),
+                }
             })
             .collect()
     }
@@ -198,8 +215,11 @@ fn check(p: &LayerProblem) -> Result<(usize, usize)> {
     }
     if let Some(g) = p.grid {
         let want = o * i.div_ceil(g.shape.group.max(1));
-        if g.shape.group == 0 || !matches!(g.shape.bits, 4 | 8) {
+        if !g.shape.is_supported() {
             return Err(Error::Invalid(format!("unsupported grid {:?}", g.shape)));
+        }
+        if g.zero_points.is_some() && !matches!(g.shape.levels, Levels::Int { .. }) {
+            return Err(Error::Invalid("a float grid has no zero points".into()));
         }
         if g.scales.len() != want {
             return Err(bad("the grid's scales", g.scales.len(), want));

@@ -117,7 +117,7 @@ fn quantized_student_stays_on_its_grid_and_improves() {
         zps.push(p.zero_point as f32);
     }
     let grid = Grid {
-        shape: GridShape { bits: 4, group },
+        shape: GridShape::int(4, group),
         scales,
         zero_points: Some(zps),
     };

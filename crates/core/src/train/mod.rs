@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod mlp;
 
 pub use data::{stratified_split, Dataset, Split};
-pub use device::{AdamStep, Device, GridShape};
+pub use device::{AdamStep, Device, GridShape, Levels};
 pub use layerwise::{
     distill_layer, held_out_error, Grid, LayerProblem, LkdConfig, LkdResult, Targets,
 };

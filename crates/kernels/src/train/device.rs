@@ -1,7 +1,7 @@
 //! The GPU as a training device: every op of shears-core's `Device` trait
 //! on `shaders/train.wgsl` (products on the matmul family's tiled kernel).
 
-use shears_core::train::device::{AdamStep, Device, GridShape};
+use shears_core::train::device::{AdamStep, Device, GridShape, Levels};
 
 use super::{check_len, GpuBuf, GpuTrain, TrainParams, TS};
 use crate::context::entry;
@@ -322,18 +322,23 @@ impl Device for GpuTrain<'_> {
         if let Some(z) = zero_points {
             check_len("fake_quant zero points", z, rows * groups)?;
         }
-        if !matches!(grid.bits, 4 | 8) || grid.group == 0 {
+        if !grid.is_supported() {
             return Err(Error::Unsupported(format!(
-                "fake quantization to {} bits in groups of {}",
-                grid.bits, grid.group
+                "fake quantization on {:?} in groups of {}",
+                grid.levels, grid.group
             ))
             .into());
         }
+        let (bits, float_flag) = match grid.levels {
+            Levels::Int { bits } => (bits, 0),
+            Levels::E4M3 => (0, 2),
+            Levels::E2M1 => (0, 4),
+        };
         let p = TrainParams {
             m: rows as u32,
             n: cols as u32,
-            flags: zero_points.is_some() as u32,
-            u4: grid.bits,
+            flags: zero_points.is_some() as u32 | float_flag,
+            u4: bits,
             u5: grid.group as u32,
             ..Default::default()
         };

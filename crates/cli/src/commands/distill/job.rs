@@ -8,10 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use shears_core::calibration::Calibration;
 use shears_core::checkpoint::{CheckpointWriter, OutputTensor};
+use shears_core::reference::fp4::pack_e2m1;
 use shears_core::reference::matmul::probe_inputs;
 use shears_core::reference::quant::round_to;
 use shears_core::train::{
-    distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, LkdConfig, Targets,
+    distill_layer, held_out_error, Device, Grid, GridShape, LayerProblem, Levels, LkdConfig,
+    Targets,
 };
 use shears_core::{encode_f32, Checkpoint, DType};
 
@@ -173,16 +175,30 @@ impl Job<'_> {
     pub(super) fn student_weight(&self, t: &Target) -> Result<(Vec<f32>, Option<Grid>, DType)> {
         let s = self.student;
         match t.quant {
+            Some(q) if s.scheme.as_ref().is_some_and(|rs| rs.float.is_some()) => {
+                // A float layer: trained on its own scales, re-encoded in
+                // its own format.
+                let rs = s.scheme.as_ref().expect("checked");
+                let l = &s.quantized[q];
+                let fg = l.read_float(s.ckpt, rs)?;
+                l.release(s.ckpt);
+                let grid = Grid {
+                    shape: GridShape {
+                        levels: fg.levels,
+                        group: fg.group,
+                    },
+                    scales: fg.divisors,
+                    zero_points: None,
+                };
+                Ok((fg.values, Some(grid), rs.dense_dtype_for(l.scale.dtype)))
+            }
             Some(q) => {
                 let rs = s.scheme.as_ref().expect("quantized layers have a scheme");
                 let l = &s.quantized[q];
                 let qz = l.read(s.ckpt, rs)?;
                 l.release(s.ckpt);
                 let grid = Grid {
-                    shape: GridShape {
-                        bits: rs.spec.bits,
-                        group: qz.group,
-                    },
+                    shape: GridShape::int(rs.spec.bits, qz.group),
                     scales: qz.params.iter().map(|p| p.scale).collect(),
                     zero_points: (!rs.spec.symmetric)
                         .then(|| qz.params.iter().map(|p| p.zero_point as f32).collect()),
@@ -212,7 +228,16 @@ impl Job<'_> {
         let (values, bytes) = match (grid, codes) {
             (Some(g), Some(codes)) => {
                 let rs = self.student.scheme.as_ref().expect("scheme");
-                let bytes = if rs.packed {
+                let bytes = if g.shape.levels == Levels::E2M1 {
+                    // FP4: two codes a byte, element 2k in the low nibble.
+                    codes
+                        .chunks(t.inn.max(1))
+                        .flat_map(|row| {
+                            let row: Vec<u8> = row.iter().map(|&c| c as u8).collect();
+                            pack_e2m1(&row)
+                        })
+                        .collect()
+                } else if rs.packed {
                     shears_core::fast::quant::pack_rows_le(codes, t.out, t.inn, rs.spec.bits)
                 } else {
                     codes.iter().map(|&c| c as u8).collect()

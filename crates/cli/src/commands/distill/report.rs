@@ -168,7 +168,16 @@ pub fn print(
 
 /// The student's format in words.
 fn describe_format(scheme: Option<&ReadScheme>) -> String {
+    use shears_core::formats::compressed_tensors::FloatRead;
     match scheme {
+        Some(rs) if rs.float.is_some() => match rs.float.expect("checked") {
+            FloatRead::Fp8 { block: None } => "compressed-tensors, FP8 E4M3 per channel".into(),
+            FloatRead::Fp8 { block: Some(b) } => {
+                format!("compressed-tensors, FP8 E4M3 in {b}x{b} blocks")
+            }
+            FloatRead::Nvfp4 => "compressed-tensors, NVFP4 (E2M1, group 16)".into(),
+            FloatRead::Mxfp4 => "compressed-tensors, MXFP4 (E2M1, group 32)".into(),
+        },
         Some(rs) => format!(
             "compressed-tensors, int{} {}{}",
             rs.spec.bits,
