@@ -11,7 +11,10 @@
 // operation therefore records in `bad` whether it met or made a subnormal,
 // an infinity or a NaN, and such a block is flagged rather than trusted.
 // Real weights never reach that range (|x| below about 1e-13); the host
-// recomputes the flagged blocks with the CPU reference.
+// recomputes the flagged blocks with the CPU reference. Native adds are
+// also kept from being regrouped with constants (see `opaque`): lavapipe
+// computed ggml's grid (−0.9 + 0.05·is) + 15 as 0.05·is + (−0.9 + 15),
+// one ulp off, and moved a weighted Q4_K block.
 
 var<private> bad: bool;
 
@@ -23,9 +26,19 @@ fn check(m: u32, zero_ok: bool) {
     }
 }
 
-// a + b (a, b normal or zero): exact zero only when a = −b.
+// x, hidden from the shader compiler's algebra: a driver may regroup
+// native adds of constants ((a + c1) + c2 → a + (c1 + c2); Mesa's NIR does
+// for every float op not marked exact, and WGSL cannot mark one), which
+// changes their rounding. ORing the bits with a uniform that is always 0
+// leaves x as it is but makes it no constant and no sum to regroup.
+fn opaque(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) | params.zero);
+}
+
+// a + b (a, b normal or zero): exact zero only when a = −b. The add is
+// native (correctly rounded) on operands the compiler cannot regroup.
 fn kadd(a: f32, b: f32) -> f32 {
-    let r = a + b;
+    let r = opaque(a) + b;
     check(bitcast<u32>(r) & 0x7fffffffu, a == -b);
     return r;
 }

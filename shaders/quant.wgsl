@@ -48,8 +48,8 @@ struct Params {
     groups: u32, // groups per row
     first: u32,  // offset of element 0 inside the first word
     qw_at: u32,  // GGUF with an importance matrix: its word offset in src
-    _pad1: u32,
-    _pad2: u32,
+    zero: u32,   // always 0, which the shader compiler cannot know (kexact's opaque)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;

@@ -18,7 +18,10 @@ mod parity;
 
 use parity::Backends;
 
-use checks::{check, check_dense, check_dequant, check_gguf, check_huge_range, check_kquant};
+use checks::{
+    check, check_dense, check_dequant, check_gguf, check_huge_range, check_kquant,
+    check_kquant_weighted,
+};
 use float::{check_float, float_values, Float};
 
 fn main() {
@@ -146,6 +149,15 @@ fn main() {
                 }));
             }
         }
+    }
+    // Weighted by an importance matrix: exact bytes on enough rows to meet
+    // the searches' near-ties.
+    for kind in [GgufType::Q4_K, GgufType::Q5_K, GgufType::Q6_K] {
+        seed += 1;
+        let (name, s) = (format!("gguf::{kind:?}::weighted::2048x256"), seed);
+        trials.extend(backends.gpu_trials(&name, move |ctx| {
+            check_kquant_weighted(ctx, kind, 2048, 256, s)
+        }));
     }
     for dtype in [DType::F32, DType::BF16] {
         for (sname, spec) in schemes.into_iter().filter(|(_, s)| !s.symmetric) {

@@ -7,6 +7,7 @@ use libtest_mimic::Failed;
 use shears::core::fast::quant::error_stats;
 use shears::core::ops::quant::Quant;
 use shears::core::reference::gguf::GgufType;
+use shears::core::reference::imatrix::quantize_row;
 use shears::core::reference::matmul::{probe_inputs, Matmul, PackedParts, Reference, MATMUL_RTOL};
 use shears::core::reference::quant::round_to;
 use shears::core::reference::quant::{quantize_matrix, QuantSpec, Quantized, Rounding};
@@ -272,6 +273,47 @@ pub fn check_dequant(
                 return Err(format!("[{i}, {o}]: expected {a}, got {b}, tolerance {tol}").into());
             }
         }
+    }
+    Ok(())
+}
+
+/// Importance-weighted K-quant super-blocks from the GPU against the
+/// reference (`reference::imatrix`) on seeded values, half of them zero as
+/// in a pruned weight, and importances over four orders of magnitude, as
+/// real importance matrices have: exact bytes, no CPU fallback. (The
+/// pruned assets layers of tests/imatrix_golden.rs are what caught a
+/// one-ulp grid on lavapipe; these add rows and Q5_K / Q6_K.)
+pub fn check_kquant_weighted(
+    ctx: &GpuContext,
+    kind: GgufType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    let x: Vec<f32> = test_values(rows * cols, seed, false)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if (i * 7 + i / 3) % 2 == 0 { 0.0 } else { v })
+        .collect();
+    let qw: Vec<f32> = test_values(cols, seed ^ 0x5eed, false)
+        .iter()
+        .map(|v| 10f32.powf(v.abs().min(2.0) * 2.0) * 0.5)
+        .collect();
+    let buf = TensorBuf::from_f32(DType::F32, vec![rows, cols], &x).map_err(|e| e.to_string())?;
+    let got = GpuQuant::new(ctx).quantize_gguf_weighted(&buf.view(), kind, &qw);
+    // A row and the importances share one binding.
+    if 2 * cols * 4 + 8 > ctx.chunk_bytes() as usize {
+        return expect_row_refusal(got);
+    }
+    let per_row = cols / kind.block_elems() * kind.block_bytes();
+    let mut want = vec![0u8; rows * per_row];
+    for (r, out) in want.chunks_exact_mut(per_row).enumerate() {
+        quantize_row(kind, &x[r * cols..(r + 1) * cols], &qw, out);
+    }
+    let got = got.map_err(|e| e.to_string())?;
+    same_blocks(kind, &want, &got.bytes)?;
+    if got.on_cpu > 0 {
+        return Err(format!("{} blocks fell back to the CPU", got.on_cpu).into());
     }
     Ok(())
 }

@@ -22,7 +22,10 @@ struct QuantParams {
     /// Word offset in `src` of the importances (GGUF with an
     /// importance matrix).
     qw_at: u32,
-    _pad: [u32; 2],
+    /// Always 0: kexact.wgsl's `opaque` ORs it into values so the shader
+    /// compiler cannot regroup adds of constants.
+    zero: u32,
+    _pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<QuantParams>() == 32);
 
