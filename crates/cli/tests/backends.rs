@@ -95,6 +95,11 @@ fn close(what: &str, a: f64, b: f64, rtol: f64) -> Result<(), Failed> {
 /// Layer-wise distillation trains in f32 on both backends; the products
 /// sum in other orders, so the errors agree within this (measured 1e-6).
 const DISTILL_RTOL: f64 = 1e-3;
+/// The same on an FP4 student's grid (8 magnitudes): a latent weight
+/// within an ulp of a rounding threshold lands one E2M1 step apart on the
+/// two backends, and the runs drift further apart than on int grids
+/// (block mode on NVFP4: 1.8e-3 measured on the KL).
+const DISTILL_FP4_RTOL: f64 = 5e-3;
 /// Tensor statistics: f32 tile sums in the same fixed order, f64 across.
 const STATS_RTOL: f64 = 1e-5;
 
@@ -198,18 +203,17 @@ fn distill_text(mode: &str, scheme: Option<&str>) -> Result<(), Failed> {
             doc["model"]["after"]["kl_mean"].as_f64().unwrap(),
         ));
     }
+    let rtol = match scheme {
+        Some(sc) if sc.contains("fp4") => DISTILL_FP4_RTOL,
+        _ => DISTILL_RTOL,
+    };
     close(
         "mean held-out error after",
         figures[0].0,
         figures[1].0,
-        DISTILL_RTOL,
+        rtol,
     )?;
-    close(
-        "KL to the teacher after",
-        figures[0].1,
-        figures[1].1,
-        DISTILL_RTOL,
-    )
+    close("KL to the teacher after", figures[0].1, figures[1].1, rtol)
 }
 
 fn inspect_stats() -> Result<(), Failed> {
@@ -568,27 +572,32 @@ fn trials() -> Vec<Check> {
     for ty in ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"] {
         t.push((
             format!("quantize::gguf::{ty}"),
-            Box::new(move || gguf(ty, false)),
+            Box::new(move || gguf(ty, false, false)),
         ));
     }
     for ty in ["Q4_K_M", "Q5_K_M"] {
         t.push((
             format!("quantize::gguf::{ty}::imatrix"),
-            Box::new(move || gguf(ty, true)),
+            Box::new(move || gguf(ty, true, false)),
         ));
     }
+    t.push((
+        "compress::gguf::wanda::Q4_K_M".into(),
+        Box::new(|| gguf("Q4_K_M", true, true)),
+    ));
     t
 }
 
 /// A GGUF file of tiny-llama, byte for byte alike on both backends (with
-/// an importance matrix from the assets' calibration file when asked).
-fn gguf(ty: &str, imatrix: bool) -> Result<(), Failed> {
+/// an importance matrix from the assets' calibration file when asked;
+/// `compress` pruning 50% by Wanda first when `pruned`).
+fn gguf(ty: &str, imatrix: bool, pruned: bool) -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     for b in ["cpu", "gpu"] {
         let out = dir.path().join(format!("{b}.gguf"));
         let mut args = strings(&[
-            "quantize",
+            if pruned { "compress" } else { "quantize" },
             &asset("tiny-llama"),
             "-o",
             "{out}",
@@ -600,6 +609,9 @@ fn gguf(ty: &str, imatrix: bool) -> Result<(), Failed> {
                 "--calibration",
                 &asset("tiny-llama-calibration.safetensors"),
             ]));
+        }
+        if pruned {
+            args.extend(strings(&["--sparsity", "0.5", "--method", "wanda"]));
         }
         shears(b, &args, &out)?;
         files.push(std::fs::read(&out).unwrap());

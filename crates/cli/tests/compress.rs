@@ -90,7 +90,7 @@ fn compress_refuses_what_it_cannot_do() {
     let out = dir.path().join("o");
     let asset = repo_root().join("assets/tiny-llama");
     for (args, must) in [
-        (vec!["--sparsity", "0.5"], "no quantization scheme"),
+        (vec!["--sparsity", "0.5"], "no quantization: give --scheme"),
         (
             vec!["--scheme", "w4a16", "--sparsity", "0.5", "--scope", "bogus"],
             "bogus",

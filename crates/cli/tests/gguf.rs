@@ -704,3 +704,145 @@ fn sentencepiece_tokenizers_become_llama_cpp_llama_vocabularies() {
     refused(&o, &["tokenizer.json", "SentencePiece"]);
     assert!(!out.exists());
 }
+
+/// `compress` to GGUF (`--type` or a `[gguf]` recipe table) prunes the
+/// linear weights and writes the file in one pass: byte for byte what
+/// `prune` followed by `quantize --type` write (a magnitude 2:4 recipe to
+/// Q4_0; Wanda at 50% to Q4_K_M with the same calibration file as mask
+/// scores and importance matrix), the report counting the zeros; requests
+/// GGUF output cannot serve are refused with one line.
+#[test]
+fn compress_prunes_then_writes_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), "m");
+    let calib = repo_root().join("assets/tiny-llama-calibration.safetensors");
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "[prune]\npattern = \"2:4\"\nmethod = \"magnitude\"\n\n[gguf]\ntype = \"Q4_0\"\n",
+    )
+    .unwrap();
+    let wanda = [
+        "--sparsity",
+        "0.5",
+        "--method",
+        "wanda",
+        "--calibration",
+        s(&calib),
+    ];
+    // (type, compress's flags, prune's, quantize's)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
+    let cases: [Case; 2] = [
+        (
+            "Q4_0",
+            vec!["--recipe", s(&recipe)],
+            vec!["--pattern", "2:4"],
+            vec![],
+        ),
+        (
+            "Q4_K_M",
+            [&["--type", "Q4_K_M"][..], &wanda].concat(),
+            wanda.to_vec(),
+            vec!["--calibration", s(&calib)],
+        ),
+    ];
+    for (ty, compress, prune, quantize) in cases {
+        let one = dir.path().join(format!("one-{ty}.gguf"));
+        let report = dir.path().join(format!("{ty}.json"));
+        let o = run(&[
+            &["compress", s(&model), "-o", s(&one), "--json"][..],
+            &compress,
+        ]
+        .concat());
+        ok(&o);
+        std::fs::write(&report, &o.stdout).unwrap();
+        // The same in two steps; the pruned folder named as the model, as
+        // the file's general.name comes from it.
+        let pruned = dir.path().join(format!("p-{ty}")).join("m");
+        ok(&run(&[
+            &["-q", "prune", s(&model), "-o", s(&pruned)][..],
+            &prune,
+        ]
+        .concat()));
+        let two = dir.path().join(format!("two-{ty}.gguf"));
+        ok(&run(&[
+            &["-q", "quantize", s(&pruned), "-o", s(&two), "--type", ty][..],
+            &quantize,
+        ]
+        .concat()));
+        assert!(
+            std::fs::read(&one).unwrap() == std::fs::read(&two).unwrap(),
+            "{ty}: compress differs from prune + quantize"
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["pruned"]["tensors"], 14, "{ty}: {r}");
+        let (zeros, of) = (
+            r["pruned"]["weights"].as_u64().unwrap(),
+            r["pruned"]["of"].as_u64().unwrap(),
+        );
+        assert_eq!(zeros * 2, of, "{ty}: {r}");
+    }
+    // Without a pruning it is `quantize --type`.
+    let plain = dir.path().join("plain.gguf");
+    ok(&run(&[
+        "-q",
+        "compress",
+        s(&model),
+        "-o",
+        s(&plain),
+        "--type",
+        "Q8_0",
+    ]));
+    write_gguf(&model, &dir.path().join("q.gguf"), "Q8_0");
+    assert!(std::fs::read(&plain).unwrap() == std::fs::read(dir.path().join("q.gguf")).unwrap());
+    // What GGUF output cannot serve.
+    let out = dir.path().join("bad.gguf");
+    let bad_recipe = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let both = bad_recipe(
+        "both.toml",
+        "[quantize]\nscheme = \"w4a16\"\n[gguf]\ntype = \"Q4_0\"\n",
+    );
+    let no_type = bad_recipe("notype.toml", "[gguf]\ntokenizer = \"t.json\"\n");
+    let bad_type = bad_recipe("badtype.toml", "[gguf]\ntype = \"Q3_K_XL\"\n");
+    let compress =
+        |more: &[&str]| run(&[&["compress", s(&model), "-o", s(&out)][..], more].concat());
+    refused(
+        &compress(&["--recipe", s(&both)]),
+        &["both.toml", "[quantize]"],
+    );
+    refused(
+        &compress(&["--recipe", s(&no_type)]),
+        &["notype.toml", "type"],
+    );
+    refused(
+        &compress(&["--recipe", s(&bad_type)]),
+        &["badtype.toml", "Q3_K_XL"],
+    );
+    refused(
+        &compress(&["--type", "Q4_0", "--sparsity", "0.5", "--scope", "global"]),
+        &["global"],
+    );
+    refused(
+        &compress(&[
+            "--type",
+            "Q4_0",
+            "--pattern",
+            "2:4",
+            "--method",
+            "sparsegpt",
+            "--calibration",
+            s(&calib),
+        ]),
+        &["sparsegpt"],
+    );
+    refused(
+        &compress(&["--type", "Q4_0", "--include", "*.mlp.*"]),
+        &["--include"],
+    );
+    refused(&compress(&["--type", "Q4_0", "--verify"]), &["--verify"]);
+    assert!(!out.exists());
+}

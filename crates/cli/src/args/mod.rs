@@ -294,13 +294,24 @@ pub struct SelectArgs {
 pub struct CompressArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// A recipe TOML ([prune], [quantize], include / exclude); flags given
-    /// on the command line override its fields.
+    /// A recipe TOML ([prune], [quantize] or [gguf], include / exclude);
+    /// flags given on the command line override its fields.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
-    /// Quantization scheme: w8a16, w4a16, w4a16-asym, w8a8.
+    /// Quantization scheme: w8a16, w4a16, w4a16-asym, w8a8, fp8, fp8-block,
+    /// nvfp4a16, mxfp4a16 (see `quantize`).
     #[arg(long, value_enum)]
     pub scheme: Option<SchemeArg>,
+    /// GGUF type for llama.cpp instead of a scheme (-o a .gguf file; see
+    /// `quantize --type`): the selected linear weights are pruned first
+    /// when a pruning is asked for, then every tensor goes into the file.
+    /// --calibration / --calibration-text serve the pruning and the
+    /// importance matrix alike.
+    #[arg(long = "type", value_parser = gguf_type, conflicts_with = "scheme")]
+    pub gguf_type: Option<shears_core::formats::gguf::mix::Target>,
+    /// The tokenizer.json a GGUF file carries (default: the model folder's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Inputs per group for the int4 schemes, or `auto` (see `quantize`).
     #[arg(long, allow_negative_numbers = true, value_parser = group_size)]
     pub group_size: Option<GroupSize>,

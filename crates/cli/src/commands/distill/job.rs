@@ -171,7 +171,8 @@ impl Job<'_> {
     }
 
     /// The student's weight of target `t` as f32, its fixed grid when
-    /// quantized, and the dtype it is stored in.
+    /// quantized, and the dtype it is stored in (a quantized layer: the
+    /// dtype its values decode to).
     pub(super) fn student_weight(&self, t: &Target) -> Result<(Vec<f32>, Option<Grid>, DType)> {
         let s = self.student;
         match t.quant {
@@ -242,7 +243,9 @@ impl Job<'_> {
                 } else {
                     codes.iter().map(|&c| c as u8).collect()
                 };
-                (g.dequantize(codes, t.out, t.inn), bytes)
+                // As a loader decodes them: in the dense dtype.
+                let values = g.dequantize(codes, t.out, t.inn);
+                (values.iter().map(|&v| round_to(dtype, v)).collect(), bytes)
             }
             _ => {
                 let values: Vec<f32> = weight.iter().map(|&w| round_to(dtype, w)).collect();

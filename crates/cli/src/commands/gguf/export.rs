@@ -9,7 +9,7 @@
 //! a weight whose rows do not split into its blocks gets F16 instead (as
 //! llama-quantize falls back), and 1-D tensors (norms, biases) F32.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -18,13 +18,17 @@ use shears_core::formats::gguf::{llama, vocab, GgmlType, GgufWriter, PlannedTens
 
 use super::imatrix::Importance;
 use super::import;
+use super::prune::Pruning;
 use shears_core::model::config::ModelConfig;
 use shears_core::model::text::TextTokenizer;
 use shears_core::reference::gguf::GgufType;
 use shears_core::{Checkpoint, DType, Error, TensorView};
 
-use crate::args::{GlobalArgs, QuantMethodArg, QuantizeArgs, RoundingArg};
+use crate::args::{
+    CalibrationTextArgs, GlobalArgs, QuantMethodArg, QuantizeArgs, RoundingArg, RunArgs,
+};
 use crate::backend::Backend;
+use crate::engine::config::PruneConfig;
 use crate::output::{human_bytes, Out};
 use crate::progress::Progress;
 
@@ -112,8 +116,38 @@ fn write_float(
     Ok(())
 }
 
+/// One GGUF export: what `quantize --type` and `compress` (a `[gguf]`
+/// recipe table or `--type`) ask for.
+pub struct GgufJob<'a> {
+    pub run: &'a RunArgs,
+    pub target: Target,
+    /// The tokenizer.json to carry (default: the model folder's).
+    pub tokenizer: Option<&'a Path>,
+    /// The importance matrix's (and a calibrated pruning's) statistics.
+    pub calibration: Option<&'a Path>,
+    pub calibration_text: &'a CalibrationTextArgs,
+    /// Pruning before the blocks are computed (`compress`): the selected
+    /// linear weights are masked on the backend, then quantized.
+    pub prune: Option<PruneConfig>,
+}
+
+/// `shears quantize --type T`.
 pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> Result<()> {
     check_flags(a)?;
+    let job = GgufJob {
+        run: &a.run,
+        target,
+        tokenizer: a.tokenizer.as_deref(),
+        calibration: a.calibration.as_deref(),
+        calibration_text: &a.calibration_text,
+        prune: None,
+    };
+    export(&job, g, out)
+}
+
+/// Writes the GGUF file `job` describes.
+pub fn export(job: &GgufJob, g: &GlobalArgs, out: &mut Out) -> Result<()> {
+    let (a, target) = (job, job.target);
     let start = Instant::now();
     let ckpt = Checkpoint::open(&a.run.model)?;
     let dir = ckpt.root.clone();
@@ -133,7 +167,6 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         })? as usize;
     let tok_dir = a
         .tokenizer
-        .as_ref()
         .and_then(|t| t.parent().map(PathBuf::from))
         .unwrap_or_else(|| dir.clone());
     let bos = TextTokenizer::open(&tok_dir).ok().and_then(|t| t.bos);
@@ -142,17 +175,12 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let mut metadata = llama::metadata(&cfg, &name, context, target.file_type());
-    metadata.extend(vocab::metadata(
-        &dir,
-        a.tokenizer.as_deref(),
-        cfg.vocab,
-        bos,
-    )?);
+    metadata.extend(vocab::metadata(&dir, a.tokenizer, cfg.vocab, bos)?);
     // For `shears decompress`: the tokenizer (GGUF's own key for it) and
     // the config as they were, so the folder it writes back runs as is.
     let tok_path = a
         .tokenizer
-        .clone()
+        .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("tokenizer.json"));
     let tok_text = std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
     metadata.push((import::TOKENIZER_KEY.into(), Value::Str(tok_text)));
@@ -236,7 +264,7 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         return Ok(());
     }
 
-    let importance = Importance::open(a, g)?;
+    let importance = Importance::open(&a.run.model, a.calibration, a.calibration_text, g)?;
     if let Some(imp) = &importance {
         let weights: Vec<(&str, usize)> = items
             .iter()
@@ -250,6 +278,16 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         imp.check_covers(&weights)?;
     }
     let backend = Backend::open(g.backend)?;
+    let mut pruning = match job.prune {
+        Some(p) => Some(Pruning::new(
+            &ckpt,
+            a.run,
+            p,
+            importance.as_ref().map(Importance::calibration),
+            &backend,
+        )?),
+        None => None,
+    };
     let planned: Vec<PlannedTensor> = items.iter().map(|it| it.out.clone()).collect();
     let mut writer = GgufWriter::create(
         &a.run.output,
@@ -274,8 +312,8 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
             continue;
         };
         let t = &ckpt.tensors[i];
-        let view = ckpt.view(t);
-        if let Some(bad) = view.non_finite() {
+        let mapped = ckpt.view(t);
+        if let Some(bad) = mapped.non_finite() {
             bail!(
                 "{}: tensor '{}': {} non-finite values, the first in row {}; nothing written",
                 ckpt.path_of(t).display(),
@@ -284,6 +322,17 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
                 bad.first_row
             );
         }
+        // A pruned weight goes on from its masked copy.
+        let masked = match pruning.as_mut() {
+            Some(p) => p
+                .apply(i, &mapped)
+                .with_context(|| format!("tensor '{}'", t.name))?,
+            None => None,
+        };
+        let view = match &masked {
+            Some(bytes) => TensorView::new(t.dtype, &t.shape, bytes)?,
+            None => mapped,
+        };
         match it.out.ty.blocks() {
             Some(kind) => {
                 let cols = view.matrix_dims().1;
@@ -304,7 +353,7 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
         }
         writer.end()?;
         // Its pages are done with: they leave this process's memory.
-        view.release(0..view.bytes().len());
+        mapped.release(0..mapped.bytes().len());
         done += t.nbytes() as u64;
         progress.set(done);
     }
@@ -347,6 +396,15 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
             imp.source()
         ));
     }
+    if let Some(p) = &pruning {
+        human.push(format!(
+            "pruned {} tensors: {} of {} weights ({:.1}%) set to zero before quantizing",
+            p.tensors,
+            p.pruned,
+            p.total,
+            100.0 * p.pruned as f64 / p.total.max(1) as f64
+        ));
+    }
     if !fallbacks.is_empty() {
         human.push(format!(
             "not {} (rows not a whole number of its blocks): {}",
@@ -370,6 +428,11 @@ pub fn run(a: &QuantizeArgs, target: Target, g: &GlobalArgs, out: &mut Out) -> R
                 "bytes": it.out.nbytes(),
             })).collect::<Vec<_>>(),
             "importance_matrix": importance.as_ref().map(|i| i.source()),
+            "pruned": pruning.as_ref().map(|p| serde_json::json!({
+                "tensors": p.tensors,
+                "weights": p.pruned,
+                "of": p.total,
+            })),
             "weighted_tensors": weighted,
             "seconds": start.elapsed().as_secs_f64(),
         });

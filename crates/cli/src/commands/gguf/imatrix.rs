@@ -9,7 +9,9 @@
 use anyhow::{bail, Result};
 use shears_core::calibration::Calibration;
 
-use crate::args::{GlobalArgs, QuantizeArgs};
+use std::path::Path;
+
+use crate::args::{CalibrationTextArgs, GlobalArgs};
 use crate::lm::InProcess;
 
 /// An opened importance matrix.
@@ -24,17 +26,21 @@ pub struct Importance {
 }
 
 impl Importance {
-    /// The importance matrix the flags ask for, if any (running the model
-    /// over --calibration-text first).
-    pub fn open(a: &QuantizeArgs, g: &GlobalArgs) -> Result<Option<Self>> {
-        if a.calibration.is_some() && !a.calibration_text.calibration_text.is_empty() {
+    /// The importance matrix the flags ask for, if any (running `model`
+    /// over the calibration text first).
+    pub fn open(
+        model: &Path,
+        calibration: Option<&Path>,
+        text: &CalibrationTextArgs,
+        g: &GlobalArgs,
+    ) -> Result<Option<Self>> {
+        if calibration.is_some() && !text.calibration_text.is_empty() {
             bail!("--calibration and --calibration-text: give one");
         }
-        let made =
-            crate::lm::in_process(&a.run.model, &a.calibration_text, g.backend, g.quiet, None)?;
-        let path = match (&made, &a.calibration) {
+        let made = crate::lm::in_process(model, text, g.backend, g.quiet, None)?;
+        let path = match (&made, calibration) {
             (Some(m), _) => m.path.clone(),
-            (None, Some(p)) => p.clone(),
+            (None, Some(p)) => p.to_path_buf(),
             (None, None) => return Ok(None),
         };
         let calib = Calibration::open(&path)?;
@@ -57,6 +63,11 @@ impl Importance {
             _made: made,
             source,
         }))
+    }
+
+    /// The calibration file the matrix comes from.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calib
     }
 
     /// The file, or `from --calibration-text`, for the report.

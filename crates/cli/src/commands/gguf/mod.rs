@@ -6,8 +6,9 @@
 pub mod export;
 pub mod imatrix;
 pub mod import;
+pub mod prune;
 
-pub use export::run;
+pub use export::{export, run, GgufJob};
 
 /// Whether `path` is a GGUF file (by its magic).
 pub fn is_gguf(path: &std::path::Path) -> bool {
