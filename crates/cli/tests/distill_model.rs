@@ -82,6 +82,35 @@ fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::pr
     run(&args)
 }
 
+/// What was judged is what was written: `shears eval` of the output
+/// against the teacher on the same windows gives the report's `model`
+/// figures.
+fn judged_is_written(out: &Path, eval: &Path, teacher: &Path, m: &serde_json::Value, what: &str) {
+    let e = run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "eval",
+        s(out),
+        "--text",
+        s(eval),
+        "--ref",
+        s(teacher),
+        "--seq-len",
+        "128",
+        "--json",
+    ]);
+    ok(&e);
+    let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    let ppl = e["perplexity"].as_f64().unwrap();
+    let want = m["after"]["perplexity"].as_f64().unwrap();
+    assert!(
+        (ppl - want).abs() <= 1e-4 * want,
+        "{what}: eval {ppl}, report {want}"
+    );
+    assert_eq!(e["tokens"], m["eval_tokens"], "{what}");
+}
+
 #[test]
 fn sequential_distillation_repairs_the_model_it_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,31 +143,7 @@ fn sequential_distillation_repairs_the_model_it_writes() {
         assert_eq!(m["written"], true);
         let kl = |w: &str| m[w]["kl_mean"].as_f64().unwrap();
         assert!(kl("after") < 0.8 * kl("before"), "{mode}: {m}");
-        // What was judged is what was written: `shears eval` of the output
-        // against the teacher on the same windows gives the same figures.
-        let e = run(&[
-            "--backend",
-            "cpu",
-            "-q",
-            "eval",
-            s(&out),
-            "--text",
-            s(&eval),
-            "--ref",
-            s(&teacher),
-            "--seq-len",
-            "128",
-            "--json",
-        ]);
-        ok(&e);
-        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-        let ppl = e["perplexity"].as_f64().unwrap();
-        let want = m["after"]["perplexity"].as_f64().unwrap();
-        assert!(
-            (ppl - want).abs() <= 1e-4 * want,
-            "{mode}: eval {ppl}, report {want}"
-        );
-        assert_eq!(e["tokens"], m["eval_tokens"]);
+        judged_is_written(&out, &eval, &teacher, m, mode);
         // Pruned weights stay exactly zero.
         let (sc, oc) = (
             Checkpoint::open(&student).unwrap(),
@@ -256,6 +261,31 @@ fn float_students_train_on_their_scales() {
             "--scheme",
             scheme,
         ]));
+        // Without --lr an FP8 student gets a tenth of the default rate
+        // (5e-3 on probes), the others the default.
+        let probe_rep = dir.path().join(format!("{scheme}-probes.json"));
+        ok(&run(&[
+            "-q",
+            "distill",
+            "layers",
+            "--teacher",
+            s(&teacher),
+            "--student",
+            s(&student),
+            "-o",
+            s(&dir.path().join(format!("{scheme}-probes"))),
+            "--epochs",
+            "1",
+            "--report",
+            s(&probe_rep),
+        ]));
+        let lr = report(&probe_rep)["lr"].as_f64().unwrap();
+        let want = if scheme.starts_with("fp8") {
+            5e-4
+        } else {
+            5e-3
+        };
+        assert!((lr - want).abs() < 1e-9, "{scheme}: lr {lr}");
         let out = dir.path().join(format!("{scheme}-out"));
         let rep = dir.path().join(format!("{scheme}.json"));
         ok(&distill(
@@ -314,29 +344,7 @@ fn float_students_train_on_their_scales() {
             std::fs::read(out.join("config.json")).unwrap(),
             "{scheme}"
         );
-        // What is written is what was judged.
-        let e = run(&[
-            "--backend",
-            "cpu",
-            "-q",
-            "eval",
-            s(&out),
-            "--text",
-            s(&eval),
-            "--ref",
-            s(&teacher),
-            "--seq-len",
-            "128",
-            "--json",
-        ]);
-        ok(&e);
-        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-        let ppl = e["perplexity"].as_f64().unwrap();
-        let want = m["after"]["perplexity"].as_f64().unwrap();
-        assert!(
-            (ppl - want).abs() <= 1e-4 * want,
-            "{scheme}: eval {ppl}, report {want}"
-        );
+        judged_is_written(&out, &eval, &teacher, m, scheme);
     }
 }
 

@@ -86,7 +86,9 @@ impl ModelJob<'_> {
         };
         let mut lkd = job.cfg;
         if super::layers::lr_from_weights(job.a) {
-            lkd.lr = super::layers::BLOCK_LR_PER_RMS * kept_rms(&parts, ls);
+            let per_rms = super::layers::BLOCK_LR_PER_RMS
+                * super::layers::lr_scale(job.student.scheme.as_ref());
+            lkd.lr = per_rms * kept_rms(&parts, ls);
             tracing::info!("decoder layer {layer}: learning rate {:.3e}", lkd.lr);
         }
         let r =

@@ -18,7 +18,7 @@ use crate::args::{DistillMode, Judge};
 use crate::backend::Backend;
 use crate::lm::Model;
 use crate::CheckFailed;
-use shears_core::formats::compressed_tensors::ReadScheme;
+use shears_core::formats::compressed_tensors::{FloatRead, ReadScheme};
 use shears_core::formats::ct_reader::{self, scheme_of};
 use shears_core::model::eval::Windows;
 use shears_core::model::text::{read_tokens, sequences};
@@ -70,7 +70,7 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let lr = a.lr.unwrap_or(default_lr(a));
+    let lr = a.lr.unwrap_or(default_lr(a, None));
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
     }
@@ -97,14 +97,31 @@ fn config(a: &DistillLayersArgs) -> Result<LkdConfig> {
 /// for the rows at hand (`scripts/distill-compare.sh` with `--lr` and
 /// `--epochs` swept): every calibration token is a row with
 /// --calibration-text, so an epoch takes ~30 times the steps of a
-/// calibration file's 256 rows and a smaller rate does better.
-pub(super) fn default_lr(a: &DistillLayersArgs) -> f32 {
-    match (a.calibration_text.calibration_text.is_empty(), a.mode) {
-        (true, _) => 5e-3,
-        // Stands for BLOCK_LR_PER_RMS × the golden models' weight RMS (0.2);
-        // each block's own rate is set from its weights.
-        (false, Some(DistillMode::Block)) => 3e-3,
-        (false, _) => 3e-4,
+/// calibration file's 256 rows and a smaller rate does better. Times
+/// [`lr_scale`] of the student.
+pub(super) fn default_lr(a: &DistillLayersArgs, scheme: Option<&ReadScheme>) -> f32 {
+    lr_scale(scheme)
+        * match (a.calibration_text.calibration_text.is_empty(), a.mode) {
+            (true, _) => 5e-3,
+            // Stands for BLOCK_LR_PER_RMS × the golden models' weight RMS
+            // (0.2); each block's own rate is set from its weights.
+            (false, Some(DistillMode::Block)) => 3e-3,
+            (false, _) => 3e-4,
+        }
+}
+
+/// How the default rates scale with the student's grid: an FP8 student's
+/// grid is about ten times finer than int4's or FP4's (3 mantissa bits: a
+/// step of 1/16–1/8 of each weight), and steps of the int4 size throw its
+/// weights across several levels. Measured (`scripts/distill-compare.sh`,
+/// KL to the teacher on DESIGN.md): FP8 tiny-llama sequential 0.0070 →
+/// 0.0011 at 3e-4, 0.0006 at 3e-5; block nothing kept at 0.015 × RMS,
+/// 0.0007 at 3e-5; golden Llama sequential 0.0113 / 0.0082, block 0.0224 /
+/// 0.0075 (at 3e-3 and 3e-4).
+pub(super) fn lr_scale(scheme: Option<&ReadScheme>) -> f32 {
+    match scheme.and_then(|s| s.float) {
+        Some(FloatRead::Fp8 { .. }) => 0.1,
+        _ => 1.0,
     }
 }
 
@@ -251,7 +268,7 @@ fn targets(
 }
 
 pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
-    let cfg = config(a)?;
+    let mut cfg = config(a)?;
     if a.output.exists() && !a.force {
         bail!("{}: exists (use --force to replace it)", a.output.display());
     }
@@ -277,6 +294,7 @@ pub fn run(a: &DistillLayersArgs, g: &GlobalArgs, out: &mut Out) -> Result<()> {
                 .and_then(|s| s.as_object())
                 .is_some_and(|s| !s.is_empty())
         });
+    cfg.lr = a.lr.unwrap_or(default_lr(a, scheme.as_ref()));
     let student = Student {
         ckpt: &student_ckpt,
         scheme,

@@ -88,12 +88,11 @@ pub fn print(
         a.student.display(),
         a.teacher.display()
     ));
-    let lr = match super::layers::lr_from_weights(a) {
-        true => format!(
-            "{} × each block's weight RMS",
-            super::layers::BLOCK_LR_PER_RMS
-        ),
-        false => a.lr.unwrap_or(super::layers::default_lr(a)).to_string(),
+    let (lr_fixed, lr_per_rms) = rates(a, scheme);
+    let lr = match (lr_fixed, lr_per_rms) {
+        (_, Some(r)) => format!("{r} × each block's weight RMS"),
+        (Some(lr), None) => lr.to_string(),
+        (None, None) => unreachable!("one of the two"),
     };
     out.line(&format!(
         "{} epochs, batch {}, lr {lr}, seed {}; error = ‖Y_t − Y_s‖/‖Y_t‖ on held-out rows",
@@ -163,7 +162,23 @@ pub fn print(
         )),
         _ => out.line(&format!("wrote {}", a.output.display())),
     }
-    write_json(a, rows, &format, (before, after, total), model)
+    write_json(
+        a,
+        rows,
+        (&format, rates(a, scheme)),
+        (before, after, total),
+        model,
+    )
+}
+
+/// The learning rate used: a fixed one, or (block mode without --lr) the
+/// factor of each block's weight RMS.
+fn rates(a: &DistillLayersArgs, scheme: Option<&ReadScheme>) -> (Option<f32>, Option<f32>) {
+    use super::layers::{default_lr, lr_from_weights, lr_scale, BLOCK_LR_PER_RMS};
+    match lr_from_weights(a) {
+        true => (None, Some(BLOCK_LR_PER_RMS * lr_scale(scheme))),
+        false => (Some(a.lr.unwrap_or(default_lr(a, scheme))), None),
+    }
 }
 
 /// The student's format in words.
@@ -199,7 +214,7 @@ fn describe_format(scheme: Option<&ReadScheme>) -> String {
 fn write_json(
     a: &DistillLayersArgs,
     rows: &[LayerRow],
-    format: &str,
+    (format, (lr, lr_per_rms)): (&str, (Option<f32>, Option<f32>)),
     (before, after, total): (f64, f64, f64),
     model: Option<(&Verdict, Source)>,
 ) -> Result<()> {
@@ -244,10 +259,8 @@ fn write_json(
             "epochs": a.epochs,
             "batch_size": a.batch_size,
             // null when each block's rate comes from its weights.
-            "lr": (!super::layers::lr_from_weights(a))
-                .then(|| a.lr.unwrap_or(super::layers::default_lr(a))),
-            "lr_per_weight_rms": super::layers::lr_from_weights(a)
-                .then_some(super::layers::BLOCK_LR_PER_RMS),
+            "lr": lr,
+            "lr_per_weight_rms": lr_per_rms,
             "seed": a.seed,
             "mean_error_before": before,
             "mean_error_after": after,
