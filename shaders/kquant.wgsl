@@ -292,30 +292,32 @@ fn quantize_q5_k_w(@builtin(workgroup_id) wid: vec3<u32>,
     affine_k(invocation(wid, nwg, lid), lid.x, 31i, -0.5, 15i, 176u, true);
 }
 
-// ggml's make_qx_quants (rmse_type 1) over kx[0..16], each value weighted
-// by its square or, `weighted`, by its importance in kw: codes (offset by
-// 32) in kl, returns the scale.
-fn make_qx(weighted: bool) -> f32 {
+// ggml's make_qx_quants (rmse_type 1) over kx[0..n], a symmetric grid of
+// nmax levels each side, each value weighted by its square or, `weighted`,
+// by kw: codes (offset by nmax) in kl, returns the scale. Q6_K: n 16, nmax
+// 32; the weighted Q4_0 / Q5_0: n 32, nmax 8 / 16.
+fn make_qx(n: u32, nmax: i32, weighted: bool) -> f32 {
     var mx = 0.0;
     var amax = 0.0;
-    for (var i = 0u; i < 16u; i = i + 1u) {
+    for (var i = 0u; i < n; i = i + 1u) {
         if (abs(kx[i]) > amax) {
             amax = abs(kx[i]);
             mx = kx[i];
         }
     }
     if (amax < 1e-15) {
-        for (var i = 0u; i < 16u; i = i + 1u) {
+        for (var i = 0u; i < n; i = i + 1u) {
             kl[i] = 0u;
         }
         return 0.0;
     }
-    var iscale = kdiv(-32.0, mx);
+    let nm = f32(nmax);
+    var iscale = kdiv(-nm, mx);
     var sumlx = 0.0;
     var suml2 = 0.0;
-    for (var i = 0u; i < 16u; i = i + 1u) {
-        let q = clamp(nearest(kmul(iscale, kx[i])), -32i, 31i);
-        kl[i] = u32(q + 32i);
+    for (var i = 0u; i < n; i = i + 1u) {
+        let q = clamp(nearest(kmul(iscale, kx[i])), -nmax, nmax - 1i);
+        kl[i] = u32(q + nmax);
         var w = kw[i];
         if (!weighted) {
             w = kmul(kx[i], kx[i]);
@@ -332,11 +334,11 @@ fn make_qx(weighted: bool) -> f32 {
         if (is == 0i) {
             continue;
         }
-        iscale = kdiv(-kadd(32.0, kmul(0.1, f32(is))), mx);
+        iscale = kdiv(-kadd(nm, kmul(0.1, f32(is))), mx);
         sumlx = 0.0;
         suml2 = 0.0;
-        for (var i = 0u; i < 16u; i = i + 1u) {
-            let q = f32(clamp(nearest(kmul(iscale, kx[i])), -32i, 31i));
+        for (var i = 0u; i < n; i = i + 1u) {
+            let q = f32(clamp(nearest(kmul(iscale, kx[i])), -nmax, nmax - 1i));
             var w = kw[i];
             if (!weighted) {
                 w = kmul(kx[i], kx[i]);
@@ -345,8 +347,8 @@ fn make_qx(weighted: bool) -> f32 {
             suml2 = kadd(suml2, kmul(kmul(w, q), q));
         }
         if (suml2 > 0.0 && kmul(sumlx, sumlx) > kmul(best, suml2)) {
-            for (var i = 0u; i < 16u; i = i + 1u) {
-                kl[i] = u32(clamp(nearest(kmul(iscale, kx[i])), -32i, 31i) + 32i);
+            for (var i = 0u; i < n; i = i + 1u) {
+                kl[i] = u32(clamp(nearest(kmul(iscale, kx[i])), -nmax, nmax - 1i) + nmax);
             }
             scale = kdiv(sumlx, suml2);
             best = kmul(scale, sumlx);
@@ -386,7 +388,7 @@ fn q6_k(g: u32, t: u32, weighted: bool) {
                 kw[i] = kqw((sb * 256u + j * 16u + i) % params.cols);
             }
         }
-        ks_scale[t] = make_qx(weighted);
+        ks_scale[t] = make_qx(16u, 32i, weighted);
     }
     workgroupBarrier();
     if (live) {
@@ -511,4 +513,111 @@ fn quantize_q5_1(@builtin(workgroup_id) wid: vec3<u32>,
     if (k * 32u < params.rows * params.cols) {
         q5_block(k, true);
     }
+}
+
+// The weighted 32-value blocks (ggml's quantize_row_q4_0_impl, _q5_0_impl
+// and _q5_1_impl with an importance matrix): each value weighted by
+// importance · √(σ² + x²), σ² the mean square of its whole row, which
+// row_sigma2 left in qp[params.sig_at + row] (a NaN there: the row's sum
+// met a subnormal or worse, and every block of it goes to the CPU).
+
+// σ² of each row of the chunk: Σ x² in column order over cols, one row per
+// invocation.
+@compute @workgroup_size(64)
+fn row_sigma2(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = invocation(wid, nwg, lid);
+    if (r >= params.rows) {
+        return;
+    }
+    bad = false;
+    var sum_x2 = 0.0;
+    for (var c = 0u; c < params.cols; c = c + 1u) {
+        let v = kload(r * params.cols + c);
+        sum_x2 = kadd(sum_x2, kmul(v, v));
+    }
+    let sigma2 = kdiv(sum_x2, f32(params.cols));
+    qp[params.sig_at + r] = select(bitcast<u32>(sigma2), 0x7fc00000u, bad);
+}
+
+// Block k: its values in kx, their weights in kw.
+fn weighted_32(k: u32) {
+    let sigma2 = bitcast<f32>(qp[params.sig_at + (k * 32u) / params.cols]);
+    if (sigma2 != sigma2) {
+        bad = true;
+    }
+    let col = (k * 32u) % params.cols;
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        kx[i] = kload(k * 32u + i);
+        kw[i] = kmul(kqw(col + i), sqrt_rn(kadd(sigma2, kmul(kx[i], kx[i]))));
+    }
+}
+
+// Q4_0 (18 bytes) and Q5_0 (22): the symmetric grid of make_qx_quants.
+fn q_sym_w(k: u32, nmax: i32, size: u32) {
+    bad = false;
+    weighted_32(k);
+    let d = make_qx(32u, nmax, true);
+    let at = k * size;
+    let db = f16_rn(d);
+    put_byte(at, db);
+    put_byte(at + 1u, db >> 8u);
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        let c = kl[i];
+        if (size == 18u) {
+            put_byte(at + 2u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
+        } else {
+            put_byte(at + 6u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
+            put_byte(at + 2u + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+        }
+    }
+    qp[k] = select(0u, 1u, bad);
+}
+
+@compute @workgroup_size(64)
+fn quantize_q4_0_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = invocation(wid, nwg, lid);
+    if (k * 32u < params.rows * params.cols) {
+        q_sym_w(k, 8i, 18u);
+    }
+}
+
+@compute @workgroup_size(64)
+fn quantize_q5_0_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = invocation(wid, nwg, lid);
+    if (k * 32u < params.rows * params.cols) {
+        q_sym_w(k, 16i, 22u);
+    }
+}
+
+// Q5_1 (24 bytes): the affine grid of the weighted search (37 grids).
+@compute @workgroup_size(64)
+fn quantize_q5_1_w(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = invocation(wid, nwg, lid);
+    if (k * 32u >= params.rows * params.cols) {
+        return;
+    }
+    bad = false;
+    weighted_32(k);
+    let sm = make_qkx(31i, -0.9, 0.05, 36i);
+    let at = k * 24u;
+    let db = f16_rn(sm.x);
+    let mb = f16_rn(-sm.y);
+    put_byte(at, db);
+    put_byte(at + 1u, db >> 8u);
+    put_byte(at + 2u, mb);
+    put_byte(at + 3u, mb >> 8u);
+    for (var i = 0u; i < 32u; i = i + 1u) {
+        let c = kl[i];
+        put_byte(at + 8u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
+        put_byte(at + 4u + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+    }
+    qp[k] = select(0u, 1u, bad);
 }

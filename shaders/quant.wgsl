@@ -49,7 +49,7 @@ struct Params {
     first: u32,  // offset of element 0 inside the first word
     qw_at: u32,  // GGUF with an importance matrix: its word offset in src
     zero: u32,   // always 0, which the shader compiler cannot know (kexact's opaque)
-    _pad: u32,
+    sig_at: u32, // weighted 32-value GGUF blocks: word offset in qp of the rows' σ²
 }
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;

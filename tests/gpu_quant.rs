@@ -152,7 +152,14 @@ fn main() {
     }
     // Weighted by an importance matrix: exact bytes on enough rows to meet
     // the searches' near-ties.
-    for kind in [GgufType::Q4_K, GgufType::Q5_K, GgufType::Q6_K] {
+    for kind in [
+        GgufType::Q4_K,
+        GgufType::Q5_K,
+        GgufType::Q6_K,
+        GgufType::Q4_0,
+        GgufType::Q5_0,
+        GgufType::Q5_1,
+    ] {
         seed += 1;
         let (name, s) = (format!("gguf::{kind:?}::weighted::2048x256"), seed);
         trials.extend(backends.gpu_trials(&name, move |ctx| {

@@ -277,7 +277,7 @@ pub fn check_dequant(
     Ok(())
 }
 
-/// Importance-weighted K-quant super-blocks from the GPU against the
+/// Importance-weighted GGUF blocks from the GPU against the
 /// reference (`reference::imatrix`) on seeded values, half of them zero as
 /// in a pruned weight, and importances over four orders of magnitude, as
 /// real importance matrices have: exact bytes, no CPU fallback. (The
@@ -302,7 +302,7 @@ pub fn check_kquant_weighted(
     let buf = TensorBuf::from_f32(DType::F32, vec![rows, cols], &x).map_err(|e| e.to_string())?;
     let got = GpuQuant::new(ctx).quantize_gguf_weighted(&buf.view(), kind, &qw);
     // A row and the importances share one binding.
-    if 2 * cols * 4 + 8 > ctx.chunk_bytes() as usize {
+    if 2 * cols * 4 + 4 > ctx.chunk_bytes() as usize {
         return expect_row_refusal(got);
     }
     let per_row = cols / kind.block_elems() * kind.block_bytes();

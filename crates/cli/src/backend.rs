@@ -127,8 +127,7 @@ impl Backend {
 
     /// GGUF blocks of `w` on this backend (ggml's reference numerics,
     /// byte-identical on every backend), weighted by one importance per
-    /// column when given (llama.cpp's importance matrix; on the GPU for the
-    /// K-quants, on the CPU for the other types).
+    /// column when given (llama.cpp's importance matrix; Q8_0 takes none).
     pub fn quantize_gguf(
         &self,
         w: &shears_core::TensorView,
@@ -137,9 +136,10 @@ impl Backend {
     ) -> anyhow::Result<Vec<u8>> {
         use shears_core::fast::quant::{quantize_gguf, quantize_gguf_weighted};
         use shears_core::reference::gguf::GgufType;
-        let k_quant = matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K);
+        // Q8_0 takes no importances (the CPU's weighted path ignores them).
+        let weighs = kind != GgufType::Q8_0;
         Ok(match (self, importance) {
-            (Backend::Gpu(ctx), Some(q)) if k_quant => {
+            (Backend::Gpu(ctx), Some(q)) if weighs => {
                 GpuQuant::new(ctx).quantize_gguf_weighted(w, kind, q)?.bytes
             }
             (_, Some(q)) => quantize_gguf_weighted(w, kind, q)?,

@@ -575,7 +575,7 @@ fn trials() -> Vec<Check> {
             Box::new(move || gguf(ty, false, false)),
         ));
     }
-    for ty in ["Q4_K_M", "Q5_K_M"] {
+    for ty in ["Q4_K_M", "Q5_K_M", "Q4_0", "Q5_1"] {
         t.push((
             format!("quantize::gguf::{ty}::imatrix"),
             Box::new(move || gguf(ty, true, false)),

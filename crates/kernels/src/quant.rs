@@ -25,7 +25,8 @@ struct QuantParams {
     /// Always 0: kexact.wgsl's `opaque` ORs it into values so the shader
     /// compiler cannot regroup adds of constants.
     zero: u32,
-    _pad: u32,
+    /// Weighted 32-value GGUF blocks: word offset in `qp` of each row's σ².
+    sig_at: u32,
 }
 const _: () = assert!(std::mem::size_of::<QuantParams>() == 32);
 

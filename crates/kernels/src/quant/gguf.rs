@@ -37,11 +37,14 @@ fn entry_point(kind: GgufType, weighted: bool) -> (&'static str, usize) {
         (GgufType::Q4_K, false) => ("quantize_q4_k", 32),
         (GgufType::Q5_K, false) => ("quantize_q5_k", 32),
         (GgufType::Q6_K, false) => ("quantize_q6_k", 16),
-        // The 32-value types have no weighted kernel (refused before).
+        (GgufType::Q4_0, true) => ("quantize_q4_0_w", 32),
+        (GgufType::Q5_0, true) => ("quantize_q5_0_w", 32),
+        (GgufType::Q5_1, true) => ("quantize_q5_1_w", 32),
+        // Q8_0 ignores importances (refused before).
         (GgufType::Q8_0, _) => ("quantize_q8_0", 32),
-        (GgufType::Q4_0, _) => ("quantize_q4_0", 32),
-        (GgufType::Q5_0, _) => ("quantize_q5_0", 32),
-        (GgufType::Q5_1, _) => ("quantize_q5_1", 32),
+        (GgufType::Q4_0, false) => ("quantize_q4_0", 32),
+        (GgufType::Q5_0, false) => ("quantize_q5_0", 32),
+        (GgufType::Q5_1, false) => ("quantize_q5_1", 32),
     }
 }
 
@@ -58,16 +61,16 @@ impl GpuQuant<'_> {
         self.blocks(w, kind, None)
     }
 
-    /// The K-quant (Q4_K, Q5_K, Q6_K) blocks of `w` weighted by one
-    /// importance per column, byte-identical to ggml's
-    /// `quantize_q*_K(…, quant_weights)` (shears' `reference::imatrix`).
+    /// The blocks of `w` weighted by one importance per column (K-quants,
+    /// Q4_0, Q5_0, Q5_1), byte-identical to ggml's `quantize_*(…,
+    /// quant_weights)` (shears' `reference::imatrix`). Q8_0 takes none.
     pub fn quantize_gguf_weighted(
         &self,
         w: &TensorView,
         kind: GgufType,
         importance: &[f32],
     ) -> Result<GgufBlocks> {
-        if !matches!(kind, GgufType::Q4_K | GgufType::Q5_K | GgufType::Q6_K) {
+        if kind == GgufType::Q8_0 {
             return Err(Error::Unsupported(format!(
                 "no GPU kernel for importance-weighted {kind:?}"
             )));
@@ -100,7 +103,10 @@ impl GpuQuant<'_> {
         if rows == 0 || cols == 0 {
             return Ok(out);
         }
-        let flags_per_row = cols / n * 4;
+        // The weighted 32-value blocks need each row's σ² (a first pass
+        // leaves it in the flags buffer, after the flags).
+        let row_sigma = qw.is_some() && n == 32;
+        let flags_per_row = cols / n * 4 + if row_sigma { 4 } else { 0 };
         // The importances sit after the chunk's rows in the same binding.
         let qw_bytes = qw.map_or(0, |q| q.len() * 4);
         let per = ((ctx.chunk_bytes() as usize).saturating_sub(4 + qw_bytes)
@@ -146,7 +152,17 @@ impl GpuQuant<'_> {
             _ => 0.0,
         };
         let pipeline = ctx.pipeline("quant", source::QUANT, name, &layout, &[("DTYPE", dtype)])?;
-        let flagged = !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0);
+        let sigma = match row_sigma {
+            true => Some(ctx.pipeline(
+                "quant",
+                source::QUANT,
+                "row_sigma2",
+                &layout,
+                &[("DTYPE", dtype)],
+            )?),
+            false => None,
+        };
+        let flagged = qw.is_some() || !matches!(kind, GgufType::Q8_0 | GgufType::Q4_0);
         let mut x = vec![0.0f32; n];
         for rr in split(rows, per) {
             let elems = rr.start * cols..rr.end * cols;
@@ -157,6 +173,7 @@ impl GpuQuant<'_> {
                 cols: cols as u32,
                 first,
                 qw_at: (qw_at / 4) as u32,
+                sig_at: (rr.len() * cols / n) as u32,
                 ..Default::default()
             };
             ctx.queue().write_buffer(&pbuf, 0, bytemuck::bytes_of(&p));
@@ -168,6 +185,10 @@ impl GpuQuant<'_> {
             enc.clear_buffer(&blocks, 0, None);
             ctx.queue().submit([enc.finish()]);
             let n_blocks = rr.len() * cols / n;
+            if let Some(sp) = &sigma {
+                let idx = ctx.dispatch("row_sigma2", sp, &bind, ctx.grid_2d(rr.len().div_ceil(64)));
+                ctx.wait(Some(idx))?;
+            }
             let dims = ctx.grid_2d((rr.len() * cols / per_invocation).div_ceil(64));
             let idx = ctx.dispatch(name, &pipeline, &bind, dims);
             ctx.wait(Some(idx))?;
@@ -175,8 +196,22 @@ impl GpuQuant<'_> {
             if flagged {
                 let words = ctx.read_back(&flags, 0, (n_blocks * 4) as u64)?;
                 let block = kind.block_fn();
+                let mut redone = None;
                 for (b, f) in words.chunks_exact(4).enumerate() {
-                    if f != [0, 0, 0, 0] {
+                    if f != [0, 0, 0, 0] && row_sigma {
+                        // σ² is the whole row's: the row again on the CPU.
+                        let r = b * n / cols;
+                        out.on_cpu += 1;
+                        if redone == Some(r) {
+                            continue;
+                        }
+                        redone = Some(r);
+                        let at = elems.start + r * cols;
+                        let mut row = vec![0.0f32; cols];
+                        w.decode_into(at..at + cols, &mut row)?;
+                        let q = qw.expect("weighted");
+                        quantize_row(kind, &row, q, &mut got[r * row_bytes..(r + 1) * row_bytes]);
+                    } else if f != [0, 0, 0, 0] {
                         let at = elems.start + b * n;
                         w.decode_into(at..at + n, &mut x)?;
                         let o = &mut got[b * bb..(b + 1) * bb];
