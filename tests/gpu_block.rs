@@ -147,7 +147,8 @@ fn golden(family: &str) -> (Checkpoint, ModelConfig) {
     (Checkpoint::open(&dir).unwrap(), cfg)
 }
 
-/// Output and the seven gradients of one pass on `dev`.
+/// Output, the seven weight gradients and the bias gradients (Qwen2's q,
+/// k, v) of one pass on `dev`.
 fn pass_on<D: BlockOps>(dev: &D, family: &str) -> Result<Vec<Vec<f32>>, Failed> {
     const SEQ: usize = 9;
     let (ckpt, cfg) = golden(family);
@@ -165,9 +166,9 @@ fn pass_on<D: BlockOps>(dev: &D, family: &str) -> Result<Vec<Vec<f32>>, Failed> 
     let x = dev.upload(&values(n, 11))?;
     let pass = forward(dev, &db, w, &x, 2 * SEQ)?;
     let dy = dev.upload(&values(n, 12))?;
-    let grads = backward(dev, &db, w, &pass, &dy)?;
+    let (grads, biases) = backward(dev, &db, w, &pass, &dy)?;
     let mut out = vec![dev.download(&pass.y)?];
-    for g in &grads {
+    for g in grads.iter().chain(biases.iter().flatten()) {
         out.push(dev.download(g)?);
     }
     Ok(out)
@@ -177,10 +178,10 @@ fn pass(g: &GpuTrain, family: &str) -> Result<(), Failed> {
     let want = pass_on(&Reference, family)?;
     let got = pass_on(g, family)?;
     for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-        let what = if i == 0 {
-            "output".to_string()
-        } else {
-            format!("gradient of linear {}", i - 1)
+        let what = match i {
+            0 => "output".to_string(),
+            1..=7 => format!("gradient of linear {}", i - 1),
+            _ => format!("gradient of bias {}", i - 8),
         };
         close(&format!("{family} {what}"), a, b, PASS_TOL)?;
     }

@@ -451,3 +451,70 @@ fn bad_model_runs_are_refused_with_one_line() {
     }
     let _ = eval;
 }
+
+/// Block mode on a pruned Qwen2 trains the q/k/v biases with their
+/// linears: the written biases differ from the student's, and `shears
+/// eval` of the output gives the verdict's figures.
+#[test]
+fn block_mode_writes_trained_biases() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = golden_with_tokenizer(dir.path(), "qwen2");
+    let (calib, eval) = texts(dir.path());
+    let student = dir.path().join("pruned");
+    ok(&run(&[
+        "--backend",
+        "cpu",
+        "-q",
+        "prune",
+        s(&teacher),
+        "-o",
+        s(&student),
+        "--sparsity",
+        "0.5",
+        "--scope",
+        "row",
+    ]));
+    let out = dir.path().join("out");
+    let rep = dir.path().join("r.json");
+    ok(&distill(
+        &teacher,
+        &student,
+        &out,
+        &[
+            "--calibration-text",
+            s(&calib),
+            "--eval-text",
+            s(&eval),
+            "--mode",
+            "block",
+            "--report",
+            s(&rep),
+            "--judge",
+            "kl",
+            "--keep-worse",
+        ],
+    ));
+    let r = report(&rep);
+    let m = &r["model"];
+    judged_is_written(&out, &eval, &teacher, m, "qwen2 block");
+    let (sc, oc) = (
+        Checkpoint::open(&student).unwrap(),
+        Checkpoint::open(&out).unwrap(),
+    );
+    let trained: Vec<&str> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !l["kept_student"].as_bool().unwrap())
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    let mut moved = 0;
+    for t in sc.tensors.iter().filter(|t| t.name.ends_with("_proj.bias")) {
+        let weight = t.name.replace(".bias", ".weight");
+        let changed = sc.view(t).bytes() != oc.view(oc.get(&t.name).unwrap()).bytes();
+        // A bias moves exactly when its layer was written trained.
+        assert_eq!(changed, trained.contains(&weight.as_str()), "{}", t.name);
+        moved += changed as usize;
+    }
+    assert!(moved > 0, "no bias was trained: {r}");
+}

@@ -258,6 +258,29 @@ pub fn forward(s: &BlockShape, b: &Block, t: &RopeTable, x: &[f64]) -> (Vec<f64>
 /// The gradients of a loss with respect to the seven linear weights, given
 /// its gradient `dy` with respect to the block's output.
 pub fn backward(s: &BlockShape, b: &Block, t: &RopeTable, c: &Cache, dy: &[f64]) -> [Vec<f64>; 7] {
+    backward_with_biases(s, b, t, c, dy).0
+}
+
+/// Σ over rows of a [rows, width] gradient: its bias's gradient.
+fn column_sums(g: &[f64], width: usize) -> Vec<f64> {
+    let mut out = vec![0.0; width];
+    for row in g.chunks(width) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+    out
+}
+
+/// [`backward`] and the gradients of the q, k, v and o biases the block
+/// has (the column sums of those projections' output gradients).
+pub fn backward_with_biases(
+    s: &BlockShape,
+    b: &Block,
+    t: &RopeTable,
+    c: &Cache,
+    dy: &[f64],
+) -> ([Vec<f64>; 7], [Option<Vec<f64>>; 4]) {
     let (h, d) = (s.hidden, s.head_dim);
     let (qw, kw) = (s.heads * d, s.kv_heads * d);
     let w = &b.linears;
@@ -341,7 +364,13 @@ pub fn backward(s: &BlockShape, b: &Block, t: &RopeTable, c: &Cache, dy: &[f64])
     let g_q = linear_back_w(&dq_pre, &c.hn, qw, h);
     let g_k = linear_back_w(&dk_pre, &c.hn, kw, h);
     let g_v = linear_back_w(&dv, &c.hn, kw, h);
-    [g_q, g_k, g_v, g_o, g_gate, g_up, g_down]
+    let outs = [(&dq_pre, qw), (&dk_pre, kw), (&dv, kw), (&dx2, h)];
+    let biases = std::array::from_fn(|i| {
+        b.biases[i]
+            .as_ref()
+            .map(|_| column_sums(outs[i].0, outs[i].1))
+    });
+    ([g_q, g_k, g_v, g_o, g_gate, g_up, g_down], biases)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! ([`BlockOps`]): the same arithmetic as the f64 specification of
 //! [`super::block`], composed from the device's products and block
 //! operations, so block-wise distillation trains on the CPU paths and the
-//! GPU alike. Only the seven linear weights get gradients.
+//! GPU alike. The seven linear weights and the q/k/v/o biases get
+//! gradients.
 
 use super::block::BlockShape;
 use super::block_device::{triangle_len, BlockOps};
@@ -19,7 +20,9 @@ pub struct DeviceBlock<D: BlockOps> {
     post_norm: D::Buf,
     q_norm: Option<D::Buf>,
     k_norm: Option<D::Buf>,
-    biases: [Option<D::Buf>; 4],
+    /// The q, k, v and o biases (block-wise distillation trains them in
+    /// place).
+    pub(super) biases: [Option<D::Buf>; 4],
     cos: D::Buf,
     sin: D::Buf,
     half: usize,
@@ -205,14 +208,15 @@ pub fn forward<D: BlockOps>(
 }
 
 /// The gradients of the seven linear weights given `dy`, the gradient of
-/// the loss with respect to the pass's output.
+/// the loss with respect to the pass's output, and of the q, k, v and o
+/// biases the block has.
 pub fn backward<D: BlockOps>(
     dev: &D,
     b: &DeviceBlock<D>,
     w: [&D::Buf; 7],
     c: &Pass<D>,
     dy: &D::Buf,
-) -> Result<[D::Buf; 7]> {
+) -> Result<([D::Buf; 7], [Option<D::Buf>; 4])> {
     let s = &b.shape;
     let (h, d, eps, t) = (s.hidden, s.head_dim, s.eps as f32, c.tokens);
     let (qw, kw, inter) = (s.heads * d, s.kv_heads * d, s.inter);
@@ -262,7 +266,16 @@ pub fn backward<D: BlockOps>(
     let g_q = back_w(dev, &dq_pre, &c.hn, t, qw, h)?;
     let g_k = back_w(dev, &dk_pre, &c.hn, t, kw, h)?;
     let g_v = back_w(dev, &dv, &c.hn, t, kw, h)?;
-    Ok([g_q, g_k, g_v, g_o, g_gate, g_up, g_down])
+    let outs = [(&dq_pre, qw), (&dk_pre, kw), (&dv, kw), (&dx2, h)];
+    let mut biases: [Option<D::Buf>; 4] = Default::default();
+    for (i, (g, width)) in outs.into_iter().enumerate() {
+        if b.biases[i].is_some() {
+            let mut db = dev.zeros(width)?;
+            dev.bias_grad(g, &mut db, t, width)?;
+            biases[i] = Some(db);
+        }
+    }
+    Ok(([g_q, g_k, g_v, g_o, g_gate, g_up, g_down], biases))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The f32 block pass on the CPU reference and the fast CPU path against the
-//! f64 specification, on the golden models' first layer (Llama, Qwen2 with
+//! f64 specification (output, weight and bias gradients), on the golden models' first layer (Llama, Qwen2 with
 //! q/k/v biases, Qwen3 with q/k norms).
 
 use rand::{Rng, SeedableRng};
@@ -54,7 +54,7 @@ fn check_on<D: BlockOps>(dev: &D, name: &str) {
         let (x, dy) = (states(n, 5), states(n, 6));
         let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let (want_y, cache) = block::forward(&s, &blk, &rope, &wide(&x));
-        let want_g = block::backward(&s, &blk, &rope, &cache, &wide(&dy));
+        let (want_g, want_b) = block::backward_with_biases(&s, &blk, &rope, &cache, &wide(&dy));
 
         let db = DeviceBlock::new(dev, s, &lw, &rope).unwrap();
         let w: Vec<D::Buf> = lw
@@ -70,13 +70,23 @@ fn check_on<D: BlockOps>(dev: &D, name: &str) {
             &want_y,
             &dev.download(&pass.y).unwrap(),
         );
-        let grads = backward(dev, &db, w, &pass, &dev.upload(&dy).unwrap()).unwrap();
+        let (grads, bias_grads) = backward(dev, &db, w, &pass, &dev.upload(&dy).unwrap()).unwrap();
         for (i, g) in grads.iter().enumerate() {
             close(
                 &format!("{name} {family} gradient of linear {i}"),
                 &want_g[i],
                 &dev.download(g).unwrap(),
             );
+        }
+        for (i, (want, got)) in want_b.iter().zip(&bias_grads).enumerate() {
+            assert_eq!(want.is_some(), got.is_some(), "{name} {family} bias {i}");
+            if let (Some(want), Some(got)) = (want, got) {
+                close(
+                    &format!("{name} {family} gradient of bias {i}"),
+                    want,
+                    &dev.download(got).unwrap(),
+                );
+            }
         }
     }
 }

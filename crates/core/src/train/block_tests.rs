@@ -76,8 +76,31 @@ fn gradients_match_finite_differences() {
         };
         let (y, cache) = forward(&s, &block, &t, &x);
         let dy: Vec<f64> = y.iter().zip(&target).map(|(a, b)| a - b).collect();
-        let grads = backward(&s, &block, &t, &cache, &dy);
+        let (grads, bias_grads) = backward_with_biases(&s, &block, &t, &cache, &dy);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // The biases (Qwen2's q, k, v): every element.
+        for (bi, g) in bias_grads.iter().enumerate() {
+            assert_eq!(
+                g.is_some(),
+                block.biases[bi].is_some(),
+                "{family}: bias {bi}"
+            );
+            let Some(g) = g else { continue };
+            for e in 0..g.len() {
+                let step = 1e-5;
+                let mut plus = block.clone();
+                plus.biases[bi].as_mut().unwrap()[e] += step;
+                let mut minus = block.clone();
+                minus.biases[bi].as_mut().unwrap()[e] -= step;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * step);
+                let tol = 1e-5 * numeric.abs().max(1.0);
+                assert!(
+                    (numeric - g[e]).abs() <= tol,
+                    "{family}: bias {bi}, element {e}: analytic {}, numeric {numeric}",
+                    g[e]
+                );
+            }
+        }
         for (li, g) in grads.iter().enumerate() {
             assert_eq!(g.len(), block.linears[li].len());
             for _ in 0..6 {

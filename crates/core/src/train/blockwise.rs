@@ -4,7 +4,8 @@
 //! output. Masks and quantization grids stay fixed as in layer-wise
 //! distillation: pruned weights stay exactly 0 (their Adam moments too),
 //! a quantized linear computes with its fake quantization and trains its
-//! latent weight straight through. Loss: the mean squared error of the
+//! latent weight straight through; a trained linear's bias (Qwen2's q, k,
+//! v) trains with it, unmasked. Loss: the mean squared error of the
 //! block's output; Adam with the learning rate on a cosine to 0; batches of
 //! whole sequences (attention needs them); early stopping on the held-out
 //! sequences as `LkdConfig::patience` says. Runs on any backend's
@@ -49,6 +50,9 @@ pub struct BlockResult {
     /// block computes with their fake quantization where a grid is given);
     /// empty for the linears held fixed.
     pub weights: [Vec<f32>; 7],
+    /// The trained biases of q, k, v and o (those of trained linears that
+    /// have one).
+    pub biases: [Option<Vec<f32>>; 4],
     /// ‖Y_t − Y_s‖ / ‖Y_t‖ of the block's output on the held-out
     /// sequences, before and after.
     pub error_before: f64,
@@ -197,15 +201,38 @@ fn weights<D: BlockOps>(lin: &[Linear<D>]) -> [&D::Buf; 7] {
     std::array::from_fn(|i| lin[i].weight())
 }
 
-/// The latent weights of the trained linears (nothing of the rest).
-fn snapshot<D: BlockOps>(dev: &D, lin: &[Linear<D>]) -> Result<[Vec<f32>; 7]> {
+/// Adam's moments of a trained bias.
+struct BiasMoments<D: BlockOps> {
+    m: D::Buf,
+    v: D::Buf,
+    width: usize,
+}
+
+/// What training changes: the trained linears' latent weights and the
+/// trained biases.
+type Snapshot = ([Vec<f32>; 7], [Option<Vec<f32>>; 4]);
+
+/// The latent weights of the trained linears and the trained biases
+/// (nothing of the rest).
+fn snapshot<D: BlockOps>(
+    dev: &D,
+    lin: &[Linear<D>],
+    db: &DeviceBlock<D>,
+    bm: &[Option<BiasMoments<D>>; 4],
+) -> Result<Snapshot> {
     let mut out: [Vec<f32>; 7] = Default::default();
     for (i, l) in lin.iter().enumerate() {
         if let Linear::Trained(t) = l {
             out[i] = dev.download(&t.latent)?;
         }
     }
-    Ok(out)
+    let mut biases: [Option<Vec<f32>>; 4] = Default::default();
+    for (i, b) in biases.iter_mut().enumerate() {
+        if let (Some(_), Some(buf)) = (&bm[i], &db.biases[i]) {
+            *b = Some(dev.download(buf)?);
+        }
+    }
+    Ok((out, biases))
 }
 
 /// Distills one block on `dev`; see the module documentation.
@@ -217,7 +244,17 @@ pub fn distill_block<D: BlockOps>(
     check(p)?;
     let s = &p.shape;
     let row = s.seq_len * s.hidden;
-    let db = DeviceBlock::new(dev, *s, p.block, p.rope)?;
+    let mut db = DeviceBlock::new(dev, *s, p.block, p.rope)?;
+    let mut bm: [Option<BiasMoments<D>>; 4] = Default::default();
+    for (i, b) in bm.iter_mut().enumerate() {
+        if let (true, Some(bias)) = (p.trained[i], &p.block.linears()[i].bias) {
+            *b = Some(BiasMoments {
+                m: dev.zeros(bias.len())?,
+                v: dev.zeros(bias.len())?,
+                width: bias.len(),
+            });
+        }
+    }
     let mut lin = Vec::with_capacity(7);
     for i in 0..7 {
         let given = &p.block.linears()[i].w;
@@ -256,7 +293,7 @@ pub fn distill_block<D: BlockOps>(
         })));
     }
     refresh(dev, &mut lin)?;
-    let start = snapshot(dev, &lin)?;
+    let start = snapshot(dev, &lin, &db, &bm)?;
     let error_before = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
     let seqs = p.x_train.len() / row;
     let per_step = (cfg.batch_size / s.seq_len).clamp(1, seqs);
@@ -264,7 +301,7 @@ pub fn distill_block<D: BlockOps>(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..seqs).collect();
     let mut losses = Vec::with_capacity(total);
-    let mut best: (f64, usize, Option<[Vec<f32>; 7]>) = (error_before, 0, None);
+    let mut best: (f64, usize, Option<Snapshot>) = (error_before, 0, None);
     let mut epochs = 0;
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
@@ -279,7 +316,7 @@ pub fn distill_block<D: BlockOps>(
             let pass = forward(dev, &db, weights(&lin), &dev.upload(&x)?, tokens)?;
             let mut dy = dev.zeros(x.len())?;
             losses.push(dev.mse(&pass.y, &dev.upload(&t)?, &mut dy, tokens, s.hidden)?);
-            let grads = backward(dev, &db, weights(&lin), &pass, &dy)?;
+            let (grads, bias_grads) = backward(dev, &db, weights(&lin), &pass, &dy)?;
             drop(pass);
             let step = losses.len();
             let at = AdamStep::at(
@@ -303,6 +340,11 @@ pub fn distill_block<D: BlockOps>(
                     )?;
                 }
             }
+            for ((b, g), buf) in bm.iter_mut().zip(&bias_grads).zip(&mut db.biases) {
+                if let (Some(b), Some(g), Some(buf)) = (b, g, buf) {
+                    dev.adam(buf, g, &mut b.m, &mut b.v, None, b.width, at)?;
+                }
+            }
             refresh(dev, &mut lin)?;
         }
         epochs = epoch;
@@ -311,21 +353,22 @@ pub fn distill_block<D: BlockOps>(
         };
         let e = held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?;
         if e < best.0 {
-            best = (e, epoch, Some(snapshot(dev, &lin)?));
+            best = (e, epoch, Some(snapshot(dev, &lin, &db, &bm)?));
         } else if epoch - best.1 >= patience {
             break;
         }
     }
-    let (error_after, best_epoch, kept) = match cfg.patience {
+    let (error_after, best_epoch, (kept, biases)) = match cfg.patience {
         Some(_) => (best.0, best.1, best.2.unwrap_or(start)),
         None => (
             held_error(dev, &db, weights(&lin), p.x_held, p.y_held)?,
             epochs,
-            snapshot(dev, &lin)?,
+            snapshot(dev, &lin, &db, &bm)?,
         ),
     };
     Ok(BlockResult {
         weights: kept,
+        biases,
         error_before,
         error_after,
         losses,

@@ -82,3 +82,81 @@ fn pruned_block_learns_its_teachers_output() {
     }
     assert!(r.best_epoch >= 1);
 }
+
+/// Qwen2's first block with its q and v biases zeroed (weights as the
+/// teacher's): training q and v moves each bias back towards the teacher's
+/// and lowers the output error; k, held fixed, keeps its bias.
+#[test]
+fn biases_train_with_their_linears() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/forward/qwen2");
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
+    let teacher = weights.layer(0).unwrap();
+    let shape = BlockShape::new(&cfg, 8);
+    let rope = RopeTable::new(&cfg, 8);
+    let mut student = teacher.clone();
+    for (i, l) in student.linears_mut().into_iter().enumerate() {
+        if i == 0 || i == 2 {
+            let b = l.bias.as_mut().expect("Qwen2 has q/k/v biases");
+            b.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let ids: Vec<u32> = (0..160 * 8)
+        .map(|_| rng.random_range(0..cfg.vocab as u32))
+        .collect();
+    let x = weights.embed(&ids).unwrap();
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let spec = super::super::block::Block::from_layer(&teacher);
+    let (y, _) = super::super::block::forward(&shape, &spec, &rope, &xd);
+    let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+    let split = 128 * 8 * cfg.hidden;
+    // q and v trained, the rest held fixed.
+    let problem = BlockProblem {
+        shape,
+        rope: &rope,
+        x_train: &x[..split],
+        y_train: &y[..split],
+        x_held: &x[split..],
+        y_held: &y[split..],
+        block: &student,
+        trained: [true, false, true, false, false, false, false],
+        masks: [None; 7],
+        grids: [None; 7],
+    };
+    let lkd = LkdConfig {
+        epochs: 10,
+        batch_size: 32,
+        lr: 0.003,
+        seed: 2,
+        patience: Some(5),
+    };
+    let r = distill_block(&FastCpu, &problem, &lkd).unwrap();
+    assert!(
+        r.error_after < 0.8 * r.error_before,
+        "{} -> {}",
+        r.error_before,
+        r.error_after
+    );
+    let dist = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for i in [0, 2] {
+        let want = teacher.linears()[i].bias.as_ref().unwrap();
+        let got = r.biases[i].as_ref().expect("a trained linear's bias");
+        let given = student.linears()[i].bias.as_ref().unwrap();
+        assert!(
+            dist(got, want) < 0.75 * dist(given, want),
+            "bias {i}: {} from the teacher's, {} as given",
+            dist(got, want),
+            dist(given, want)
+        );
+    }
+    assert!(r.biases[1].is_none() && r.biases[3].is_none());
+}

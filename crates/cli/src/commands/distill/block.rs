@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use shears_core::encode_f32;
 use shears_core::model::rope::RopeTable;
 use shears_core::model::LayerWeights;
+use shears_core::reference::quant::round_to;
 use shears_core::train::block::BlockShape;
 use shears_core::train::block_device::BlockOps;
 use shears_core::train::blockwise::{block_error, distill_block, BlockProblem};
@@ -116,6 +118,24 @@ impl ModelJob<'_> {
             encoded.push((l, given, bytes, new_zeros));
         }
         drop(r.weights);
+        // The trained biases as written (the student's dtype), swapped in
+        // like the weights.
+        let mut biases: HashMap<usize, (Option<Vec<f32>>, Vec<u8>)> = HashMap::new();
+        for (l, b) in r.biases.iter().enumerate() {
+            let (Some(b), Some(p)) = (b, &parts[l]) else {
+                continue;
+            };
+            let t = &job.targets[p.target];
+            let Some(name) = &t.student_bias else {
+                continue;
+            };
+            let dtype = job.student.ckpt.get(name).expect("checked").dtype;
+            let values: Vec<f32> = b.iter().map(|&v| round_to(dtype, v)).collect();
+            let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
+            encode_f32(dtype, &values, &mut bytes);
+            let given = std::mem::replace(&mut ls.linears_mut()[l].bias, Some(values));
+            biases.insert(l, (given, bytes));
+        }
         let error_written = block_error(dev, shape, &rope, ls, &xs[split..], &yt[split..])?;
         let improved = error_written < r.error_before;
         let seconds = start.elapsed().as_secs_f64() / encoded.len() as f64;
@@ -124,8 +144,12 @@ impl ModelJob<'_> {
             let p = parts[l].as_ref().expect("encoded");
             let t = &job.targets[p.target];
             let kept = p.mask.iter().filter(|&&m| m != 0.0).count();
+            let bias = biases.remove(&l);
             if !improved {
                 ls.linears_mut()[l].w = given;
+                if let Some((given_bias, _)) = &bias {
+                    ls.linears_mut()[l].bias = given_bias.clone();
+                }
             }
             let row = LayerRow {
                 name: t.name.clone(),
@@ -152,7 +176,7 @@ impl ModelJob<'_> {
             rows.push(row);
             let w = Written {
                 weight: improved.then_some(bytes),
-                bias: None,
+                bias: bias.filter(|_| improved).map(|(_, b)| b),
                 pending: 1 + usize::from(t.student_bias.is_some()),
             };
             spill.put(p.target, w)?;
