@@ -207,6 +207,10 @@ pub fn forward<D: BlockOps>(
     })
 }
 
+/// The gradients of the seven linear weights and of the q, k, v and o
+/// biases (those the block has).
+pub type Grads<B> = ([B; 7], [Option<B>; 4]);
+
 /// The gradients of the seven linear weights given `dy`, the gradient of
 /// the loss with respect to the pass's output, and of the q, k, v and o
 /// biases the block has.
@@ -216,7 +220,7 @@ pub fn backward<D: BlockOps>(
     w: [&D::Buf; 7],
     c: &Pass<D>,
     dy: &D::Buf,
-) -> Result<([D::Buf; 7], [Option<D::Buf>; 4])> {
+) -> Result<Grads<D::Buf>> {
     let s = &b.shape;
     let (h, d, eps, t) = (s.hidden, s.head_dim, s.eps as f32, c.tokens);
     let (qw, kw, inter) = (s.heads * d, s.kv_heads * d, s.inter);

@@ -133,7 +133,7 @@ impl ModelJob<'_> {
             let values: Vec<f32> = b.iter().map(|&v| round_to(dtype, v)).collect();
             let mut bytes = vec![0u8; values.len() * dtype.bits() / 8];
             encode_f32(dtype, &values, &mut bytes);
-            let given = std::mem::replace(&mut ls.linears_mut()[l].bias, Some(values));
+            let given = ls.linears_mut()[l].bias.replace(values);
             biases.insert(l, (given, bytes));
         }
         let error_written = block_error(dev, shape, &rope, ls, &xs[split..], &yt[split..])?;
