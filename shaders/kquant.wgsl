@@ -437,6 +437,16 @@ fn q6_k(g: u32, t: u32, weighted: bool) {
     }
 }
 
+// Code c of element i of a 32-value block: its low nibble in the 16 bytes
+// at qs (elements 0–15 low, 16–31 high), its fifth bit (Q5 types) in the
+// 32 bits at qh.
+fn put_code(qs: u32, qh: u32, i: u32, c: u32, fifth: bool) {
+    put_byte(qs + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
+    if (fifth) {
+        put_byte(qh + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+    }
+}
+
 // Q5_0 (22 bytes) and Q5_1 (24 bytes): one block of 32 per invocation.
 fn q5_block(k: u32, with_min: bool) {
     bad = false;
@@ -489,8 +499,7 @@ fn q5_block(k: u32, with_min: bool) {
         } else {
             c = u32(min(as_i8(i32(trunc(kadd(kmul(kx[i], id), 16.5)))), 31i)) & 0xffu;
         }
-        put_byte(qs + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
-        put_byte(qh + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+        put_code(qs, qh, i, c, true);
     }
     qp[k] = select(0u, 1u, bad);
 }
@@ -563,14 +572,10 @@ fn q_sym_w(k: u32, nmax: i32, size: u32) {
     let db = f16_rn(d);
     put_byte(at, db);
     put_byte(at + 1u, db >> 8u);
+    // Q4_0: codes from byte 2; Q5_0: fifth bits at 2, codes from 6.
+    let q5 = size == 22u;
     for (var i = 0u; i < 32u; i = i + 1u) {
-        let c = kl[i];
-        if (size == 18u) {
-            put_byte(at + 2u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
-        } else {
-            put_byte(at + 6u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
-            put_byte(at + 2u + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
-        }
+        put_code(select(at + 2u, at + 6u, q5), at + 2u, i, kl[i], q5);
     }
     qp[k] = select(0u, 1u, bad);
 }
@@ -615,9 +620,7 @@ fn quantize_q5_1_w(@builtin(workgroup_id) wid: vec3<u32>,
     put_byte(at + 2u, mb);
     put_byte(at + 3u, mb >> 8u);
     for (var i = 0u; i < 32u; i = i + 1u) {
-        let c = kl[i];
-        put_byte(at + 8u + (i & 15u), (c & 0xfu) << (4u * (i >> 4u)));
-        put_byte(at + 4u + i / 8u, ((c >> 4u) & 1u) << (i % 8u));
+        put_code(at + 8u, at + 4u, i, kl[i], true);
     }
     qp[k] = select(0u, 1u, bad);
 }

@@ -38,7 +38,12 @@ fn report(path: &Path) -> serde_json::Value {
 /// The golden Llama with a tokenizer, the two texts, and the Llama pruned
 /// 50% per row.
 fn pruned_llama(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let teacher = golden_with_tokenizer(dir, "llama");
+    pruned_golden(dir, "llama")
+}
+
+/// [`pruned_llama`] of golden model `family`.
+fn pruned_golden(dir: &Path, family: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let teacher = golden_with_tokenizer(dir, family);
     let (calib, eval) = texts(dir);
     let student = dir.join("pruned");
     ok(&run(&[
@@ -458,22 +463,7 @@ fn bad_model_runs_are_refused_with_one_line() {
 #[test]
 fn block_mode_writes_trained_biases() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = golden_with_tokenizer(dir.path(), "qwen2");
-    let (calib, eval) = texts(dir.path());
-    let student = dir.path().join("pruned");
-    ok(&run(&[
-        "--backend",
-        "cpu",
-        "-q",
-        "prune",
-        s(&teacher),
-        "-o",
-        s(&student),
-        "--sparsity",
-        "0.5",
-        "--scope",
-        "row",
-    ]));
+    let (teacher, calib, eval, student) = pruned_golden(dir.path(), "qwen2");
     let out = dir.path().join("out");
     let rep = dir.path().join("r.json");
     ok(&distill(

@@ -7,19 +7,60 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::fast::FastCpu;
-use crate::model::{ModelConfig, Weights};
+use crate::model::{LayerWeights, ModelConfig, Weights};
 use crate::Checkpoint;
 
-#[test]
-fn pruned_block_learns_its_teachers_output() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/forward/llama");
+/// Golden model `family`'s first block as the teacher, and its inputs and
+/// outputs (the f64 block's) on `seqs` sequences of 8 seeded tokens'
+/// embeddings.
+struct Setup {
+    cfg: ModelConfig,
+    teacher: LayerWeights,
+    shape: BlockShape,
+    rope: RopeTable,
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
+fn setup(family: &str, seqs: usize, seed: u64) -> Setup {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden/forward")
+        .join(family);
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let ckpt = Checkpoint::open(&dir).unwrap();
     let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
     let teacher = weights.layer(0).unwrap();
     let shape = BlockShape::new(&cfg, 8);
     let rope = RopeTable::new(&cfg, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<u32> = (0..seqs * 8)
+        .map(|_| rng.random_range(0..cfg.vocab as u32))
+        .collect();
+    let x = weights.embed(&ids).unwrap();
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let spec = super::super::block::Block::from_layer(&teacher);
+    let (y, _) = super::super::block::forward(&shape, &spec, &rope, &xd);
+    let y = y.iter().map(|&v| v as f32).collect();
+    Setup {
+        cfg,
+        teacher,
+        shape,
+        rope,
+        x,
+        y,
+    }
+}
+
+#[test]
+fn pruned_block_learns_its_teachers_output() {
+    let Setup {
+        cfg,
+        teacher,
+        shape,
+        rope,
+        x,
+        y,
+    } = setup("llama", 240, 7);
     // The MLP's linears pruned by half (alternate columns), attention kept.
     let masks: Vec<Vec<f32>> = teacher
         .linears()
@@ -35,16 +76,6 @@ fn pruned_block_learns_its_teachers_output() {
     for (l, m) in student.linears_mut().into_iter().zip(&masks) {
         l.w.iter_mut().zip(m).for_each(|(w, &m)| *w *= m);
     }
-    // The block's real inputs: embeddings of seeded token ids.
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let ids: Vec<u32> = (0..240 * 8)
-        .map(|_| rng.random_range(0..cfg.vocab as u32))
-        .collect();
-    let x = weights.embed(&ids).unwrap();
-    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let spec = super::super::block::Block::from_layer(&teacher);
-    let (y, _) = super::super::block::forward(&shape, &spec, &rope, &xd);
-    let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     // The f32 pass's measure of the teacher against its own f64 output.
     let own = block_error(&FastCpu, shape, &rope, &teacher, &x, &y).unwrap();
     assert!(own < 1e-5, "teacher's f32 error {own}");
@@ -88,14 +119,14 @@ fn pruned_block_learns_its_teachers_output() {
 /// and lowers the output error; k, held fixed, keeps its bias.
 #[test]
 fn biases_train_with_their_linears() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/forward/qwen2");
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let ckpt = Checkpoint::open(&dir).unwrap();
-    let weights = Weights::open(&ckpt, cfg.clone()).unwrap();
-    let teacher = weights.layer(0).unwrap();
-    let shape = BlockShape::new(&cfg, 8);
-    let rope = RopeTable::new(&cfg, 8);
+    let Setup {
+        cfg,
+        teacher,
+        shape,
+        rope,
+        x,
+        y,
+    } = setup("qwen2", 160, 9);
     let mut student = teacher.clone();
     for (i, l) in student.linears_mut().into_iter().enumerate() {
         if i == 0 || i == 2 {
@@ -103,15 +134,6 @@ fn biases_train_with_their_linears() {
             b.iter_mut().for_each(|v| *v = 0.0);
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let ids: Vec<u32> = (0..160 * 8)
-        .map(|_| rng.random_range(0..cfg.vocab as u32))
-        .collect();
-    let x = weights.embed(&ids).unwrap();
-    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let spec = super::super::block::Block::from_layer(&teacher);
-    let (y, _) = super::super::block::forward(&shape, &spec, &rope, &xd);
-    let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
     let split = 128 * 8 * cfg.hidden;
     // q and v trained, the rest held fixed.
     let problem = BlockProblem {
