@@ -844,5 +844,9 @@ fn compress_prunes_then_writes_gguf() {
         &["--include"],
     );
     refused(&compress(&["--type", "Q4_0", "--verify"]), &["--verify"]);
+    refused(
+        &compress(&["--type", "Q4_0", "--pattern", "2:4", "--dampening", "0.1"]),
+        &["--dampening"],
+    );
     assert!(!out.exists());
 }

@@ -242,6 +242,20 @@ fn gguf(
         bail!("--validate/--verify are not available with GGUF output");
     }
     let pr = recipe.prune.unwrap_or_default();
+    let h = &a.hessian;
+    let hessian_flags = h.dampening.is_some()
+        || h.block_size.is_some()
+        || h.actorder.is_some()
+        || h.group_scales.is_some()
+        || h.sequential.is_some()
+        || pr.dampening.is_some()
+        || pr.block_size.is_some();
+    if hessian_flags {
+        bail!(
+            "{name}: --dampening/--block-size/--actorder/--group-scales/--sequential are GPTQ's \
+             and SparseGPT's, which GGUF output does not run"
+        );
+    }
     let prune = prune_config(a, &pr)?;
     if let Some(p) = &prune {
         if p.sparsegpt {
