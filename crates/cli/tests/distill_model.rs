@@ -62,6 +62,24 @@ fn pruned_golden(dir: &Path, family: &str) -> (PathBuf, PathBuf, PathBuf, PathBu
     (teacher, calib, eval, student)
 }
 
+/// `shears quantize teacher -o student` on the CPU with `flags`, which
+/// must succeed.
+fn quantize(teacher: &Path, student: &Path, flags: &[&str]) {
+    let args = [
+        &[
+            "--backend",
+            "cpu",
+            "-q",
+            "quantize",
+            s(teacher),
+            "-o",
+            s(student),
+        ][..],
+        flags,
+    ];
+    ok(&run(&args.concat()));
+}
+
 /// `distill layers` of `student` against `teacher` with `more` flags.
 fn distill(teacher: &Path, student: &Path, out: &Path, more: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -183,19 +201,11 @@ fn a_quantized_student_is_judged_and_stays_on_its_grid() {
     let teacher = golden_with_tokenizer(dir.path(), "qwen3");
     let (calib, _) = texts(dir.path());
     let student = dir.path().join("w4");
-    ok(&run(&[
-        "--backend",
-        "cpu",
-        "-q",
-        "quantize",
-        s(&teacher),
-        "-o",
-        s(&student),
-        "--scheme",
-        "w4a16",
-        "--group-size",
-        "auto",
-    ]));
+    quantize(
+        &teacher,
+        &student,
+        &["--scheme", "w4a16", "--group-size", "auto"],
+    );
     // An output whose folders do not exist yet: made when it is written.
     let out = dir.path().join("deep/er/out");
     let rep = dir.path().join("r.json");
@@ -255,17 +265,7 @@ fn float_students_train_on_their_scales() {
         ("mxfp4a16", ".weight_packed"),
     ] {
         let student = dir.path().join(scheme);
-        ok(&run(&[
-            "--backend",
-            "cpu",
-            "-q",
-            "quantize",
-            s(&teacher),
-            "-o",
-            s(&student),
-            "--scheme",
-            scheme,
-        ]));
+        quantize(&teacher, &student, &["--scheme", scheme]);
         // Without --lr an FP8 student gets a tenth of the default rate
         // (5e-3 on probes), the others the default.
         let probe_rep = dir.path().join(format!("{scheme}-probes.json"));
