@@ -850,3 +850,157 @@ fn compress_prunes_then_writes_gguf() {
     );
     assert!(!out.exists());
 }
+
+/// A copy of the GGUF file `src` at `dst` without the keys that carry the
+/// folder's config.json and tokenizer.json, as a file from
+/// convert_hf_to_gguf.py comes.
+fn strip_folder_keys(src: &Path, dst: &Path) {
+    use shears_core::formats::gguf::{GgufWriter, PlannedTensor};
+    let f = GgufFile::open(src).unwrap();
+    let metadata: Vec<(String, Value)> = f
+        .metadata
+        .iter()
+        .filter(|(k, _)| k != "shears.config_json" && k != "tokenizer.huggingface.json")
+        .cloned()
+        .collect();
+    assert!(
+        metadata.len() + 2 == f.metadata.len(),
+        "both keys were there"
+    );
+    let planned = f
+        .tensors
+        .iter()
+        .map(|t| PlannedTensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty.unwrap(),
+        })
+        .collect();
+    let mut w = GgufWriter::create(dst, &metadata, planned, false, &[]).unwrap();
+    for t in &f.tensors {
+        w.write_tensor(&t.name, f.bytes(t).unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `shears eval` of `model` on README.md: its JSON report.
+fn eval_json(model: &Path) -> serde_json::Value {
+    let o = run(&[
+        "eval",
+        s(model),
+        "--text",
+        s(&repo_root().join("README.md")),
+        "--tokens",
+        "1024",
+        "--seq-len",
+        "128",
+        "--json",
+    ]);
+    ok(&o);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_gguf_file_shears_did_not_write_decompresses_to_a_folder_that_runs() {
+    // Each family's golden model (and the four pre-tokenizer rules shears
+    // names) written to GGUF, stripped of shears' own keys: decompressed,
+    // the rebuilt config.json reads as the same model, the rebuilt
+    // tokenizer.json gives the same tokens (so `eval` gives the same
+    // perplexity to the digit) as the folder decompressed from the
+    // unstripped file, and the tensors are the same bytes. (This
+    // tokenizer has no merges; the rules are told apart on a real one in
+    // core's `a_tokenizer_rebuilt_from_the_keys_reads_text_alike`.)
+    let dir = tempfile::tempdir().unwrap();
+    let base_pre: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("assets/tiny-llama/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let byte_level = |regex: bool| {
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+                           "trim_offsets": true, "use_regex": regex})
+    };
+    let split = |p: &str| {
+        serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]})
+    };
+    let cases = [
+        ("llama", base_pre["pre_tokenizer"].clone(), "gpt-2"),
+        ("llama", split(llama3), "llama-bpe"),
+        (
+            "mistral",
+            split(&llama3.replace(r"\p{N}{1,3}", r"\p{N}")),
+            "qwen2",
+        ),
+        (
+            "qwen2",
+            serde_json::json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+            "smollm",
+        ),
+        ("qwen3", base_pre["pre_tokenizer"].clone(), "gpt-2"),
+    ];
+    for (i, (family, pre, name)) in cases.into_iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let model = golden_with_tokenizer(&case, family);
+        let mut tok = base_pre.clone();
+        tok["pre_tokenizer"] = pre;
+        std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
+        let ours = case.join("ours.gguf");
+        let foreign = case.join("foreign.gguf");
+        write_gguf(&model, &ours, "Q8_0");
+        assert_eq!(
+            str_key(&GgufFile::open(&ours).unwrap(), "tokenizer.ggml.pre"),
+            name
+        );
+        strip_folder_keys(&ours, &foreign);
+        let (a, b) = (case.join("a"), case.join("b"));
+        ok(&run(&["-q", "decompress", s(&ours), "-o", s(&a)]));
+        let o = run(&["decompress", s(&foreign), "-o", s(&b)]);
+        ok(&o);
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(said.contains("rebuilt from the file's keys"), "{said}");
+        let config = |d: &Path| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap())
+                    .unwrap();
+            let mut c = shears_core::model::config::ModelConfig::from_json(&v).unwrap();
+            // GGUF names Mistral "llama": the same computation.
+            c.family = shears_core::model::config::Family::Llama;
+            c
+        };
+        assert_eq!(config(&a), config(&b), "{family} {name}");
+        let tensors = |d: &Path| {
+            let c = Checkpoint::open(d).unwrap();
+            let mut v: Vec<(String, Vec<u8>)> = c
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), c.view(t).bytes().to_vec()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(
+            tensors(&a) == tensors(&b),
+            "{family} {name}: tensors differ"
+        );
+        let (ea, eb) = (eval_json(&a), eval_json(&b));
+        assert_eq!(ea["tokens"], eb["tokens"], "{family} {name}");
+        assert_eq!(
+            ea["perplexity"], eb["perplexity"],
+            "{family} {name}: {ea} {eb}"
+        );
+    }
+    // Llama 3's RoPE scaling is a tensor of divisors in GGUF: its
+    // parameters cannot be rebuilt, so the file is refused.
+    let model = golden_with_tokenizer(dir.path(), "llama3-tied");
+    let (ours, foreign) = (dir.path().join("l3.gguf"), dir.path().join("l3f.gguf"));
+    write_gguf(&model, &ours, "Q8_0");
+    strip_folder_keys(&ours, &foreign);
+    let out = dir.path().join("l3");
+    let o = run(&["decompress", s(&foreign), "-o", s(&out)]);
+    refused(&o, &["l3f.gguf", "rope_freqs"]);
+    assert!(!out.exists());
+}

@@ -150,6 +150,21 @@ pub fn dequantize_q4_0(blocks: &[u8]) -> Vec<f32> {
     out
 }
 
+/// Values of Q4_1 blocks (20 bytes: f16 d and min, 16 bytes of nibbles;
+/// value j is code·d + min, codes j and j + 16 in byte j). shears reads
+/// Q4_1 (files in the wild carry it) but does not write it.
+pub fn dequantize_q4_1(blocks: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(blocks.len() / 20 * QK);
+    for b in blocks.chunks_exact(20) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
+        let qs = &b[4..];
+        out.extend(qs.iter().map(|&q| (q & 0xf) as f32 * d + m));
+        out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+    }
+    out
+}
+
 /// The x86 conversion of a float to an integer as ggml's C casts compile
 /// (cvttss2si): truncation, and i32::MIN for NaN or out of range.
 fn c_trunc(v: f32) -> i32 {

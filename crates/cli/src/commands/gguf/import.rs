@@ -1,16 +1,18 @@
 //! Reading GGUF back: `shears decompress MODEL.gguf -o DIR` writes a
 //! safetensors folder with the checkpoint's names and row order (quantized
 //! tensors as their f32 values, F16/BF16/F32 as stored) and, from a file
-//! shears wrote, the original config.json and tokenizer.json, so the folder
-//! runs through `shears eval`; `shears inspect MODEL.gguf` lists its
-//! metadata and tensors.
+//! shears wrote, the original config.json and tokenizer.json; from any
+//! other Llama-family file, config.json, tokenizer.json and
+//! tokenizer_config.json rebuilt from its keys ([`hf`]). Either way the
+//! folder runs through `shears eval` and every other command.
+//! `shears inspect MODEL.gguf` lists the file's metadata and tensors.
 
 use std::path::Path;
 
 use anyhow::Result;
 use serde_json::json;
 use shears_core::checkpoint::{plan_shards, CheckpointWriter, OutputTensor, WriterOptions};
-use shears_core::formats::gguf::{llama, GgmlType, GgufFile, Value};
+use shears_core::formats::gguf::{hf, llama, GgmlType, GgufFile, Value};
 use shears_core::model::config::ModelConfig;
 use shears_core::{DType, Error};
 
@@ -49,17 +51,19 @@ pub fn decompress(
         )
         .into());
     }
-    let Some(config) = text(&f, CONFIG_KEY) else {
-        return Err(Error::format(
-            model,
-            format!("no {CONFIG_KEY}: shears turns back only the GGUF files it wrote"),
-        )
-        .into());
+    // A file shears wrote carries the folder's own config.json and
+    // tokenizer.json; any other gets them rebuilt from its keys.
+    let (config, side) = match text(&f, CONFIG_KEY) {
+        Some(c) => {
+            let tok = text(&f, TOKENIZER_KEY).map(|t| vec![("tokenizer.json", t.to_string())]);
+            (c.to_string(), Rebuilt::Carried(tok.unwrap_or_default()))
+        }
+        None => rebuild(&f, model)?,
     };
-    let config_json: serde_json::Value = serde_json::from_str(config)
+    let config_json: serde_json::Value = serde_json::from_str(&config)
         .map_err(|e| Error::format(model, format!("{CONFIG_KEY} is not valid JSON: {e}")))?;
     let cfg = ModelConfig::from_json(&config_json)
-        .map_err(|e| Error::format(model, format!("{CONFIG_KEY}: {e}")))?;
+        .map_err(|e| Error::format(model, format!("config: {e}")))?;
     let mut planned = Vec::new();
     let mut order = Vec::new();
     for t in &f.tensors {
@@ -99,7 +103,11 @@ pub fn decompress(
         force,
         sync,
         protected: vec![model.to_path_buf()],
-        side_files: vec!["config.json".into(), "tokenizer.json".into()],
+        side_files: vec![
+            "config.json".into(),
+            "tokenizer.json".into(),
+            "tokenizer_config.json".into(),
+        ],
         ..Default::default()
     };
     let mut writer = CheckpointWriter::create(output, plan_shards(planned, SHARD_BYTES)?, opts)?;
@@ -128,8 +136,15 @@ pub fn decompress(
     }
     progress.finish();
     writer.add_file("config.json", config.as_bytes())?;
-    if let Some(tok) = text(&f, TOKENIZER_KEY) {
-        writer.add_file("tokenizer.json", tok.as_bytes())?;
+    let (files, note) = match side {
+        Rebuilt::Carried(files) => (files, None),
+        Rebuilt::Keys {
+            files,
+            no_tokenizer,
+        } => (files, Some(no_tokenizer)),
+    };
+    for (name, body) in &files {
+        writer.add_file(name, body.as_bytes())?;
     }
     let dest = writer.finish()?;
     out.line(&format!(
@@ -139,7 +154,57 @@ pub fn decompress(
         human_bytes(std::fs::metadata(model).map(|m| m.len()).unwrap_or(0)),
         human_bytes(written)
     ));
+    match note {
+        Some(Some(why)) => out.line(&format!(
+            "config.json rebuilt from the file's keys; no tokenizer.json: {why}"
+        )),
+        Some(None) => out.line("config.json and tokenizer.json rebuilt from the file's keys"),
+        None => {}
+    }
     Ok(())
+}
+
+/// The side files of the folder: those a shears-written file carries, or
+/// those rebuilt from another file's keys (with the reason a tokenizer
+/// could not be).
+enum Rebuilt {
+    Carried(Vec<(&'static str, String)>),
+    Keys {
+        files: Vec<(&'static str, String)>,
+        no_tokenizer: Option<String>,
+    },
+}
+
+/// config.json (and the tokenizer files when the vocabulary allows) from
+/// the keys of a GGUF file shears did not write.
+fn rebuild(f: &GgufFile, model: &Path) -> Result<(String, Rebuilt)> {
+    let keys = hf::Keys(&f.metadata);
+    let facts = hf::TensorFacts {
+        embedding_rows: f.tensor("token_embd.weight").map(|t| t.shape()[0]),
+        has_output: f.tensor("output.weight").is_some(),
+        qkv_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+        rope_freqs: f.tensor("rope_freqs.weight").is_some(),
+    };
+    let config = hf::config(&keys, &facts).map_err(|e| Error::format(model, e))?;
+    let context = config["max_position_embeddings"].as_u64().unwrap_or(2048) as usize;
+    let pretty = |j: &serde_json::Value| serde_json::to_string_pretty(j).expect("JSON values");
+    let (files, no_tokenizer) = match hf::tokenizer(&keys, context) {
+        Ok((tok, tcfg)) => (
+            vec![
+                ("tokenizer.json", pretty(&tok)),
+                ("tokenizer_config.json", pretty(&tcfg)),
+            ],
+            None,
+        ),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    Ok((
+        pretty(&config),
+        Rebuilt::Keys {
+            files,
+            no_tokenizer,
+        },
+    ))
 }
 
 pub fn inspect(model: &Path, json_out: bool, report: Option<&Path>, out: &mut Out) -> Result<()> {

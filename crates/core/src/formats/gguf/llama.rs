@@ -152,6 +152,7 @@ pub fn file_type(ty: GgmlType) -> u32 {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
         // llama.cpp has no all-Q4_K file type; its nearest is Q4_K_S.
         GgmlType::Q5_0 => 8,

@@ -41,7 +41,11 @@ pub enum Target {
 impl Target {
     /// Every name `--type` takes.
     pub fn names() -> Vec<&'static str> {
-        let mut v: Vec<&str> = GgmlType::ALL.iter().map(|t| t.name()).collect();
+        let mut v: Vec<&str> = GgmlType::ALL
+            .iter()
+            .filter(|t| t.written())
+            .map(|t| t.name())
+            .collect();
         v.extend(["Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M"]);
         v
     }

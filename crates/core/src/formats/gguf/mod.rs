@@ -18,6 +18,7 @@
 //! [`llama`] says what llama.cpp expects of a Llama-family model and
 //! [`vocab`] of its tokenizer.
 
+pub mod hf;
 pub mod llama;
 pub mod mix;
 mod reader;
@@ -29,14 +30,17 @@ pub use writer::GgufWriter;
 
 use half::{bf16, f16};
 
-use crate::reference::gguf::{dequantize_q4_0, dequantize_q5, dequantize_q8_0, GgufType};
+use crate::reference::gguf::{
+    dequantize_q4_0, dequantize_q4_1, dequantize_q5, dequantize_q8_0, GgufType,
+};
 use crate::reference::kquants::{dequantize_q4_k, dequantize_q5_k, dequantize_q6_k};
 use crate::{Error, Result};
 
 /// Data alignment shears writes (and GGUF's default).
 pub const ALIGNMENT: usize = 32;
 
-/// The tensor types shears writes and reads (named as ggml names them).
+/// The tensor types shears reads (named as ggml names them); it writes all
+/// but Q4_1 ([`GgmlType::written`]).
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
@@ -45,6 +49,7 @@ pub enum GgmlType {
     BF16,
     Q8_0,
     Q4_0,
+    Q4_1,
     Q5_0,
     Q5_1,
     Q4_K,
@@ -54,12 +59,13 @@ pub enum GgmlType {
 
 impl GgmlType {
     /// Every type, for lookups.
-    pub const ALL: [GgmlType; 10] = [
+    pub const ALL: [GgmlType; 11] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q4_K,
@@ -73,6 +79,7 @@ impl GgmlType {
             GgmlType::F32 => 0,
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
             GgmlType::Q5_0 => 6,
             GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
@@ -96,6 +103,7 @@ impl GgmlType {
             GgmlType::BF16 => "BF16",
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
             GgmlType::Q5_0 => "Q5_0",
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q4_K => "Q4_K",
@@ -104,11 +112,16 @@ impl GgmlType {
         }
     }
 
-    /// The type named `name` (any case).
+    /// Whether shears writes the type (Q4_1 it only reads).
+    pub fn written(self) -> bool {
+        self != GgmlType::Q4_1
+    }
+
+    /// The type named `name` (any case) among those shears writes.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
+            .find(|t| t.written() && t.name().eq_ignore_ascii_case(name))
     }
 
     /// The type llama-quantize gives a weight whose rows of `n` do not
@@ -128,7 +141,8 @@ impl GgmlType {
         }
     }
 
-    /// The block format of a quantized type (computed by the quant family).
+    /// The block format of a quantized type shears writes (computed by the
+    /// quant family); None for the float types and Q4_1.
     pub fn blocks(self) -> Option<GgufType> {
         match self {
             GgmlType::Q8_0 => Some(GgufType::Q8_0),
@@ -138,7 +152,7 @@ impl GgmlType {
             GgmlType::Q4_K => Some(GgufType::Q4_K),
             GgmlType::Q5_K => Some(GgufType::Q5_K),
             GgmlType::Q6_K => Some(GgufType::Q6_K),
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q4_1 => None,
         }
     }
 
@@ -146,7 +160,9 @@ impl GgmlType {
     pub fn block_elems(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q5_1 => 32,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                32
+            }
             GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 256,
         }
     }
@@ -158,6 +174,7 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q8_0 => 34,
             GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
             GgmlType::Q5_0 => 22,
             GgmlType::Q5_1 => 24,
             GgmlType::Q4_K => 144,
@@ -193,6 +210,7 @@ impl GgmlType {
                 .collect(),
             GgmlType::Q8_0 => dequantize_q8_0(bytes),
             GgmlType::Q4_0 => dequantize_q4_0(bytes),
+            GgmlType::Q4_1 => dequantize_q4_1(bytes),
             GgmlType::Q5_0 => dequantize_q5(bytes, false),
             GgmlType::Q5_1 => dequantize_q5(bytes, true),
             GgmlType::Q4_K => dequantize_q4_k(bytes),

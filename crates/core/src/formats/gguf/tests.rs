@@ -137,3 +137,179 @@ fn rope_rows_interleave_each_heads_halves() {
     assert_eq!(&g[3..6], &[12, 13, 14]);
     assert_eq!(from_gguf_rows(&g, 3, 2), bytes);
 }
+
+#[test]
+fn q4_1_blocks_read_as_code_times_d_plus_min() {
+    // d = 0.5, min = −1: byte j holds codes j (low nibble) and j + 16.
+    let mut block = Vec::new();
+    block.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    block.extend_from_slice(&half::f16::from_f32(-1.0).to_le_bytes());
+    block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+    assert_eq!(GgmlType::from_id(3), Some(GgmlType::Q4_1));
+    assert_eq!(GgmlType::Q4_1.row_bytes(64), 40);
+    let v = GgmlType::Q4_1.dequantize(&block);
+    for j in 0..16 {
+        assert_eq!(v[j], j as f32 * 0.5 - 1.0);
+        assert_eq!(v[j + 16], (15 - j) as f32 * 0.5 - 1.0);
+    }
+    // Read, never written: `--type Q4_1` is not a target.
+    assert_eq!(GgmlType::parse("Q4_1"), None);
+    assert!(!mix::Target::names().contains(&"Q4_1"));
+}
+
+#[test]
+fn a_config_rebuilt_from_the_keys_is_the_same_model() {
+    use crate::model::config::ModelConfig;
+    let facts = |has_output, qkv_bias| hf::TensorFacts {
+        embedding_rows: None,
+        has_output,
+        qkv_bias,
+        rope_freqs: false,
+    };
+    for (arch, extra) in [
+        (
+            "LlamaForCausalLM",
+            serde_json::json!({"attention_bias": true}),
+        ),
+        (
+            "LlamaForCausalLM",
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+        ),
+        (
+            "Qwen2ForCausalLM",
+            serde_json::json!({"tie_word_embeddings": true}),
+        ),
+        ("Qwen3ForCausalLM", serde_json::json!({"head_dim": 40})),
+    ] {
+        let mut v = serde_json::json!({
+            "architectures": [arch],
+            "hidden_size": 96, "intermediate_size": 160, "num_hidden_layers": 3,
+            "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 300,
+            "rms_norm_eps": 1e-6, "rope_theta": 500000.0, "hidden_act": "silu",
+            "max_position_embeddings": 4096, "bos_token_id": 1, "eos_token_id": 2
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let cfg = ModelConfig::from_json(&v).unwrap();
+        let mut keys = llama::metadata(&cfg, "m", 4096, 7);
+        keys.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(1)));
+        let tied = cfg.tie_word_embeddings;
+        let back = hf::config(&hf::Keys(&keys), &facts(!tied, cfg.qkv_bias)).unwrap();
+        assert_eq!(
+            ModelConfig::from_json(&back).unwrap(),
+            cfg,
+            "{arch} {extra}"
+        );
+        assert_eq!(back["max_position_embeddings"], 4096);
+    }
+    // What config.json cannot say from the keys is refused.
+    let cfg = ModelConfig::from_json(&serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10,
+        "rms_norm_eps": 1e-5
+    }))
+    .unwrap();
+    let keys = llama::metadata(&cfg, "m", 64, 7);
+    let mut freqs = facts(true, false);
+    freqs.rope_freqs = true;
+    assert!(hf::config(&hf::Keys(&keys), &freqs)
+        .unwrap_err()
+        .contains("rope_freqs"));
+    let mut partial = keys.clone();
+    for (k, v) in partial.iter_mut() {
+        if k == "llama.rope.dimension_count" {
+            *v = Value::U32(8);
+        }
+    }
+    assert!(hf::config(&hf::Keys(&partial), &facts(true, false))
+        .unwrap_err()
+        .contains("RoPE over 8"));
+    let mut gemma = keys.clone();
+    gemma[0].1 = Value::Str("gemma".into());
+    assert!(hf::config(&hf::Keys(&gemma), &facts(true, false))
+        .unwrap_err()
+        .contains("\"gemma\""));
+}
+
+#[test]
+fn a_tokenizer_rebuilt_from_the_keys_reads_text_alike() {
+    // The golden forward folder's real byte-level tokenizer (49,152 tokens,
+    // 48,900 merges), under each pre-tokenizer rule shears names: written
+    // to GGUF keys, rebuilt, the same ids for text that tells the rules
+    // apart (digits after spaces, contractions, runs of blanks and
+    // newlines, letters outside ASCII).
+    use crate::model::text::TextTokenizer;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let golden = root.join("tests/golden/forward/tokenizer/tokenizer.json");
+    let mut base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+    // One digit merge, which it lacks, so that splitting digits one at a
+    // time (or three at a time) shows.
+    base["model"]["vocab"]["12"] = 49152.into();
+    base["model"]["merges"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(["1", "2"]));
+    let mut text = std::fs::read_to_string(root.join("README.md")).unwrap();
+    text.push_str(" 3.14159 can't 12345 x=99\n\n\n  y's l'été ünïcödé 日本語 \t\t x  \r\n 2026");
+    let byte_level = |regex: bool| {
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+                           "trim_offsets": true, "use_regex": regex})
+    };
+    let split = |p: &str| {
+        serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]})
+    };
+    let digits = serde_json::json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true}, byte_level(true)]});
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for (pre, name) in [
+        (byte_level(true), "gpt-2"),
+        (split(vocab::LLAMA3_SPLIT), "llama-bpe"),
+        (split(vocab::QWEN2_SPLIT), "qwen2"),
+        (digits, "smollm"),
+    ] {
+        let (src, back) = (dir.path().join("src"), dir.path().join("back"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&back).unwrap();
+        let mut t = base.clone();
+        t["pre_tokenizer"] = pre;
+        if name == "llama-bpe" {
+            t["model"]["ignore_merges"] = true.into();
+        }
+        std::fs::write(src.join("tokenizer.json"), t.to_string()).unwrap();
+        let keys = vocab::metadata(&src, None, 49153, None).unwrap();
+        let k = hf::Keys(&keys);
+        assert!(
+            matches!(keys.iter().find(|(k, _)| k == "tokenizer.ggml.pre"),
+                         Some((_, Value::Str(n))) if n == name)
+        );
+        let (tok, cfg) = hf::tokenizer(&k, 2048).unwrap();
+        assert_eq!(cfg["add_bos_token"], false);
+        std::fs::write(back.join("tokenizer.json"), tok.to_string()).unwrap();
+        let want = TextTokenizer::open(&src).unwrap().encode(&text).unwrap();
+        let got = TextTokenizer::open(&back).unwrap().encode(&text).unwrap();
+        assert!(
+            want == got,
+            "{name}: the rebuilt tokenizer reads the text differently"
+        );
+        seen.push(want);
+    }
+    // The rules do differ on this text, so equality above says something.
+    for i in 0..seen.len() {
+        for j in 0..i {
+            assert!(seen[i] != seen[j], "rules {i} and {j} read the text alike");
+        }
+    }
+    // A SentencePiece vocabulary keeps no merges: no tokenizer, a reason.
+    let spm = vec![(
+        "tokenizer.ggml.model".to_string(),
+        Value::Str("llama".into()),
+    )];
+    assert!(hf::tokenizer(&hf::Keys(&spm), 64)
+        .unwrap_err()
+        .contains("\"llama\""));
+}

@@ -8,7 +8,8 @@
 //! "left right", the BOS/EOS/PAD ids and whether BOS is added.
 //! `tokenizer.ggml.pre` names the pre-tokenizer's split rule: a plain
 //! byte-level split with GPT-2's pattern is "gpt-2", Llama 3's regex split
-//! "llama-bpe", Qwen2's (and Qwen3's) "qwen2" — the names under which
+//! "llama-bpe", Qwen2's (and Qwen3's) "qwen2", single digits before GPT-2's
+//! split (SmolLM's) "smollm" — the names under which
 //! llama.cpp applies the same patterns. Other pre-tokenizers are refused
 //! rather than written with a rule llama.cpp would apply differently.
 //!
@@ -122,16 +123,18 @@ fn read_json(path: &Path) -> Result<Json> {
 
 /// Llama 3's split pattern as its tokenizer.json writes it (llama.cpp's
 /// "llama-bpe" applies the same rule).
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(super) const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Qwen2's (and Qwen3's): digits one at a time (llama.cpp's "qwen2").
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(super) const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// llama.cpp's name (`tokenizer.ggml.pre`) for the pre-tokenizer `pre`:
 /// "gpt-2" for a byte-level split with GPT-2's own pattern (alone, or the
 /// only step of a sequence); "llama-bpe" or "qwen2" for Llama 3's or
 /// Qwen2's regex split (isolated matches) followed by a byte-level step
-/// without its own pattern. None for any other.
+/// without its own pattern; "smollm" for single digits split off before
+/// GPT-2's byte-level split (SmolLM's; llama.cpp applies the same two
+/// patterns under "starcoder" and "refact"). None for any other.
 fn pre_name(pre: &Json) -> Option<&'static str> {
     let kind = json_type;
     match kind(pre) {
@@ -144,6 +147,13 @@ fn pre_name(pre: &Json) -> Option<&'static str> {
             .as_slice()
         {
             [one] => pre_name(one).filter(|&n| n == "gpt-2"),
+            [digits, byte]
+                if kind(digits) == Some("Digits")
+                    && digits.get("individual_digits").and_then(|d| d.as_bool()) == Some(true)
+                    && pre_name(byte) == Some("gpt-2") =>
+            {
+                Some("smollm")
+            }
             [split, byte] => {
                 let plain_bytes = kind(byte) == Some("ByteLevel")
                     && byte.get("use_regex").and_then(|u| u.as_bool()) == Some(false);
@@ -231,7 +241,8 @@ pub fn metadata(
             &path,
             format!(
                 "pre-tokenizer {short} has no GGUF name shears knows (it writes GPT-2's \
-                 byte-level split \"gpt-2\", Llama 3's \"llama-bpe\" and Qwen2's \"qwen2\")"
+                 byte-level split \"gpt-2\", Llama 3's \"llama-bpe\", Qwen2's \"qwen2\" and \
+                 SmolLM's \"smollm\")"
             ),
         ));
     };
