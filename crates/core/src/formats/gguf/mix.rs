@@ -103,6 +103,26 @@ fn use_more_bits(i: usize, n: usize) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64) % 3 == 2
 }
 
+/// llama.cpp's order of a model's tensors (its loader's map): by the layer
+/// number in `blk.N.` (tensors outside the layers first), then by name.
+/// llama-quantize counts the attn_v and ffn_down tensors in this order, so
+/// the i-th is layer i's even when the checkpoint lists layer 10 before
+/// layer 2 (as Hugging Face's alphabetical safetensors files do).
+fn llama_cpp_order(tensors: &[(&str, &[u64])]) -> Vec<usize> {
+    let layer = |name: &str| -> i64 {
+        name.strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(-1)
+    };
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (na, nb) = (tensors[a].0, tensors[b].0);
+        (layer(na), na).cmp(&(layer(nb), nb))
+    });
+    order
+}
+
 /// The type of each tensor, given as (GGUF name, dimensions innermost
 /// first) in the order they are written; 1-D tensors get F32.
 pub fn choose(target: Target, cfg: &ModelConfig, tensors: &[(&str, &[u64])]) -> Vec<GgmlType> {
@@ -118,52 +138,52 @@ pub fn choose(target: Target, cfg: &ModelConfig, tensors: &[(&str, &[u64])]) -> 
         && cfg.heads != cfg.kv_heads;
     let (mut i_wv, mut i_down) = (0usize, 0usize);
     let base = target.base();
-    tensors
-        .iter()
-        .map(|&(name, dims)| {
-            if dims.len() < 2 || !name.ends_with("weight") {
-                return GgmlType::F32;
-            }
-            let nx = dims[0] as usize;
-            let mut ty = base;
-            let is_output = name == "output.weight" || (tied && name == "token_embd.weight");
-            if let Target::Mix(mix) = target {
-                if is_output {
-                    ty = if !nx.is_multiple_of(256) {
-                        GgmlType::Q8_0
-                    } else {
-                        GgmlType::Q6_K
-                    };
-                } else if name.ends_with(".attn_v.weight") {
-                    match mix {
-                        Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i_wv, n_wv) => {
-                            ty = GgmlType::Q6_K
-                        }
-                        Mix::Q4_K_S if i_wv < 4 => ty = GgmlType::Q5_K,
-                        _ => {}
-                    }
-                    if seventy_b && ty == GgmlType::Q4_K {
-                        ty = GgmlType::Q5_K;
-                    }
-                    i_wv += 1;
-                } else if name.ends_with(".ffn_down.weight") {
-                    match mix {
-                        Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i_down, n_layers) => {
-                            ty = GgmlType::Q6_K
-                        }
-                        Mix::Q4_K_S if i_down < n_layers / 8 => ty = GgmlType::Q5_K,
-                        _ => {}
-                    }
-                    i_down += 1;
+    let mut pick = |name: &str, dims: &[u64]| -> GgmlType {
+        if dims.len() < 2 || !name.ends_with("weight") {
+            return GgmlType::F32;
+        }
+        let nx = dims[0] as usize;
+        let mut ty = base;
+        let is_output = name == "output.weight" || (tied && name == "token_embd.weight");
+        if let Target::Mix(mix) = target {
+            if is_output {
+                ty = if !nx.is_multiple_of(256) {
+                    GgmlType::Q8_0
+                } else {
+                    GgmlType::Q6_K
+                };
+            } else if name.ends_with(".attn_v.weight") {
+                match mix {
+                    Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i_wv, n_wv) => ty = GgmlType::Q6_K,
+                    Mix::Q4_K_S if i_wv < 4 => ty = GgmlType::Q5_K,
+                    _ => {}
                 }
+                if seventy_b && ty == GgmlType::Q4_K {
+                    ty = GgmlType::Q5_K;
+                }
+                i_wv += 1;
+            } else if name.ends_with(".ffn_down.weight") {
+                match mix {
+                    Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i_down, n_layers) => {
+                        ty = GgmlType::Q6_K
+                    }
+                    Mix::Q4_K_S if i_down < n_layers / 8 => ty = GgmlType::Q5_K,
+                    _ => {}
+                }
+                i_down += 1;
             }
-            if ty.fits(nx) {
-                ty
-            } else {
-                ty.fallback(nx)
-            }
-        })
-        .collect()
+        }
+        if ty.fits(nx) {
+            ty
+        } else {
+            ty.fallback(nx)
+        }
+    };
+    let mut types = vec![GgmlType::F32; tensors.len()];
+    for i in llama_cpp_order(tensors) {
+        types[i] = pick(tensors[i].0, tensors[i].1);
+    }
+    types
 }
 
 #[cfg(test)]
@@ -178,6 +198,46 @@ mod tests {
             picked,
             vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
         );
+    }
+
+    #[test]
+    fn layers_count_by_number_whatever_order_they_come_in() {
+        // 30 layers listed as Hugging Face's alphabetical files list them
+        // (blk.0, blk.1, blk.10, …, blk.19, blk.2, …): ffn_down and attn_v
+        // get Q6_K in layers 0–2, 5, 8, …, 23 and 26–29, as llama-quantize
+        // gives them (it counts in layer-number order).
+        let cfg = ModelConfig::from_json(&serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+            "intermediate_size": 512, "num_hidden_layers": 30,
+            "num_attention_heads": 4, "vocab_size": 300, "rms_norm_eps": 1e-5
+        }))
+        .unwrap();
+        let mut layers: Vec<String> = (0..30).map(|l| l.to_string()).collect();
+        layers.sort();
+        let names: Vec<String> = layers
+            .iter()
+            .flat_map(|l| ["attn_v", "ffn_down", "ffn_up"].map(|t| format!("blk.{l}.{t}.weight")))
+            .chain(["output.weight".to_string()])
+            .collect();
+        let dims = [256u64, 256];
+        let listed: Vec<(&str, &[u64])> = names.iter().map(|n| (n.as_str(), &dims[..])).collect();
+        let types = choose(Target::Mix(Mix::Q4_K_M), &cfg, &listed);
+        let want: Vec<usize> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
+        assert_eq!(want, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+        for kind in ["attn_v", "ffn_down"] {
+            let mut got: Vec<usize> = names
+                .iter()
+                .zip(&types)
+                .filter(|(n, t)| n.contains(kind) && **t == GgmlType::Q6_K)
+                .map(|(n, _)| n.split('.').nth(1).unwrap().parse().unwrap())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{kind}");
+        }
+        assert!(names
+            .iter()
+            .zip(&types)
+            .all(|(n, t)| !n.contains("ffn_up") || *t == GgmlType::Q4_K));
     }
 
     #[test]
