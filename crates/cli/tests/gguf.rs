@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use shears_core::formats::gguf::{GgmlType, GgufFile, Value};
+use shears_core::formats::gguf::{hf, GgmlType, GgufFile, Value};
 use shears_core::reference::gguf::{quantize_q4_0, quantize_q8_0};
 use shears_core::{Checkpoint, DType};
 
@@ -915,30 +915,13 @@ fn a_gguf_file_shears_did_not_write_decompresses_to_a_folder_that_runs() {
         &std::fs::read_to_string(repo_root().join("assets/tiny-llama/tokenizer.json")).unwrap(),
     )
     .unwrap();
-    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    let byte_level = |regex: bool| {
-        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
-                           "trim_offsets": true, "use_regex": regex})
-    };
-    let split = |p: &str| {
-        serde_json::json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false},
-            byte_level(false)]})
-    };
+    // Each rule as tokenizer.json writes it (the folder's own is "gpt-2").
+    let rule = |name: &str| hf::pre_tokenizer(name).unwrap();
     let cases = [
         ("llama", base_pre["pre_tokenizer"].clone(), "gpt-2"),
-        ("llama", split(llama3), "llama-bpe"),
-        (
-            "mistral",
-            split(&llama3.replace(r"\p{N}{1,3}", r"\p{N}")),
-            "qwen2",
-        ),
-        (
-            "qwen2",
-            serde_json::json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-            "smollm",
-        ),
+        ("llama", rule("llama-bpe"), "llama-bpe"),
+        ("mistral", rule("qwen2"), "qwen2"),
+        ("qwen2", rule("smollm"), "smollm"),
         ("qwen3", base_pre["pre_tokenizer"].clone(), "gpt-2"),
     ];
     for (i, (family, pre, name)) in cases.into_iter().enumerate() {

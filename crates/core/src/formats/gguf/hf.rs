@@ -216,7 +216,7 @@ fn short(v: f64) -> f64 {
 
 /// The pre-tokenizer llama.cpp's `pre` name stands for, as tokenizer.json
 /// writes it.
-fn pre_tokenizer(pre: &str) -> Option<Json> {
+pub fn pre_tokenizer(pre: &str) -> Option<Json> {
     let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Some(match pre {
