@@ -22,13 +22,8 @@
 
 use serde_json::{json, Map, Value as Json};
 
-use super::vocab::{LLAMA3_SPLIT, QWEN2_SPLIT};
+use super::vocab::{CONTROL, LLAMA3_SPLIT, QWEN2_SPLIT, UNUSED, USER_DEFINED};
 use super::Value;
-
-/// llama.cpp's token types that [`tokenizer`] distinguishes.
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
 
 /// Metadata keys of a GGUF file, looked up by name.
 pub struct Keys<'a>(pub &'a [(String, Value)]);

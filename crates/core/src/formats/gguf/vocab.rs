@@ -28,11 +28,12 @@ use serde_json::Value as Json;
 use super::Value;
 use crate::{Error, Result};
 
+/// llama.cpp's token types.
 const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
+pub(super) const CONTROL: i32 = 3;
+pub(super) const USER_DEFINED: i32 = 4;
+pub(super) const UNUSED: i32 = 5;
 const BYTE: i32 = 6;
 
 /// A tokenizer.json section's `type`.
